@@ -1,0 +1,59 @@
+# Everything a fresh machine needs is installed or built from here: Python packages from the lock
+# file into .venv, the control-plane binaries into a cache outside the repository.
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+CACHE ?= $(or $(SIDECAR_OPERATOR_CACHE),$(HOME)/.cache/sidecar-operator)
+UV := $(CACHE)/tools/uv-$(UV_VERSION)/bin/uv
+VENV := .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+export SIDECAR_OPERATOR_CACHE := $(CACHE)
+
+.PHONY: help install binaries lint test demo down lock clean
+
+help:  ## List the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(UV):
+	$(PYTHON) -m venv $(CACHE)/tools/uv-$(UV_VERSION)
+	$(CACHE)/tools/uv-$(UV_VERSION)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/.installed: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --extra dev --python $(PYTHON)
+	touch $@
+
+install: $(VENV)/.installed  ## Create .venv with the package (editable), its dev tools and kubectl.
+
+lock: | $(UV)  ## Re-resolve uv.lock after changing dependencies in pyproject.toml.
+	$(UV) lock --python $(PYTHON)
+
+binaries:  ## Build (once, then cached) etcd, kube-apiserver, -controller-manager, -scheduler, kwok.
+	bash hack/build-control-plane.sh >/dev/null
+
+lint: install  ## Static checks.
+	$(BIN)/ruff check operator tests
+	$(BIN)/ruff format --check operator tests
+	$(BIN)/mypy
+
+test: install binaries lint  ## Everything CI runs: install, build, lint and the whole test suite.
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+demo: install binaries  ## Bring the local cluster up and show it.
+	$(BIN)/sidecar-operator dev up
+	eval "$$($(BIN)/sidecar-operator dev env)" && $(BIN)/kubectl get nodes -o wide
+	@echo
+	@echo "Use the cluster:  eval \"\$$($(BIN)/sidecar-operator dev env)\" && $(BIN)/kubectl get pods -A"
+	@echo "Stop it:          make down"
+
+down:  ## Stop the local cluster and delete its data.
+	$(BIN)/sidecar-operator dev down
+
+clean: down  ## Also remove .venv.
+	rm -rf $(VENV)

@@ -1,0 +1,54 @@
+"""The one command-line entry point, `sidecar-operator`."""
+
+from __future__ import annotations
+
+import typer
+
+from sidecar_operator import devcluster
+
+app = typer.Typer(no_args_is_help=True, add_completion=False)
+dev = typer.Typer(
+    help="A local Kubernetes control plane for development and tests.", no_args_is_help=True
+)
+app.add_typer(dev, name="dev")
+
+ClusterName = typer.Option("dev", "--name", help="Which local cluster (each has its own ports).")
+
+
+@dev.command("up")
+def dev_up(
+    name: str = ClusterName,
+    nodes: int = typer.Option(3, min=1, help="How many kwok Nodes to create."),
+    timeout: float = typer.Option(180.0, help="Seconds to wait for each component."),
+) -> None:
+    """Start the cluster, or reuse it if it runs; prints `export KUBECONFIG=...` last."""
+    cluster = devcluster.Cluster.named(name)
+    try:
+        devcluster.up(cluster, nodes=nodes, timeout=timeout)
+    except (devcluster.ClusterError, devcluster.BinariesError) as error:
+        typer.echo(f"dev up failed: {error}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(cluster.export_line())
+
+
+@dev.command("env")
+def dev_env(name: str = ClusterName) -> None:
+    """Print the `export KUBECONFIG=...` line of a running cluster."""
+    cluster = devcluster.Cluster.named(name)
+    if not devcluster.is_up(cluster):
+        typer.echo(
+            f"cluster {name!r} is not running; start it with `sidecar-operator dev up`", err=True
+        )
+        raise typer.Exit(1)
+    typer.echo(cluster.export_line())
+
+
+@dev.command("down")
+def dev_down(name: str = ClusterName) -> None:
+    """Stop every process `up` started and delete the cluster's data."""
+    devcluster.down(devcluster.Cluster.named(name))
+
+
+@app.callback()
+def main() -> None:
+    """Adds, updates and removes sidecar containers on live Deployments."""

@@ -1,0 +1,70 @@
+"""Driving the local cluster the way a user does: the `sidecar-operator` and `kubectl` commands."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+BIN = Path(sys.executable).parent
+SIDECAR_OPERATOR = str(BIN / "sidecar-operator")
+KUBECTL = str(BIN / "kubectl")
+
+
+def run(
+    argv: list[str],
+    *,
+    input: str | None = None,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        argv, input=input, capture_output=True, text=True, env=env, timeout=timeout, check=False
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(argv)} exited {result.returncode}\n"
+            f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+        )
+    return result
+
+
+def dev(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return run([SIDECAR_OPERATOR, "dev", *args], check=check, timeout=timeout)
+
+
+def kubeconfig_from(export_line: str) -> Path:
+    prefix = "export KUBECONFIG="
+    assert export_line.startswith(prefix), export_line
+    return Path(export_line[len(prefix) :])
+
+
+@dataclass(frozen=True)
+class Kubectl:
+    """kubectl bound to one kubeconfig (and, optionally, one namespace)."""
+
+    kubeconfig: Path
+    namespace: str | None = None
+
+    def __call__(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        argv = [KUBECTL, f"--kubeconfig={self.kubeconfig}"]
+        if self.namespace:
+            argv.append(f"--namespace={self.namespace}")
+        return run([*argv, *args], input=input, check=check, timeout=timeout)
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self("get", "-o", "json", *args).stdout)
+
+    def apply(
+        self, manifest: str, *args: str, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        return self("apply", "-f", "-", *args, input=manifest, check=check)
+
+    def in_namespace(self, namespace: str) -> Kubectl:
+        return Kubectl(self.kubeconfig, namespace)
