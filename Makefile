@@ -16,7 +16,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export SIDECAR_OPERATOR_CACHE := $(CACHE)
 
-.PHONY: help install binaries lint test demo down lock clean
+.PHONY: help install binaries lint test demo down lock clean crds
 
 help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -57,3 +57,7 @@ down:  ## Stop the local cluster and delete its data.
 
 clean: down  ## Also remove .venv.
 	rm -rf $(VENV)
+
+crds: install binaries  ## Regenerate crds/ from the models and the pinned release's OpenAPI document.
+	$(BIN)/python -m sidecar_operator.crd "$$(bash hack/build-control-plane.sh 2>/dev/null)/../openapi/api__v1_openapi.json" \
+	  > crds/sidecarpolicies.sidecars.dev.yaml

@@ -62,6 +62,12 @@ for stage in "$kwok_dir"/kustomize/stage/node/fast/node-initialize.yaml \
   cat "$stage"
 done >"$out/kwok-stages.yaml"
 
+# The release's own OpenAPI document: the CRD embeds its core/v1 Container, Volume and VolumeMount.
+mkdir -p "$out/openapi"
+cp "$(cd "$here/controlplane" && go list -m -f '{{.Dir}}' k8s.io/kubernetes)/api/openapi-spec/v3/api__v1_openapi.json" \
+  "$out/openapi/"
+chmod u+w "$out/openapi/api__v1_openapi.json"
+
 printf 'kubernetes=%s\nkwok=%s\n' "$k8s_version" "$kwok_version" >"$out/versions"
 touch "$out/.complete"
 echo "build-control-plane: done in $((SECONDS - start))s" >&2

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.kube import Kubectl, dev, kubeconfig_from
+from tests.kube import CRD_FILE, Kubectl, dev, kubeconfig_from
 
 
 @pytest.fixture(scope="session")
@@ -37,3 +37,13 @@ def namespace(kubectl_admin: Kubectl, request: pytest.FixtureRequest) -> Iterato
 def kubectl(kubectl_admin: Kubectl, namespace: str) -> Kubectl:
     """kubectl scoped to this test's namespace."""
     return kubectl_admin.in_namespace(namespace)
+
+
+@pytest.fixture(scope="session")
+def crd_installed(kubectl_admin: Kubectl) -> Kubectl:
+    """The SidecarPolicy CRD from crds/, applied server-side as the README says."""
+    kubectl_admin("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
+    kubectl_admin(
+        "wait", "--for=condition=Established", "crd/sidecarpolicies.sidecars.dev", "--timeout=60s"
+    )
+    return kubectl_admin

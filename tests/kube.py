@@ -12,6 +12,8 @@ from typing import Any
 BIN = Path(sys.executable).parent
 SIDECAR_OPERATOR = str(BIN / "sidecar-operator")
 KUBECTL = str(BIN / "kubectl")
+REPO = Path(__file__).resolve().parents[1]
+CRD_FILE = REPO / "crds" / "sidecarpolicies.sidecars.dev.yaml"
 
 
 def run(

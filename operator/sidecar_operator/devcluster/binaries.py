@@ -55,3 +55,8 @@ def ensure() -> Path:
 def kwok_stages(bin_dir: Path) -> Path:
     """kwok's stage file sits beside the binaries it was built with."""
     return bin_dir.parent / "kwok-stages.yaml"
+
+
+def openapi_document(bin_dir: Path) -> Path:
+    """The core/v1 OpenAPI document of the release the binaries were built from."""
+    return bin_dir.parent / "openapi" / "api__v1_openapi.json"

@@ -1,0 +1,260 @@
+"""The SidecarPolicy API (sidecars.dev/v1alpha1): the single source of truth for spec and status.
+
+The CRD in `crds/` is generated from these models (`make crds`). Containers, volumes and mounts
+are carried as the core/v1 objects they are: the models name only the fields the operator reads,
+keep every other field as given, and the CRD embeds the real core/v1 schemas for them.
+Cross-field rules are CEL expressions the API server enforces at `kubectl apply`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GROUP = "sidecars.dev"
+VERSION = "v1alpha1"
+KIND = "SidecarPolicy"
+PLURAL = "sidecarpolicies"
+SINGULAR = "sidecarpolicy"
+SHORT_NAMES = ("scp",)
+
+FIELD_MANAGER_PREFIX = f"{GROUP}/"
+REVISION_ANNOTATION_PREFIX = f"policy.{GROUP}/"
+INJECT_ANNOTATION = f"{GROUP}/inject"
+CORE_SCHEMA_KEY = "x-sidecars-core-v1"  # marks a model whose CRD schema comes from core/v1
+
+
+def _keyed_by(*keys: str) -> dict[str, Any]:
+    """A list the API server (and server-side apply) treats as a map keyed by these fields."""
+    return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": list(keys)}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, frozen=True, extra="forbid"
+    )
+
+
+class _CoreObject(BaseModel):
+    """A core/v1 object passed through untouched; the API server validates it."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    def to_api(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True, by_alias=True)
+
+
+class Container(_CoreObject):
+    model_config = ConfigDict(json_schema_extra={CORE_SCHEMA_KEY: "Container"})
+
+    name: str
+    image: str
+
+
+class Volume(_CoreObject):
+    model_config = ConfigDict(json_schema_extra={CORE_SCHEMA_KEY: "Volume"})
+
+    name: str
+
+
+class VolumeMount(_CoreObject):
+    model_config = ConfigDict(json_schema_extra={CORE_SCHEMA_KEY: "VolumeMount"})
+
+    name: str
+    mount_path: str = Field(alias="mountPath")
+
+
+class LabelSelectorRequirement(_Model):
+    key: str = Field(description="The label key the requirement applies to.")
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(
+        description="How the key relates to the values: In, NotIn, Exists or DoesNotExist."
+    )
+    values: list[str] = Field(
+        default_factory=list,
+        max_length=256,
+        description="Values for In and NotIn (non-empty there); empty for Exists and DoesNotExist.",
+    )
+
+
+class LabelSelector(_Model):
+    """A metav1.LabelSelector: all of matchLabels and matchExpressions must hold."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.matchExpressions) || self.matchExpressions.all(e, "
+                    "e.operator in ['In', 'NotIn'] ? size(e.values) > 0 : size(e.values) == 0)",
+                    "message": "matchExpressions: operators In and NotIn need values; "
+                    "Exists and DoesNotExist take none",
+                }
+            ]
+        }
+    )
+
+    match_labels: dict[str, str] = Field(
+        default_factory=dict, description="Labels that must all be present with these values."
+    )
+    match_expressions: list[LabelSelectorRequirement] = Field(
+        default_factory=list, max_length=32, description="Requirements that must all hold."
+    )
+
+
+class UpdateStrategy(_Model):
+    max_concurrent: int | str = Field(
+        default="25%",
+        description="How many matched Deployments may be rolling out this policy's change at "
+        "once: a positive integer, or a percentage of matched Deployments from 1% to 100% "
+        "(rounded up, at least 1). Default 25%.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "type(self) == int ? self >= 1 : self.matches('^([1-9][0-9]?|100)%$')",
+                    "message": "maxConcurrent must be a positive integer or a percentage "
+                    "from 1% to 100%",
+                }
+            ]
+        },
+    )
+    paused: bool = Field(
+        default=False,
+        description="true stops the policy from touching further Deployments; Deployments "
+        "already rolling out finish. Removal is never paused.",
+    )
+
+
+_NO_PRIVILEGE = (
+    "(!has({c}.securityContext) || ("
+    "(!has({c}.securityContext.privileged) || !{c}.securityContext.privileged) && "
+    "(!has({c}.securityContext.allowPrivilegeEscalation) || "
+    "!{c}.securityContext.allowPrivilegeEscalation) && "
+    "(!has({c}.securityContext.capabilities) || "
+    "!has({c}.securityContext.capabilities.add) || "
+    "size({c}.securityContext.capabilities.add) == 0)))"
+)
+
+
+class SidecarPolicySpec(_Model):
+    """What to add to every Deployment the policy selects."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "size(self.containers) + size(self.initContainers) + "
+                    "size(self.volumes) + size(self.volumeMounts) > 0",
+                    "message": "a policy must add something: set at least one of containers, "
+                    "initContainers, volumes or volumeMounts",
+                },
+                {
+                    "rule": "self.containers.all(c, self.initContainers.all(i, i.name != c.name))",
+                    "message": "a name is used in both containers and initContainers; "
+                    "container names must be unique within a pod",
+                },
+                {
+                    "rule": "self.volumeMounts.all(m, self.volumes.exists(v, v.name == m.name))",
+                    "message": "every volumeMounts entry must name a volume defined in this "
+                    "policy's volumes",
+                },
+                {
+                    "rule": "self.allowPrivileged || ("
+                    f"self.containers.all(c, {_NO_PRIVILEGE.format(c='c')}) && "
+                    f"self.initContainers.all(c, {_NO_PRIVILEGE.format(c='c')}))",
+                    "message": "a sidecar asks for privileged mode, privilege escalation or "
+                    "added capabilities; set spec.allowPrivileged: true to allow it",
+                },
+            ]
+        }
+    )
+
+    selector: LabelSelector = Field(
+        description="Selects Deployments by their metadata.labels. Required; {} selects every "
+        "Deployment in the matched namespaces (the policy then gets a Warning Event)."
+    )
+    namespace_selector: LabelSelector | None = Field(
+        default=None,
+        description="Selects namespaces by their labels. Without it every namespace matches "
+        "except kube-system, kube-public, kube-node-lease and the operator's own namespace.",
+    )
+    priority: int = Field(
+        default=0,
+        description="When two policies add a container, init container or volume of the same "
+        "name to one Deployment, the higher priority wins; on a tie the older policy wins. "
+        "The loser skips that Deployment.",
+    )
+    containers: list[Container] = Field(
+        default_factory=list,
+        max_length=32,
+        json_schema_extra=_keyed_by("name"),
+        description="core/v1 Containers appended after the app's containers.",
+    )
+    init_containers: list[Container] = Field(
+        default_factory=list,
+        max_length=32,
+        json_schema_extra=_keyed_by("name"),
+        description="core/v1 Containers placed before the app's init containers; "
+        "restartPolicy: Always makes one a native sidecar.",
+    )
+    volumes: list[Volume] = Field(
+        default_factory=list,
+        max_length=32,
+        json_schema_extra=_keyed_by("name"),
+        description="core/v1 Volumes added to the pod template.",
+    )
+    volume_mounts: list[VolumeMount] = Field(
+        default_factory=list,
+        max_length=32,
+        json_schema_extra=_keyed_by("mountPath"),
+        description="core/v1 VolumeMounts added to every container the app defines (not to "
+        "sidecars added by policies). Each must name a volume from this policy's volumes.",
+    )
+    allow_privileged: bool = Field(
+        default=False,
+        description="Must be true for a sidecar with privileged: true, "
+        "allowPrivilegeEscalation: true or added capabilities.",
+    )
+    update_strategy: UpdateStrategy = Field(
+        default_factory=UpdateStrategy,
+        description="How fast a change rolls out across matched Deployments.",
+    )
+
+
+class Condition(_Model):
+    """A metav1.Condition."""
+
+    type: str = Field(description="Ready, Progressing or Degraded.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(description="A CamelCase reason for the last transition.")
+    message: str = Field(default="", description="What a person should know, in words.")
+    last_transition_time: str = Field(description="When status last changed (RFC 3339).")
+    observed_generation: int | None = Field(
+        default=None, description="The .metadata.generation the condition was set from."
+    )
+
+
+class SidecarPolicyStatus(_Model):
+    """Where the policy's rollout stands."""
+
+    observed_generation: int | None = Field(
+        default=None, description="The .metadata.generation this status describes."
+    )
+    revision: str | None = Field(
+        default=None,
+        description="Short hash of the current spec's rendered sidecar content; matched "
+        "Deployments carry it in annotation policy.sidecars.dev/<policy name>.",
+    )
+    matched_deployments: int = Field(default=0, description="Deployments the policy selects.")
+    updated_deployments: int = Field(
+        default=0, description="Matched Deployments carrying the current revision."
+    )
+    ready_deployments: int = Field(
+        default=0, description="Updated Deployments whose rollout has finished."
+    )
+    conflicts: int = Field(
+        default=0, description="Matched Deployments skipped because of a conflict."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Ready, Progressing and Degraded."
+    )

@@ -1,0 +1,212 @@
+"""The SidecarPolicy CRD: generated from the models, and rejecting bad policies at apply time."""
+
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+from typing import Any
+
+import pytest
+import yaml
+
+from sidecar_operator import crd
+from sidecar_operator.devcluster import binaries
+from tests.kube import CRD_FILE, Kubectl
+
+
+def _openapi() -> dict[str, Any]:
+    return json.loads(binaries.openapi_document(binaries.ensure()).read_text())
+
+
+def test_checked_in_crd_matches_the_models() -> None:
+    assert CRD_FILE.read_text() == crd.render(_openapi()), "crds/ is stale: run `make crds`"
+
+
+def _policy(**spec: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "selector": {"matchLabels": {"logging": "enabled"}},
+        "containers": [{"name": "shipper", "image": "fluent/fluent-bit:3.1"}],
+    }
+    base.update(spec)
+    return {
+        "apiVersion": "sidecars.dev/v1alpha1",
+        "kind": "SidecarPolicy",
+        "metadata": {"name": f"crd-{uuid.uuid4().hex[:8]}"},
+        "spec": {key: value for key, value in base.items() if value is not None},
+    }
+
+
+def _apply(kubectl: Kubectl, policy: dict[str, Any]) -> tuple[bool, str]:
+    result = kubectl.apply(yaml.safe_dump(policy), check=False)
+    if result.returncode == 0:
+        kubectl("delete", "sidecarpolicy", policy["metadata"]["name"], "--wait=false")
+    return result.returncode == 0, result.stderr
+
+
+PRIVILEGED = {"securityContext": {"privileged": True}}
+ESCALATION = {"securityContext": {"allowPrivilegeEscalation": True}}
+CAPABILITIES = {"securityContext": {"capabilities": {"add": ["NET_ADMIN"]}}}
+SIDECAR = {"name": "shipper", "image": "fluent/fluent-bit:3.1"}
+
+REJECTED = {
+    "selector missing": ({"selector": None}, "spec.selector: Required value"),
+    "container without name": (
+        {"containers": [{"image": "busybox"}]},
+        "spec.containers[0].name: Required value",
+    ),
+    "container without image": (
+        {"containers": [{"name": "shipper"}]},
+        "spec.containers[0].image: Required value",
+    ),
+    "init container without image": (
+        {"initContainers": [{"name": "sync"}]},
+        "spec.initContainers[0].image: Required value",
+    ),
+    "duplicate container names": (
+        {"containers": [SIDECAR, {**SIDECAR, "image": "other"}]},
+        'spec.containers[1]: Duplicate value: {"name":"shipper"}',
+    ),
+    "duplicate init container names": (
+        {"initContainers": [SIDECAR, SIDECAR]},
+        "spec.initContainers[1]: Duplicate value",
+    ),
+    "duplicate volume names": (
+        {"volumes": [{"name": "logs", "emptyDir": {}}, {"name": "logs", "emptyDir": {}}]},
+        "spec.volumes[1]: Duplicate value",
+    ),
+    "name in both containers and initContainers": (
+        {"initContainers": [{**SIDECAR, "restartPolicy": "Always"}]},
+        "a name is used in both containers and initContainers",
+    ),
+    "volumeMount naming an undefined volume": (
+        {"volumeMounts": [{"name": "nowhere", "mountPath": "/x"}]},
+        "every volumeMounts entry must name a volume defined in this policy's volumes",
+    ),
+    "maxConcurrent zero": (
+        {"updateStrategy": {"maxConcurrent": 0}},
+        "maxConcurrent must be a positive integer or a percentage from 1% to 100%",
+    ),
+    "maxConcurrent 0%": (
+        {"updateStrategy": {"maxConcurrent": "0%"}},
+        "maxConcurrent must be a positive integer or a percentage from 1% to 100%",
+    ),
+    "maxConcurrent 101%": (
+        {"updateStrategy": {"maxConcurrent": "101%"}},
+        "maxConcurrent must be a positive integer or a percentage from 1% to 100%",
+    ),
+    "maxConcurrent a word": (
+        {"updateStrategy": {"maxConcurrent": "fast"}},
+        "maxConcurrent must be a positive integer or a percentage from 1% to 100%",
+    ),
+    "priority of the wrong type": (
+        {"priority": "high"},
+        'spec.priority: Invalid value: "string": spec.priority in body must be of type integer',
+    ),
+    "containers of the wrong type": (
+        {"containers": "fluent-bit"},
+        "spec.containers in body must be of type array",
+    ),
+    "nothing to add": (
+        {"containers": []},
+        "a policy must add something: set at least one of containers, initContainers, "
+        "volumes or volumeMounts",
+    ),
+    "privileged sidecar": (
+        {"containers": [{**SIDECAR, **PRIVILEGED}]},
+        "set spec.allowPrivileged: true to allow it",
+    ),
+    "privilege escalation in an init container": (
+        {"initContainers": [{"name": "sync", "image": "git-sync", **ESCALATION}]},
+        "set spec.allowPrivileged: true to allow it",
+    ),
+    "added capabilities": (
+        {"containers": [{**SIDECAR, **CAPABILITIES}]},
+        "set spec.allowPrivileged: true to allow it",
+    ),
+}
+
+
+@pytest.mark.parametrize("spec, message", REJECTED.values(), ids=REJECTED.keys())
+def test_bad_policy_is_rejected_at_apply(
+    crd_installed: Kubectl, spec: dict[str, Any], message: str
+) -> None:
+    accepted, stderr = _apply(crd_installed, _policy(**spec))
+    assert not accepted
+    assert message in stderr
+
+
+def test_name_longer_than_63_characters_is_rejected(crd_installed: Kubectl) -> None:
+    policy = _policy()
+    policy["metadata"]["name"] = "p" * 64
+    accepted, stderr = _apply(crd_installed, policy)
+    assert not accepted
+    assert "a SidecarPolicy name must be at most 63 characters" in stderr
+
+
+ACCEPTED = {
+    "privileged with allowPrivileged": {
+        "containers": [
+            {**SIDECAR, "securityContext": {"privileged": True, "capabilities": {"add": ["ALL"]}}}
+        ],
+        "allowPrivileged": True,
+    },
+    "maxConcurrent 100%": {"updateStrategy": {"maxConcurrent": "100%"}},
+    "maxConcurrent 1%": {"updateStrategy": {"maxConcurrent": "1%"}},
+    "maxConcurrent integer": {"updateStrategy": {"maxConcurrent": 3}},
+    "only volumes and mounts": {
+        "containers": None,
+        "volumes": [{"name": "logs", "emptyDir": {}}],
+        "volumeMounts": [{"name": "logs", "mountPath": "/var/log/app"}],
+    },
+    "sidecar mounting an app volume": {
+        "containers": [{**SIDECAR, "volumeMounts": [{"name": "app-data", "mountPath": "/d"}]}]
+    },
+    "empty selector": {"selector": {}},
+}
+
+
+@pytest.mark.parametrize("spec", ACCEPTED.values(), ids=ACCEPTED.keys())
+def test_good_policy_is_accepted(crd_installed: Kubectl, spec: dict[str, Any]) -> None:
+    accepted, stderr = _apply(crd_installed, _policy(**spec))
+    assert accepted, stderr
+
+
+def test_defaults_are_filled_in(crd_installed: Kubectl) -> None:
+    policy = _policy()
+    crd_installed.apply(yaml.safe_dump(policy))
+    try:
+        stored = crd_installed.json("sidecarpolicy", policy["metadata"]["name"])["spec"]
+    finally:
+        crd_installed("delete", "sidecarpolicy", policy["metadata"]["name"], "--wait=false")
+    assert stored["priority"] == 0
+    assert stored["allowPrivileged"] is False
+    assert stored["updateStrategy"] == {"maxConcurrent": "25%", "paused": False}
+    assert stored["initContainers"] == [] and stored["volumes"] == []
+
+
+def test_kubectl_explain_documents_core_container_fields(crd_installed: Kubectl) -> None:
+    explained = crd_installed("explain", "sidecarpolicy.spec.containers").stdout
+    assert "core/v1 Containers appended after the app's containers" in explained
+    for field in ("image", "volumeMounts", "securityContext", "restartPolicy", "resources"):
+        assert f"\n  {field}\t" in explained
+    probe = crd_installed("explain", "sidecarpolicy.spec.containers.livenessProbe.httpGet.port")
+    assert "IntOrString" in probe.stdout or "port" in probe.stdout
+
+
+def test_every_field_has_a_description() -> None:
+    schema = yaml.safe_load(CRD_FILE.read_text())["spec"]["versions"][0]["schema"][
+        "openAPIV3Schema"
+    ]
+    missing: list[str] = []
+
+    def walk(node: dict[str, Any], path: str) -> None:
+        for name, child in node.get("properties", {}).items():
+            if name != "metadata" and not child.get("description"):
+                missing.append(f"{path}.{name}")
+            walk(child, f"{path}.{name}")
+        if "items" in node:
+            walk(node["items"], f"{path}[]")
+
+    walk(copy.deepcopy(schema), "")
+    assert missing == []
