@@ -8,6 +8,7 @@ Cross-field rules are CEL expressions the API server enforces at `kubectl apply`
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -258,3 +259,31 @@ class SidecarPolicyStatus(_Model):
     conditions: list[Condition] = Field(
         default_factory=list, description="Ready, Progressing and Degraded."
     )
+
+
+class Policy(BaseModel):
+    """What the operator needs of one SidecarPolicy object: identity, age and spec."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    created: str = ""  # RFC 3339 creationTimestamp; sorts chronologically as text
+    generation: int = 0
+    deleting: bool = False
+    spec: SidecarPolicySpec
+
+    @classmethod
+    def from_object(cls, obj: Mapping[str, Any]) -> Policy:
+        metadata = obj.get("metadata", {})
+        return cls(
+            name=metadata["name"],
+            created=metadata.get("creationTimestamp") or "",
+            generation=metadata.get("generation") or 0,
+            deleting=bool(metadata.get("deletionTimestamp")),
+            spec=SidecarPolicySpec.model_validate(obj.get("spec") or {}),
+        )
+
+    @property
+    def rank(self) -> tuple[int, str, str]:
+        """Sorts the winner of a name clash first: higher priority, then older, then name."""
+        return (-self.spec.priority, self.created, self.name)

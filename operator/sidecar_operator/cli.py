@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import typer
 
 from sidecar_operator import devcluster
@@ -47,6 +49,34 @@ def dev_env(name: str = ClusterName) -> None:
 def dev_down(name: str = ClusterName) -> None:
     """Stop every process `up` started and delete the cluster's data."""
     devcluster.down(devcluster.Cluster.named(name))
+
+
+@app.command("run")
+def run(
+    log_format: str = typer.Option("console", help="console (key=value) or json."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logs."),
+    operator_namespace: str | None = typer.Option(
+        None,
+        envvar="OPERATOR_NAMESPACE",
+        help="The operator's own namespace, never matched without a namespaceSelector.",
+    ),
+    resync_seconds: float = typer.Option(
+        60.0, min=1, help="How often every Deployment is checked for drift."
+    ),
+) -> None:
+    """Run the operator against the current kubeconfig (or in-cluster config), cluster-wide."""
+    import kopf
+
+    from sidecar_operator import handlers, logs
+
+    if log_format not in ("console", "json"):
+        raise typer.BadParameter("use console or json", param_hint="--log-format")
+    logs.configure(
+        "json" if log_format == "json" else "console", logging.DEBUG if verbose else logging.INFO
+    )
+    handlers.Options.operator_namespace = operator_namespace
+    handlers.Options.resync_seconds = resync_seconds
+    kopf.run(clusterwide=True, standalone=True)
 
 
 @app.callback()

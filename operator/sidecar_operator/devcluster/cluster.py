@@ -325,6 +325,10 @@ def _argv(cluster: Cluster, bin_dir: Path, ports: dict[str, int]) -> dict[str, l
             "--leader-elect=false",
             f"--service-account-private-key-file={keys.service_account_key}",
             f"--root-ca-file={keys.ca_cert}",
+            # kwok keeps no node Leases: without a long grace the node-lifecycle controller
+            # marks every Node, and so every Pod, not ready within a minute.
+            "--node-monitor-grace-period=8760h",
+            "--node-startup-grace-period=8760h",
             "--kube-api-qps=200",
             "--kube-api-burst=400",
             "--concurrent-deployment-syncs=10",

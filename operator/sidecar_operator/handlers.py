@@ -1,0 +1,189 @@
+"""Every Kopf entry point, in one place. Each is thin: it hands the watched state to
+`reconcile.Runtime`, which asks the pure core what to do and does it.
+
+Deployments and Namespaces are only indexed and observed (`@kopf.index`, `@kopf.on.event`), so
+Kopf writes no annotations or finalizers on them; its bookkeeping stays on SidecarPolicies.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from sidecar_operator import api, snapshot
+from sidecar_operator.api import Policy
+from sidecar_operator.kubeapi import KubeApi, load_config
+from sidecar_operator.reconcile import Runtime, View
+
+POLICIES = (f"{api.GROUP}/{api.VERSION}", api.PLURAL)
+DEPLOYMENTS = ("apps/v1", "deployments")
+NAMESPACES = ("v1", "namespaces")
+
+
+class Options:
+    """Set by the `run` command before Kopf starts."""
+
+    operator_namespace: str | None = None
+    resync_seconds: float = 60.0
+
+
+runtime: Runtime | None = None
+
+
+def _runtime() -> Runtime:
+    if runtime is None:
+        raise kopf.TemporaryError("the operator is still starting", delay=1)
+    return runtime
+
+
+def _post(ref: dict[str, Any], *, type: str, reason: str, message: str) -> None:
+    kopf.event(ref, type=type, reason=reason, message=message)
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    global runtime
+    prefix = api.GROUP
+    settings.persistence.finalizer = f"{prefix}/cleanup"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=prefix)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=prefix, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING  # Kopf's own warnings become Events; info does not
+    settings.watching.server_timeout = 300
+    load_config()
+    runtime = Runtime(
+        KubeApi(),
+        _post,
+        operator_namespace=Options.operator_namespace,
+        resync_seconds=Options.resync_seconds,
+    )
+
+
+# -- the watch caches ------------------------------------------------------------------------
+
+
+@kopf.index(*DEPLOYMENTS)
+def deployments(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {(namespace, name): snapshot.compact(body)}
+
+
+@kopf.index(*NAMESPACES)
+def namespaces(name: str, labels: kopf.Labels, **_: Any) -> dict[str, dict[str, str]]:
+    return {name: dict(labels)}
+
+
+@kopf.index(*POLICIES)
+def policies(name: str, body: kopf.Body, **_: Any) -> dict[str, Any]:
+    return {
+        name: (
+            Policy.from_object(body),
+            {"metadata": dict(body.metadata), "status": dict(body.status)},
+        )
+    }
+
+
+def _bind(
+    deployments: kopf.Index[Any, Any],
+    namespaces: kopf.Index[Any, Any],
+    policies: kopf.Index[Any, Any],
+) -> Runtime:
+    def first(store: Any) -> Any:
+        return next(iter(store))
+
+    state = _runtime()
+    state.view = View(
+        deployments=lambda: {key: first(store) for key, store in deployments.items()},
+        policies=lambda: {key: first(store) for key, store in policies.items()},
+        namespace_labels=lambda ns: first(namespaces[ns]) if ns in namespaces else {},
+    )
+    return state
+
+
+# -- reactions -------------------------------------------------------------------------------
+
+
+@kopf.on.event(*DEPLOYMENTS)
+def deployment_event(
+    event: kopf.RawEvent,
+    body: kopf.Body,
+    deployments: kopf.Index[Any, Any],
+    namespaces: kopf.Index[Any, Any],
+    policies: kopf.Index[Any, Any],
+    **_: Any,
+) -> None:
+    state = _bind(deployments, namespaces, policies)
+    state.deployment_changed(body, deleted=event["type"] == "DELETED")
+
+
+@kopf.on.event(*NAMESPACES)
+def namespace_event(
+    name: str,
+    deployments: kopf.Index[Any, Any],
+    namespaces: kopf.Index[Any, Any],
+    policies: kopf.Index[Any, Any],
+    **_: Any,
+) -> None:
+    _bind(deployments, namespaces, policies).namespace_changed(name)
+
+
+@kopf.on.event(*POLICIES)
+def policy_event(
+    name: str,
+    deployments: kopf.Index[Any, Any],
+    namespaces: kopf.Index[Any, Any],
+    policies: kopf.Index[Any, Any],
+    **_: Any,
+) -> None:
+    _bind(deployments, namespaces, policies).worker(name).touch_all()
+
+
+@kopf.daemon(*POLICIES, cancellation_timeout=10)
+def policy_worker(
+    name: str,
+    stopped: kopf.DaemonStopped,
+    deployments: kopf.Index[Any, Any],
+    namespaces: kopf.Index[Any, Any],
+    policies: kopf.Index[Any, Any],
+    **_: Any,
+) -> None:
+    """Injects, updates, repairs and reports for one policy until it is deleted."""
+    state = _bind(deployments, namespaces, policies)
+    entry = state.view.policies().get(name)
+    if (
+        entry is not None
+        and not entry[0].spec.selector.match_labels
+        and not entry[0].spec.selector.match_expressions
+    ):
+        _post(
+            {
+                "apiVersion": f"{api.GROUP}/{api.VERSION}",
+                "kind": api.KIND,
+                "metadata": entry[1]["metadata"],
+            },
+            type="Warning",
+            reason="SelectsEverything",
+            message="spec.selector is empty: every Deployment in the matched namespaces "
+            "gets this policy's sidecars",
+        )
+    state.run_worker(name, lambda: bool(stopped))
+
+
+@kopf.on.delete(*POLICIES)
+def policy_deleted(
+    name: str,
+    deployments: kopf.Index[Any, Any],
+    namespaces: kopf.Index[Any, Any],
+    policies: kopf.Index[Any, Any],
+    **_: Any,
+) -> None:
+    """Holds the policy (by its finalizer) until no Deployment carries anything of it."""
+    state = _bind(deployments, namespaces, policies)
+    failures = state.remove_everywhere(name)
+    if failures:
+        raise kopf.TemporaryError(
+            f"could not clean up {len(failures)} Deployments: {'; '.join(failures[:5])}", delay=5
+        )
+    state.forget(name)

@@ -1,0 +1,217 @@
+"""A model of what the API server does with one policy's server-side apply, for the fields
+policies touch (containers, init containers, volumes, mounts, the revision annotation).
+
+The operator never needs it to act; `preview` uses it to show the pod template a policy would
+produce, and the property tests use it to check the planner's bodies. Integration tests check
+this model against the real API server. Pure.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from sidecar_operator.ownership import POD_LISTS, Ownership, ownership
+
+Item = dict[str, Any]
+
+
+def merged_order(live: list[str], applied: list[str]) -> list[str]:
+    """The order structured-merge-diff gives an associative list when `applied` is merged into
+    `live`: live items keep their places, and an applied item that is new is placed before the
+    next applied item that already exists, or at the end."""
+    applied_set, live_set = set(applied), set(live)
+    shared = [key for key in applied if key in live_set]
+    out: list[str] = []
+    emitted: set[str] = set()
+    li = ri = 0
+    while li < len(live) or ri < len(applied):
+        if li < len(live) and ri < len(applied):
+            if live[li] == applied[ri]:
+                out.append(live[li])
+                emitted.add(live[li])
+                if shared and shared[0] == live[li]:
+                    shared.pop(0)
+                li += 1
+                ri += 1
+                continue
+            if live[li] in applied_set and shared and shared[0] != live[li]:
+                li += 1
+                continue
+        if li < len(live):
+            if live[li] not in applied_set:
+                out.append(live[li])
+                li += 1
+                continue
+            if live[li] in emitted:
+                li += 1
+        if ri < len(applied):
+            key = applied[ri]
+            if key not in emitted:
+                out.append(key)
+                emitted.add(key)
+            if shared and shared[0] == key:
+                shared.pop(0)
+            ri += 1
+    return out
+
+
+def _merge_list(
+    live: list[Item],
+    applied: list[Item],
+    key: str,
+    merge_item: Callable[[Item | None, Item], Item],
+    dropped: set[str],
+) -> list[Item]:
+    live_by_key = {item[key]: item for item in live if item[key] not in dropped}
+    applied_by_key = {item[key]: item for item in applied}
+    order = merged_order(list(live_by_key), list(applied_by_key))
+    return [
+        merge_item(live_by_key.get(name), applied_by_key[name])
+        if name in applied_by_key
+        else live_by_key[name]
+        for name in order
+    ]
+
+
+def _replace(_: Item | None, applied: Item) -> Item:
+    return copy.deepcopy(applied)
+
+
+def apply_to_pod_spec(
+    pod: Mapping[str, Any], before: Ownership, body_pod: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The pod spec after a policy that owned `before` applies `body_pod`."""
+    result = copy.deepcopy(dict(pod))
+    for pod_list in POD_LISTS:
+        applied = body_pod.get(pod_list, [])
+        sent = {item["name"] for item in applied}
+        dropped = {name for name in before.added(pod_list) if name not in sent}
+
+        def merge_entry(live: Item | None, entry: Item, pod_list: str = pod_list) -> Item:
+            if "image" in entry or live is None:
+                return copy.deepcopy(entry)
+            kept = {
+                path
+                for (lst, name, path) in before.mounts
+                if lst == pod_list and name == entry["name"]
+            }
+            sent_paths = {m["mountPath"] for m in entry.get("volumeMounts", [])}
+            mounts = _merge_list(
+                live.get("volumeMounts", []),
+                entry.get("volumeMounts", []),
+                "mountPath",
+                _replace,
+                kept - sent_paths,
+            )
+            merged = copy.deepcopy(live)
+            if mounts:
+                merged["volumeMounts"] = mounts
+            else:
+                merged.pop("volumeMounts", None)
+            return merged
+
+        items = _merge_list(result.get(pod_list, []), applied, "name", merge_entry, dropped)
+        # Mounts this policy put into containers it no longer lists at all.
+        for item in items:
+            if item["name"] in sent or item["name"] in before.added(pod_list):
+                continue
+            stale = {
+                path
+                for (lst, name, path) in before.mounts
+                if lst == pod_list and name == item["name"]
+            }
+            if stale and "volumeMounts" in item:
+                item["volumeMounts"] = [
+                    m for m in item["volumeMounts"] if m["mountPath"] not in stale
+                ]
+                if not item["volumeMounts"]:
+                    del item["volumeMounts"]
+        _set_or_drop(result, pod_list, items)
+    dropped_volumes = {
+        name
+        for name in before.volumes
+        if name not in {v["name"] for v in body_pod.get("volumes", [])}
+    }
+    volumes = _merge_list(
+        result.get("volumes", []), body_pod.get("volumes", []), "name", _replace, dropped_volumes
+    )
+    _set_or_drop(result, "volumes", volumes)
+    return result
+
+
+def _set_or_drop(target: dict[str, Any], key: str, items: list[Item]) -> None:
+    if items:
+        target[key] = items
+    else:
+        target.pop(key, None)
+
+
+def fields_v1(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The managedFields set the API server records for an applied body (for the parts a policy
+    sends), so a simulated Deployment can carry the same ownership a real one would."""
+    metadata: dict[str, Any] = {}
+    annotations = body.get("metadata", {}).get("annotations") or {}
+    if annotations:
+        metadata["f:annotations"] = {f"f:{key}": {} for key in annotations}
+    pod_fields: dict[str, Any] = {}
+    pod = body.get("spec", {}).get("template", {}).get("spec", {})
+
+    def keyed(field: str, value: str) -> str:
+        return "k:" + json.dumps({field: value}, separators=(",", ":"))
+
+    def item_fields(item: Mapping[str, Any]) -> dict[str, Any]:
+        fields: dict[str, Any] = {".": {}}
+        for name, value in item.items():
+            if name == "volumeMounts":
+                fields["f:volumeMounts"] = {
+                    keyed("mountPath", mount["mountPath"]): {".": {}} for mount in value
+                }
+            else:
+                fields[f"f:{name}"] = {}
+        return fields
+
+    for pod_list in (*POD_LISTS, "volumes"):
+        if pod.get(pod_list):
+            pod_fields[f"f:{pod_list}"] = {
+                keyed("name", item["name"]): item_fields(item) for item in pod[pod_list]
+            }
+    fields: dict[str, Any] = {}
+    if metadata:
+        fields["f:metadata"] = metadata
+    if pod_fields:
+        fields["f:spec"] = {"f:template": {"f:spec": pod_fields}}
+    return fields
+
+
+def apply(deployment: Mapping[str, Any], manager: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    """A Deployment as the API server would return it after `manager` applies `body`."""
+    policy = manager.split("/", 1)[1]
+    before = ownership(deployment, policy)
+    result = copy.deepcopy(dict(deployment))
+    metadata = result.setdefault("metadata", {})
+    annotations = dict(metadata.get("annotations") or {})
+    for key in list(annotations):
+        if key.endswith(f"/{policy}") and key not in (body["metadata"].get("annotations") or {}):
+            del annotations[key]
+    annotations.update(body["metadata"].get("annotations") or {})
+    if annotations:
+        metadata["annotations"] = annotations
+    else:
+        metadata.pop("annotations", None)
+    template = result.setdefault("spec", {}).setdefault("template", {})
+    template["spec"] = apply_to_pod_spec(
+        template.get("spec", {}),
+        before,
+        body.get("spec", {}).get("template", {}).get("spec", {}),
+    )
+    fields = fields_v1(body)
+    managed = [
+        entry for entry in metadata.get("managedFields") or [] if entry.get("manager") != manager
+    ]
+    if fields:
+        managed.append({"manager": manager, "operation": "Apply", "fieldsV1": fields})
+    metadata["managedFields"] = managed
+    return result

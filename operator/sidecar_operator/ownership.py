@@ -1,0 +1,122 @@
+"""What each policy owns on a Deployment, read from its server-side-apply managedFields.
+
+The API server records, per field manager, the fields it set. Every policy applies with its own
+manager `sidecars.dev/<policy>`, so the Deployment itself says which containers, volumes and mounts
+a policy added: no bookkeeping of ours is needed, and a policy deleted while the operator was down
+is still found. Pure: parses the managedFields JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sidecar_operator.api import FIELD_MANAGER_PREFIX, REVISION_ANNOTATION_PREFIX
+
+POD_LISTS = ("initContainers", "containers")
+# A policy's entry for a container it did not add carries only these: the key and its mounts.
+# Owning anything else means the policy added the container (even after someone took over its
+# image with an edit).
+_ENTRY_FIELDS = {".", "f:name", "f:volumeMounts"}
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """The parts of a pod template one field manager set."""
+
+    annotation: bool = False
+    containers: frozenset[str] = frozenset()  # containers it added
+    init_containers: frozenset[str] = frozenset()
+    volumes: frozenset[str] = frozenset()
+    # (list, container, mountPath) for mounts it put into containers it did not add
+    mounts: frozenset[tuple[str, str, str]] = frozenset()
+
+    @property
+    def empty(self) -> bool:
+        return not (
+            self.annotation
+            or self.containers
+            or self.init_containers
+            or self.volumes
+            or self.mounts
+        )
+
+    def added(self, pod_list: str) -> frozenset[str]:
+        return self.init_containers if pod_list == "initContainers" else self.containers
+
+
+def field_manager(policy: str) -> str:
+    return FIELD_MANAGER_PREFIX + policy
+
+
+def revision_annotation(policy: str) -> str:
+    return REVISION_ANNOTATION_PREFIX + policy
+
+
+def _key(element: str, field: str) -> str | None:
+    """The value of `field` in a `k:{...}` list-item path element."""
+    if not element.startswith("k:"):
+        return None
+    value = json.loads(element[2:]).get(field)
+    return value if isinstance(value, str) else None
+
+
+def _merge_entries(deployment: Mapping[str, Any], manager: str) -> list[Mapping[str, Any]]:
+    return [
+        entry.get("fieldsV1") or {}
+        for entry in deployment.get("metadata", {}).get("managedFields") or []
+        if entry.get("manager") == manager and entry.get("operation") == "Apply"
+    ]
+
+
+def ownership(deployment: Mapping[str, Any], policy: str) -> Ownership:
+    """What `policy`'s field manager owns on this Deployment."""
+    annotation = False
+    added: dict[str, set[str]] = {name: set() for name in POD_LISTS}
+    volumes: set[str] = set()
+    mounts: set[tuple[str, str, str]] = set()
+    for fields in _merge_entries(deployment, field_manager(policy)):
+        annotations = fields.get("f:metadata", {}).get("f:annotations", {})
+        annotation = annotation or f"f:{revision_annotation(policy)}" in annotations
+        pod = fields.get("f:spec", {}).get("f:template", {}).get("f:spec", {})
+        for pod_list in POD_LISTS:
+            for element, item in pod.get(f"f:{pod_list}", {}).items():
+                name = _key(element, "name")
+                if name is None:
+                    continue
+                if set(item) - _ENTRY_FIELDS:
+                    added[pod_list].add(name)
+                    continue
+                for mount_element in item.get("f:volumeMounts", {}):
+                    path = _key(mount_element, "mountPath")
+                    if path is not None:
+                        mounts.add((pod_list, name, path))
+        volumes.update(
+            name for element in pod.get("f:volumes", {}) if (name := _key(element, "name"))
+        )
+    return Ownership(
+        annotation=annotation,
+        containers=frozenset(added["containers"]),
+        init_containers=frozenset(added["initContainers"]),
+        volumes=frozenset(volumes),
+        mounts=frozenset(mounts),
+    )
+
+
+def policies_with_fields(deployment: Mapping[str, Any]) -> frozenset[str]:
+    """Every policy whose field manager or revision annotation is on the Deployment."""
+    metadata = deployment.get("metadata", {})
+    from_managers = {
+        entry["manager"][len(FIELD_MANAGER_PREFIX) :]
+        for entry in metadata.get("managedFields") or []
+        if entry.get("manager", "").startswith(FIELD_MANAGER_PREFIX)
+        and entry.get("operation") == "Apply"
+    }
+    from_annotations = {
+        key[len(REVISION_ANNOTATION_PREFIX) :]
+        for key in metadata.get("annotations") or {}
+        if key.startswith(REVISION_ANNOTATION_PREFIX)
+    }
+    return frozenset(from_managers | from_annotations)

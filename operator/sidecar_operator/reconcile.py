@@ -1,0 +1,383 @@
+"""Carrying out the core's plans: one worker thread per policy, writes with retries, status,
+and aggregated Events. Knows nothing of Kopf: the handlers feed it the watched state."""
+
+from __future__ import annotations
+
+import datetime
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+
+from sidecar_operator import render, snapshot, status
+from sidecar_operator.api import Policy
+from sidecar_operator.kubeapi import ApiError
+from sidecar_operator.ownership import policies_with_fields
+from sidecar_operator.render import Action, Kind
+
+Key = tuple[str, str]  # (namespace, name)
+log = structlog.get_logger()
+
+MAX_ATTEMPTS = 3
+EVENT_NAMES_SHOWN = 5
+
+
+class Api(Protocol):
+    def apply(self, body: dict[str, Any], *, policy: str, force: bool) -> dict[str, Any]: ...
+
+    def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    def patch_policy_status(self, name: str, status: dict[str, Any]) -> None: ...
+
+
+class EventSink(Protocol):
+    def __call__(self, ref: dict[str, Any], *, type: str, reason: str, message: str) -> None: ...
+
+
+@dataclass
+class View:
+    """The watched state, as Kopf's indexes hold it (replaced wholesale by the handlers)."""
+
+    deployments: Callable[[], Mapping[Key, dict[str, Any]]] = dict
+    policies: Callable[[], Mapping[str, tuple[Policy, dict[str, Any]]]] = dict
+    namespace_labels: Callable[[str], Mapping[str, str]] = lambda _: {}
+
+
+@dataclass
+class Worker:
+    """One policy's pending work and what it has reported."""
+
+    name: str
+    wake: threading.Event = field(default_factory=threading.Event)
+    dirty: set[Key] = field(default_factory=set)
+    full: bool = True
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    conflicts: dict[Key, str] = field(default_factory=dict)  # last reported, to report once
+    rejected: dict[Key, tuple[str, str]] = field(default_factory=dict)  # key -> (rev, message)
+    done: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+
+    def touch(self, keys: Iterable[Key]) -> None:
+        with self.lock:
+            self.dirty.update(keys)
+        self.wake.set()
+
+    def touch_all(self) -> None:
+        with self.lock:
+            self.full = True
+        self.wake.set()
+
+    def take(self, everything: Iterable[Key]) -> list[Key]:
+        with self.lock:
+            keys = list(everything) if self.full else list(self.dirty)
+            self.full = False
+            self.dirty.clear()
+        return keys
+
+
+def _ref(deployment: Mapping[str, Any]) -> dict[str, Any]:
+    metadata = deployment["metadata"]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {k: metadata.get(k) for k in ("name", "namespace", "uid")},
+    }
+
+
+def _key(deployment: Mapping[str, Any]) -> Key:
+    return deployment["metadata"]["namespace"], deployment["metadata"]["name"]
+
+
+_PAST = {
+    "inject": ("Injected", "added"),
+    "update": ("Updated", "updated"),
+    "repair": ("Repaired", "restored"),
+    "remove": ("Removed", "removed"),
+}
+
+
+class Runtime:
+    def __init__(
+        self, api: Api, events: EventSink, *, operator_namespace: str | None, resync_seconds: float
+    ) -> None:
+        self.api = api
+        self.events = events
+        self.operator_namespace = operator_namespace
+        self.resync_seconds = resync_seconds
+        self.view = View()
+        self.workers: dict[str, Worker] = {}
+        self._workers_lock = threading.Lock()
+        # Snapshots returned by our own writes: fresher than the watch until it catches up.
+        self._written: dict[Key, dict[str, Any]] = {}
+        self._written_lock = threading.Lock()
+
+    # -- state ----------------------------------------------------------------------------
+
+    def worker(self, name: str) -> Worker:
+        with self._workers_lock:
+            return self.workers.setdefault(name, Worker(name))
+
+    def deployment(self, key: Key) -> dict[str, Any] | None:
+        watched = self.view.deployments().get(key)
+        with self._written_lock:
+            written = self._written.get(key)
+            if written is not None and (watched is None or _rv(watched) < _rv(written)):
+                return written
+            self._written.pop(key, None)
+        return watched
+
+    def plan(self, deployment: Mapping[str, Any]) -> list[Action]:
+        policies = [policy for policy, _ in self.view.policies().values()]
+        labels = self.view.namespace_labels(deployment["metadata"]["namespace"])
+        return render.plan(deployment, labels, policies, operator_namespace=self.operator_namespace)
+
+    # -- triggers from the watches ---------------------------------------------------------
+
+    def deployment_changed(self, deployment: Mapping[str, Any], *, deleted: bool) -> None:
+        key = _key(deployment)
+        with self._workers_lock:
+            workers = list(self.workers.values())
+        for worker in workers:
+            worker.touch([key])
+        if deleted:
+            return
+        # Policies gone without their finalizer running: their annotation still names them.
+        known = set(self.view.policies())
+        for orphan in sorted(policies_with_fields(deployment) - known):
+            record = snapshot.compact(deployment)
+            self.execute(
+                Action(orphan, Kind.REMOVE, render.removal_body(record), reason="remove"), record
+            )
+
+    def namespace_changed(self, namespace: str) -> None:
+        keys = [key for key in self.view.deployments() if key[0] == namespace]
+        with self._workers_lock:
+            workers = list(self.workers.values())
+        for worker in workers:
+            worker.touch(keys)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def execute(self, action: Action, deployment: Mapping[str, Any]) -> str:
+        """Send one action's body; on a 409, re-read and re-plan (never force over others).
+        Returns the outcome: written, nothing, gone, rejected or conflict."""
+        key = _key(deployment)
+        bound = log.bind(policy=action.policy, namespace=key[0], deployment=key[1])
+        current: Action | None = action
+        last_error = ""
+        for _ in range(MAX_ATTEMPTS):
+            if current is None or current.body is None:
+                return "nothing"
+            try:
+                written = self.api.apply(current.body, policy=current.policy, force=current.force)
+            except ApiError as error:
+                if error.status == 404:
+                    return "gone"
+                if error.status == 422:
+                    bound.warning("Patch rejected", reason=current.reason, error=error.message)
+                    self._rejected(current, deployment, error.message)
+                    return "rejected"
+                if error.status != 409:
+                    raise
+                last_error = error.message
+                fresh = self.api.get_deployment(*key)
+                if fresh is None:
+                    return "gone"
+                deployment = snapshot.compact(fresh)
+                current = next(
+                    (a for a in self.plan(deployment) if a.policy == action.policy), None
+                )
+                continue
+            record = snapshot.compact(written)
+            with self._written_lock:
+                self._written[key] = record
+            bound.info("Applied", action=current.reason, revision=current.revision or None)
+            self._report(current, record)
+            return "written"
+        bound.warning("Conflict persists", error=last_error)
+        self._conflict(
+            action.policy, deployment, f"the API server keeps reporting a conflict: {last_error}"
+        )
+        return "conflict"
+
+    def _report(self, action: Action, deployment: Mapping[str, Any]) -> None:
+        kind = action.reason if action.kind is not Kind.CONFLICT else "remove"
+        reason, verb = _PAST.get(kind, ("Updated", "updated"))
+        self.events(
+            _ref(deployment),
+            type="Normal",
+            reason=f"Sidecars{reason}",
+            message=f"Sidecars of SidecarPolicy {action.policy} {verb}",
+        )
+        worker = self.workers.get(action.policy)
+        if worker is not None:
+            worker.done[reason].append("/".join(_key(deployment)))
+
+    def _conflict(self, policy: str, deployment: Mapping[str, Any], message: str) -> None:
+        key = _key(deployment)
+        worker = self.worker(policy)
+        if worker.conflicts.get(key) == message:
+            return
+        worker.conflicts[key] = message
+        self.events(
+            _ref(deployment),
+            type="Warning",
+            reason="SidecarConflict",
+            message=f"SidecarPolicy {policy} skipped this Deployment: {message}",
+        )
+        self.events(
+            _policy_ref(policy, self.view),
+            type="Warning",
+            reason="Conflict",
+            message=f"Skipped Deployment {key[0]}/{key[1]}: {message}",
+        )
+
+    def _rejected(self, action: Action, deployment: Mapping[str, Any], message: str) -> None:
+        self.worker(action.policy).rejected[_key(deployment)] = (action.revision, message)
+        self._conflict(action.policy, deployment, f"the API server rejected the change: {message}")
+
+    # -- one policy's loop -----------------------------------------------------------------
+
+    def run_worker(self, name: str, stopped: Callable[[], bool]) -> None:
+        worker = self.worker(name)
+        worker.touch_all()
+        last_full = 0.0
+        while not stopped():
+            if not worker.wake.wait(1.0):
+                if time.monotonic() - last_full < self.resync_seconds:
+                    continue
+                worker.touch_all()
+            worker.wake.clear()
+            if worker.full:
+                last_full = time.monotonic()
+            self.run_pass(worker)
+
+    def run_pass(self, worker: Worker) -> None:
+        entry = self.view.policies().get(worker.name)
+        if entry is None:
+            return
+        policy, body = entry
+        if policy.deleting:
+            return  # the deletion handler removes everything, holding the finalizer till done
+        for key in worker.take(self.view.deployments()):
+            deployment = self.deployment(key)
+            if deployment is None:
+                continue
+            mine = next((a for a in self.plan(deployment) if a.policy == worker.name), None)
+            if mine is None:
+                worker.conflicts.pop(key, None)
+                continue
+            if mine.kind is Kind.CONFLICT:
+                self._conflict(worker.name, deployment, mine.reason)
+            else:
+                worker.conflicts.pop(key, None)
+            rejected = worker.rejected.get(key)
+            if rejected and rejected[0] == mine.revision and mine.kind is Kind.APPLY:
+                continue  # the same content was rejected before: wait for a new revision
+            if mine.body is not None and not (
+                policy.spec.update_strategy.paused and mine.kind is Kind.APPLY
+            ):
+                self.execute(mine, deployment)
+        self.write_status(worker, policy, body)
+        self.flush_events(worker)
+
+    def write_status(self, worker: Worker, policy: Policy, body: Mapping[str, Any]) -> None:
+        outcomes = []
+        examples = []
+        for key in list(self.view.deployments()):
+            deployment = self.deployment(key)
+            if deployment is None:
+                continue
+            mine = next((a for a in self.plan(deployment) if a.policy == worker.name), None)
+            if mine is None:
+                continue
+            rejected = worker.rejected.get(key)
+            if rejected and rejected[0] == mine.revision and mine.kind is Kind.APPLY:
+                mine = Action(
+                    mine.policy, Kind.CONFLICT, reason=rejected[1], revision=mine.revision
+                )
+            if mine.kind is Kind.CONFLICT:
+                examples.append(f"{key[0]}/{key[1]}: {mine.reason}")
+            outcomes.append((mine, deployment))
+        counts = status.count(outcomes)
+        old = body.get("status") or {}
+        new: dict[str, Any] = {
+            "observedGeneration": policy.generation,
+            "revision": render.revision(policy.spec),
+            "matchedDeployments": counts.matched,
+            "updatedDeployments": counts.updated,
+            "readyDeployments": counts.ready,
+            "conflicts": counts.conflicts,
+            "conditions": status.merge_conditions(
+                old.get("conditions") or [],
+                status.conditions(
+                    counts,
+                    paused=policy.spec.update_strategy.paused,
+                    conflict_examples=sorted(examples),
+                ),
+                now=_now(),
+                generation=policy.generation,
+            ),
+        }
+        if {k: old.get(k) for k in new} != new:
+            self.api.patch_policy_status(worker.name, new)
+
+    def flush_events(self, worker: Worker) -> None:
+        for reason, names in list(worker.done.items()):
+            if not names:
+                continue
+            shown = ", ".join(sorted(names)[:EVENT_NAMES_SHOWN])
+            more = len(names) - EVENT_NAMES_SHOWN
+            suffix = f" and {more} more" if more > 0 else ""
+            self.events(
+                _policy_ref(worker.name, self.view),
+                type="Normal",
+                reason=reason,
+                message=f"{reason} sidecars in {len(names)} Deployments: {shown}{suffix}",
+            )
+            worker.done[reason] = []
+
+    def remove_everywhere(self, name: str) -> list[str]:
+        """Release everything the policy owns on every Deployment; returns the failures."""
+        failures = []
+        worker = self.worker(name)
+        for key in list(self.view.deployments()):
+            deployment = self.deployment(key)
+            if deployment is None or name not in policies_with_fields(deployment):
+                continue
+            outcome = self.execute(
+                Action(name, Kind.REMOVE, render.removal_body(deployment), reason="remove"),
+                deployment,
+            )
+            if outcome not in ("written", "gone", "nothing"):
+                failures.append(f"{key[0]}/{key[1]}: {outcome}")
+        self.flush_events(worker)
+        return failures
+
+    def forget(self, name: str) -> None:
+        with self._workers_lock:
+            self.workers.pop(name, None)
+
+
+def _policy_ref(name: str, view: View) -> dict[str, Any]:
+    entry = view.policies().get(name)
+    uid = entry[1].get("metadata", {}).get("uid") if entry else None
+    return {
+        "apiVersion": "sidecars.dev/v1alpha1",
+        "kind": "SidecarPolicy",
+        "metadata": {"name": name, "uid": uid},
+    }
+
+
+def _rv(deployment: Mapping[str, Any]) -> int:
+    try:
+        return int(deployment["metadata"].get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

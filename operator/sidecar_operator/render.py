@@ -1,0 +1,361 @@
+"""The pure core: for one Deployment and every policy, what each policy must do to it.
+
+`plan()` takes the Deployment as the API server returned it (with managedFields), its
+Namespace's labels and the policies, and returns one `Action` per policy that matches it or still
+has fields on it: apply this body, remove everything, nothing to do, or skip because of a
+conflict. No API calls: handlers read state, call `plan()`, and send the bodies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from typing import Any
+
+from sidecar_operator.api import Policy, SidecarPolicySpec
+from sidecar_operator.ownership import (
+    POD_LISTS,
+    Ownership,
+    ownership,
+    policies_with_fields,
+    revision_annotation,
+)
+from sidecar_operator.selection import deployment_matches
+
+
+class Kind(StrEnum):
+    APPLY = "apply"  # send `body`: inject, update or repair
+    REMOVE = "remove"  # send `body` (empty): release everything the policy owns
+    IN_SYNC = "in-sync"  # matched and already as desired: write nothing
+    CONFLICT = "conflict"  # matched but skipped; `body` releases what it had, if anything
+
+
+@dataclass(frozen=True)
+class Action:
+    policy: str
+    kind: Kind
+    body: dict[str, Any] | None = None
+    force: bool = False  # take back fields someone else changed inside the policy's own items
+    reason: str = ""  # inject / update / repair / remove, or the conflict in words
+    revision: str = ""
+
+
+@dataclass(frozen=True)
+class _Pod:
+    """The Deployment's pod template split into what the app has and what policies added."""
+
+    spec: Mapping[str, Any]
+    added_by_policies: Mapping[str, frozenset[str]]  # pod list -> container names
+
+    def items(self, pod_list: str) -> list[Mapping[str, Any]]:
+        return list(self.spec.get(pod_list) or [])
+
+    def app_containers(self, pod_list: str) -> list[Mapping[str, Any]]:
+        added = self.added_by_policies[pod_list]
+        return [item for item in self.items(pod_list) if item["name"] not in added]
+
+    def find(self, pod_list: str, name: str) -> Mapping[str, Any] | None:
+        return next((item for item in self.items(pod_list) if item["name"] == name), None)
+
+
+def revision(spec: SidecarPolicySpec) -> str:
+    """A short stable hash of what the policy puts into a pod template (not of its selector,
+    priority or update strategy, so changing those rolls nothing out)."""
+    content = {
+        "containers": [c.to_api() for c in spec.containers],
+        "initContainers": [c.to_api() for c in spec.init_containers],
+        "volumes": [v.to_api() for v in spec.volumes],
+        "volumeMounts": [m.to_api() for m in spec.volume_mounts],
+    }
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:10]
+
+
+def _identity(deployment: Mapping[str, Any]) -> dict[str, Any]:
+    metadata = deployment["metadata"]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": metadata["name"], "namespace": metadata["namespace"]},
+    }
+
+
+def removal_body(deployment: Mapping[str, Any]) -> dict[str, Any]:
+    """Applying nothing with a policy's field manager removes every field only it owned."""
+    return _identity(deployment)
+
+
+def apply_body(deployment: Mapping[str, Any], policy: Policy, pod: _Pod) -> dict[str, Any]:
+    """Everything `policy` adds to this Deployment, as one server-side-apply body."""
+    spec = policy.spec
+    mounts = [m.to_api() for m in spec.volume_mounts]
+    pod_spec: dict[str, Any] = {}
+
+    app_init = pod.app_containers("initContainers")
+    init = [c.to_api() for c in spec.init_containers]
+    if mounts:
+        init += [{"name": c["name"], "volumeMounts": mounts} for c in app_init]
+    elif init and app_init:
+        # Naming the app's first init container after ours places ours before the app's.
+        init.append({"name": app_init[0]["name"]})
+    if init:
+        pod_spec["initContainers"] = init
+
+    containers: list[dict[str, Any]] = []
+    if mounts:
+        containers += [
+            {"name": c["name"], "volumeMounts": mounts} for c in pod.app_containers("containers")
+        ]
+    containers += [c.to_api() for c in spec.containers]
+    if containers:
+        pod_spec["containers"] = containers
+    if spec.volumes:
+        pod_spec["volumes"] = [v.to_api() for v in spec.volumes]
+
+    body = _identity(deployment)
+    body["metadata"]["annotations"] = {revision_annotation(policy.name): revision(spec)}
+    body["spec"] = {"template": {"spec": pod_spec}}
+    return body
+
+
+# -- comparing what is there with what a policy wants ---------------------------------------
+
+
+def _quantity(value: str) -> Decimal | None:
+    suffixes: dict[str, int | Decimal] = {
+        "Ki": 2**10,
+        "Mi": 2**20,
+        "Gi": 2**30,
+        "Ti": 2**40,
+        "Pi": 2**50,
+        "Ei": 2**60,
+        "n": Decimal("1e-9"),
+        "u": Decimal("1e-6"),
+        "m": Decimal("1e-3"),
+        "k": 10**3,
+        "M": 10**6,
+        "G": 10**9,
+        "T": 10**12,
+        "P": 10**15,
+        "E": 10**18,
+    }
+    for suffix in sorted(suffixes, key=len, reverse=True):
+        if value.endswith(suffix):
+            number, factor = value[: -len(suffix)], Decimal(suffixes[suffix])
+            break
+    else:
+        number, factor = value, Decimal(1)
+    try:
+        return Decimal(number) * factor
+    except InvalidOperation:
+        return None
+
+
+def contains(live: Any, wanted: Any) -> bool:
+    """True when `live` holds everything in `wanted`. The API server adds defaults and rewrites
+    quantities in canonical form (0.5 -> 500m), neither of which is drift."""
+    if isinstance(wanted, Mapping):
+        return isinstance(live, Mapping) and all(
+            key in live and contains(live[key], value) for key, value in wanted.items()
+        )
+    if isinstance(wanted, list):
+        return (
+            isinstance(live, list)
+            and len(live) == len(wanted)
+            and all(contains(a, b) for a, b in zip(live, wanted, strict=True))
+        )
+    if live == wanted:
+        return True
+    if isinstance(wanted, str | int | float) and isinstance(live, str | int | float):
+        left, right = _quantity(str(live)), _quantity(str(wanted))
+        return left is not None and left == right
+    return False
+
+
+@dataclass
+class _Claims:
+    """Names and mount paths already taken on this Deployment, and by whom."""
+
+    names: dict[str, str] = field(default_factory=dict)  # container or init container name
+    volumes: dict[str, str] = field(default_factory=dict)
+    mounts: dict[tuple[str, str, str], str] = field(default_factory=dict)
+
+    def take(self, policy: Policy, pod: _Pod) -> None:
+        owner = f"policy {policy.name}"
+        for container in (*policy.spec.containers, *policy.spec.init_containers):
+            self.names[container.name] = owner
+        for volume in policy.spec.volumes:
+            self.volumes[volume.name] = owner
+        for key in _mount_keys(policy.spec, pod):
+            self.mounts[key] = owner
+
+
+def _mount_keys(spec: SidecarPolicySpec, pod: _Pod) -> set[tuple[str, str, str]]:
+    return {
+        (pod_list, container["name"], mount.mount_path)
+        for pod_list in POD_LISTS
+        for container in pod.app_containers(pod_list)
+        for mount in spec.volume_mounts
+    }
+
+
+def _app_claims(pod: _Pod, owners: Mapping[str, Ownership]) -> _Claims:
+    claims = _Claims()
+    policy_mounts = {key for owned in owners.values() for key in owned.mounts}
+    policy_volumes = {name for owned in owners.values() for name in owned.volumes}
+    for pod_list in POD_LISTS:
+        for container in pod.app_containers(pod_list):
+            claims.names[container["name"]] = "the Deployment"
+            for mount in container.get("volumeMounts") or []:
+                key = (pod_list, container["name"], mount["mountPath"])
+                if key not in policy_mounts:
+                    claims.mounts[key] = "the Deployment"
+    for volume in pod.items("volumes"):
+        if volume["name"] not in policy_volumes:
+            claims.volumes[volume["name"]] = "the Deployment"
+    return claims
+
+
+def _conflicts(policy: Policy, pod: _Pod, claims: _Claims) -> list[str]:
+    spec = policy.spec
+    found = []
+    for container in (*spec.containers, *spec.init_containers):
+        if container.name in claims.names:
+            found.append(
+                f"container {container.name} is already defined by {claims.names[container.name]}"
+            )
+    for volume in spec.volumes:
+        if volume.name in claims.volumes:
+            found.append(
+                f"volume {volume.name} is already defined by {claims.volumes[volume.name]}"
+            )
+    for pod_list, target, path in sorted(_mount_keys(spec, pod)):
+        holder = claims.mounts.get((pod_list, target, path))
+        if holder:
+            found.append(f"container {target} already has a mount at {path} (from {holder})")
+    known_volumes = {v.name for v in spec.volumes} | {v["name"] for v in pod.items("volumes")}
+    for container in (*spec.containers, *spec.init_containers):
+        for mount in container.model_extra.get("volumeMounts", []) if container.model_extra else []:
+            if mount.get("name") not in known_volumes:
+                found.append(
+                    f"sidecar {container.name} mounts volume {mount.get('name')}, "
+                    "which neither the policy nor the Deployment defines"
+                )
+    return found
+
+
+def _drift(policy: Policy, pod: _Pod, owned: Ownership) -> tuple[bool, bool]:
+    """(in sync, force): whether everything is as the policy wants, and whether re-applying
+    must take back fields someone else changed inside the policy's own items."""
+    spec = policy.spec
+    in_sync, force = True, False
+
+    def check(live: Mapping[str, Any] | None, wanted: Mapping[str, Any]) -> None:
+        nonlocal in_sync, force
+        if live is None:
+            in_sync = False
+        elif not contains(live, wanted):
+            in_sync, force = False, True
+
+    for pod_list, wanted in (
+        ("containers", spec.containers),
+        ("initContainers", spec.init_containers),
+    ):
+        if owned.added(pod_list) != {c.name for c in wanted}:
+            in_sync = False
+        for container in wanted:
+            check(pod.find(pod_list, container.name), container.to_api())
+    if owned.volumes != {v.name for v in spec.volumes}:
+        in_sync = False
+    for volume in spec.volumes:
+        check(
+            next((v for v in pod.items("volumes") if v["name"] == volume.name), None),
+            volume.to_api(),
+        )
+    if owned.mounts != _mount_keys(spec, pod):
+        in_sync = False
+    for pod_list in POD_LISTS:
+        for app_container in pod.app_containers(pod_list):
+            live_mounts = {m["mountPath"]: m for m in app_container.get("volumeMounts") or []}
+            for mount in spec.volume_mounts:
+                check(live_mounts.get(mount.mount_path), mount.to_api())
+    return in_sync, force
+
+
+def plan(
+    deployment: Mapping[str, Any],
+    namespace_labels: Mapping[str, str],
+    policies: Iterable[Policy],
+    *,
+    operator_namespace: str | None = None,
+) -> list[Action]:
+    """One Action per policy that matches the Deployment or has fields on it, winners first."""
+    by_name = {policy.name: policy for policy in policies}
+    involved = set(policies_with_fields(deployment))
+    matched = sorted(
+        (
+            policy
+            for policy in by_name.values()
+            if not policy.deleting
+            and deployment_matches(
+                policy.spec, deployment, namespace_labels, operator_namespace=operator_namespace
+            )
+        ),
+        key=lambda policy: policy.rank,
+    )
+    owners = {name: ownership(deployment, name) for name in involved | {p.name for p in matched}}
+    pod = _Pod(
+        spec=deployment.get("spec", {}).get("template", {}).get("spec", {}),
+        added_by_policies={
+            pod_list: frozenset().union(*(o.added(pod_list) for o in owners.values()))
+            for pod_list in POD_LISTS
+        },
+    )
+    annotations = deployment.get("metadata", {}).get("annotations") or {}
+    claims = _app_claims(pod, owners)
+    actions: list[Action] = []
+    for policy in matched:
+        owned = owners[policy.name]
+        current = revision(policy.spec)
+        conflicts = _conflicts(policy, pod, claims)
+        if conflicts:
+            release = None if owned.empty else removal_body(deployment)
+            actions.append(
+                Action(
+                    policy.name,
+                    Kind.CONFLICT,
+                    release,
+                    reason="; ".join(conflicts),
+                    revision=current,
+                )
+            )
+            continue
+        claims.take(policy, pod)
+        in_sync, force = _drift(policy, pod, owned)
+        if in_sync and annotations.get(revision_annotation(policy.name)) == current:
+            actions.append(Action(policy.name, Kind.IN_SYNC, revision=current))
+            continue
+        if owned.empty:
+            reason = "inject"
+        elif annotations.get(revision_annotation(policy.name)) != current:
+            reason = "update"
+        else:
+            reason = "repair"
+        actions.append(
+            Action(
+                policy.name,
+                Kind.APPLY,
+                apply_body(deployment, policy, pod),
+                force=force,
+                reason=reason,
+                revision=current,
+            )
+        )
+    for name in sorted(involved - {policy.name for policy in matched}):
+        if not owners[name].empty or revision_annotation(name) in annotations:
+            actions.append(Action(name, Kind.REMOVE, removal_body(deployment), reason="remove"))
+    return actions

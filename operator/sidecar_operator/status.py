@@ -1,0 +1,104 @@
+"""A policy's status, computed from the plans of every Deployment. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sidecar_operator.render import Action, Kind
+
+
+def rolled_out(deployment: Mapping[str, Any]) -> bool:
+    """The Deployment controller has caught up with the spec and the new pods are available."""
+    metadata, spec = deployment.get("metadata", {}), deployment.get("spec", {})
+    status = deployment.get("status") or {}
+    conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
+    return (
+        status.get("observedGeneration", 0) >= metadata.get("generation", 0)
+        and status.get("updatedReplicas", 0) == spec.get("replicas", 1)
+        and conditions.get("Available") == "True"
+    )
+
+
+@dataclass(frozen=True)
+class Counts:
+    matched: int = 0
+    updated: int = 0
+    ready: int = 0
+    conflicts: int = 0
+
+
+def count(outcomes: Iterable[tuple[Action, Mapping[str, Any]]]) -> Counts:
+    """Counts over (this policy's action, Deployment) pairs; REMOVE means not matched."""
+    matched = updated = ready = conflicts = 0
+    for action, deployment in outcomes:
+        if action.kind is Kind.REMOVE:
+            continue
+        matched += 1
+        if action.kind is Kind.CONFLICT:
+            conflicts += 1
+        elif action.kind is Kind.IN_SYNC:
+            updated += 1
+            ready += rolled_out(deployment)
+    return Counts(matched, updated, ready, conflicts)
+
+
+def _condition(kind: str, status: bool, reason: str, message: str) -> dict[str, Any]:
+    return {
+        "type": kind,
+        "status": "True" if status else "False",
+        "reason": reason,
+        "message": message,
+    }
+
+
+def conditions(
+    counts: Counts, *, paused: bool, conflict_examples: Sequence[str] = ()
+) -> list[dict[str, Any]]:
+    """Ready / Progressing / Degraded, following the Available/Progressing/Degraded
+    conventions, without timestamps (merged in by `merge_conditions`)."""
+    wanted = counts.matched - counts.conflicts
+    done = counts.ready == wanted and counts.updated == wanted
+    progress = f"{counts.ready}/{wanted} Deployments ready, {counts.updated}/{wanted} updated"
+    if done:
+        ready = _condition(
+            "Ready",
+            True,
+            "Complete",
+            f"all {wanted} matched Deployments carry the current revision and are rolled out",
+        )
+        progressing = _condition("Progressing", False, "Complete", progress)
+    elif paused:
+        ready = _condition("Ready", False, "Paused", progress)
+        progressing = _condition(
+            "Progressing", False, "Paused", f"updateStrategy.paused is true; {progress}"
+        )
+    else:
+        ready = _condition("Ready", False, "RollingOut", progress)
+        progressing = _condition("Progressing", True, "RollingOut", progress)
+    if counts.conflicts:
+        examples = "; ".join(conflict_examples[:3])
+        degraded = _condition(
+            "Degraded",
+            True,
+            "Conflicts",
+            f"{counts.conflicts} matched Deployments skipped: {examples}",
+        )
+    else:
+        degraded = _condition("Degraded", False, "NoConflicts", "no matched Deployment skipped")
+    return [ready, progressing, degraded]
+
+
+def merge_conditions(
+    old: Sequence[Mapping[str, Any]], new: Sequence[dict[str, Any]], *, now: str, generation: int
+) -> list[dict[str, Any]]:
+    """Keep lastTransitionTime unless the status flipped, so an unchanged status is equal."""
+    previous = {c.get("type"): c for c in old}
+    merged = []
+    for condition in new:
+        before = previous.get(condition["type"])
+        same = before is not None and before.get("status") == condition["status"]
+        stamp = before.get("lastTransitionTime") if same and before else now
+        merged.append({**condition, "lastTransitionTime": stamp, "observedGeneration": generation})
+    return merged

@@ -1,0 +1,184 @@
+"""Properties of the pure core, over generated Deployments and policies, using the model of the
+API server's apply in `merge` (itself checked against the real API server in the integration
+tests)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sidecar_operator import merge, render
+from sidecar_operator.api import Policy
+from sidecar_operator.ownership import field_manager, ownership
+
+PATHS = ["/data", "/cache", "/var/log/app", "/etc/config"]
+
+
+@st.composite
+def app_deployments(draw: st.DrawFn) -> dict[str, Any]:
+    volumes = draw(st.lists(st.sampled_from(["data", "cache"]), unique=True, max_size=2))
+
+    def container(name: str) -> dict[str, Any]:
+        item: dict[str, Any] = {"name": name, "image": draw(st.sampled_from(["nginx", "app:1"]))}
+        if volumes:
+            paths = draw(st.lists(st.sampled_from(PATHS), unique=True, max_size=2))
+            if paths:
+                item["volumeMounts"] = [
+                    {"name": draw(st.sampled_from(volumes)), "mountPath": p} for p in paths
+                ]
+        return item
+
+    names = draw(
+        st.lists(st.sampled_from(["app", "worker", "side-a"]), unique=True, min_size=1, max_size=3)
+    )
+    init_names = draw(st.lists(st.sampled_from(["migrate", "init-a"]), unique=True, max_size=2))
+    pod: dict[str, Any] = {"containers": [container(n) for n in names]}
+    if init_names:
+        pod["initContainers"] = [container(n) for n in init_names]
+    if volumes:
+        pod["volumes"] = [{"name": v, "emptyDir": {}} for v in volumes]
+    return {
+        "metadata": {"name": "app", "namespace": "shop", "labels": {"tier": "web"}},
+        "spec": {"template": {"spec": pod}},
+    }
+
+
+@st.composite
+def policy_sets(draw: st.DrawFn) -> list[Policy]:
+    count = draw(st.integers(min_value=1, max_value=3))
+    policies = []
+    for index in range(count):
+        volumes = draw(st.lists(st.sampled_from(["logs", "data", "tmp"]), unique=True, max_size=2))
+        spec: dict[str, Any] = {
+            "selector": {},
+            "priority": draw(st.integers(min_value=0, max_value=2)),
+            "containers": [
+                {"name": n, "image": draw(st.sampled_from(["fluent-bit:3", "envoy:1"]))}
+                for n in draw(
+                    st.lists(
+                        st.sampled_from(["side-a", "side-b", "proxy"]), unique=True, max_size=2
+                    )
+                )
+            ],
+            "initContainers": [
+                {"name": n, "image": "git-sync:4", "restartPolicy": "Always"}
+                for n in draw(
+                    st.lists(st.sampled_from(["init-a", "sync"]), unique=True, max_size=1)
+                )
+            ],
+            "volumes": [{"name": v, "emptyDir": {}} for v in volumes],
+        }
+        if volumes:
+            paths = draw(st.lists(st.sampled_from(PATHS), unique=True, max_size=1))
+            spec["volumeMounts"] = [{"name": volumes[0], "mountPath": p} for p in paths]
+        names = [c["name"] for c in spec["containers"]]
+        spec["initContainers"] = [c for c in spec["initContainers"] if c["name"] not in names]
+        if not any(spec[k] for k in ("containers", "initContainers", "volumes")):
+            spec["containers"] = [{"name": f"only-{index}", "image": "busybox"}]
+        policies.append(
+            Policy.from_object(
+                {
+                    "metadata": {
+                        "name": f"p{index}",
+                        "creationTimestamp": f"2026-01-0{index + 1}T00:00:00Z",
+                    },
+                    "spec": spec,
+                }
+            )
+        )
+    return policies
+
+
+def converge(deployment: dict[str, Any], policies: list[Policy]) -> dict[str, Any]:
+    """Plan and apply, as the operator does, until nothing is left to send."""
+    for _ in range(6):
+        pending = [a for a in render.plan(deployment, {}, policies) if a.body is not None]
+        if not pending:
+            return deployment
+        for action in pending:
+            deployment = merge.apply(deployment, field_manager(action.policy), action.body)
+    raise AssertionError("did not converge")
+
+
+def pod_of(deployment: dict[str, Any]) -> dict[str, Any]:
+    return deployment["spec"]["template"]["spec"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(app_deployments(), policy_sets())
+def test_inject_then_remove_gives_back_the_original_template(
+    deployment: dict[str, Any], policies: list[Policy]
+) -> None:
+    original = copy.deepcopy(pod_of(deployment))
+    injected = converge(deployment, policies)
+    removed = converge(injected, [])
+    assert pod_of(removed) == original
+    assert not any(
+        k.startswith("policy.sidecars.dev/") for k in removed["metadata"].get("annotations", {})
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(app_deployments(), policy_sets())
+def test_a_converged_deployment_needs_no_further_writes(
+    deployment: dict[str, Any], policies: list[Policy]
+) -> None:
+    done = converge(deployment, policies)
+    assert all(
+        a.kind in (render.Kind.IN_SYNC, render.Kind.CONFLICT) and a.body is None
+        for a in render.plan(done, {}, policies)
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(app_deployments(), policy_sets())
+def test_nothing_the_app_has_is_changed_reordered_or_dropped(
+    deployment: dict[str, Any], policies: list[Policy]
+) -> None:
+    original = copy.deepcopy(pod_of(deployment))
+    done = pod_of(converge(deployment, policies))
+    for pod_list in ("containers", "initContainers", "volumes"):
+        before = original.get(pod_list, [])
+        names_before = [item["name"] for item in before]
+        after = [item for item in done.get(pod_list, []) if item["name"] in names_before]
+        assert [item["name"] for item in after] == names_before
+        for old, new in zip(before, after, strict=True):
+            old_mounts, new_mounts = old.get("volumeMounts", []), new.get("volumeMounts", [])
+            assert new_mounts[: len(old_mounts)] == old_mounts
+            assert {k: v for k, v in new.items() if k != "volumeMounts"} == {
+                k: v for k, v in old.items() if k != "volumeMounts"
+            }
+
+
+@settings(max_examples=300, deadline=None)
+@given(app_deployments(), policy_sets())
+def test_each_policy_is_all_or_nothing(deployment: dict[str, Any], policies: list[Policy]) -> None:
+    done = converge(deployment, policies)
+    pod = pod_of(done)
+    for policy in policies:
+        owned = ownership(done, policy.name)
+        if owned.empty:
+            continue
+        names = {c["name"] for c in pod.get("containers", [])}
+        init_names = {c["name"] for c in pod.get("initContainers", [])}
+        volumes = {v["name"] for v in pod.get("volumes", [])}
+        assert {c.name for c in policy.spec.containers} <= names
+        assert {c.name for c in policy.spec.init_containers} <= init_names
+        assert {v.name for v in policy.spec.volumes} <= volumes
+        assert owned.containers == {c.name for c in policy.spec.containers}
+
+
+@settings(max_examples=300, deadline=None)
+@given(app_deployments(), policy_sets())
+def test_the_plan_does_not_depend_on_the_order_policies_are_seen_in(
+    deployment: dict[str, Any], policies: list[Policy]
+) -> None:
+    forwards = render.plan(deployment, {}, policies)
+    backwards = render.plan(deployment, {}, list(reversed(policies)))
+    assert forwards == backwards
+    assert pod_of(converge(deployment, policies)) == pod_of(
+        converge(deployment, list(reversed(policies)))
+    )
