@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.kube import CRD_FILE, Kubectl, dev, kubeconfig_from
+from tests.kube import CRD_FILE, SIDECAR_OPERATOR, Kubectl, dev, kubeconfig_from
 
 
 @pytest.fixture(scope="session")
@@ -47,3 +51,49 @@ def crd_installed(kubectl_admin: Kubectl) -> Kubectl:
         "wait", "--for=condition=Established", "crd/sidecarpolicies.sidecars.dev", "--timeout=60s"
     )
     return kubectl_admin
+
+
+class OperatorProcess:
+    """`sidecar-operator run` as a subprocess, as a user starts it; stoppable mid-test."""
+
+    def __init__(self, kubeconfig: Path, log_path: Path) -> None:
+        self.kubeconfig = kubeconfig
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [SIDECAR_OPERATOR, "run", "--resync-seconds", "5"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is None:
+            return
+        self.process.send_signal(sig)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture(scope="session")
+def operator(
+    crd_installed: Kubectl, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    process = OperatorProcess(
+        crd_installed.kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log"
+    )
+    process.start()
+    yield process
+    process.stop()
+    print(f"operator log: {process.log_path}")

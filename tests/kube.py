@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 BIN = Path(sys.executable).parent
 SIDECAR_OPERATOR = str(BIN / "sidecar-operator")
@@ -70,3 +74,17 @@ class Kubectl:
 
     def in_namespace(self, namespace: str) -> Kubectl:
         return Kubectl(self.kubeconfig, namespace)
+
+
+def eventually(
+    check: Callable[[], T], *, timeout: float = 60, interval: float = 0.5, what: str = "condition"
+) -> T:
+    """Poll until `check` returns something truthy; fail with the last value seen."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")

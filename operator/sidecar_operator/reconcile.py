@@ -236,8 +236,9 @@ class Runtime:
         )
 
     def _rejected(self, action: Action, deployment: Mapping[str, Any], message: str) -> None:
-        self.worker(action.policy).rejected[_key(deployment)] = (action.revision, message)
-        self._conflict(action.policy, deployment, f"the API server rejected the change: {message}")
+        reason = f"the API server rejected the change: {message}"
+        self.worker(action.policy).rejected[_key(deployment)] = (action.revision, reason)
+        self._conflict(action.policy, deployment, reason)
 
     # -- one policy's loop -----------------------------------------------------------------
 
