@@ -41,6 +41,7 @@ lint: install  ## Static checks.
 	$(BIN)/ruff check operator tests
 	$(BIN)/ruff format --check operator tests
 	$(BIN)/mypy
+	cd operator && ../$(BIN)/lint-imports ../pyproject.toml
 
 test: install binaries lint  ## Everything CI runs: install, build, lint and the whole test suite.
 	$(BIN)/pytest $(PYTEST_ARGS)
