@@ -1,0 +1,153 @@
+"""The planner's decisions on hand-written cases (the properties cover generated ones)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sidecar_operator import merge, render
+from sidecar_operator.api import Policy
+from sidecar_operator.ownership import field_manager, ownership
+from sidecar_operator.render import Kind
+
+FLUENT_BIT = {
+    "name": "fluent-bit",
+    "image": "fluent/fluent-bit:3.1",
+    "resources": {"limits": {"cpu": "0.5", "memory": "128Mi"}},
+}
+
+
+def policy(name: str = "logs", created: str = "2026-01-01T00:00:00Z", **spec: Any) -> Policy:
+    return Policy.from_object(
+        {"metadata": {"name": name, "creationTimestamp": created}, "spec": {"selector": {}, **spec}}
+    )
+
+
+def deployment(**pod: Any) -> dict[str, Any]:
+    pod = pod or {"containers": [{"name": "app", "image": "nginx"}]}
+    return {"metadata": {"name": "web", "namespace": "shop"}, "spec": {"template": {"spec": pod}}}
+
+
+def only(actions: list[render.Action]) -> render.Action:
+    (action,) = actions
+    return action
+
+
+def test_revision_ignores_selector_priority_and_strategy() -> None:
+    base = policy(containers=[FLUENT_BIT])
+    other = policy(
+        containers=[FLUENT_BIT],
+        priority=9,
+        selector={"matchLabels": {"a": "b"}},
+        updateStrategy={"maxConcurrent": 1, "paused": True},
+    )
+    changed = policy(containers=[{**FLUENT_BIT, "image": "fluent/fluent-bit:3.2"}])
+    assert render.revision(base.spec) == render.revision(other.spec)
+    assert render.revision(base.spec) != render.revision(changed.spec)
+    assert len(render.revision(base.spec)) == 10
+
+
+def test_first_sight_is_an_inject_with_the_revision_annotation() -> None:
+    action = only(render.plan(deployment(), {}, [policy(containers=[FLUENT_BIT])]))
+    assert action.kind is Kind.APPLY and action.reason == "inject" and not action.force
+    assert action.body is not None
+    assert action.body["metadata"]["annotations"] == {"policy.sidecars.dev/logs": action.revision}
+    assert action.body["spec"]["template"]["spec"] == {"containers": [FLUENT_BIT]}
+
+
+def test_canonical_quantities_from_the_server_are_not_drift() -> None:
+    logs = policy(containers=[FLUENT_BIT])
+    done = merge.apply(
+        deployment(), field_manager("logs"), only(render.plan(deployment(), {}, [logs])).body or {}
+    )
+    pod = done["spec"]["template"]["spec"]
+    pod["containers"][1]["resources"]["limits"]["cpu"] = "500m"  # as the server returns it
+    pod["containers"][1]["terminationMessagePath"] = "/dev/termination-log"  # a default
+    assert only(render.plan(done, {}, [logs])).kind is Kind.IN_SYNC
+
+
+def test_an_edited_sidecar_is_repaired_by_force() -> None:
+    logs = policy(containers=[FLUENT_BIT])
+    done = merge.apply(
+        deployment(), field_manager("logs"), only(render.plan(deployment(), {}, [logs])).body or {}
+    )
+    done["spec"]["template"]["spec"]["containers"][1]["image"] = "evil:1"
+    action = only(render.plan(done, {}, [logs]))
+    assert action.kind is Kind.APPLY and action.reason == "repair" and action.force
+
+
+def test_an_app_name_clash_is_a_conflict_with_nothing_to_release() -> None:
+    app = deployment(
+        containers=[{"name": "app", "image": "nginx"}, {"name": "fluent-bit", "image": "mine"}]
+    )
+    action = only(render.plan(app, {}, [policy(containers=[FLUENT_BIT])]))
+    assert action.kind is Kind.CONFLICT and action.body is None
+    assert action.reason == "container fluent-bit is already defined by the Deployment"
+
+
+def test_a_mount_path_clash_is_a_conflict() -> None:
+    app = deployment(
+        containers=[
+            {
+                "name": "app",
+                "image": "nginx",
+                "volumeMounts": [{"name": "data", "mountPath": "/var/log/app"}],
+            }
+        ],
+        volumes=[{"name": "data"}],
+    )
+    logs = policy(
+        volumes=[{"name": "logs", "emptyDir": {}}],
+        volumeMounts=[{"name": "logs", "mountPath": "/var/log/app"}],
+    )
+    action = only(render.plan(app, {}, [logs]))
+    assert action.kind is Kind.CONFLICT
+    assert "container app already has a mount at /var/log/app" in action.reason
+
+
+def test_priority_then_age_then_name_decides_a_clash() -> None:
+    older = policy("b-older", "2026-01-01T00:00:00Z", containers=[FLUENT_BIT])
+    newer = policy("a-newer", "2026-02-01T00:00:00Z", containers=[FLUENT_BIT])
+    kinds = {a.policy: a.kind for a in render.plan(deployment(), {}, [newer, older])}
+    assert kinds == {"b-older": Kind.APPLY, "a-newer": Kind.CONFLICT}
+
+    urgent = policy("c-urgent", "2026-03-01T00:00:00Z", containers=[FLUENT_BIT], priority=5)
+    kinds = {a.policy: a.kind for a in render.plan(deployment(), {}, [newer, older, urgent])}
+    assert kinds["c-urgent"] is Kind.APPLY
+    assert kinds["b-older"] is Kind.CONFLICT
+
+
+def test_a_policy_gone_from_the_cluster_is_removed_by_its_annotation() -> None:
+    logs = policy(containers=[FLUENT_BIT])
+    done = merge.apply(
+        deployment(), field_manager("logs"), only(render.plan(deployment(), {}, [logs])).body or {}
+    )
+    action = only(render.plan(done, {}, []))
+    assert action.kind is Kind.REMOVE
+    assert action.body == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "shop"},
+    }
+
+
+def test_ownership_reads_what_a_manager_added_and_mounted() -> None:
+    logs = policy(
+        containers=[FLUENT_BIT],
+        volumes=[{"name": "logs", "emptyDir": {}}],
+        volumeMounts=[{"name": "logs", "mountPath": "/var/log/app"}],
+    )
+    done = merge.apply(
+        deployment(), field_manager("logs"), only(render.plan(deployment(), {}, [logs])).body or {}
+    )
+    owned = ownership(done, "logs")
+    assert owned.containers == {"fluent-bit"}
+    assert owned.volumes == {"logs"}
+    assert owned.mounts == {("containers", "app", "/var/log/app")}
+    assert owned.annotation
+    assert ownership(done, "someone-else").empty
+
+
+def test_merge_places_new_items_like_the_api_server() -> None:
+    assert merge.merged_order(["app", "side"], ["new", "app"]) == ["new", "app", "side"]
+    assert merge.merged_order(["init"], ["sync"]) == ["init", "sync"]
+    assert merge.merged_order(["a", "b"], ["b", "x"]) == ["a", "b", "x"]

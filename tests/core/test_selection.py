@@ -1,0 +1,82 @@
+"""Which Deployments a policy selects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from sidecar_operator.api import LabelSelector, SidecarPolicySpec
+from sidecar_operator.selection import deployment_matches, selector_matches
+
+SIDECAR = [{"name": "s", "image": "busybox"}]
+
+
+def spec(**fields: Any) -> SidecarPolicySpec:
+    return SidecarPolicySpec.model_validate({"containers": SIDECAR, **fields})
+
+
+def deployment(
+    namespace: str = "shop",
+    labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": "web",
+            "namespace": namespace,
+            "labels": labels or {},
+            "annotations": annotations or {},
+        }
+    }
+
+
+@pytest.mark.parametrize(
+    "selector, labels, expected",
+    [
+        ({}, {}, True),
+        ({"matchLabels": {"a": "1"}}, {"a": "1", "b": "2"}, True),
+        ({"matchLabels": {"a": "1"}}, {"a": "2"}, False),
+        (
+            {"matchExpressions": [{"key": "a", "operator": "In", "values": ["1", "2"]}]},
+            {"a": "2"},
+            True,
+        ),
+        ({"matchExpressions": [{"key": "a", "operator": "NotIn", "values": ["1"]}]}, {}, True),
+        ({"matchExpressions": [{"key": "a", "operator": "Exists"}]}, {"a": ""}, True),
+        ({"matchExpressions": [{"key": "a", "operator": "DoesNotExist"}]}, {"a": "x"}, False),
+        (
+            {"matchLabels": {"a": "1"}, "matchExpressions": [{"key": "b", "operator": "Exists"}]},
+            {"a": "1"},
+            False,
+        ),
+    ],
+)
+def test_label_selector_semantics(
+    selector: dict[str, Any], labels: dict[str, str], expected: bool
+) -> None:
+    assert selector_matches(LabelSelector.model_validate(selector), labels) is expected
+
+
+@pytest.mark.parametrize("namespace", ["kube-system", "kube-public", "kube-node-lease", "ops"])
+def test_protected_namespaces_need_an_explicit_namespace_selector(namespace: str) -> None:
+    without = spec(selector={})
+    named = spec(
+        selector={}, namespaceSelector={"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+    )
+    labels = {"kubernetes.io/metadata.name": namespace}
+    assert not deployment_matches(without, deployment(namespace), labels, operator_namespace="ops")
+    assert deployment_matches(named, deployment(namespace), labels, operator_namespace="ops")
+
+
+def test_the_opt_out_annotation_wins_over_the_selector() -> None:
+    opted_out = deployment(annotations={"sidecars.dev/inject": "false"})
+    assert not deployment_matches(spec(selector={}), opted_out, {}, operator_namespace=None)
+    opted_in = deployment(annotations={"sidecars.dev/inject": "true"})
+    assert deployment_matches(spec(selector={}), opted_in, {}, operator_namespace=None)
+
+
+def test_namespace_selector_reads_namespace_labels() -> None:
+    policy = spec(selector={}, namespaceSelector={"matchLabels": {"team": "shop"}})
+    assert deployment_matches(policy, deployment(), {"team": "shop"}, operator_namespace=None)
+    assert not deployment_matches(policy, deployment(), {"team": "search"}, operator_namespace=None)
