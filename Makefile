@@ -46,15 +46,11 @@ lint: install  ## Static checks.
 test: install binaries lint  ## Everything CI runs: install, build, lint and the whole test suite.
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-demo: install binaries  ## Bring the local cluster up and show it.
-	$(BIN)/sidecar-operator dev up
-	eval "$$($(BIN)/sidecar-operator dev env)" && $(BIN)/kubectl get nodes -o wide
-	@echo
-	@echo "Use the cluster:  eval \"\$$($(BIN)/sidecar-operator dev env)\" && $(BIN)/kubectl get pods -A"
-	@echo "Stop it:          make down"
+demo: install binaries  ## Start the local cluster and the operator, apply the samples, show the result.
+	bash hack/demo.sh
 
-down:  ## Stop the local cluster and delete its data.
-	$(BIN)/sidecar-operator dev down
+down:  ## Stop the demo's operator and the local cluster, and delete its data.
+	bash hack/demo.sh down
 
 clean: down  ## Also remove .venv.
 	rm -rf $(VENV)

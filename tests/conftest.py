@@ -12,19 +12,24 @@ from pathlib import Path
 
 import pytest
 
-from tests.kube import CRD_FILE, SIDECAR_OPERATOR, Kubectl, dev, kubeconfig_from
+from tests.kube import CRD_FILE, SIDECAR_OPERATOR, Kubectl, dev, eventually, kubeconfig_from
+from tests.scenario import Policies
+
+# Apart from the `dev` cluster that `make demo` uses, so a running demo and its operator never
+# see the tests' objects.
+TEST_CLUSTER = "test"
 
 
 @pytest.fixture(scope="session")
 def kubectl_admin() -> Iterator[Kubectl]:
     """Bring the local cluster up (or reuse a running one); stop it after only if we started it."""
-    was_running = dev("env", check=False).returncode == 0
-    result = dev("up", check=False)
+    was_running = dev("env", "--name", TEST_CLUSTER, check=False).returncode == 0
+    result = dev("up", "--name", TEST_CLUSTER, check=False)
     if result.returncode != 0:
         pytest.fail(f"`sidecar-operator dev up` failed:\n{result.stderr}", pytrace=False)
     yield Kubectl(kubeconfig_from(result.stdout.strip().splitlines()[-1]))
     if not was_running:
-        dev("down")
+        dev("down", "--name", TEST_CLUSTER)
 
 
 @pytest.fixture
@@ -47,9 +52,14 @@ def kubectl(kubectl_admin: Kubectl, namespace: str) -> Kubectl:
 def crd_installed(kubectl_admin: Kubectl) -> Kubectl:
     """The SidecarPolicy CRD from crds/, applied server-side as the README says."""
     kubectl_admin("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
-    kubectl_admin(
-        "wait", "--for=condition=Established", "crd/sidecarpolicies.sidecars.dev", "--timeout=60s"
-    )
+
+    def established() -> bool:
+        crd = kubectl_admin.json("crd", "sidecarpolicies.sidecars.dev")
+        conditions = crd.get("status", {}).get("conditions") or []
+        return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+
+    # Not `kubectl wait`: it fails outright while a new CRD has no conditions yet.
+    eventually(established, what="the CRD to be Established")
     return kubectl_admin
 
 
@@ -65,7 +75,7 @@ class OperatorProcess:
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [SIDECAR_OPERATOR, "run", "--resync-seconds", "5"],
+                [SIDECAR_OPERATOR, "run", "--resync-seconds", "5", "--log-format", "json"],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -97,3 +107,12 @@ def operator(
     yield process
     process.stop()
     print(f"operator log: {process.log_path}")
+
+
+@pytest.fixture
+def policies(kubectl_admin: Kubectl, namespace: str) -> Iterator[Policies]:
+    """Policies for this test, deleted after it."""
+    made = Policies(kubectl_admin, namespace)
+    yield made
+    for name in made.created:
+        kubectl_admin("delete", "sidecarpolicy", name, "--ignore-not-found", "--wait=false")

@@ -7,6 +7,7 @@ import textwrap
 import uuid
 from pathlib import Path
 
+from tests.conftest import TEST_CLUSTER
 from tests.kube import Kubectl, dev, kubeconfig_from
 
 DEPLOYMENT = textwrap.dedent("""
@@ -146,12 +147,12 @@ def test_crd_validation_rule_rejects_a_bad_object(kubectl_admin: Kubectl, kubect
 
 def test_dev_up_twice_reuses_the_running_cluster(kubectl_admin: Kubectl) -> None:
     before = _pid_files(kubectl_admin.kubeconfig)
-    again = dev("up")
+    again = dev("up", "--name", TEST_CLUSTER)
 
     assert kubeconfig_from(again.stdout.strip().splitlines()[-1]) == kubectl_admin.kubeconfig
     assert "reusing" in again.stderr
     assert _pid_files(kubectl_admin.kubeconfig) == before
-    assert dev("env").stdout.strip() == again.stdout.strip()
+    assert dev("env", "--name", TEST_CLUSTER).stdout.strip() == again.stdout.strip()
 
 
 def test_dev_down_stops_every_process_it_started(kubectl_admin: Kubectl) -> None:

@@ -14,7 +14,7 @@ import kopf
 
 from sidecar_operator import api, snapshot
 from sidecar_operator.api import Policy
-from sidecar_operator.kubeapi import KubeApi, load_config
+from sidecar_operator.kubeapi import EventPoster, KubeApi, load_config
 from sidecar_operator.reconcile import Runtime, View
 
 POLICIES = (f"{api.GROUP}/{api.VERSION}", api.PLURAL)
@@ -38,10 +38,6 @@ def _runtime() -> Runtime:
     return runtime
 
 
-def _post(ref: dict[str, Any], *, type: str, reason: str, message: str) -> None:
-    kopf.event(ref, type=type, reason=reason, message=message)
-
-
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     global runtime
@@ -54,9 +50,10 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.WARNING  # Kopf's own warnings become Events; info does not
     settings.watching.server_timeout = 300
     load_config()
+    kube = KubeApi()
     runtime = Runtime(
-        KubeApi(),
-        _post,
+        kube,
+        EventPoster(kube),
         operator_namespace=Options.operator_namespace,
         resync_seconds=Options.resync_seconds,
     )
@@ -151,23 +148,6 @@ def policy_worker(
 ) -> None:
     """Injects, updates, repairs and reports for one policy until it is deleted."""
     state = _bind(deployments, namespaces, policies)
-    entry = state.view.policies().get(name)
-    if (
-        entry is not None
-        and not entry[0].spec.selector.match_labels
-        and not entry[0].spec.selector.match_expressions
-    ):
-        _post(
-            {
-                "apiVersion": f"{api.GROUP}/{api.VERSION}",
-                "kind": api.KIND,
-                "metadata": entry[1]["metadata"],
-            },
-            type="Warning",
-            reason="SelectsEverything",
-            message="spec.selector is empty: every Deployment in the matched namespaces "
-            "gets this policy's sidecars",
-        )
     state.run_worker(name, lambda: bool(stopped))
 
 

@@ -3,10 +3,14 @@ only from Kopf's sync handlers and daemons, which run in threads)."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import datetime
 import json
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -40,6 +44,7 @@ class KubeApi:
         self._client = client.ApiClient()
         self._apps = client.AppsV1Api(self._client)
         self._custom = client.CustomObjectsApi(self._client)
+        self._core = client.CoreV1Api(self._client)
 
     @staticmethod
     def _json(response: Any) -> dict[str, Any]:
@@ -86,3 +91,54 @@ class KubeApi:
         except ApiException as error:
             if error.status != 404:
                 raise ApiError.wrap(error) from None
+
+    def post_event(self, ref: dict[str, Any], *, type: str, reason: str, message: str) -> None:
+        """A core/v1 Event about `ref`. Cluster-scoped objects get theirs in `default` with no
+        namespace in the reference, which is where `kubectl describe` looks for them."""
+        metadata = ref["metadata"]
+        namespace = metadata.get("namespace") or "default"
+        involved = {
+            "apiVersion": ref["apiVersion"],
+            "kind": ref["kind"],
+            "name": metadata["name"],
+            "uid": metadata.get("uid"),
+        }
+        if metadata.get("namespace"):
+            involved["namespace"] = metadata["namespace"]
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "metadata": {
+                "name": f"{metadata['name']}.{uuid.uuid4().hex[:12]}",
+                "namespace": namespace,
+            },
+            "involvedObject": involved,
+            "type": type,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": "sidecar-operator"},
+            "reportingComponent": "sidecars.dev/sidecar-operator",
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            self._core.create_namespaced_event(namespace, body)  # type: ignore[arg-type]
+        except ApiException as error:
+            raise ApiError.wrap(error) from None
+
+
+class EventPoster:
+    """Posts Events from a thread of its own, so a write never waits for its Event."""
+
+    def __init__(self, api: KubeApi) -> None:
+        self._api = api
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="events")
+
+    def __call__(self, ref: dict[str, Any], *, type: str, reason: str, message: str) -> None:
+        self._pool.submit(self._send, ref, type, reason, message)
+
+    def _send(self, ref: dict[str, Any], type: str, reason: str, message: str) -> None:
+        try:
+            self._api.post_event(ref, type=type, reason=reason, message=message)
+        except ApiError as error:
+            structlog.get_logger().warning("Event not posted", reason=reason, error=error.message)

@@ -245,6 +245,17 @@ class Runtime:
     def run_worker(self, name: str, stopped: Callable[[], bool]) -> None:
         worker = self.worker(name)
         worker.touch_all()
+        entry = self.view.policies().get(name)
+        if entry and not (
+            entry[0].spec.selector.match_labels or entry[0].spec.selector.match_expressions
+        ):
+            self.events(
+                _policy_ref(name, self.view),
+                type="Warning",
+                reason="SelectsEverything",
+                message="spec.selector is empty: every Deployment in the matched "
+                "namespaces gets this policy's sidecars",
+            )
         last_full = 0.0
         while not stopped():
             if not worker.wake.wait(1.0):

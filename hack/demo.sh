@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# `make demo`: the local cluster, the CRD, the operator in the background and the samples.
+# `hack/demo.sh down` stops the operator and the cluster.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bin=.venv/bin
+cluster_dir="${SIDECAR_OPERATOR_CACHE:-$HOME/.cache/sidecar-operator}/clusters/dev"
+pid_file="$cluster_dir/operator.pid"
+log_file="$cluster_dir/operator.log"
+
+operator_running() { [[ -f "$pid_file" ]] && kill -0 "$(cat "$pid_file")" 2>/dev/null; }
+
+if [[ "${1:-up}" == "down" ]]; then
+  if operator_running; then kill "$(cat "$pid_file")"; echo "demo: operator stopped"; fi
+  rm -f "$pid_file"
+  "$bin/sidecar-operator" dev down
+  exit 0
+fi
+
+eval "$("$bin/sidecar-operator" dev up)"
+kubectl=("$bin/kubectl")
+"${kubectl[@]}" apply --server-side --force-conflicts -f crds/ >/dev/null
+# `kubectl wait` fails outright while a new CRD has no conditions yet: retry it.
+for _ in $(seq 30); do
+  "${kubectl[@]}" wait --for=condition=Established crd/sidecarpolicies.sidecars.dev --timeout=30s \
+    >/dev/null 2>&1 && break
+  sleep 1
+done
+if operator_running; then
+  echo "demo: the operator is already running (pid $(cat "$pid_file"))"
+else
+  nohup "$bin/sidecar-operator" run >"$log_file" 2>&1 &
+  echo $! >"$pid_file"
+  echo "demo: operator started (pid $!, log $log_file)"
+fi
+"${kubectl[@]}" apply -f manifests/samples/
+echo "demo: waiting for the policies to report Ready ..."
+"${kubectl[@]}" wait --for=condition=Ready sidecarpolicy/log-shipper sidecarpolicy/statsd-exporter \
+  sidecarpolicy/config-sync --timeout=180s >/dev/null
+
+echo
+"${kubectl[@]}" get sidecarpolicies log-shipper statsd-exporter config-sync -o wide
+echo
+"${kubectl[@]}" get deployments -n demo-shop -o custom-columns='DEPLOYMENT:.metadata.name,INIT CONTAINERS:.spec.template.spec.initContainers[*].name,CONTAINERS:.spec.template.spec.containers[*].name,VOLUMES:.spec.template.spec.volumes[*].name'
+cat <<EOT
+
+Look further:
+  export KUBECONFIG=$KUBECONFIG
+  $bin/kubectl describe sidecarpolicy log-shipper
+  $bin/kubectl get deployment checkout -n demo-shop -o yaml
+  $bin/kubectl get events -n demo-shop
+  tail -f $log_file
+Try it:
+  $bin/kubectl delete sidecarpolicy statsd-exporter   # the exporter comes back out
+Stop everything:
+  make down
+EOT

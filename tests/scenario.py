@@ -1,0 +1,119 @@
+"""Building blocks for tests that drive the operator: sample sidecars, Deployment manifests,
+policies scoped to one test's namespace, and reads of the cluster's state."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import yaml
+
+from tests.kube import Kubectl
+
+FLUENT_BIT = {
+    "name": "fluent-bit",
+    "image": "fluent/fluent-bit:3.1.9",
+    "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}},
+    "volumeMounts": [{"name": "app-logs", "mountPath": "/var/log/app", "readOnly": True}],
+}
+LOG_VOLUME = {"name": "app-logs", "emptyDir": {}}
+LOG_MOUNT = {"name": "app-logs", "mountPath": "/var/log/app"}
+GIT_SYNC = {
+    "name": "config-sync",
+    "image": "registry.k8s.io/git-sync/git-sync:v4.2.4",
+    "restartPolicy": "Always",
+}
+
+
+def deployment(
+    name: str,
+    *,
+    labels: dict[str, str] | None = None,
+    pod: dict[str, Any] | None = None,
+    annotations: dict[str, str] | None = None,
+) -> str:
+    metadata: dict[str, Any] = {"name": name, "labels": labels or {"sidecar-test": "yes"}}
+    if annotations:
+        metadata["annotations"] = annotations
+    return yaml.safe_dump(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": metadata,
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": pod or {"containers": [{"name": "app", "image": "nginx:1.27"}]},
+                },
+            },
+        }
+    )
+
+
+class Policies:
+    """Creates uniquely named policies that select only this test's namespace."""
+
+    def __init__(self, admin: Kubectl, namespace: str) -> None:
+        self.admin = admin
+        self.namespace = namespace
+        self.created: list[str] = []
+
+    def apply(self, name: str | None = None, **spec: Any) -> str:
+        name = name or f"p-{uuid.uuid4().hex[:8]}"
+        full = {
+            "selector": {"matchLabels": {"sidecar-test": "yes"}},
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": self.namespace}},
+            **spec,
+        }
+        self.admin.apply(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "sidecars.dev/v1alpha1",
+                    "kind": "SidecarPolicy",
+                    "metadata": {"name": name},
+                    "spec": full,
+                }
+            )
+        )
+        if name not in self.created:
+            self.created.append(name)
+        return name
+
+    def status(self, name: str) -> dict[str, Any]:
+        return dict(self.admin.json("sidecarpolicy", name).get("status") or {})
+
+    def delete(self, name: str) -> None:
+        self.admin("delete", "sidecarpolicy", name, "--timeout=60s")
+
+
+def pod_spec(kubectl: Kubectl, name: str) -> dict[str, Any]:
+    return dict(kubectl.json("deployment", name)["spec"]["template"]["spec"])
+
+
+def names(pod: dict[str, Any], pod_list: str) -> list[str]:
+    return [item["name"] for item in pod.get(pod_list) or []]
+
+
+def has_container(kubectl: Kubectl, deployment_name: str, container: str) -> bool:
+    return container in names(pod_spec(kubectl, deployment_name), "containers")
+
+
+def events(kubectl: Kubectl, kind: str, name: str) -> list[dict[str, Any]]:
+    selector = f"involvedObject.kind={kind},involvedObject.name={name}"
+    return list(kubectl.json("events", f"--field-selector={selector}")["items"])
+
+
+def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in status.get("conditions", []) if c["type"] == kind), {})
+
+
+def ready(policies: Policies, name: str, matched: int) -> dict[str, Any] | None:
+    status = policies.status(name)
+    done = (
+        status.get("matchedDeployments") == matched
+        and status.get("readyDeployments") == matched
+        and condition(status, "Ready").get("status") == "True"
+    )
+    return status if done else None
