@@ -123,7 +123,7 @@ def namespace_event(
     policies: kopf.Index[Any, Any],
     **_: Any,
 ) -> None:
-    _bind(deployments, namespaces, policies).namespace_changed(name)
+    _bind(deployments, namespaces, policies).poke_all()
 
 
 @kopf.on.event(*POLICIES)
@@ -134,7 +134,7 @@ def policy_event(
     policies: kopf.Index[Any, Any],
     **_: Any,
 ) -> None:
-    _bind(deployments, namespaces, policies).worker(name).touch_all()
+    _bind(deployments, namespaces, policies).worker(name).poke()
 
 
 @kopf.daemon(*POLICIES, cancellation_timeout=10)

@@ -7,13 +7,13 @@ import datetime
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import structlog
 
-from sidecar_operator import render, snapshot, status
+from sidecar_operator import render, rollout, snapshot, status
 from sidecar_operator.api import Policy
 from sidecar_operator.kubeapi import ApiError
 from sidecar_operator.ownership import policies_with_fields
@@ -49,33 +49,17 @@ class View:
 
 @dataclass
 class Worker:
-    """One policy's pending work and what it has reported."""
+    """One policy's trigger and what it has reported."""
 
     name: str
     wake: threading.Event = field(default_factory=threading.Event)
-    dirty: set[Key] = field(default_factory=set)
-    full: bool = True
-    lock: threading.Lock = field(default_factory=threading.Lock)
     conflicts: dict[Key, str] = field(default_factory=dict)  # last reported, to report once
-    rejected: dict[Key, tuple[str, str]] = field(default_factory=dict)  # key -> (rev, message)
+    rejected: dict[Key, tuple[str, str]] = field(default_factory=dict)  # key -> (rev, reason)
+    halted_on: list[Key] = field(default_factory=list)  # last reported halt
     done: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
 
-    def touch(self, keys: Iterable[Key]) -> None:
-        with self.lock:
-            self.dirty.update(keys)
+    def poke(self) -> None:
         self.wake.set()
-
-    def touch_all(self) -> None:
-        with self.lock:
-            self.full = True
-        self.wake.set()
-
-    def take(self, everything: Iterable[Key]) -> list[Key]:
-        with self.lock:
-            keys = list(everything) if self.full else list(self.dirty)
-            self.full = False
-            self.dirty.clear()
-        return keys
 
 
 def _ref(deployment: Mapping[str, Any]) -> dict[str, Any]:
@@ -137,11 +121,7 @@ class Runtime:
     # -- triggers from the watches ---------------------------------------------------------
 
     def deployment_changed(self, deployment: Mapping[str, Any], *, deleted: bool) -> None:
-        key = _key(deployment)
-        with self._workers_lock:
-            workers = list(self.workers.values())
-        for worker in workers:
-            worker.touch([key])
+        self.poke_all()
         if deleted:
             return
         # Policies gone without their finalizer running: their annotation still names them.
@@ -152,12 +132,11 @@ class Runtime:
                 Action(orphan, Kind.REMOVE, render.removal_body(record), reason="remove"), record
             )
 
-    def namespace_changed(self, namespace: str) -> None:
-        keys = [key for key in self.view.deployments() if key[0] == namespace]
+    def poke_all(self) -> None:
         with self._workers_lock:
             workers = list(self.workers.values())
         for worker in workers:
-            worker.touch(keys)
+            worker.poke()
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -244,7 +223,6 @@ class Runtime:
 
     def run_worker(self, name: str, stopped: Callable[[], bool]) -> None:
         worker = self.worker(name)
-        worker.touch_all()
         entry = self.view.policies().get(name)
         if entry and not (
             entry[0].spec.selector.match_labels or entry[0].spec.selector.match_expressions
@@ -256,16 +234,35 @@ class Runtime:
                 message="spec.selector is empty: every Deployment in the matched "
                 "namespaces gets this policy's sidecars",
             )
-        last_full = 0.0
+        last_pass = 0.0
+        worker.poke()
         while not stopped():
-            if not worker.wake.wait(1.0):
-                if time.monotonic() - last_full < self.resync_seconds:
-                    continue
-                worker.touch_all()
+            poked = worker.wake.wait(1.0)
+            if not poked and time.monotonic() - last_pass < self.resync_seconds:
+                continue
             worker.wake.clear()
-            if worker.full:
-                last_full = time.monotonic()
+            last_pass = time.monotonic()
             self.run_pass(worker)
+
+    def _items(self, worker: Worker) -> list[rollout.Item]:
+        """This policy's planned action on every Deployment that matches or carries it."""
+        items = []
+        for key in list(self.view.deployments()):
+            deployment = self.deployment(key)
+            if deployment is None:
+                continue
+            mine = next((a for a in self.plan(deployment) if a.policy == worker.name), None)
+            if mine is None:
+                worker.conflicts.pop(key, None)
+                continue
+            rejected = worker.rejected.get(key)
+            if rejected and rejected[0] == mine.revision and mine.kind is Kind.APPLY:
+                # The same content was rejected before: a conflict until the policy changes.
+                mine = Action(
+                    mine.policy, Kind.CONFLICT, reason=rejected[1], revision=mine.revision
+                )
+            items.append(rollout.Item(key, deployment, mine))
+        return items
 
     def run_pass(self, worker: Worker) -> None:
         entry = self.view.policies().get(worker.name)
@@ -274,47 +271,49 @@ class Runtime:
         policy, body = entry
         if policy.deleting:
             return  # the deletion handler removes everything, holding the finalizer till done
-        for key in worker.take(self.view.deployments()):
-            deployment = self.deployment(key)
-            if deployment is None:
-                continue
-            mine = next((a for a in self.plan(deployment) if a.policy == worker.name), None)
-            if mine is None:
-                worker.conflicts.pop(key, None)
-                continue
-            if mine.kind is Kind.CONFLICT:
-                self._conflict(worker.name, deployment, mine.reason)
+        items = self._items(worker)
+        strategy = policy.spec.update_strategy
+        step = rollout.step(
+            items,
+            max_concurrent=strategy.max_concurrent,
+            paused=strategy.paused,
+            policy_created=policy.created,
+        )
+        for item in items:
+            if item.action.kind is Kind.CONFLICT:
+                self._conflict(worker.name, item.deployment, item.action.reason)
             else:
-                worker.conflicts.pop(key, None)
-            rejected = worker.rejected.get(key)
-            if rejected and rejected[0] == mine.revision and mine.kind is Kind.APPLY:
-                continue  # the same content was rejected before: wait for a new revision
-            if mine.body is not None and not (
-                policy.spec.update_strategy.paused and mine.kind is Kind.APPLY
-            ):
-                self.execute(mine, deployment)
-        self.write_status(worker, policy, body)
+                worker.conflicts.pop(item.key, None)
+        for item in step.writes:
+            self.execute(item.action, item.deployment)
+        self._report_halt(worker, step.failing)
+        self.write_status(worker, policy, body, items, step)
         self.flush_events(worker)
 
-    def write_status(self, worker: Worker, policy: Policy, body: Mapping[str, Any]) -> None:
-        outcomes = []
-        examples = []
-        for key in list(self.view.deployments()):
-            deployment = self.deployment(key)
-            if deployment is None:
-                continue
-            mine = next((a for a in self.plan(deployment) if a.policy == worker.name), None)
-            if mine is None:
-                continue
-            rejected = worker.rejected.get(key)
-            if rejected and rejected[0] == mine.revision and mine.kind is Kind.APPLY:
-                mine = Action(
-                    mine.policy, Kind.CONFLICT, reason=rejected[1], revision=mine.revision
-                )
-            if mine.kind is Kind.CONFLICT:
-                examples.append(f"{key[0]}/{key[1]}: {mine.reason}")
-            outcomes.append((mine, deployment))
-        counts = status.count(outcomes)
+    def _report_halt(self, worker: Worker, failing: list[Key]) -> None:
+        if failing and failing != worker.halted_on:
+            self.events(
+                _policy_ref(worker.name, self.view),
+                type="Warning",
+                reason="RolloutHalted",
+                message=status.halted_message(failing),
+            )
+        worker.halted_on = failing
+
+    def write_status(
+        self,
+        worker: Worker,
+        policy: Policy,
+        body: Mapping[str, Any],
+        items: list[rollout.Item],
+        step: rollout.Step,
+    ) -> None:
+        counts = status.count((item.action, item.deployment) for item in items)
+        examples = sorted(
+            f"{item.key[0]}/{item.key[1]}: {item.action.reason}"
+            for item in items
+            if item.action.kind is Kind.CONFLICT
+        )
         old = body.get("status") or {}
         new: dict[str, Any] = {
             "observedGeneration": policy.generation,
@@ -328,7 +327,8 @@ class Runtime:
                 status.conditions(
                     counts,
                     paused=policy.spec.update_strategy.paused,
-                    conflict_examples=sorted(examples),
+                    failing=step.failing,
+                    conflict_examples=examples,
                 ),
                 now=_now(),
                 generation=policy.generation,

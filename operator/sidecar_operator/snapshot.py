@@ -31,6 +31,7 @@ def compact(deployment: Mapping[str, Any]) -> dict[str, Any]:
             "namespace": metadata.get("namespace"),
             "uid": metadata.get("uid"),
             "resourceVersion": metadata.get("resourceVersion"),
+            "creationTimestamp": metadata.get("creationTimestamp"),
             "generation": metadata.get("generation", 0),
             "labels": dict(metadata.get("labels") or {}),
             "annotations": annotations,
@@ -47,6 +48,7 @@ def compact(deployment: Mapping[str, Any]) -> dict[str, Any]:
         "status": {
             "observedGeneration": status.get("observedGeneration", 0),
             "updatedReplicas": status.get("updatedReplicas", 0),
+            "availableReplicas": status.get("availableReplicas", 0),
             "conditions": [
                 {"type": c.get("type"), "status": c.get("status"), "reason": c.get("reason")}
                 for c in status.get("conditions") or []

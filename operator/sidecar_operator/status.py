@@ -53,8 +53,21 @@ def _condition(kind: str, status: bool, reason: str, message: str) -> dict[str, 
     }
 
 
+def halted_message(failing: Sequence[tuple[str, str]]) -> str:
+    names = ", ".join(f"{namespace}/{name}" for namespace, name in failing[:10])
+    more = f" and {len(failing) - 10} more" if len(failing) > 10 else ""
+    return (
+        f"rollout halted: {names}{more} failed to progress (ProgressDeadlineExceeded) "
+        "with the current revision; fix or exclude them, or change the policy, to resume"
+    )
+
+
 def conditions(
-    counts: Counts, *, paused: bool, conflict_examples: Sequence[str] = ()
+    counts: Counts,
+    *,
+    paused: bool,
+    failing: Sequence[tuple[str, str]] = (),
+    conflict_examples: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """Ready / Progressing / Degraded, following the Available/Progressing/Degraded
     conventions, without timestamps (merged in by `merge_conditions`)."""
@@ -69,6 +82,9 @@ def conditions(
             f"all {wanted} matched Deployments carry the current revision and are rolled out",
         )
         progressing = _condition("Progressing", False, "Complete", progress)
+    elif failing:
+        ready = _condition("Ready", False, "RolloutHalted", progress)
+        progressing = _condition("Progressing", False, "RolloutHalted", halted_message(failing))
     elif paused:
         ready = _condition("Ready", False, "Paused", progress)
         progressing = _condition(

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sidecar_operator.devcluster import binaries, pki
+from sidecar_operator.devcluster import binaries, pki, stages
 
 SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_IP = "10.96.0.1"
@@ -59,6 +59,10 @@ class Cluster:
     @property
     def kubeconfig(self) -> Path:
         return self.directory / "kubeconfig"
+
+    @property
+    def stages_file(self) -> Path:
+        return self.directory / "kwok-stages.yaml"
 
     @property
     def state_file(self) -> Path:
@@ -346,7 +350,7 @@ def _argv(cluster: Cluster, bin_dir: Path, ports: dict[str, int]) -> dict[str, l
         "kwok": [
             str(bin_dir / "kwok"),
             f"--kubeconfig={kubeconfig}",
-            f"--config={binaries.kwok_stages(bin_dir)}",
+            f"--config={cluster.stages_file}",
             "--manage-all-nodes=true",
             f"--cidr={POD_CIDR}",
             f"--server-address=127.0.0.1:{ports['kwok']}",
@@ -435,6 +439,7 @@ def _start(cluster: Cluster, bin_dir: Path, *, nodes: int, timeout: float) -> No
     )
     pki.generate(cluster.pki.directory, service_ip=SERVICE_IP)
     _write_kubeconfig(cluster, ports["apiserver"])
+    stages.write(binaries.kwok_stages(bin_dir), cluster.stages_file)
     cluster.state_file.write_text(json.dumps({"ports": ports, "bin_dir": str(bin_dir)}))
     argv = _argv(cluster, bin_dir, ports)
     api = _Api.for_cluster(cluster, ports["apiserver"])
