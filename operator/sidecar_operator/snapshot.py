@@ -47,6 +47,7 @@ def compact(deployment: Mapping[str, Any]) -> dict[str, Any]:
         },
         "status": {
             "observedGeneration": status.get("observedGeneration", 0),
+            "replicas": status.get("replicas", 0),
             "updatedReplicas": status.get("updatedReplicas", 0),
             "availableReplicas": status.get("availableReplicas", 0),
             "conditions": [

@@ -10,13 +10,17 @@ from sidecar_operator.render import Action, Kind
 
 
 def rolled_out(deployment: Mapping[str, Any]) -> bool:
-    """The Deployment controller has caught up with the spec and the new pods are available."""
+    """The contract's test (observedGeneration caught up, updatedReplicas == replicas, Available)
+    plus what `kubectl rollout status` waits for: no old pods left, and every new one available."""
     metadata, spec = deployment.get("metadata", {}), deployment.get("spec", {})
     status = deployment.get("status") or {}
     conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
+    updated = status.get("updatedReplicas", 0)
     return (
         status.get("observedGeneration", 0) >= metadata.get("generation", 0)
-        and status.get("updatedReplicas", 0) == spec.get("replicas", 1)
+        and updated == spec.get("replicas", 1)
+        and status.get("replicas", 0) == updated
+        and status.get("availableReplicas", 0) >= updated
         and conditions.get("Available") == "True"
     )
 

@@ -71,10 +71,16 @@ def test_rolled_out_needs_the_controller_caught_up_and_available() -> None:
         "spec": {"replicas": 2},
         "status": {
             "observedGeneration": 2,
+            "replicas": 2,
             "updatedReplicas": 2,
+            "availableReplicas": 2,
             "conditions": [{"type": "Available", "status": "True"}],
         },
     }
     assert status.rolled_out(base)
     assert not status.rolled_out({**base, "status": {**base["status"], "observedGeneration": 1}})
     assert not status.rolled_out({**base, "status": {**base["status"], "updatedReplicas": 1}})
+    old_pod_left = {**base["status"], "replicas": 3}
+    assert not status.rolled_out({**base, "status": old_pod_left})
+    new_pod_unavailable = {**base["status"], "availableReplicas": 1}
+    assert not status.rolled_out({**base, "status": new_pod_unavailable})

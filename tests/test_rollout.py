@@ -1,0 +1,266 @@
+"""Cluster-wide rollout on the real control plane: the concurrency budget, halting on a broken
+sidecar, pausing, surviving SIGKILL, and new Deployments not waiting.
+
+A watcher records every Deployment event in the order the API server sends them; a Deployment
+is in flight from the event that shows it carrying the policy's revision until the event that
+shows it rolled out. Counting over that sequence gives the concurrency the cluster really saw.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client, config, watch
+
+from sidecar_operator.status import rolled_out
+from tests.conftest import OperatorProcess
+from tests.kube import Kubectl, eventually
+from tests.scenario import Policies, condition, events, ready
+
+pytestmark = pytest.mark.usefixtures("operator")
+
+SIDECAR = {"name": "shipper", "image": "fluent/fluent-bit:3.1.9"}
+BROKEN = {"name": "shipper", "image": "fluent/fluent-bit:never-ready"}
+
+
+def deployments(
+    kubectl: Kubectl, count: int, *, min_ready_seconds: int = 2, progress_deadline: int = 600
+) -> list[str]:
+    names = [f"app-{index:02d}" for index in range(count)]
+    manifests = [
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name, "labels": {"sidecar-test": "yes"}},
+            "spec": {
+                "replicas": 1,
+                "minReadySeconds": min_ready_seconds,
+                "progressDeadlineSeconds": progress_deadline,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]},
+                },
+            },
+        }
+        for name in names
+    ]
+    kubectl.apply(yaml.safe_dump_all(manifests))
+    for name in names:
+        kubectl("rollout", "status", f"deployment/{name}", "--timeout=120s")
+    return names
+
+
+class Timeline:
+    """Every Deployment event in one namespace, in the order the API server sent them."""
+
+    def __init__(self, kubeconfig: str, namespace: str) -> None:
+        api_client = config.new_client_from_config(config_file=kubeconfig)
+        self.apps = client.AppsV1Api(api_client)
+        self.namespace = namespace
+        self.events: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        version = self.apps.list_namespaced_deployment(self.namespace).metadata.resource_version
+        while not self._stop.is_set():
+            stream = watch.Watch().stream(
+                self.apps.list_namespaced_deployment,
+                self.namespace,
+                resource_version=version,
+                timeout_seconds=2,
+            )
+            for event in stream:
+                obj = self.apps.api_client.sanitize_for_serialization(event["object"])
+                version = obj["metadata"]["resourceVersion"]
+                self.events.append(obj)
+
+    def __enter__(self) -> Timeline:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def carrying(self, policy: str, revision: str) -> set[str]:
+        key = f"policy.sidecars.dev/{policy}"
+        return {
+            e["metadata"]["name"]
+            for e in self.events
+            if (e["metadata"].get("annotations") or {}).get(key) == revision
+        }
+
+    def max_in_flight(self, policy: str, revision: str) -> int:
+        key = f"policy.sidecars.dev/{policy}"
+        in_flight: set[str] = set()
+        done: set[str] = set()
+        highest = 0
+        for event in self.events:
+            name = event["metadata"]["name"]
+            carries = (event["metadata"].get("annotations") or {}).get(key) == revision
+            if carries and name not in done:
+                if rolled_out(event):
+                    in_flight.discard(name)
+                    done.add(name)
+                else:
+                    in_flight.add(name)
+            highest = max(highest, len(in_flight))
+        return highest
+
+
+@pytest.fixture
+def timeline(kubectl: Kubectl, namespace: str) -> Iterator[Timeline]:
+    with Timeline(str(kubectl.kubeconfig), namespace) as recorded:
+        yield recorded
+
+
+def _revision(policies: Policies, name: str) -> str:
+    return str(eventually(lambda: policies.status(name).get("revision"), what="revision"))
+
+
+@pytest.mark.parametrize("max_concurrent", [3, "25%"])
+def test_the_budget_is_never_exceeded(
+    kubectl: Kubectl, policies: Policies, timeline: Timeline, max_concurrent: int | str
+) -> None:
+    names = deployments(kubectl, 12)
+    name = policies.apply(containers=[SIDECAR], updateStrategy={"maxConcurrent": max_concurrent})
+    revision = _revision(policies, name)
+    eventually(lambda: ready(policies, name, matched=12), timeout=240, what="all 12 ready")
+
+    time.sleep(1)
+    assert timeline.carrying(name, revision) == set(names)
+    highest = timeline.max_in_flight(name, revision)
+    print(f"maxConcurrent {max_concurrent}: at most {highest} Deployments in flight")
+    assert 1 <= highest <= 3
+
+
+def test_a_broken_sidecar_halts_the_rollout_until_fixed(
+    kubectl: Kubectl, policies: Policies, timeline: Timeline
+) -> None:
+    deployments(kubectl, 6, min_ready_seconds=0, progress_deadline=8)
+    name = policies.apply(containers=[BROKEN], updateStrategy={"maxConcurrent": 2})
+    revision = _revision(policies, name)
+
+    status = eventually(
+        lambda: (
+            (s := policies.status(name))
+            and condition(s, "Progressing").get("reason") == "RolloutHalted"
+            and s
+        ),
+        timeout=90,
+        what="RolloutHalted",
+    )
+    first_batch = timeline.carrying(name, revision)
+    assert len(first_batch) == 2
+    message = condition(status, "Progressing")["message"]
+    assert all(f"/{deployment_name}" in message for deployment_name in first_batch)
+    assert condition(status, "Progressing")["status"] == "False"
+    warning = eventually(
+        lambda: [
+            e
+            for e in events(kubectl.in_namespace("default"), "SidecarPolicy", name)
+            if e["reason"] == "RolloutHalted"
+        ],
+        what="Warning Event",
+    )
+    assert warning[0]["type"] == "Warning"
+    time.sleep(5)
+    assert timeline.carrying(name, revision) == first_batch  # nothing further touched
+
+    policies.apply(name, containers=[SIDECAR], updateStrategy={"maxConcurrent": 2})
+    fixed = eventually(lambda: ready(policies, name, matched=6), timeout=180, what="resumed")
+    assert fixed["revision"] != revision
+    assert timeline.max_in_flight(name, fixed["revision"]) <= 2
+
+
+def test_pausing_mid_rollout_lets_in_flight_finish_and_touches_no_more(
+    kubectl: Kubectl, policies: Policies, timeline: Timeline
+) -> None:
+    deployments(kubectl, 6, min_ready_seconds=4)
+    name = policies.apply(containers=[SIDECAR], updateStrategy={"maxConcurrent": 1})
+    revision = _revision(policies, name)
+    eventually(lambda: timeline.carrying(name, revision), what="the first Deployment patched")
+    policies.apply(name, containers=[SIDECAR], updateStrategy={"maxConcurrent": 1, "paused": True})
+    paused_at = len(timeline.carrying(name, revision))
+
+    status = eventually(
+        lambda: (
+            (s := policies.status(name))
+            and s.get("updatedDeployments", 0) >= 1
+            and s.get("readyDeployments") == s.get("updatedDeployments")
+            and condition(s, "Progressing").get("reason") == "Paused"
+            and s
+        ),
+        timeout=60,
+        what="in-flight finished, Paused",
+    )
+    time.sleep(6)
+    touched = timeline.carrying(name, revision)
+    assert len(touched) <= paused_at + 1  # at most one pass already under way
+    assert policies.status(name)["updatedDeployments"] == status["updatedDeployments"]
+    assert len(touched) < 6
+
+
+def test_a_killed_operator_resumes_within_the_budget(
+    kubectl: Kubectl, policies: Policies, timeline: Timeline, operator: OperatorProcess
+) -> None:
+    names = deployments(kubectl, 12, min_ready_seconds=3)
+    name = policies.apply(containers=[SIDECAR], updateStrategy={"maxConcurrent": 3})
+    revision = _revision(policies, name)
+    eventually(
+        lambda: len(timeline.carrying(name, revision)) >= 4,
+        timeout=60,
+        what="a few Deployments patched",
+    )
+    operator.stop(signal.SIGKILL)
+    try:
+        killed_at = timeline.carrying(name, revision)
+        assert len(killed_at) < 12
+    finally:
+        operator.start()
+    eventually(lambda: ready(policies, name, matched=12), timeout=240, what="all 12 ready")
+    time.sleep(1)
+    assert timeline.carrying(name, revision) == set(names)
+    assert timeline.max_in_flight(name, revision) <= 3
+
+
+def test_a_new_deployment_gets_the_sidecar_without_waiting_for_the_budget(
+    kubectl: Kubectl, policies: Policies, timeline: Timeline
+) -> None:
+    deployments(kubectl, 3, min_ready_seconds=0, progress_deadline=600)
+    name = policies.apply(containers=[BROKEN], updateStrategy={"maxConcurrent": 1})
+    revision = _revision(policies, name)
+    eventually(lambda: timeline.carrying(name, revision), what="the budget used up")
+    time.sleep(2)
+    assert len(timeline.carrying(name, revision)) == 1  # the broken one never finishes
+
+    kubectl.apply(
+        yaml.safe_dump(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": "newcomer", "labels": {"sidecar-test": "yes"}},
+                "spec": {
+                    "replicas": 1,
+                    "selector": {"matchLabels": {"app": "newcomer"}},
+                    "template": {
+                        "metadata": {"labels": {"app": "newcomer"}},
+                        "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]},
+                    },
+                },
+            }
+        )
+    )
+    eventually(
+        lambda: "newcomer" in timeline.carrying(name, revision),
+        timeout=30,
+        what="the new Deployment injected at once",
+    )
