@@ -24,6 +24,7 @@ log = structlog.get_logger()
 
 MAX_ATTEMPTS = 3
 EVENT_NAMES_SHOWN = 5
+EVENT_INTERVAL = 10.0  # seconds between a policy's aggregated Events of one reason
 
 
 class Api(Protocol):
@@ -57,9 +58,21 @@ class Worker:
     rejected: dict[Key, tuple[str, str]] = field(default_factory=dict)  # key -> (rev, reason)
     halted_on: list[Key] = field(default_factory=list)  # last reported halt
     done: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    done_lock: threading.Lock = field(default_factory=threading.Lock)
+    flushed: float = 0.0
 
     def poke(self) -> None:
         self.wake.set()
+
+    def record(self, reason: str, deployment: str) -> None:
+        with self.done_lock:
+            self.done[reason].append(deployment)
+
+    def take_done(self) -> dict[str, list[str]]:
+        with self.done_lock:
+            done, self.done = self.done, defaultdict(list)
+        self.flushed = time.monotonic()
+        return done
 
 
 def _ref(deployment: Mapping[str, Any]) -> dict[str, Any]:
@@ -193,7 +206,7 @@ class Runtime:
         )
         worker = self.workers.get(action.policy)
         if worker is not None:
-            worker.done[reason].append("/".join(_key(deployment)))
+            worker.record(reason, "/".join(_key(deployment)))
 
     def _conflict(self, policy: str, deployment: Mapping[str, Any], message: str) -> None:
         key = _key(deployment)
@@ -238,6 +251,7 @@ class Runtime:
         worker.poke()
         while not stopped():
             poked = worker.wake.wait(1.0)
+            self.flush_events(worker)
             if not poked and time.monotonic() - last_pass < self.resync_seconds:
                 continue
             worker.wake.clear()
@@ -288,7 +302,6 @@ class Runtime:
             self.execute(item.action, item.deployment)
         self._report_halt(worker, step.failing)
         self.write_status(worker, policy, body, items, step)
-        self.flush_events(worker)
 
     def _report_halt(self, worker: Worker, failing: list[Key]) -> None:
         if failing and failing != worker.halted_on:
@@ -337,8 +350,12 @@ class Runtime:
         if {k: old.get(k) for k in new} != new:
             self.api.patch_policy_status(worker.name, new)
 
-    def flush_events(self, worker: Worker) -> None:
-        for reason, names in list(worker.done.items()):
+    def flush_events(self, worker: Worker, *, now: bool = False) -> None:
+        """One Event per reason for everything done since the last one, at most every
+        EVENT_INTERVAL seconds: a rollout over 800 Deployments makes a handful, not 800."""
+        if not now and time.monotonic() - worker.flushed < EVENT_INTERVAL:
+            return
+        for reason, names in worker.take_done().items():
             if not names:
                 continue
             shown = ", ".join(sorted(names)[:EVENT_NAMES_SHOWN])
@@ -350,7 +367,6 @@ class Runtime:
                 reason=reason,
                 message=f"{reason} sidecars in {len(names)} Deployments: {shown}{suffix}",
             )
-            worker.done[reason] = []
 
     def remove_everywhere(self, name: str) -> list[str]:
         """Release everything the policy owns on every Deployment; returns the failures."""
@@ -366,7 +382,7 @@ class Runtime:
             )
             if outcome not in ("written", "gone", "nothing"):
                 failures.append(f"{key[0]}/{key[1]}: {outcome}")
-        self.flush_events(worker)
+        self.flush_events(worker, now=True)
         return failures
 
     def forget(self, name: str) -> None:
