@@ -15,6 +15,7 @@ PYTEST_ARGS ?=
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export SIDECAR_OPERATOR_CACHE := $(CACHE)
+export UV
 
 .PHONY: help install binaries lint test demo down lock clean crds
 
@@ -42,6 +43,7 @@ lint: install  ## Static checks.
 	$(BIN)/ruff format --check operator tests
 	$(BIN)/mypy
 	cd operator && ../$(BIN)/lint-imports ../pyproject.toml
+	$(BIN)/hadolint Dockerfile
 
 test: install binaries lint  ## Everything CI runs: install, build, lint and the whole test suite.
 	$(BIN)/pytest $(PYTEST_ARGS)

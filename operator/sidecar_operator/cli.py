@@ -53,7 +53,9 @@ def dev_down(name: str = ClusterName) -> None:
 
 @app.command("run")
 def run(
-    log_format: str = typer.Option("console", help="console (key=value) or json."),
+    log_format: str = typer.Option(
+        "console", envvar="SIDECAR_OPERATOR_LOG_FORMAT", help="console (key=value) or json."
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logs."),
     operator_namespace: str | None = typer.Option(
         None,
