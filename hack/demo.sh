@@ -19,7 +19,7 @@ fi
 
 eval "$("$bin/sidecar-operator" dev up)"
 kubectl=("$bin/kubectl")
-"${kubectl[@]}" apply --server-side --force-conflicts -f crds/ >/dev/null
+"${kubectl[@]}" apply --server-side --force-conflicts -k crds/ >/dev/null
 # `kubectl wait` fails outright while a new CRD has no conditions yet: retry it.
 for _ in $(seq 30); do
   "${kubectl[@]}" wait --for=condition=Established crd/sidecarpolicies.sidecars.dev --timeout=30s \

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,19 +65,37 @@ def crd_installed(kubectl_admin: Kubectl) -> Kubectl:
     return kubectl_admin
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 class OperatorProcess:
     """`sidecar-operator run` as a subprocess, as a user starts it; stoppable mid-test."""
 
-    def __init__(self, kubeconfig: Path, log_path: Path) -> None:
+    def __init__(self, kubeconfig: Path, log_path: Path, *extra_args: str) -> None:
         self.kubeconfig = kubeconfig
         self.log_path = log_path
+        self.extra_args = extra_args
+        self.metrics_port = _free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [SIDECAR_OPERATOR, "run", "--resync-seconds", "5", "--log-format", "json"],
+                [
+                    SIDECAR_OPERATOR,
+                    "run",
+                    "--resync-seconds",
+                    "5",
+                    "--log-format",
+                    "json",
+                    "--metrics-port",
+                    str(self.metrics_port),
+                    *self.extra_args,
+                ],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -91,6 +111,11 @@ class OperatorProcess:
             self.process.kill()
             self.process.wait()
         self.process = None
+
+    def metrics(self) -> str:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return str(response.read().decode())
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import typer
 
@@ -65,11 +66,22 @@ def run(
     resync_seconds: float = typer.Option(
         60.0, min=1, help="How often every Deployment is checked for drift."
     ),
+    peering: str | None = typer.Option(
+        None,
+        help="A ClusterKopfPeering name: replicas sharing it keep exactly one active. "
+        "Without it the operator runs standalone.",
+    ),
+    liveness_port: int | None = typer.Option(
+        None, help="Serve Kopf's health check on this port at /healthz."
+    ),
+    metrics_port: int | None = typer.Option(
+        None, help="Serve Prometheus metrics on this port at /metrics."
+    ),
 ) -> None:
     """Run the operator against the current kubeconfig (or in-cluster config), cluster-wide."""
     import kopf
 
-    from sidecar_operator import handlers, logs
+    from sidecar_operator import handlers, logs, metrics
 
     if log_format not in ("console", "json"):
         raise typer.BadParameter("use console or json", param_hint="--log-format")
@@ -78,7 +90,16 @@ def run(
     )
     handlers.Options.operator_namespace = operator_namespace
     handlers.Options.resync_seconds = resync_seconds
-    kopf.run(clusterwide=True, standalone=True)
+    handlers.Options.peering = peering
+    if metrics_port:
+        metrics.serve(metrics_port)
+    # Naming a peering makes it mandatory in Kopf; without one, run standalone.
+    peering_options: dict[str, Any] = {"peering_name": peering} if peering else {"standalone": True}
+    kopf.run(
+        clusterwide=True,
+        liveness_endpoint=f"http://0.0.0.0:{liveness_port}/healthz" if liveness_port else None,
+        **peering_options,
+    )
 
 
 @app.callback()

@@ -14,7 +14,7 @@ import kopf
 
 from sidecar_operator import api, snapshot
 from sidecar_operator.api import Policy
-from sidecar_operator.kubeapi import EventPoster, KubeApi, load_config
+from sidecar_operator.kubeapi import ApiError, EventPoster, KubeApi, load_config
 from sidecar_operator.reconcile import Runtime, View
 
 POLICIES = (f"{api.GROUP}/{api.VERSION}", api.PLURAL)
@@ -27,6 +27,7 @@ class Options:
 
     operator_namespace: str | None = None
     resync_seconds: float = 60.0
+    peering: str | None = None
 
 
 runtime: Runtime | None = None
@@ -51,6 +52,13 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 300
     load_config()
     kube = KubeApi()
+    if Options.peering:
+        try:
+            kube.ensure_cluster_peering(Options.peering)
+        except ApiError as error:  # e.g. its CRD installed a moment ago and not served yet
+            raise kopf.TemporaryError(
+                f"cannot create the peering object: {error.message}", delay=2
+            ) from None
     runtime = Runtime(
         kube,
         EventPoster(kube),

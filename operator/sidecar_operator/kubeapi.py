@@ -92,6 +92,19 @@ class KubeApi:
             if error.status != 404:
                 raise ApiError.wrap(error) from None
 
+    def ensure_cluster_peering(self, name: str) -> None:
+        """Kopf only patches its peering object: without one, replicas cannot see each other."""
+        body = {
+            "apiVersion": "kopf.dev/v1",
+            "kind": "ClusterKopfPeering",
+            "metadata": {"name": name},
+        }
+        try:
+            self._custom.create_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", body)
+        except ApiException as error:
+            if error.status != 409:
+                raise ApiError.wrap(error) from None
+
     def post_event(self, ref: dict[str, Any], *, type: str, reason: str, message: str) -> None:
         """A core/v1 Event about `ref`. Cluster-scoped objects get theirs in `default` with no
         namespace in the reference, which is where `kubectl describe` looks for them."""

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from sidecar_operator import render, rollout, snapshot, status
+from sidecar_operator import metrics, render, rollout, snapshot, status
 from sidecar_operator.api import Policy
 from sidecar_operator.kubeapi import ApiError
 from sidecar_operator.ownership import policies_with_fields
@@ -166,12 +166,13 @@ class Runtime:
             try:
                 written = self.api.apply(current.body, policy=current.policy, force=current.force)
             except ApiError as error:
+                metrics.API_ERRORS.labels(status=str(error.status)).inc()
                 if error.status == 404:
-                    return "gone"
+                    return self._count(current, "gone")
                 if error.status == 422:
                     bound.warning("Patch rejected", reason=current.reason, error=error.message)
                     self._rejected(current, deployment, error.message)
-                    return "rejected"
+                    return self._count(current, "rejected")
                 if error.status != 409:
                     raise
                 last_error = error.message
@@ -188,12 +189,20 @@ class Runtime:
                 self._written[key] = record
             bound.info("Applied", action=current.reason, revision=current.revision or None)
             self._report(current, record)
-            return "written"
+            return self._count(current, "written")
         bound.warning("Conflict persists", error=last_error)
+        self._count(action, "conflict")
         self._conflict(
             action.policy, deployment, f"the API server keeps reporting a conflict: {last_error}"
         )
         return "conflict"
+
+    @staticmethod
+    def _count(action: Action, outcome: str) -> str:
+        metrics.WRITES.labels(
+            policy=action.policy, action=action.reason or action.kind.value, outcome=outcome
+        ).inc()
+        return outcome
 
     def _report(self, action: Action, deployment: Mapping[str, Any]) -> None:
         kind = action.reason if action.kind is not Kind.CONFLICT else "remove"
@@ -214,6 +223,7 @@ class Runtime:
         if worker.conflicts.get(key) == message:
             return
         worker.conflicts[key] = message
+        metrics.CONFLICTS.labels(policy=policy).inc()
         self.events(
             _ref(deployment),
             type="Warning",
@@ -256,7 +266,9 @@ class Runtime:
                 continue
             worker.wake.clear()
             last_pass = time.monotonic()
-            self.run_pass(worker)
+            with metrics.PASS_SECONDS.time():
+                self.run_pass(worker)
+            metrics.PASSES.labels(policy=name).inc()
 
     def _items(self, worker: Worker) -> list[rollout.Item]:
         """This policy's planned action on every Deployment that matches or carries it."""
@@ -322,6 +334,13 @@ class Runtime:
         step: rollout.Step,
     ) -> None:
         counts = status.count((item.action, item.deployment) for item in items)
+        metrics.set_counts(
+            worker.name,
+            matched=counts.matched,
+            updated=counts.updated,
+            ready=counts.ready,
+            conflicts=counts.conflicts,
+        )
         examples = sorted(
             f"{item.key[0]}/{item.key[1]}: {item.action.reason}"
             for item in items
@@ -388,6 +407,7 @@ class Runtime:
     def forget(self, name: str) -> None:
         with self._workers_lock:
             self.workers.pop(name, None)
+        metrics.forget(name)
 
 
 def _policy_ref(name: str, view: View) -> dict[str, Any]:

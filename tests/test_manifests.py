@@ -1,0 +1,177 @@
+"""Installing the operator from manifests/ (kustomize), and its RBAC proven by running with it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import OperatorProcess
+from tests.kube import REPO, Kubectl, eventually
+from tests.scenario import (
+    FLUENT_BIT,
+    LOG_VOLUME,
+    Policies,
+    deployment,
+    has_container,
+    ready,
+)
+
+MANIFESTS = str(REPO / "manifests")
+NAMESPACE = "sidecar-operator-system"
+SERVICE_ACCOUNT = f"system:serviceaccount:{NAMESPACE}:sidecar-operator"
+
+
+@pytest.fixture(scope="module")
+def installed(crd_installed: Kubectl) -> Kubectl:
+    crd_installed("apply", "--server-side", "--force-conflicts", "-k", MANIFESTS)
+    return crd_installed
+
+
+def test_the_manifests_render_and_pass_a_server_side_dry_run(installed: Kubectl) -> None:
+    # Dry-run checks an upgrade: on a first install the namespace does not exist yet, and a
+    # dry run creates nothing for the objects in it to go into.
+    rendered = list(yaml.safe_load_all(installed("kustomize", MANIFESTS).stdout))
+    kinds = {doc["kind"] for doc in rendered}
+    assert {
+        "Namespace",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "CustomResourceDefinition",
+        "Deployment",
+        "Service",
+    } <= kinds
+    installed("apply", "--server-side", "--dry-run=server", "--force-conflicts", "-k", MANIFESTS)
+
+
+def test_the_cluster_role_has_no_wildcards_and_deployments_only_read_and_patch(
+    crd_installed: Kubectl,
+) -> None:
+    rendered = yaml.safe_load_all(crd_installed("kustomize", MANIFESTS).stdout)
+    role = next(doc for doc in rendered if doc["kind"] == "ClusterRole")
+    for rule in role["rules"]:
+        assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
+        if "deployments" in rule["resources"]:
+            assert sorted(rule["verbs"]) == ["get", "list", "patch", "watch"]
+
+
+def test_the_operator_deployment_runs_under_restricted_pod_security(installed: Kubectl) -> None:
+    system = installed.in_namespace(NAMESPACE)
+    labels = installed.json("namespace", NAMESPACE)["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    system("rollout", "status", "deployment/sidecar-operator", "--timeout=120s")
+    pods = system.json("pods", "-l", "app.kubernetes.io/name=sidecar-operator")["items"]
+    assert len(pods) == 2
+    assert all(
+        any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"]["conditions"])
+        for pod in pods
+    )
+
+
+def _service_account_kubeconfig(admin: Kubectl, path: Path) -> Path:
+    token = admin(
+        "create", "token", "sidecar-operator", "-n", NAMESPACE, "--duration=2h"
+    ).stdout.strip()
+    config = json.loads(admin("config", "view", "--raw", "-o", "json").stdout)
+    cluster = config["clusters"][0]
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [cluster],
+                "users": [{"name": "sidecar-operator", "user": {"token": token}}],
+                "contexts": [
+                    {
+                        "name": "sa",
+                        "context": {"cluster": cluster["name"], "user": "sidecar-operator"},
+                    }
+                ],
+                "current-context": "sa",
+            }
+        )
+    )
+    return path
+
+
+@pytest.fixture
+def operator_as_service_account(
+    installed: Kubectl, operator: OperatorProcess, tmp_path: Path
+) -> Iterator[Kubectl]:
+    """The session's operator swapped for one that has only the ClusterRole from manifests/."""
+    eventually(
+        lambda: (
+            installed(
+                "auth",
+                "can-i",
+                "watch",
+                "deployments",
+                "-A",
+                f"--as={SERVICE_ACCOUNT}",
+                check=False,
+            ).stdout.strip()
+            == "yes"
+        ),
+        what="the ClusterRoleBinding in force",
+    )
+    kubeconfig = _service_account_kubeconfig(installed, tmp_path / "sa-kubeconfig")
+    limited = OperatorProcess(
+        kubeconfig, tmp_path / "operator-sa.log", "--peering=sidecar-operator"
+    )
+    operator.stop()
+    limited.start()
+    try:
+        yield Kubectl(kubeconfig)
+    finally:
+        limited.stop()
+        operator.start()
+        errors = [line for line in limited.log().splitlines() if "403" in line]
+        assert errors == [], "\n".join(errors[:5])
+
+
+def test_the_operator_injects_updates_and_removes_with_its_cluster_role(
+    operator_as_service_account: Kubectl, kubectl: Kubectl, policies: Policies
+) -> None:
+    kubectl.apply(deployment("web"))
+    name = policies.apply(containers=[FLUENT_BIT], volumes=[LOG_VOLUME])
+    first = eventually(lambda: ready(policies, name, matched=1), what="injected and Ready")
+    assert has_container(kubectl, "web", "fluent-bit")
+
+    newer = {**FLUENT_BIT, "image": "fluent/fluent-bit:3.2.10"}
+    policies.apply(name, containers=[newer], volumes=[LOG_VOLUME])
+    second = eventually(
+        lambda: (
+            (s := ready(policies, name, matched=1)) and s["revision"] != first["revision"] and s
+        ),
+        what="updated and Ready",
+    )
+    assert second["updatedDeployments"] == 1
+
+    policies.delete(name)
+    assert not has_container(kubectl, "web", "fluent-bit")
+    peering = operator_as_service_account.json("clusterkopfpeering", "sidecar-operator")
+    assert peering["status"], "the operator keeps itself alive in its peering object"
+
+
+def test_the_cluster_role_cannot_read_secrets_or_write_pods(
+    installed: Kubectl, tmp_path: Path, namespace: str
+) -> None:
+    limited = Kubectl(_service_account_kubeconfig(installed, tmp_path / "kubeconfig"))
+    secrets = limited("get", "secrets", "-A", check=False)
+    assert secrets.returncode != 0 and "forbidden" in secrets.stderr.lower()
+    pod = limited("run", "intruder", "--image=busybox:1.36", "-n", namespace, check=False)
+    assert pod.returncode != 0 and "forbidden" in pod.stderr.lower()
+    for verb, resource in (
+        ("get", "secrets"),
+        ("create", "pods"),
+        ("delete", "deployments"),
+        ("update", "deployments"),
+    ):
+        answer = installed(
+            "auth", "can-i", verb, resource, f"--as={SERVICE_ACCOUNT}", "-A", check=False
+        )
+        assert answer.stdout.strip() == "no", (verb, resource)

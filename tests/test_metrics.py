@@ -1,0 +1,59 @@
+"""Prometheus metrics, scraped from the running operator and checked against what it did."""
+
+from __future__ import annotations
+
+import re
+
+from tests.conftest import OperatorProcess
+from tests.kube import Kubectl, eventually
+from tests.scenario import FLUENT_BIT, LOG_VOLUME, Policies, deployment, ready
+
+
+def _value(text: str, name: str, **labels: str) -> float | None:
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
+        if all(found.get(k) == v for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def test_metrics_count_what_the_operator_did(
+    kubectl: Kubectl, policies: Policies, operator: OperatorProcess
+) -> None:
+    kubectl.apply(deployment("web-0"))
+    kubectl.apply(deployment("web-1"))
+    name = policies.apply(containers=[FLUENT_BIT], volumes=[LOG_VOLUME])
+    eventually(lambda: ready(policies, name, matched=2), what="policy Ready")
+
+    def scraped() -> str | None:
+        text = operator.metrics()
+        ready_gauge = _value(
+            text, "sidecar_operator_policy_deployments", policy=name, state="ready"
+        )
+        return text if ready_gauge == 2 else None
+
+    text = eventually(scraped, what="gauges caught up")
+    assert (
+        _value(
+            text, "sidecar_operator_writes_total", policy=name, action="inject", outcome="written"
+        )
+        == 2
+    )
+    assert _value(text, "sidecar_operator_policy_deployments", policy=name, state="matched") == 2
+    assert _value(text, "sidecar_operator_policy_deployments", policy=name, state="conflicts") == 0
+    assert (_value(text, "sidecar_operator_reconciles_total", policy=name) or 0) >= 1
+    assert "sidecar_operator_reconcile_seconds_bucket" in text
+
+    policies.delete(name)
+    after = operator.metrics()
+    assert (
+        _value(
+            after, "sidecar_operator_writes_total", policy=name, action="remove", outcome="written"
+        )
+        == 2
+    )
+    assert (
+        _value(after, "sidecar_operator_policy_deployments", policy=name, state="matched") is None
+    )
