@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -100,6 +101,65 @@ def run(
         liveness_endpoint=f"http://0.0.0.0:{liveness_port}/healthz" if liveness_port else None,
         **peering_options,
     )
+
+
+@app.command("preview")
+def preview_command(
+    file: Path = typer.Option(
+        ...,
+        "-f",
+        "--filename",
+        exists=True,
+        dir_okay=False,
+        help="The SidecarPolicy manifest to preview.",
+    ),
+    deployments: Path | None = typer.Option(
+        None,
+        exists=True,
+        help="Read Deployments (and Namespaces) from these manifest files "
+        "instead of the current cluster: works offline.",
+    ),
+    operator_namespace: str | None = typer.Option(None, envvar="OPERATOR_NAMESPACE"),
+) -> None:
+    """Show, read-only, what a policy would change: the Deployments it matches, a diff of each
+    pod template, and the conflicts. Exit code 1 if there are conflicts."""
+    from sidecar_operator import preview
+    from sidecar_operator.api import KIND, Policy
+
+    policies = [d for d in preview.load_documents(file) if d.get("kind") == KIND]
+    if len(policies) != 1:
+        raise typer.BadParameter(
+            f"expected one {KIND} in the file, found {len(policies)}", param_hint="-f"
+        )
+    try:
+        policy = Policy.from_object(policies[0])
+    except ValueError as error:
+        typer.echo(f"invalid {KIND}: {error}", err=True)
+        raise typer.Exit(2) from None
+    others: list[Policy] = []
+    if deployments is not None:
+        documents = preview.load_documents(deployments)
+        objects = [d for d in documents if d.get("kind") == "Deployment"]
+        namespaces = [d for d in documents if d.get("kind") == "Namespace"]
+    else:
+        from sidecar_operator.kubeapi import KubeApi, load_config
+
+        load_config()
+        objects, namespaces, existing = KubeApi().list_all()
+        others = [Policy.from_object(p) for p in existing]
+    labels = {
+        n["metadata"]["name"]: {
+            "kubernetes.io/metadata.name": n["metadata"]["name"],
+            **(n["metadata"].get("labels") or {}),
+        }
+        for n in namespaces
+    }
+    entries = preview.preview(
+        policy, objects, labels, other_policies=others, operator_namespace=operator_namespace
+    )
+    typer.echo(preview.report(entries), nl=False)
+    if any(entry.conflict for entry in entries):
+        raise typer.Exit(1)
 
 
 @app.callback()

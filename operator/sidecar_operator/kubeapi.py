@@ -78,6 +78,32 @@ class KubeApi:
             raise ApiError.wrap(error) from None
         return self._json(response)
 
+    def list_all(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+        """Deployments, Namespaces and SidecarPolicies, read once (for `preview`). Without the
+        CRD installed there are simply no policies yet."""
+        try:
+            deployments = self._json(
+                self._apps.list_deployment_for_all_namespaces(_preload_content=False)
+            )
+            namespaces = self._json(self._core.list_namespace(_preload_content=False))
+        except ApiException as error:
+            raise ApiError.wrap(error) from None
+        try:
+            policies = self._json(
+                self._custom.list_cluster_custom_object(
+                    api.GROUP, api.VERSION, api.PLURAL, _preload_content=False
+                )
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise ApiError.wrap(error) from None
+            policies = {}
+        return (
+            list(deployments.get("items") or []),
+            list(namespaces.get("items") or []),
+            list(policies.get("items") or []),
+        )
+
     def patch_policy_status(self, name: str, status: dict[str, Any]) -> None:
         try:
             self._custom.patch_cluster_custom_object_status(

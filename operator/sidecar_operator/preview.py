@@ -1,0 +1,106 @@
+"""What a policy would do, before it is applied: the same planner the operator runs, then the API
+server's apply as `merge` models it, shown as a unified diff of each pod template."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sidecar_operator import merge, render
+from sidecar_operator.api import Policy
+from sidecar_operator.ownership import field_manager
+from sidecar_operator.render import Kind
+
+
+@dataclass(frozen=True)
+class Entry:
+    namespace: str
+    name: str
+    kind: Kind
+    diff: str = ""  # unified diff of spec.template.spec, for writes
+    conflict: str = ""
+
+
+def _template_yaml(deployment: Mapping[str, Any]) -> list[str]:
+    pod = deployment.get("spec", {}).get("template", {}).get("spec", {})
+    return yaml.safe_dump(pod, sort_keys=False, width=100).splitlines(keepends=True)
+
+
+def preview(
+    policy: Policy,
+    deployments: Iterable[Mapping[str, Any]],
+    namespace_labels: Mapping[str, Mapping[str, str]],
+    *,
+    other_policies: Iterable[Policy] = (),
+    operator_namespace: str | None = None,
+) -> list[Entry]:
+    """One Entry per Deployment the policy matches or would remove itself from."""
+    others = [p for p in other_policies if p.name != policy.name]
+    entries = []
+    for deployment in deployments:
+        metadata = deployment["metadata"]
+        namespace = metadata.get("namespace") or "default"
+        placed = {**deployment, "metadata": {**metadata, "namespace": namespace}}
+        actions = render.plan(
+            placed,
+            namespace_labels.get(namespace, {}),
+            [*others, policy],
+            operator_namespace=operator_namespace,
+        )
+        mine = next((a for a in actions if a.policy == policy.name), None)
+        if mine is None:
+            continue
+        diff = ""
+        if mine.body is not None:
+            after = merge.apply(placed, field_manager(policy.name), mine.body)
+            label = f"{namespace}/{metadata['name']}"
+            diff = "".join(
+                difflib.unified_diff(
+                    _template_yaml(placed),
+                    _template_yaml(after),
+                    fromfile=f"{label} (now)",
+                    tofile=f"{label} (with {policy.name})",
+                )
+            )
+        conflict = mine.reason if mine.kind is Kind.CONFLICT else ""
+        entries.append(Entry(namespace, metadata["name"], mine.kind, diff, conflict))
+    return sorted(entries, key=lambda entry: (entry.namespace, entry.name))
+
+
+def load_documents(path: Path) -> list[dict[str, Any]]:
+    """Every YAML or JSON document in a file, or in a directory's files (recursively)."""
+    files = (
+        [path]
+        if path.is_file()
+        else sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml", ".json"))
+    )
+    documents: list[dict[str, Any]] = []
+    for file in files:
+        for document in yaml.safe_load_all(file.read_text()):
+            if isinstance(document, dict) and document.get("kind") == "List":
+                documents.extend(document.get("items") or [])
+            elif isinstance(document, dict):
+                documents.append(document)
+    return documents
+
+
+def report(entries: list[Entry]) -> str:
+    lines = []
+    for entry in entries:
+        where = f"{entry.namespace}/{entry.name}"
+        if entry.kind is Kind.CONFLICT:
+            lines.append(f"CONFLICT {where}: {entry.conflict}\n")
+        elif entry.kind is Kind.IN_SYNC:
+            lines.append(f"UP TO DATE {where}\n")
+        elif entry.kind is Kind.REMOVE:
+            lines.append(f"REMOVE {where}\n{entry.diff}")
+        else:
+            lines.append(f"CHANGE {where}\n{entry.diff}")
+    conflicts = sum(1 for entry in entries if entry.kind is Kind.CONFLICT)
+    lines.append(f"{len(entries)} Deployments matched or affected, {conflicts} conflicts\n")
+    return "".join(lines)

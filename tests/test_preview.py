@@ -1,0 +1,96 @@
+"""`sidecar-operator preview`: read-only, offline on manifests or against the cluster."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+
+from tests.kube import REPO, SIDECAR_OPERATOR, Kubectl, run
+from tests.scenario import FLUENT_BIT, LOG_MOUNT, LOG_VOLUME, deployment
+
+SAMPLES = REPO / "manifests" / "samples"
+
+
+def preview(*args: str, kubeconfig: Path | None = None) -> tuple[int, str]:
+    env = None if kubeconfig is None else {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    result = run([SIDECAR_OPERATOR, "preview", *args], check=False, env=env)
+    assert result.returncode in (0, 1) and not result.stderr, result.stderr
+    return result.returncode, result.stdout
+
+
+def test_offline_preview_shows_the_matched_deployment_as_a_diff() -> None:
+    code, out = preview("-f", str(SAMPLES / "log-shipping.yaml"), "--deployments", str(SAMPLES))
+    assert code == 0
+    assert out.startswith("CHANGE demo-shop/checkout\n")
+    assert "+- name: fluent-bit\n" in out and "+  image: fluent/fluent-bit:3.1.9\n" in out
+    assert "+  volumeMounts:\n+  - name: app-logs\n+    mountPath: /var/log/app\n" in out
+    assert "payments" not in out and "storefront" not in out
+    assert out.endswith("1 Deployments matched or affected, 0 conflicts\n")
+
+
+def test_offline_preview_reports_conflicts_with_exit_code_1(tmp_path: Path) -> None:
+    (tmp_path / "apps.yaml").write_text(
+        deployment(
+            "web",
+            pod={
+                "containers": [
+                    {"name": "app", "image": "nginx:1.27"},
+                    {"name": "fluent-bit", "image": "mine:1"},
+                ]
+            },
+        )
+    )
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "sidecars.dev/v1alpha1",
+                "kind": "SidecarPolicy",
+                "metadata": {"name": "logs"},
+                "spec": {
+                    "selector": {"matchLabels": {"sidecar-test": "yes"}},
+                    "containers": [FLUENT_BIT],
+                    "volumes": [LOG_VOLUME],
+                },
+            }
+        )
+    )
+    code, out = preview("-f", str(policy), "--deployments", str(tmp_path / "apps.yaml"))
+    assert code == 1
+    assert "CONFLICT default/web: container fluent-bit is already defined by the Deployment" in out
+
+
+def test_cluster_preview_is_read_only(
+    kubectl: Kubectl, kubectl_admin: Kubectl, namespace: str, tmp_path: Path
+) -> None:
+    kubectl.apply(deployment("web"))
+    kubectl.apply(deployment("other", labels={"sidecar-test": "no"}))
+    before = kubectl.json("deployment", "web")["metadata"]["resourceVersion"]
+    policy = tmp_path / "policy.yaml"
+    name = f"preview-{namespace[-5:]}"
+    policy.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "sidecars.dev/v1alpha1",
+                "kind": "SidecarPolicy",
+                "metadata": {"name": name},
+                "spec": {
+                    "selector": {"matchLabels": {"sidecar-test": "yes"}},
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": namespace}
+                    },
+                    "containers": [FLUENT_BIT],
+                    "volumes": [LOG_VOLUME],
+                    "volumeMounts": [LOG_MOUNT],
+                },
+            }
+        )
+    )
+    code, out = preview("-f", str(policy), kubeconfig=kubectl_admin.kubeconfig)
+    assert code == 0, out
+    assert f"CHANGE {namespace}/web\n" in out and f"{namespace}/other" not in out
+    assert "+- name: fluent-bit\n" in out
+    assert kubectl.json("deployment", "web")["metadata"]["resourceVersion"] == before
+    assert kubectl_admin("get", "sidecarpolicy", name, check=False).returncode != 0
