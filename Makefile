@@ -6,6 +6,7 @@ SHELL := bash
 
 PYTHON ?= python3
 UV_VERSION := 0.13.9
+CHECKOV_VERSION := 3.3.30
 CACHE ?= $(or $(SIDECAR_OPERATOR_CACHE),$(HOME)/.cache/sidecar-operator)
 UV := $(CACHE)/tools/uv-$(UV_VERSION)/bin/uv
 VENV := .venv
@@ -44,6 +45,9 @@ lint: install  ## Static checks.
 	$(BIN)/mypy
 	cd operator && ../$(BIN)/lint-imports ../pyproject.toml
 	$(BIN)/hadolint Dockerfile
+	$(BIN)/kubectl kustomize manifests/ > .venv/manifests.yaml
+	$(UV) tool run --python $(PYTHON) --from checkov==$(CHECKOV_VERSION) checkov --quiet --compact \
+	  --skip-download --framework kubernetes -f .venv/manifests.yaml
 
 test: install binaries lint  ## Everything CI runs: install, build, lint and the whole test suite.
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -16,34 +16,33 @@ _BROKEN_CONTAINERS = (
     f' | select(.image | endswith("{NEVER_READY_TAG}")) | .name'
 )
 
-_NEVER_READY_STATUS = """\
-{{ $now := Now }}
-conditions:
-- {lastTransitionTime: {{ $now | Quote }}, status: "True", type: Initialized}
-- {lastTransitionTime: {{ $now | Quote }}, status: "False", type: Ready, reason: ContainersNotReady}
-- {lastTransitionTime: {{ $now | Quote }}, status: "False", type: ContainersReady,
-   reason: ContainersNotReady}
-containerStatuses:
-{{ range .spec.containers }}
-- image: {{ .image | Quote }}
-  name: {{ .name | Quote }}
-  ready: {{ not (hasSuffix ":never-ready" .image) }}
-  restartCount: 0
-  started: true
-  state: {running: {startedAt: {{ $now | Quote }}}}
-{{ end }}
-initContainerStatuses:
-{{ range .spec.initContainers }}
-- image: {{ .image | Quote }}
-  name: {{ .name | Quote }}
-  ready: {{ not (hasSuffix ":never-ready" .image) }}
-  restartCount: 0
-  started: true
-  state: {running: {startedAt: {{ $now | Quote }}}}
-{{ end }}
-phase: Running
-startTime: {{ $now | Quote }}
-"""
+def _statuses(field: str) -> str:
+    """Every container of the list running; those with a never-ready image not ready."""
+    return (
+        f"{field}Statuses:\n{{{{ range .spec.{field}s }}}}\n"
+        "- image: {{ .image | Quote }}\n"
+        "  name: {{ .name | Quote }}\n"
+        f'  ready: {{{{ not (hasSuffix "{NEVER_READY_TAG}" .image) }}}}\n'
+        "  restartCount: 0\n"
+        "  started: true\n"
+        "  state: {running: {startedAt: {{ $now | Quote }}}}\n"
+        "{{ end }}\n"
+    )
+
+
+_NEVER_READY_STATUS = (
+    "{{ $now := Now }}\n"
+    "conditions:\n"
+    '- {lastTransitionTime: {{ $now | Quote }}, status: "True", type: Initialized}\n'
+    '- {lastTransitionTime: {{ $now | Quote }}, status: "False", type: Ready,'
+    " reason: ContainersNotReady}\n"
+    '- {lastTransitionTime: {{ $now | Quote }}, status: "False", type: ContainersReady,'
+    " reason: ContainersNotReady}\n"
+    + _statuses("container")
+    + _statuses("initContainer")
+    + "phase: Running\n"
+    "startTime: {{ $now | Quote }}\n"
+)
 
 
 def _never_ready_stage() -> dict[str, Any]:
