@@ -16,6 +16,7 @@ _BROKEN_CONTAINERS = (
     f' | select(.image | endswith("{NEVER_READY_TAG}")) | .name'
 )
 
+
 def _statuses(field: str) -> str:
     """Every container of the list running; those with a never-ready image not ready."""
     return (
