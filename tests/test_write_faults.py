@@ -1,0 +1,99 @@
+"""Carrying out plans, against a fake API that injects faults (the real API server is used for
+everything else)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from sidecar_operator import merge, render
+from sidecar_operator.api import Policy
+from sidecar_operator.kubeapi import ApiError
+from sidecar_operator.ownership import field_manager
+from sidecar_operator.reconcile import Runtime, View
+
+POLICY = Policy.from_object(
+    {
+        "metadata": {"name": "logs", "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {"selector": {}, "containers": [{"name": "fluent-bit", "image": "fluent-bit:3"}]},
+    }
+)
+DEPLOYMENT: dict[str, Any] = {
+    "metadata": {"name": "web", "namespace": "shop", "resourceVersion": "10", "uid": "u1"},
+    "spec": {"template": {"spec": {"containers": [{"name": "app", "image": "nginx"}]}}},
+}
+
+
+class FakeApi:
+    """Applies like the API server (per `merge`), after failing with the given errors."""
+
+    def __init__(self, *failures: ApiError) -> None:
+        self.failures = list(failures)
+        self.stored = copy.deepcopy(DEPLOYMENT)
+        self.applies: list[tuple[str, bool]] = []
+        self.statuses: list[dict[str, Any]] = []
+
+    def apply(self, body: dict[str, Any], *, policy: str, force: bool) -> dict[str, Any]:
+        self.applies.append((policy, force))
+        if self.failures:
+            raise self.failures.pop(0)
+        self.stored = merge.apply(self.stored, field_manager(policy), body)
+        self.stored["metadata"]["resourceVersion"] = str(
+            int(self.stored["metadata"]["resourceVersion"]) + 1
+        )
+        return copy.deepcopy(self.stored)
+
+    def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return copy.deepcopy(self.stored)
+
+    def patch_policy_status(self, name: str, status: dict[str, Any]) -> None:
+        self.statuses.append(status)
+
+
+def runtime(api: FakeApi) -> tuple[Runtime, list[tuple[str, str]]]:
+    posted: list[tuple[str, str]] = []
+
+    def events(ref: dict[str, Any], *, type: str, reason: str, message: str) -> None:
+        posted.append((type, reason))
+
+    state = Runtime(api, events, operator_namespace=None, resync_seconds=60)
+    state.view = View(
+        deployments=lambda: {("shop", "web"): api.get_deployment("shop", "web") or {}},
+        policies=lambda: {"logs": (POLICY, {"metadata": {"name": "logs"}})},
+    )
+    return state, posted
+
+
+def first_action(state: Runtime) -> render.Action:
+    return next(a for a in state.plan(DEPLOYMENT) if a.policy == "logs")
+
+
+def test_a_409_is_retried_with_fresh_state_and_never_forced() -> None:
+    api = FakeApi(ApiError(409, 'Apply failed with 1 conflict: conflict with "kubectl-edit"'))
+    state, _ = runtime(api)
+    assert state.execute(first_action(state), DEPLOYMENT) == "written"
+    assert api.applies == [("logs", False), ("logs", False)]
+    assert [c["name"] for c in api.stored["spec"]["template"]["spec"]["containers"]] == [
+        "app",
+        "fluent-bit",
+    ]
+
+
+def test_a_conflict_that_persists_is_reported_not_forced() -> None:
+    conflict = ApiError(409, "Apply failed with 1 conflict")
+    api = FakeApi(conflict, conflict, conflict)
+    state, posted = runtime(api)
+    assert state.execute(first_action(state), DEPLOYMENT) == "conflict"
+    assert all(not force for _, force in api.applies) and len(api.applies) == 3
+    assert ("Warning", "SidecarConflict") in posted and ("Warning", "Conflict") in posted
+    assert api.stored == DEPLOYMENT
+
+
+def test_a_rejected_patch_is_a_conflict_until_the_policy_changes() -> None:
+    api = FakeApi(ApiError(422, 'Deployment.apps "web" is invalid'))
+    state, _ = runtime(api)
+    assert state.execute(first_action(state), DEPLOYMENT) == "rejected"
+    state.run_pass(state.worker("logs"))
+    assert len(api.applies) == 1  # the same content is not sent again
+    assert api.statuses[-1]["conflicts"] == 1
+    assert "the API server rejected the change" in api.statuses[-1]["conditions"][2]["message"]
