@@ -18,6 +18,18 @@ FLUENT_BIT = {
 }
 LOG_VOLUME = {"name": "app-logs", "emptyDir": {}}
 LOG_MOUNT = {"name": "app-logs", "mountPath": "/var/log/app"}
+# An app with its own init container, volume and mount: what a policy must leave as it is.
+APP_WITH_INIT_AND_DATA = {
+    "initContainers": [{"name": "migrate", "image": "busybox:1.36"}],
+    "containers": [
+        {
+            "name": "app",
+            "image": "nginx:1.27",
+            "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+        }
+    ],
+    "volumes": [{"name": "data", "emptyDir": {}}],
+}
 GIT_SYNC = {
     "name": "config-sync",
     "image": "registry.k8s.io/git-sync/git-sync:v4.2.4",
@@ -117,3 +129,12 @@ def ready(policies: Policies, name: str, matched: int) -> dict[str, Any] | None:
         and condition(status, "Ready").get("status") == "True"
     )
     return status if done else None
+
+
+def policy_events(kubectl: Kubectl, name: str, reason: str) -> list[dict[str, Any]]:
+    """A cluster-scoped policy's Events live in `default`."""
+    return [
+        e
+        for e in events(kubectl.in_namespace("default"), "SidecarPolicy", name)
+        if e["reason"] == reason
+    ]

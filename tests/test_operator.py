@@ -15,6 +15,7 @@ import pytest
 from tests.conftest import OperatorProcess
 from tests.kube import Kubectl, eventually
 from tests.scenario import (
+    APP_WITH_INIT_AND_DATA,
     FLUENT_BIT,
     GIT_SYNC,
     LOG_MOUNT,
@@ -26,6 +27,7 @@ from tests.scenario import (
     has_container,
     names,
     pod_spec,
+    policy_events,
     ready,
 )
 
@@ -78,11 +80,7 @@ def test_empty_selector_is_allowed_with_a_warning(kubectl: Kubectl, policies: Po
     name = policies.apply(selector={}, containers=[{"name": "agent", "image": "busybox:1.36"}])
     eventually(lambda: has_container(kubectl, "anything", "agent"), what="injection")
     warnings = eventually(
-        lambda: [
-            e
-            for e in events(kubectl.in_namespace("default"), "SidecarPolicy", name)
-            if e["reason"] == "SelectsEverything"
-        ],
+        lambda: policy_events(kubectl, name, "SelectsEverything"),
         what="warning",
     )
     assert warnings[0]["type"] == "Warning"
@@ -286,18 +284,7 @@ def test_no_writes_at_rest_or_after_a_restart(
 def test_deleting_the_policy_restores_the_original_template(
     kubectl: Kubectl, policies: Policies
 ) -> None:
-    app_pod = {
-        "initContainers": [{"name": "migrate", "image": "busybox:1.36"}],
-        "containers": [
-            {
-                "name": "app",
-                "image": "nginx:1.27",
-                "volumeMounts": [{"name": "data", "mountPath": "/data"}],
-            }
-        ],
-        "volumes": [{"name": "data", "emptyDir": {}}],
-    }
-    kubectl.apply(deployment("web", pod=app_pod))
+    kubectl.apply(deployment("web", pod=APP_WITH_INIT_AND_DATA))
     original = eventually(lambda: pod_spec(kubectl, "web"))
     name = policies.apply(
         containers=[FLUENT_BIT],
@@ -459,11 +446,7 @@ def test_kubectl_get_shows_where_the_rollout_stands(
     assert wide[0].split()[-2:] == ["PRIORITY", "PAUSED"]
     assert wide[1].split()[-2:] == ["3", "false"]
     injected = eventually(
-        lambda: [
-            e
-            for e in events(kubectl.in_namespace("default"), "SidecarPolicy", name)
-            if e["reason"] == "Injected"
-        ],
+        lambda: policy_events(kubectl, name, "Injected"),
         what="aggregated Event",
     )
     counted = sum(

@@ -21,7 +21,7 @@ from kubernetes import client, config, watch
 from sidecar_operator.status import rolled_out
 from tests.conftest import OperatorProcess
 from tests.kube import Kubectl, eventually
-from tests.scenario import Policies, condition, events, ready
+from tests.scenario import Policies, condition, policy_events, ready
 
 pytestmark = pytest.mark.usefixtures("operator")
 
@@ -164,11 +164,7 @@ def test_a_broken_sidecar_halts_the_rollout_until_fixed(
     assert all(f"/{deployment_name}" in message for deployment_name in first_batch)
     assert condition(status, "Progressing")["status"] == "False"
     warning = eventually(
-        lambda: [
-            e
-            for e in events(kubectl.in_namespace("default"), "SidecarPolicy", name)
-            if e["reason"] == "RolloutHalted"
-        ],
+        lambda: policy_events(kubectl, name, "RolloutHalted"),
         what="Warning Event",
     )
     assert warning[0]["type"] == "Warning"
