@@ -18,6 +18,7 @@ from sidecar_operator.api import Policy
 from sidecar_operator.kubeapi import ApiError
 from sidecar_operator.ownership import policies_with_fields
 from sidecar_operator.render import Action, Kind
+from sidecar_operator.selection import deployment_matches
 
 Key = tuple[str, str]  # (namespace, name)
 log = structlog.get_logger()
@@ -134,12 +135,25 @@ class Runtime:
     # -- triggers from the watches ---------------------------------------------------------
 
     def deployment_changed(self, deployment: Mapping[str, Any], *, deleted: bool) -> None:
-        self.poke_all()
+        """Wake the workers of the policies that match this Deployment or have fields on it:
+        every Deployment in the cluster is watched, and most concern no policy."""
+        involved = policies_with_fields(deployment)
+        labels = self.view.namespace_labels(deployment["metadata"]["namespace"])
+        policies = self.view.policies()
+        for name, (policy, _) in policies.items():
+            worker = self.workers.get(name)  # none yet: its first pass covers everything
+            if worker is not None and (
+                name in involved
+                or deployment_matches(
+                    policy.spec, deployment, labels, operator_namespace=self.operator_namespace
+                )
+            ):
+                worker.poke()
         if deleted:
             return
         # Policies gone without their finalizer running: their annotation still names them.
-        known = set(self.view.policies())
-        for orphan in sorted(policies_with_fields(deployment) - known):
+        known = set(policies)
+        for orphan in sorted(involved - known):
             record = snapshot.compact(deployment)
             self.execute(
                 Action(orphan, Kind.REMOVE, render.removal_body(record), reason="remove"), record
