@@ -30,6 +30,13 @@ APP_WITH_INIT_AND_DATA = {
     ],
     "volumes": [{"name": "data", "emptyDir": {}}],
 }
+# An app that already runs its own container named like FLUENT_BIT: a name clash.
+APP_WITH_OWN_FLUENT_BIT = {
+    "containers": [
+        {"name": "app", "image": "nginx:1.27"},
+        {"name": "fluent-bit", "image": "mine:1"},
+    ]
+}
 GIT_SYNC = {
     "name": "config-sync",
     "image": "registry.k8s.io/git-sync/git-sync:v4.2.4",

@@ -16,6 +16,7 @@ from tests.conftest import OperatorProcess
 from tests.kube import Kubectl, eventually
 from tests.scenario import (
     APP_WITH_INIT_AND_DATA,
+    APP_WITH_OWN_FLUENT_BIT,
     FLUENT_BIT,
     GIT_SYNC,
     LOG_MOUNT,
@@ -341,12 +342,7 @@ def test_a_name_clash_with_the_app_skips_the_deployment_and_says_so(
     kubectl.apply(
         deployment(
             "web",
-            pod={
-                "containers": [
-                    {"name": "app", "image": "nginx:1.27"},
-                    {"name": "fluent-bit", "image": "mine:1"},
-                ]
-            },
+            pod=APP_WITH_OWN_FLUENT_BIT,
         )
     )
     kubectl.apply(deployment("clean"))

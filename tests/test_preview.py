@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from tests.kube import REPO, SIDECAR_OPERATOR, Kubectl, run
-from tests.scenario import FLUENT_BIT, LOG_MOUNT, LOG_VOLUME, deployment
+from tests.scenario import APP_WITH_OWN_FLUENT_BIT, FLUENT_BIT, LOG_MOUNT, LOG_VOLUME, deployment
 
 SAMPLES = REPO / "manifests" / "samples"
 
@@ -34,12 +34,7 @@ def test_offline_preview_reports_conflicts_with_exit_code_1(tmp_path: Path) -> N
     (tmp_path / "apps.yaml").write_text(
         deployment(
             "web",
-            pod={
-                "containers": [
-                    {"name": "app", "image": "nginx:1.27"},
-                    {"name": "fluent-bit", "image": "mine:1"},
-                ]
-            },
+            pod=APP_WITH_OWN_FLUENT_BIT,
         )
     )
     policy = tmp_path / "policy.yaml"
