@@ -7,17 +7,14 @@ import copy
 from typing import Any
 
 from sidecar_operator import merge, render
-from sidecar_operator.api import Policy
 from sidecar_operator.kubeapi import ApiError
 from sidecar_operator.ownership import field_manager
-from sidecar_operator.reconcile import Runtime, View
+from sidecar_operator.reconcile import Runtime
 
-POLICY = Policy.from_object(
-    {
-        "metadata": {"name": "logs", "creationTimestamp": "2026-01-01T00:00:00Z"},
-        "spec": {"selector": {}, "containers": [{"name": "fluent-bit", "image": "fluent-bit:3"}]},
-    }
-)
+POLICY_OBJECT: dict[str, Any] = {
+    "metadata": {"name": "logs", "creationTimestamp": "2026-01-01T00:00:00Z"},
+    "spec": {"selector": {}, "containers": [{"name": "fluent-bit", "image": "fluent-bit:3"}]},
+}
 DEPLOYMENT: dict[str, Any] = {
     "metadata": {"name": "web", "namespace": "shop", "resourceVersion": "10", "uid": "u1"},
     "spec": {"template": {"spec": {"containers": [{"name": "app", "image": "nginx"}]}}},
@@ -57,10 +54,8 @@ def runtime(api: FakeApi) -> tuple[Runtime, list[tuple[str, str]]]:
         posted.append((type, reason))
 
     state = Runtime(api, events, operator_namespace=None, resync_seconds=60)
-    state.view = View(
-        deployments=lambda: {("shop", "web"): api.get_deployment("shop", "web") or {}},
-        policies=lambda: {"logs": (POLICY, {"metadata": {"name": "logs"}})},
-    )
+    state.cache.put_policy(POLICY_OBJECT)
+    state.cache.put_deployment(DEPLOYMENT)
     return state, posted
 
 

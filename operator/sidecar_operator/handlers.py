@@ -12,10 +12,9 @@ from typing import Any
 
 import kopf
 
-from sidecar_operator import api, snapshot
-from sidecar_operator.api import Policy
+from sidecar_operator import api
 from sidecar_operator.kubeapi import ApiError, EventPoster, KubeApi, load_config
-from sidecar_operator.reconcile import Runtime, View
+from sidecar_operator.reconcile import Runtime
 
 POLICIES = (f"{api.GROUP}/{api.VERSION}", api.PLURAL)
 DEPLOYMENTS = ("apps/v1", "deployments")
@@ -68,107 +67,61 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 
 # -- the watch caches ------------------------------------------------------------------------
+# Kopf calls indexers for every object of the initial listings before any other handler or
+# daemon, so the cache is complete before the first worker pass. They keep nothing in Kopf's own
+# indexes (they return None): the cache holds one compact snapshot per Deployment, readable from
+# the workers' threads under a lock.
 
 
 @kopf.index(*DEPLOYMENTS)
-def deployments(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    return {(namespace, name): snapshot.compact(body)}
+def deployments(body: kopf.Body, **_: Any) -> None:
+    _runtime().cache.put_deployment(body)
 
 
 @kopf.index(*NAMESPACES)
-def namespaces(name: str, labels: kopf.Labels, **_: Any) -> dict[str, dict[str, str]]:
-    return {name: dict(labels)}
+def namespaces(name: str, labels: kopf.Labels, **_: Any) -> None:
+    _runtime().cache.put_namespace(name, labels)
 
 
 @kopf.index(*POLICIES)
-def policies(name: str, body: kopf.Body, **_: Any) -> dict[str, Any]:
-    return {
-        name: (
-            Policy.from_object(body),
-            {"metadata": dict(body.metadata), "status": dict(body.status)},
-        )
-    }
-
-
-def _bind(
-    deployments: kopf.Index[Any, Any],
-    namespaces: kopf.Index[Any, Any],
-    policies: kopf.Index[Any, Any],
-) -> Runtime:
-    def first(store: Any) -> Any:
-        return next(iter(store))
-
-    state = _runtime()
-    state.view = View(
-        deployments=lambda: {key: first(store) for key, store in deployments.items()},
-        policies=lambda: {key: first(store) for key, store in policies.items()},
-        namespace_labels=lambda ns: first(namespaces[ns]) if ns in namespaces else {},
-    )
-    return state
+def policies(body: kopf.Body, **_: Any) -> None:
+    _runtime().cache.put_policy(body)
 
 
 # -- reactions -------------------------------------------------------------------------------
 
 
 @kopf.on.event(*DEPLOYMENTS)
-def deployment_event(
-    event: kopf.RawEvent,
-    body: kopf.Body,
-    deployments: kopf.Index[Any, Any],
-    namespaces: kopf.Index[Any, Any],
-    policies: kopf.Index[Any, Any],
-    **_: Any,
-) -> None:
-    state = _bind(deployments, namespaces, policies)
-    state.deployment_changed(body, deleted=event["type"] == "DELETED")
+def deployment_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+    _runtime().deployment_changed(body, deleted=event["type"] == "DELETED")
 
 
 @kopf.on.event(*NAMESPACES)
-def namespace_event(
-    name: str,
-    deployments: kopf.Index[Any, Any],
-    namespaces: kopf.Index[Any, Any],
-    policies: kopf.Index[Any, Any],
-    **_: Any,
-) -> None:
-    _bind(deployments, namespaces, policies).poke_all()
+def namespace_event(event: kopf.RawEvent, name: str, **_: Any) -> None:
+    state = _runtime()
+    if event["type"] == "DELETED":
+        state.cache.drop_namespace(name)
+    state.poke_all()
 
 
 @kopf.on.event(*POLICIES)
-def policy_event(
-    name: str,
-    deployments: kopf.Index[Any, Any],
-    namespaces: kopf.Index[Any, Any],
-    policies: kopf.Index[Any, Any],
-    **_: Any,
-) -> None:
-    _bind(deployments, namespaces, policies).worker(name).poke()
+def policy_event(event: kopf.RawEvent, name: str, **_: Any) -> None:
+    state = _runtime()
+    if event["type"] == "DELETED":
+        state.cache.drop_policy(name)
+    state.worker(name).poke()
 
 
 @kopf.daemon(*POLICIES, cancellation_timeout=10)
-def policy_worker(
-    name: str,
-    stopped: kopf.DaemonStopped,
-    deployments: kopf.Index[Any, Any],
-    namespaces: kopf.Index[Any, Any],
-    policies: kopf.Index[Any, Any],
-    **_: Any,
-) -> None:
+def policy_worker(name: str, stopped: kopf.DaemonStopped, **_: Any) -> None:
     """Injects, updates, repairs and reports for one policy until it is deleted."""
-    state = _bind(deployments, namespaces, policies)
-    state.run_worker(name, lambda: bool(stopped))
+    _runtime().run_worker(name, lambda: bool(stopped))
 
 
 @kopf.on.delete(*POLICIES)
-def policy_deleted(
-    name: str,
-    deployments: kopf.Index[Any, Any],
-    namespaces: kopf.Index[Any, Any],
-    policies: kopf.Index[Any, Any],
-    **_: Any,
-) -> None:
+def policy_deleted(name: str, **_: Any) -> None:
     """Holds the policy (by its finalizer) until no Deployment carries anything of it."""
-    state = _bind(deployments, namespaces, policies)
+    state = _runtime()
     failures = state.remove_everywhere(name)
     if failures:
         raise kopf.TemporaryError(

@@ -40,8 +40,10 @@ def load_config() -> None:
 
 
 class KubeApi:
-    def __init__(self) -> None:
-        self._client = client.ApiClient()
+    def __init__(self, *, connections: int = 32) -> None:
+        configuration = client.Configuration.get_default_copy()
+        configuration.connection_pool_maxsize = connections  # the writers share one pool
+        self._client = client.ApiClient(configuration)
         self._apps = client.AppsV1Api(self._client)
         self._custom = client.CustomObjectsApi(self._client)
         self._core = client.CoreV1Api(self._client)

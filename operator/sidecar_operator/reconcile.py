@@ -1,13 +1,14 @@
 """Carrying out the core's plans: one worker thread per policy, writes with retries, status,
-and aggregated Events. Knows nothing of Kopf: the handlers feed it the watched state."""
+and aggregated Events. Knows nothing of Kopf: the handlers feed the watched state into `cache`."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -15,17 +16,19 @@ import structlog
 
 from sidecar_operator import metrics, render, rollout, snapshot, status
 from sidecar_operator.api import Policy
+from sidecar_operator.cache import Cache, Key
 from sidecar_operator.kubeapi import ApiError
 from sidecar_operator.ownership import policies_with_fields
 from sidecar_operator.render import Action, Kind
 from sidecar_operator.selection import deployment_matches
 
-Key = tuple[str, str]  # (namespace, name)
 log = structlog.get_logger()
 
 MAX_ATTEMPTS = 3
 EVENT_NAMES_SHOWN = 5
 EVENT_INTERVAL = 10.0  # seconds between a policy's aggregated Events of one reason
+STATUS_INTERVAL = 2.0  # seconds between a policy's status writes while it changes
+WRITERS = 16  # writes in flight at once, across all policies
 
 
 class Api(Protocol):
@@ -41,15 +44,6 @@ class EventSink(Protocol):
 
 
 @dataclass
-class View:
-    """The watched state, as Kopf's indexes hold it (replaced wholesale by the handlers)."""
-
-    deployments: Callable[[], Mapping[Key, dict[str, Any]]] = dict
-    policies: Callable[[], Mapping[str, tuple[Policy, dict[str, Any]]]] = dict
-    namespace_labels: Callable[[str], Mapping[str, str]] = lambda _: {}
-
-
-@dataclass
 class Worker:
     """One policy's trigger and what it has reported."""
 
@@ -61,6 +55,8 @@ class Worker:
     done: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     done_lock: threading.Lock = field(default_factory=threading.Lock)
     flushed: float = 0.0
+    status_written: float = 0.0
+    status_due: bool = False  # a changed status waits for STATUS_INTERVAL to pass
 
     def poke(self) -> None:
         self.wake.set()
@@ -105,12 +101,13 @@ class Runtime:
         self.events = events
         self.operator_namespace = operator_namespace
         self.resync_seconds = resync_seconds
-        self.view = View()
+        self.cache = Cache()
         self.workers: dict[str, Worker] = {}
         self._workers_lock = threading.Lock()
-        # Snapshots returned by our own writes: fresher than the watch until it catches up.
-        self._written: dict[Key, dict[str, Any]] = {}
-        self._written_lock = threading.Lock()
+        # Plans per Deployment, valid while its resourceVersion and the cache's epoch hold.
+        self._plans: dict[Key, tuple[str, int, list[Action]]] = {}
+        self._plans_lock = threading.Lock()
+        self._writers = concurrent.futures.ThreadPoolExecutor(WRITERS, thread_name_prefix="write")
 
     # -- state ----------------------------------------------------------------------------
 
@@ -118,28 +115,37 @@ class Runtime:
         with self._workers_lock:
             return self.workers.setdefault(name, Worker(name))
 
-    def deployment(self, key: Key) -> dict[str, Any] | None:
-        watched = self.view.deployments().get(key)
-        with self._written_lock:
-            written = self._written.get(key)
-            if written is not None and (watched is None or _rv(watched) < _rv(written)):
-                return written
-            self._written.pop(key, None)
-        return watched
-
     def plan(self, deployment: Mapping[str, Any]) -> list[Action]:
-        policies = [policy for policy, _ in self.view.policies().values()]
-        labels = self.view.namespace_labels(deployment["metadata"]["namespace"])
-        return render.plan(deployment, labels, policies, operator_namespace=self.operator_namespace)
+        """The core's plan, reused while neither the Deployment nor any policy or namespace
+        label has changed: a pass over thousands of Deployments re-plans only what moved."""
+        key = _key(deployment)
+        version = deployment["metadata"].get("resourceVersion") or ""
+        epoch = self.cache.epoch
+        with self._plans_lock:
+            cached = self._plans.get(key)
+        if cached is not None and cached[0] == version and cached[1] == epoch and version:
+            return cached[2]
+        policies = [policy for policy, _ in self.cache.policies().values()]
+        labels = self.cache.namespace_labels(key[0])
+        actions = render.plan(
+            deployment, labels, policies, operator_namespace=self.operator_namespace
+        )
+        with self._plans_lock:
+            self._plans[key] = (version, epoch, actions)
+        return actions
 
     # -- triggers from the watches ---------------------------------------------------------
 
     def deployment_changed(self, deployment: Mapping[str, Any], *, deleted: bool) -> None:
         """Wake the workers of the policies that match this Deployment or have fields on it:
         every Deployment in the cluster is watched, and most concern no policy."""
+        if deleted:
+            self.cache.drop_deployment(_key(deployment))
+            with self._plans_lock:
+                self._plans.pop(_key(deployment), None)
         involved = policies_with_fields(deployment)
-        labels = self.view.namespace_labels(deployment["metadata"]["namespace"])
-        policies = self.view.policies()
+        labels = self.cache.namespace_labels(deployment["metadata"]["namespace"])
+        policies = self.cache.policies()
         for name, (policy, _) in policies.items():
             worker = self.workers.get(name)  # none yet: its first pass covers everything
             if worker is not None and (
@@ -193,14 +199,12 @@ class Runtime:
                 fresh = self.api.get_deployment(*key)
                 if fresh is None:
                     return "gone"
-                deployment = snapshot.compact(fresh)
+                deployment = self.cache.put_deployment(fresh)
                 current = next(
                     (a for a in self.plan(deployment) if a.policy == action.policy), None
                 )
                 continue
-            record = snapshot.compact(written)
-            with self._written_lock:
-                self._written[key] = record
+            record = self.cache.put_deployment(written)
             bound.info("Applied", action=current.reason, revision=current.revision or None)
             self._report(current, record)
             return self._count(current, "written")
@@ -245,7 +249,7 @@ class Runtime:
             message=f"SidecarPolicy {policy} skipped this Deployment: {message}",
         )
         self.events(
-            _policy_ref(policy, self.view),
+            _policy_ref(policy, self.cache),
             type="Warning",
             reason="Conflict",
             message=f"Skipped Deployment {key[0]}/{key[1]}: {message}",
@@ -260,12 +264,12 @@ class Runtime:
 
     def run_worker(self, name: str, stopped: Callable[[], bool]) -> None:
         worker = self.worker(name)
-        entry = self.view.policies().get(name)
+        entry = self.cache.policy(name)
         if entry and not (
             entry[0].spec.selector.match_labels or entry[0].spec.selector.match_expressions
         ):
             self.events(
-                _policy_ref(name, self.view),
+                _policy_ref(name, self.cache),
                 type="Warning",
                 reason="SelectsEverything",
                 message="spec.selector is empty: every Deployment in the matched "
@@ -274,9 +278,11 @@ class Runtime:
         last_pass = 0.0
         worker.poke()
         while not stopped():
-            poked = worker.wake.wait(1.0)
+            poked = worker.wake.wait(0.5 if worker.status_due else 1.0)
             self.flush_events(worker)
-            if not poked and time.monotonic() - last_pass < self.resync_seconds:
+            now = time.monotonic()
+            status_due = worker.status_due and now - worker.status_written >= STATUS_INTERVAL
+            if not poked and not status_due and now - last_pass < self.resync_seconds:
                 continue
             worker.wake.clear()
             last_pass = time.monotonic()
@@ -284,11 +290,15 @@ class Runtime:
                 self.run_pass(worker)
             metrics.PASSES.labels(policy=name).inc()
 
+    def execute_all(self, work: Iterable[tuple[Action, Mapping[str, Any]]]) -> list[str]:
+        """Send many actions, WRITERS at a time (the API server takes them in parallel)."""
+        return list(self._writers.map(lambda pair: self.execute(*pair), work))
+
     def _items(self, worker: Worker) -> list[rollout.Item]:
         """This policy's planned action on every Deployment that matches or carries it."""
         items = []
-        for key in list(self.view.deployments()):
-            deployment = self.deployment(key)
+        for key in self.cache.deployment_keys():
+            deployment = self.cache.deployment(key)
             if deployment is None:
                 continue
             mine = next((a for a in self.plan(deployment) if a.policy == worker.name), None)
@@ -305,7 +315,7 @@ class Runtime:
         return items
 
     def run_pass(self, worker: Worker) -> None:
-        entry = self.view.policies().get(worker.name)
+        entry = self.cache.policy(worker.name)
         if entry is None:
             return
         policy, body = entry
@@ -324,15 +334,14 @@ class Runtime:
                 self._conflict(worker.name, item.deployment, item.action.reason)
             else:
                 worker.conflicts.pop(item.key, None)
-        for item in step.writes:
-            self.execute(item.action, item.deployment)
+        self.execute_all((item.action, item.deployment) for item in step.writes)
         self._report_halt(worker, step.failing)
         self.write_status(worker, policy, body, items, step)
 
     def _report_halt(self, worker: Worker, failing: list[Key]) -> None:
         if failing and failing != worker.halted_on:
             self.events(
-                _policy_ref(worker.name, self.view),
+                _policy_ref(worker.name, self.cache),
                 type="Warning",
                 reason="RolloutHalted",
                 message=status.halted_message(failing),
@@ -380,8 +389,20 @@ class Runtime:
                 generation=policy.generation,
             ),
         }
-        if {k: old.get(k) for k in new} != new:
-            self.api.patch_policy_status(worker.name, new)
+        if {k: old.get(k) for k in new} == new:
+            worker.status_due = False
+            return
+        if (
+            _phase(old) == _phase(new)
+            and time.monotonic() - worker.status_written < STATUS_INTERVAL
+        ):
+            # Mid-rollout the counts move with every write: report them at a steady pace. A new
+            # generation or a condition turning is written at once.
+            worker.status_due = True
+            return
+        self.api.patch_policy_status(worker.name, new)
+        worker.status_written = time.monotonic()
+        worker.status_due = False
 
     def flush_events(self, worker: Worker, *, now: bool = False) -> None:
         """One Event per reason for everything done since the last one, at most every
@@ -395,7 +416,7 @@ class Runtime:
             more = len(names) - EVENT_NAMES_SHOWN
             suffix = f" and {more} more" if more > 0 else ""
             self.events(
-                _policy_ref(worker.name, self.view),
+                _policy_ref(worker.name, self.cache),
                 type="Normal",
                 reason=reason,
                 message=f"{reason} sidecars in {len(names)} Deployments: {shown}{suffix}",
@@ -403,20 +424,22 @@ class Runtime:
 
     def remove_everywhere(self, name: str) -> list[str]:
         """Release everything the policy owns on every Deployment; returns the failures."""
-        failures = []
         worker = self.worker(name)
-        for key in list(self.view.deployments()):
-            deployment = self.deployment(key)
-            if deployment is None or name not in policies_with_fields(deployment):
-                continue
-            outcome = self.execute(
-                Action(name, Kind.REMOVE, render.removal_body(deployment), reason="remove"),
-                deployment,
-            )
-            if outcome not in ("written", "gone", "nothing"):
-                failures.append(f"{key[0]}/{key[1]}: {outcome}")
+        carrying = [
+            deployment
+            for deployment in map(self.cache.deployment, self.cache.deployment_keys())
+            if deployment is not None and name in policies_with_fields(deployment)
+        ]
+        outcomes = self.execute_all(
+            (Action(name, Kind.REMOVE, render.removal_body(d), reason="remove"), d)
+            for d in carrying
+        )
         self.flush_events(worker, now=True)
-        return failures
+        return [
+            "/".join(_key(deployment)) + f": {outcome}"
+            for deployment, outcome in zip(carrying, outcomes, strict=True)
+            if outcome not in ("written", "gone", "nothing")
+        ]
 
     def forget(self, name: str) -> None:
         with self._workers_lock:
@@ -424,8 +447,8 @@ class Runtime:
         metrics.forget(name)
 
 
-def _policy_ref(name: str, view: View) -> dict[str, Any]:
-    entry = view.policies().get(name)
+def _policy_ref(name: str, cache: Cache) -> dict[str, Any]:
+    entry = cache.policy(name)
     uid = entry[1].get("metadata", {}).get("uid") if entry else None
     return {
         "apiVersion": "sidecars.dev/v1alpha1",
@@ -434,11 +457,14 @@ def _policy_ref(name: str, view: View) -> dict[str, Any]:
     }
 
 
-def _rv(deployment: Mapping[str, Any]) -> int:
-    try:
-        return int(deployment["metadata"].get("resourceVersion") or 0)
-    except ValueError:
-        return 0
+def _phase(status: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What a status says apart from its counts."""
+    conditions = status.get("conditions") or []
+    return (
+        status.get("observedGeneration"),
+        status.get("revision"),
+        tuple((c.get("type"), c.get("status"), c.get("reason")) for c in conditions),
+    )
 
 
 def _now() -> str:

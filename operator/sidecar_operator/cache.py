@@ -1,0 +1,107 @@
+"""The watched state the operator keeps in memory: fed from Kopf's event loop, read by the
+policy workers' threads. Pure (no API calls); one lock guards it all.
+
+Every Deployment in the cluster is watched, so it holds each as a compact snapshot. `epoch`
+moves whenever something that changes every Deployment's plan changes (a policy's spec or
+deletion, a namespace's labels), so per-Deployment plans can be cached between passes.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from sidecar_operator import snapshot
+from sidecar_operator.api import Policy
+
+Key = tuple[str, str]  # (namespace, name)
+
+
+class Cache:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._deployments: dict[Key, dict[str, Any]] = {}
+        self._namespaces: dict[str, dict[str, str]] = {}
+        self._policies: dict[str, tuple[Policy, dict[str, Any]]] = {}
+        self.epoch = 0
+
+    # -- writers (the watch handlers) ------------------------------------------------------
+
+    def put_deployment(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Store the compact snapshot of a watched Deployment unless a newer one is held (our
+        own write's response can arrive before the watch event of an older version)."""
+        record = snapshot.compact(body)
+        key = (record["metadata"]["namespace"], record["metadata"]["name"])
+        with self._lock:
+            held = self._deployments.get(key)
+            if held is None or _rv(held) <= _rv(record) or _uid(held) != _uid(record):
+                self._deployments[key] = record
+                return record
+            return held
+
+    def drop_deployment(self, key: Key) -> None:
+        with self._lock:
+            self._deployments.pop(key, None)
+
+    def put_namespace(self, name: str, labels: Mapping[str, str]) -> None:
+        with self._lock:
+            if self._namespaces.get(name) != labels:
+                self._namespaces[name] = dict(labels)
+                self.epoch += 1
+
+    def drop_namespace(self, name: str) -> None:
+        with self._lock:
+            if self._namespaces.pop(name, None) is not None:
+                self.epoch += 1
+
+    def put_policy(self, body: Mapping[str, Any]) -> Policy:
+        policy = Policy.from_object(body)
+        extra = {
+            "metadata": dict(body.get("metadata") or {}),
+            "status": dict(body.get("status") or {}),
+        }
+        with self._lock:
+            held = self._policies.get(policy.name)
+            if held is None or held[0] != policy:
+                self.epoch += 1
+            self._policies[policy.name] = (policy, extra)
+        return policy
+
+    def drop_policy(self, name: str) -> None:
+        with self._lock:
+            if self._policies.pop(name, None) is not None:
+                self.epoch += 1
+
+    # -- readers (the workers) -------------------------------------------------------------
+
+    def deployment(self, key: Key) -> dict[str, Any] | None:
+        with self._lock:
+            return self._deployments.get(key)
+
+    def deployment_keys(self) -> list[Key]:
+        with self._lock:
+            return list(self._deployments)
+
+    def namespace_labels(self, name: str) -> dict[str, str]:
+        with self._lock:
+            return self._namespaces.get(name, {})
+
+    def policies(self) -> dict[str, tuple[Policy, dict[str, Any]]]:
+        with self._lock:
+            return dict(self._policies)
+
+    def policy(self, name: str) -> tuple[Policy, dict[str, Any]] | None:
+        with self._lock:
+            return self._policies.get(name)
+
+
+def _rv(record: Mapping[str, Any]) -> int:
+    try:
+        return int(record["metadata"].get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
+def _uid(record: Mapping[str, Any]) -> str:
+    return str(record["metadata"].get("uid") or "")
