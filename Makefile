@@ -12,13 +12,14 @@ UV := $(CACHE)/tools/uv-$(UV_VERSION)/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export SIDECAR_OPERATOR_CACHE := $(CACHE)
 export UV
 
-.PHONY: help install binaries lint test demo down lock clean crds
+.PHONY: help install binaries lint test bench demo down lock clean crds
 
 help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -40,8 +41,8 @@ binaries:  ## Build (once, then cached) etcd, kube-apiserver, -controller-manage
 	bash hack/build-control-plane.sh >/dev/null
 
 lint: install  ## Static checks.
-	$(BIN)/ruff check operator tests
-	$(BIN)/ruff format --check operator tests
+	$(BIN)/ruff check operator tests bench
+	$(BIN)/ruff format --check operator tests bench
 	$(BIN)/mypy
 	cd operator && ../$(BIN)/lint-imports ../pyproject.toml
 	$(BIN)/hadolint Dockerfile
@@ -51,6 +52,9 @@ lint: install  ## Static checks.
 
 test: install binaries lint  ## Everything CI runs: install, build, lint and the whole test suite.
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: install binaries  ## Rollout time against a bare client, API writes, memory (`BENCH_ARGS=--sizes 100`).
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 demo: install binaries  ## Start the local cluster and the operator, apply the samples, show the result.
 	bash hack/demo.sh

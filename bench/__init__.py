@@ -1,0 +1,1 @@
+"""`make bench`: rollout throughput against a bare client, API writes, memory, reaction."""

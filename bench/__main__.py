@@ -1,0 +1,77 @@
+"""`make bench`: `python -m bench [--sizes 100,1000,5000] [--rounds 3]`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import os
+import platform
+import time
+from pathlib import Path
+
+from bench import report
+from bench.run import ROOT, run_size, say
+
+TUNE = [8, 32, 128]
+
+
+def _machine() -> str:
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return f"{os.cpu_count()} cores, {model}"
+
+
+async def main(sizes: list[int], rounds: int, zero_from: int, out: Path) -> None:
+    started = time.monotonic()
+    concurrency = TUNE[0]
+    tuned = False
+    results = []
+    # The limit's in-flight count is tuned at the first size of at least 1000 Deployments (or
+    # the largest below) and kept for the rest.
+    tune_at = min((n for n in sizes if n >= 1000), default=max(sizes))
+    for n in sorted(sizes, key=lambda n: (n != tune_at, n)):
+        replicas = 0 if n >= zero_from else 1
+        result = await run_size(
+            n, replicas, rounds, tune=None if tuned else TUNE, concurrency=concurrency
+        )
+        concurrency, tuned = result.concurrency, True
+        results.append(result.summary())
+        say(f"N={n} done after {time.monotonic() - started:.0f}s in all")
+    summary = {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": _machine(),
+        "rounds": rounds,
+        "seconds": round(time.monotonic() - started),
+        "sizes": sorted(results, key=lambda r: r["n"]),
+    }
+    print(report.write(summary, out))
+    say(f"wrote {out}/results.json, results.md and rollout.png in {summary['seconds']}s")
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--sizes", default="100,1000,5000", help="Deployment counts")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="runs of the limit and of the operator"
+    )
+    parser.add_argument(
+        "--zero-replicas-from",
+        type=int,
+        default=5000,
+        help="from this size on, Deployments have 0 replicas (no Pods to hold)",
+    )
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    asyncio.run(main(sizes, args.rounds, args.zero_replicas_from, args.out))
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,125 @@
+"""What the benchmark puts into the cluster: N Deployments over N/20 namespaces, and the policy
+that matches all of them (a realistic log shipper: a sidecar, a shared volume and a mount into
+the app's container)."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+from bench.kube import Api, run_bounded
+
+PART_OF = "app.kubernetes.io/part-of"
+SET_LABEL = "bench.sidecars.dev/set"
+POLICY = "bench"
+PER_NAMESPACE = 20
+CREATE_CONCURRENCY = 32
+
+
+def deployment(namespace: str, name: str, *, replicas: int, set_name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {PART_OF: "bench", SET_LABEL: set_name, "logging": "enabled"},
+        },
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "app",
+                            "image": "registry.example/shop/checkout:1.4.2",
+                            "ports": [{"containerPort": 8080}],
+                            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
+                        }
+                    ]
+                },
+            },
+        },
+    }
+
+
+def policy(image_tag: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "sidecars.dev/v1alpha1",
+        "kind": "SidecarPolicy",
+        "metadata": {"name": POLICY},
+        "spec": {
+            "selector": {"matchLabels": {PART_OF: "bench"}},
+            "containers": [
+                {
+                    "name": "fluent-bit",
+                    "image": f"fluent/fluent-bit:{image_tag}",
+                    "args": ["-i", "tail", "-p", "path=/var/log/app/*.log", "-o", "stdout"],
+                    "resources": {
+                        "requests": {"cpu": "20m", "memory": "32Mi"},
+                        "limits": {"memory": "64Mi"},
+                    },
+                    "volumeMounts": [
+                        {"name": "app-logs", "mountPath": "/var/log/app", "readOnly": True}
+                    ],
+                }
+            ],
+            "volumes": [{"name": "app-logs", "emptyDir": {"sizeLimit": "512Mi"}}],
+            "volumeMounts": [{"name": "app-logs", "mountPath": "/var/log/app"}],
+            "updateStrategy": {"maxConcurrent": "100%"},
+        },
+    }
+
+
+def as_policy_object(body: dict[str, Any], generation: int) -> dict[str, Any]:
+    """The policy as the API server would return it, for planning the limit's bodies."""
+    obj = copy.deepcopy(body)
+    obj["metadata"].update(generation=generation, creationTimestamp="2026-01-01T00:00:00Z")
+    return obj
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One set of Deployments, named by `set_name` (a label the watch selects on)."""
+
+    set_name: str
+    count: int
+    replicas: int
+
+    @property
+    def namespaces(self) -> list[str]:
+        return [f"{self.set_name}-{i}" for i in range(max(1, -(-self.count // PER_NAMESPACE)))]
+
+    @property
+    def selector(self) -> str:
+        return f"{SET_LABEL}={self.set_name}"
+
+    def keys(self) -> list[tuple[str, str]]:
+        namespaces = self.namespaces
+        return [(namespaces[i // PER_NAMESPACE], f"app-{i}") for i in range(self.count)]
+
+    def body(self, key: tuple[str, str]) -> dict[str, Any]:
+        return deployment(*key, replicas=self.replicas, set_name=self.set_name)
+
+    async def create_namespaces(self, api: Api) -> None:
+        for namespace in self.namespaces:
+            await api.request(
+                "POST", "/api/v1/namespaces", {"metadata": {"name": namespace}}, ok=(201, 409)
+            )
+
+    async def create(self, api: Api) -> None:
+        await self.create_namespaces(api)
+
+        def job(key: tuple[str, str]) -> Any:
+            return lambda: api.request(
+                "POST", f"/apis/apps/v1/namespaces/{key[0]}/deployments", self.body(key)
+            )
+
+        await run_bounded([job(key) for key in self.keys()], CREATE_CONCURRENCY)
+
+    async def delete(self, api: Api) -> None:
+        for namespace in self.namespaces:
+            await api.request("DELETE", f"/api/v1/namespaces/{namespace}", ok=(200, 202, 404))
