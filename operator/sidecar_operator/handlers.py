@@ -19,6 +19,7 @@ from sidecar_operator.reconcile import Runtime
 POLICIES = (f"{api.GROUP}/{api.VERSION}", api.PLURAL)
 DEPLOYMENTS = ("apps/v1", "deployments")
 NAMESPACES = ("v1", "namespaces")
+LIST_CHUNK = 100
 
 
 class Options:
@@ -49,6 +50,10 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
     settings.posting.level = logging.WARNING  # Kopf's own warnings become Events; info does not
     settings.watching.server_timeout = 300
+    # Memory: list in pages rather than all Deployments in one response, and let each object's
+    # worker (which holds its last full body) end soon after its events stop.
+    settings.watching.chunk_size = LIST_CHUNK
+    settings.batching.idle_timeout = 1.0
     load_config()
     kube = KubeApi()
     if Options.peering:
@@ -70,21 +75,23 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 # Kopf calls indexers for every object of the initial listings before any other handler or
 # daemon, so the cache is complete before the first worker pass. They keep nothing in Kopf's own
 # indexes (they return None): the cache holds one compact snapshot per Deployment, readable from
-# the workers' threads under a lock.
+# the workers' threads under a lock. Indexers and event handlers never block, so they are
+# coroutines: run on the event loop at once, a listing of thousands of Deployments is not queued
+# up (full bodies and all) waiting for a thread pool.
 
 
 @kopf.index(*DEPLOYMENTS)
-def deployments(body: kopf.Body, **_: Any) -> None:
+async def deployments(body: kopf.Body, **_: Any) -> None:
     _runtime().cache.put_deployment(body)
 
 
 @kopf.index(*NAMESPACES)
-def namespaces(name: str, labels: kopf.Labels, **_: Any) -> None:
+async def namespaces(name: str, labels: kopf.Labels, **_: Any) -> None:
     _runtime().cache.put_namespace(name, labels)
 
 
 @kopf.index(*POLICIES)
-def policies(body: kopf.Body, **_: Any) -> None:
+async def policies(body: kopf.Body, **_: Any) -> None:
     _runtime().cache.put_policy(body)
 
 
@@ -92,12 +99,12 @@ def policies(body: kopf.Body, **_: Any) -> None:
 
 
 @kopf.on.event(*DEPLOYMENTS)
-def deployment_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+async def deployment_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
     _runtime().deployment_changed(body, deleted=event["type"] == "DELETED")
 
 
 @kopf.on.event(*NAMESPACES)
-def namespace_event(event: kopf.RawEvent, name: str, **_: Any) -> None:
+async def namespace_event(event: kopf.RawEvent, name: str, **_: Any) -> None:
     state = _runtime()
     if event["type"] == "DELETED":
         state.cache.drop_namespace(name)
@@ -105,7 +112,7 @@ def namespace_event(event: kopf.RawEvent, name: str, **_: Any) -> None:
 
 
 @kopf.on.event(*POLICIES)
-def policy_event(event: kopf.RawEvent, name: str, **_: Any) -> None:
+async def policy_event(event: kopf.RawEvent, name: str, **_: Any) -> None:
     state = _runtime()
     if event["type"] == "DELETED":
         state.cache.drop_policy(name)

@@ -18,18 +18,18 @@ from sidecar_operator import api
 from sidecar_operator.ownership import field_manager
 
 
-@dataclass(frozen=True)
+@dataclass
 class ApiError(Exception):
     status: int
     message: str
 
     @classmethod
-    def wrap(cls, error: ApiException) -> ApiError:
+    def from_response(cls, status: int, data: bytes) -> ApiError:
         try:
-            message = json.loads(error.body or "").get("message", error.reason)
+            message = str(json.loads(data).get("message") or "")
         except (TypeError, ValueError, AttributeError):
-            message = str(error.reason)
-        return cls(int(error.status or 0), message)
+            message = ""
+        return cls(status, message or data[:200].decode(errors="replace"))
 
 
 def load_config() -> None:
@@ -39,66 +39,77 @@ def load_config() -> None:
         config.load_kube_config()  # type: ignore[no-untyped-call]
 
 
+DEPLOYMENTS = "/apis/apps/v1/namespaces/{namespace}/deployments/{name}"
+POLICY_STATUS = f"/apis/{api.GROUP}/{api.VERSION}/{api.PLURAL}/{{name}}/status"
+
+
 class KubeApi:
+    """Raw JSON over the client's configured connection pool (auth, TLS, proxies). Not the
+    generated `CoreV1Api` & co.: loading their modules and models costs ~90 MB of memory, and
+    the operator needs a handful of paths and plain dicts."""
+
     def __init__(self, *, connections: int = 32) -> None:
         configuration = client.Configuration.get_default_copy()
         configuration.connection_pool_maxsize = connections  # the writers share one pool
         self._client = client.ApiClient(configuration)
-        self._apps = client.AppsV1Api(self._client)
-        self._custom = client.CustomObjectsApi(self._client)
-        self._core = client.CoreV1Api(self._client)
 
-    @staticmethod
-    def _json(response: Any) -> dict[str, Any]:
-        return dict(json.loads(response.data))
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        query: dict[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        method, url, headers, _, _ = self._client.param_serialize(
+            method,
+            path,
+            query_params=list((query or {}).items()),
+            header_params={"Accept": "application/json", "Content-Type": content_type},
+            auth_settings=["BearerToken"],
+        )
+        try:
+            # The client encodes `body` as JSON (valid YAML too) for JSON and +yaml types.
+            response = self._client.call_api(method, url, headers, body, _request_timeout=60)
+        except ApiException as error:
+            raise ApiError(int(error.status or 0), str(error.reason)) from None
+        payload = response.read()  # type: ignore[no-untyped-call]
+        if not 200 <= response.status < 300:
+            raise ApiError.from_response(response.status, payload)
+        return dict(json.loads(payload))
 
     def apply(self, body: dict[str, Any], *, policy: str, force: bool) -> dict[str, Any]:
         """Server-side apply `body` to a Deployment with the policy's own field manager."""
-        metadata = body["metadata"]
-        try:
-            response = self._apps.patch_namespaced_deployment(
-                metadata["name"],
-                metadata["namespace"],
-                body,
-                field_manager=field_manager(policy),
-                force=force,
-                _content_type="application/apply-patch+yaml",
-                _preload_content=False,
-            )
-        except ApiException as error:
-            raise ApiError.wrap(error) from None
-        return self._json(response)
+        query = {"fieldManager": field_manager(policy)}
+        if force:
+            query["force"] = "true"
+        return self._request(
+            "PATCH",
+            DEPLOYMENTS.format(**body["metadata"]),
+            body,
+            query=query,
+            content_type="application/apply-patch+yaml",
+        )
 
     def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            response = self._apps.read_namespaced_deployment(
-                name, namespace, _preload_content=False
-            )
-        except ApiException as error:
+            return self._request("GET", DEPLOYMENTS.format(namespace=namespace, name=name))
+        except ApiError as error:
             if error.status == 404:
                 return None
-            raise ApiError.wrap(error) from None
-        return self._json(response)
+            raise
 
     def list_all(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
         """Deployments, Namespaces and SidecarPolicies, read once (for `preview`). Without the
         CRD installed there are simply no policies yet."""
+        deployments = self._request("GET", "/apis/apps/v1/deployments")
+        namespaces = self._request("GET", "/api/v1/namespaces")
         try:
-            deployments = self._json(
-                self._apps.list_deployment_for_all_namespaces(_preload_content=False)
-            )
-            namespaces = self._json(self._core.list_namespace(_preload_content=False))
-        except ApiException as error:
-            raise ApiError.wrap(error) from None
-        try:
-            policies = self._json(
-                self._custom.list_cluster_custom_object(
-                    api.GROUP, api.VERSION, api.PLURAL, _preload_content=False
-                )
-            )
-        except ApiException as error:
+            policies = self._request("GET", f"/apis/{api.GROUP}/{api.VERSION}/{api.PLURAL}")
+        except ApiError as error:
             if error.status != 404:
-                raise ApiError.wrap(error) from None
+                raise
             policies = {}
         return (
             list(deployments.get("items") or []),
@@ -108,17 +119,15 @@ class KubeApi:
 
     def patch_policy_status(self, name: str, status: dict[str, Any]) -> None:
         try:
-            self._custom.patch_cluster_custom_object_status(
-                api.GROUP,
-                api.VERSION,
-                api.PLURAL,
-                name,
+            self._request(
+                "PATCH",
+                POLICY_STATUS.format(name=name),
                 {"status": status},
-                _content_type="application/merge-patch+json",
+                content_type="application/merge-patch+json",
             )
-        except ApiException as error:
+        except ApiError as error:
             if error.status != 404:
-                raise ApiError.wrap(error) from None
+                raise
 
     def ensure_cluster_peering(self, name: str) -> None:
         """Kopf only patches its peering object: without one, replicas cannot see each other."""
@@ -128,10 +137,10 @@ class KubeApi:
             "metadata": {"name": name},
         }
         try:
-            self._custom.create_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", body)
-        except ApiException as error:
+            self._request("POST", "/apis/kopf.dev/v1/clusterkopfpeerings", body)
+        except ApiError as error:
             if error.status != 409:
-                raise ApiError.wrap(error) from None
+                raise
 
     def post_event(self, ref: dict[str, Any], *, type: str, reason: str, message: str) -> None:
         """A core/v1 Event about `ref`. Cluster-scoped objects get theirs in `default` with no
@@ -162,10 +171,7 @@ class KubeApi:
             "lastTimestamp": now,
             "count": 1,
         }
-        try:
-            self._core.create_namespaced_event(namespace, body)  # type: ignore[arg-type]
-        except ApiException as error:
-            raise ApiError.wrap(error) from None
+        self._request("POST", f"/api/v1/namespaces/{namespace}/events", body)
 
 
 class EventPoster:

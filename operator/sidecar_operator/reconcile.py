@@ -138,7 +138,8 @@ class Runtime:
 
     def deployment_changed(self, deployment: Mapping[str, Any], *, deleted: bool) -> None:
         """Wake the workers of the policies that match this Deployment or have fields on it:
-        every Deployment in the cluster is watched, and most concern no policy."""
+        every Deployment in the cluster is watched, and most concern no policy. Never blocks
+        (called on the event loop): writes go to the writers' pool."""
         if deleted:
             self.cache.drop_deployment(_key(deployment))
             with self._plans_lock:
@@ -159,11 +160,10 @@ class Runtime:
             return
         # Policies gone without their finalizer running: their annotation still names them.
         known = set(policies)
+        record = snapshot.compact(deployment)
         for orphan in sorted(involved - known):
-            record = snapshot.compact(deployment)
-            self.execute(
-                Action(orphan, Kind.REMOVE, render.removal_body(record), reason="remove"), record
-            )
+            action = Action(orphan, Kind.REMOVE, render.removal_body(record), reason="remove")
+            self._writers.submit(self.execute, action, record)
 
     def poke_all(self) -> None:
         with self._workers_lock:
