@@ -13,7 +13,7 @@ from pathlib import Path
 from bench import report
 from bench.run import ROOT, run_size, say
 
-TUNE = [8, 32, 128]
+TUNE = [64, 256]
 
 
 def _machine() -> str:

@@ -188,7 +188,12 @@ class Bench:
         await self.tracker.settled(TIMEOUT)
         if quiet is not None:
             await quiet.warm()
-        return Phase(done - started, delta(before, await self.api.write_counts()))
+        phase = Phase(done - started, delta(before, await self.api.write_counts()))
+        say(
+            f"    {phase.seconds:.2f}s to carry {wanted}, settled after "
+            f"{time.monotonic() - started:.0f}s, {phase.summary()['deployment_writes']} writes"
+        )
+        return phase
 
     # -- the limit: one server-side apply per Deployment, nothing else ----------------------
 

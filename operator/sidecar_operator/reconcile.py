@@ -28,7 +28,8 @@ MAX_ATTEMPTS = 3
 EVENT_NAMES_SHOWN = 5
 EVENT_INTERVAL = 10.0  # seconds between a policy's aggregated Events of one reason
 STATUS_INTERVAL = 2.0  # seconds between a policy's status writes while it changes
-WRITERS = 16  # writes in flight at once, across all policies
+WRITERS = 64  # writes in flight at once, across all policies (the API server's latency,
+# not our CPU, bounds a rollout)
 
 
 class Api(Protocol):
@@ -334,9 +335,12 @@ class Runtime:
                 self._conflict(worker.name, item.deployment, item.action.reason)
             else:
                 worker.conflicts.pop(item.key, None)
-        self.execute_all((item.action, item.deployment) for item in step.writes)
         self._report_halt(worker, step.failing)
+        # Before the writes too: a new generation shows at once, not after its whole batch.
         self.write_status(worker, policy, body, items, step)
+        if step.writes:
+            self.execute_all((item.action, item.deployment) for item in step.writes)
+            worker.poke()  # the next pass counts what the writes did
 
     def _report_halt(self, worker: Worker, failing: list[Key]) -> None:
         if failing and failing != worker.halted_on:
