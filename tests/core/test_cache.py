@@ -1,0 +1,68 @@
+"""The in-memory state: newest snapshot wins, and `epoch` moves only when plans must change."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sidecar_operator.cache import Cache
+
+
+def deployment(rv: str, uid: str = "u1", image: str = "nginx") -> dict[str, Any]:
+    return {
+        "metadata": {"name": "web", "namespace": "shop", "uid": uid, "resourceVersion": rv},
+        "spec": {"template": {"spec": {"containers": [{"name": "app", "image": image}]}}},
+    }
+
+
+def policy(image: str, generation: int, status: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": "logs",
+            "generation": generation,
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+        },
+        "spec": {"selector": {}, "containers": [{"name": "fluent-bit", "image": image}]},
+        "status": status or {},
+    }
+
+
+def image(cache: Cache) -> str:
+    held = cache.deployment(("shop", "web"))
+    assert held is not None
+    return str(held["spec"]["template"]["spec"]["containers"][0]["image"])
+
+
+def test_an_older_snapshot_never_replaces_a_newer_one() -> None:
+    cache = Cache()
+    cache.put_deployment(deployment("12", image="nginx:2"))  # our own write's response
+    returned = cache.put_deployment(deployment("11", image="nginx:1"))  # the watch, behind
+    assert image(cache) == "nginx:2"
+    assert returned["metadata"]["resourceVersion"] == "12"
+
+
+def test_a_recreated_deployment_replaces_the_old_one_whatever_its_version() -> None:
+    cache = Cache()
+    cache.put_deployment(deployment("50", uid="old", image="nginx:1"))
+    cache.put_deployment(deployment("7", uid="new", image="nginx:2"))
+    assert image(cache) == "nginx:2"
+    cache.drop_deployment(("shop", "web"))
+    assert cache.deployment_keys() == []
+
+
+def test_epoch_moves_with_policy_specs_and_namespace_labels_only() -> None:
+    cache = Cache()
+    cache.put_policy(policy("fluent-bit:3", 1))
+    cache.put_namespace("shop", {"team": "a"})
+    start = cache.epoch
+    cache.put_policy(policy("fluent-bit:3", 1, status={"matchedDeployments": 4}))
+    cache.put_namespace("shop", {"team": "a"})
+    cache.put_deployment(deployment("3"))
+    assert cache.epoch == start  # our own status writes and Deployment events re-plan nothing
+    cache.put_policy(policy("fluent-bit:4", 2))
+    assert cache.epoch == start + 1
+    cache.put_namespace("shop", {"team": "b"})
+    assert cache.epoch == start + 2
+    cache.drop_policy("logs")
+    cache.drop_namespace("shop")
+    assert cache.epoch == start + 4
+    assert cache.policies() == {} and cache.namespace_labels("shop") == {}
