@@ -4,6 +4,7 @@ rollouts alternated, API writes counted by the apiserver, the operator's memory 
 from __future__ import annotations
 
 import asyncio
+import math
 import statistics
 import subprocess
 import sys
@@ -125,6 +126,7 @@ class SizeResult:
                 "p50": round(_percentile(reaction, 50), 3),
                 "p95": round(_percentile(reaction, 95), 3),
                 "count": len(reaction),
+                "samples": [round(r, 3) for r in self.reaction],
             }
             if reaction
             else None,
@@ -140,7 +142,8 @@ def _ours(counts: Counts) -> dict[str, int]:
 
 
 def _percentile(values: list[float], pct: float) -> float:
-    index = max(0, min(len(values) - 1, round(pct / 100 * len(values) + 0.5) - 1))
+    """Nearest rank of sorted `values`."""
+    index = max(0, min(len(values) - 1, math.ceil(pct / 100 * len(values)) - 1))
     return values[index]
 
 

@@ -1,0 +1,66 @@
+"""The benchmark's own arithmetic: when the watch says a rollout is done, and the report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bench import report
+from bench.kube import Tracker
+from bench.run import Phase, SizeResult, _percentile
+
+ANNOTATION = "policy.sidecars.dev/bench"
+
+
+def obj(name: str, revision: str | None) -> dict[str, Any]:
+    annotations = {ANNOTATION: revision} if revision else {}
+    return {
+        "metadata": {"name": name, "namespace": "ns", "annotations": annotations, "generation": 1},
+        "spec": {"replicas": 0},
+        "status": {"observedGeneration": 1},
+    }
+
+
+def test_the_tracker_is_done_when_the_last_deployment_carries_the_revision() -> None:
+    tracker = Tracker(api=None, label_selector="", annotation=ANNOTATION)  # type: ignore[arg-type]
+    for name in ("a", "b", "c"):
+        tracker._update("ADDED", obj(name, None))
+    tracker.expect("r1", 3)
+    tracker._update("MODIFIED", obj("a", "r1"))
+    tracker._update("MODIFIED", obj("a", "r1"))  # the same again counts once
+    tracker._update("MODIFIED", obj("b", "r1"))
+    assert not tracker.done.is_set()
+    tracker._update("MODIFIED", obj("c", "r1"))
+    assert tracker.done.is_set()
+
+    tracker.expect(None, 3)  # removal: done when none carries it
+    tracker._update("MODIFIED", obj("a", None))
+    tracker._update("MODIFIED", obj("b", None))
+    assert not tracker.done.is_set()
+    tracker._update("MODIFIED", obj("c", None))
+    assert tracker.done.is_set()
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert _percentile(values, 50) == 50.0
+    assert _percentile(values, 95) == 95.0
+    assert _percentile([0.3], 95) == 0.3
+
+
+def test_the_report_shows_ratio_and_writes_json_and_plot(tmp_path: Path) -> None:
+    result = SizeResult(n=100, replicas=1, concurrency=64)
+    for name in report.PHASES:
+        for seconds in (1.0, 2.0, 3.0):
+            result.limit[name].append(Phase(seconds, {"APPLY deployments": 100}))
+            result.operator[name].append(
+                Phase(seconds * 1.2, {"APPLY deployments": 100, "PATCH sidecarpolicies/status": 3})
+            )
+    result.reaction = [0.1, 0.2, 0.3]
+    result.cpu_seconds = [5.0]
+    summary = {"machine": "test", "rounds": 3, "sizes": [result.summary()]}
+    table = report.write(summary, tmp_path)
+    assert "| 100 | inject | 2.00 (1.00-3.00) | 2.40 (1.20-3.60) | 1.20 | 100 / 100 | 3 |" in table
+    assert json.loads((tmp_path / "results.json").read_text())["sizes"][0]["n"] == 100
+    assert (tmp_path / "rollout.png").read_bytes()[:4] == b"\x89PNG"
