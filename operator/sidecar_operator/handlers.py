@@ -14,7 +14,7 @@ import kopf
 
 from sidecar_operator import api
 from sidecar_operator.kubeapi import ApiError, EventPoster, KubeApi, load_config
-from sidecar_operator.reconcile import Runtime
+from sidecar_operator.reconcile import WRITERS, Runtime
 
 POLICIES = (f"{api.GROUP}/{api.VERSION}", api.PLURAL)
 DEPLOYMENTS = ("apps/v1", "deployments")
@@ -55,7 +55,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.chunk_size = LIST_CHUNK
     settings.batching.idle_timeout = 1.0
     load_config()
-    kube = KubeApi()
+    kube = KubeApi(connections=WRITERS + 4)  # the writers, Events, status and reads
     if Options.peering:
         try:
             kube.ensure_cluster_peering(Options.peering)

@@ -48,7 +48,7 @@ class KubeApi:
     generated `CoreV1Api` & co.: loading their modules and models costs ~90 MB of memory, and
     the operator needs a handful of paths and plain dicts."""
 
-    def __init__(self, *, connections: int = 64) -> None:
+    def __init__(self, *, connections: int = 16) -> None:
         configuration = client.Configuration.get_default_copy()
         configuration.connection_pool_maxsize = connections  # the writers share one pool
         self._client = client.ApiClient(configuration)

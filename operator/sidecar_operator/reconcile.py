@@ -23,6 +23,7 @@ from sidecar_operator.render import Action, Kind
 from sidecar_operator.selection import deployment_matches
 
 log = structlog.get_logger()
+Announcement = tuple[dict[str, Any], str, str]  # a Deployment's Normal Event: ref, reason, message
 
 MAX_ATTEMPTS = 3
 EVENT_NAMES_SHOWN = 5
@@ -174,9 +175,15 @@ class Runtime:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def execute(self, action: Action, deployment: Mapping[str, Any]) -> str:
+    def execute(
+        self,
+        action: Action,
+        deployment: Mapping[str, Any],
+        announce: Callable[[Announcement], None] | None = None,
+    ) -> str:
         """Send one action's body; on a 409, re-read and re-plan (never force over others).
-        Returns the outcome: written, nothing, gone, rejected or conflict."""
+        Returns the outcome: written, nothing, gone, rejected or conflict. The Deployment's
+        Event goes to `announce` if given, else out at once."""
         key = _key(deployment)
         bound = log.bind(policy=action.policy, namespace=key[0], deployment=key[1])
         current: Action | None = action
@@ -207,7 +214,7 @@ class Runtime:
                 continue
             record = self.cache.put_deployment(written)
             bound.info("Applied", action=current.reason, revision=current.revision or None)
-            self._report(current, record)
+            self._report(current, record, announce or self._announce)
             return self._count(current, "written")
         bound.warning("Conflict persists", error=last_error)
         self._count(action, "conflict")
@@ -223,14 +230,20 @@ class Runtime:
         ).inc()
         return outcome
 
-    def _report(self, action: Action, deployment: Mapping[str, Any]) -> None:
+    def _report(
+        self,
+        action: Action,
+        deployment: Mapping[str, Any],
+        announce: Callable[[Announcement], None],
+    ) -> None:
         kind = action.reason if action.kind is not Kind.CONFLICT else "remove"
         reason, verb = _PAST.get(kind, ("Updated", "updated"))
-        self.events(
-            _ref(deployment),
-            type="Normal",
-            reason=f"Sidecars{reason}",
-            message=f"Sidecars of SidecarPolicy {action.policy} {verb}",
+        announce(
+            (
+                _ref(deployment),
+                f"Sidecars{reason}",
+                f"Sidecars of SidecarPolicy {action.policy} {verb}",
+            )
         )
         worker = self.workers.get(action.policy)
         if worker is not None:
@@ -291,9 +304,20 @@ class Runtime:
                 self.run_pass(worker)
             metrics.PASSES.labels(policy=name).inc()
 
+    def _announce(self, announcement: Announcement) -> None:
+        ref, reason, message = announcement
+        self.events(ref, type="Normal", reason=reason, message=message)
+
     def execute_all(self, work: Iterable[tuple[Action, Mapping[str, Any]]]) -> list[str]:
-        """Send many actions, WRITERS at a time (the API server takes them in parallel)."""
-        return list(self._writers.map(lambda pair: self.execute(*pair), work))
+        """Send many actions, WRITERS at a time (the API server takes them in parallel). Their
+        Deployments' Events follow the batch, so they do not compete with its writes."""
+        announced: list[Announcement] = []
+        outcomes = list(
+            self._writers.map(lambda pair: self.execute(pair[0], pair[1], announced.append), work)
+        )
+        for announcement in announced:
+            self._announce(announcement)
+        return outcomes
 
     def _items(self, worker: Worker) -> list[rollout.Item]:
         """This policy's planned action on every Deployment that matches or carries it."""
