@@ -420,12 +420,9 @@ class Runtime:
         if {k: old.get(k) for k in new} == new:
             worker.status_due = False
             return
-        if (
-            _phase(old) == _phase(new)
-            and time.monotonic() - worker.status_written < STATUS_INTERVAL
-        ):
-            # Mid-rollout the counts move with every write: report them at a steady pace. A new
-            # generation or a condition turning is written at once.
+        if _rolling_on(old, new) and time.monotonic() - worker.status_written < STATUS_INTERVAL:
+            # Mid-rollout the counts move with every write: report them at a steady pace.
+            # Anything else (a new generation, a halt, a condition turning) is written at once.
             worker.status_due = True
             return
         self.api.patch_policy_status(worker.name, new)
@@ -485,14 +482,19 @@ def _policy_ref(name: str, cache: Cache) -> dict[str, Any]:
     }
 
 
-def _phase(status: Mapping[str, Any]) -> tuple[Any, ...]:
-    """What a status says apart from its counts."""
-    conditions = status.get("conditions") or []
-    return (
-        status.get("observedGeneration"),
-        status.get("revision"),
-        tuple((c.get("type"), c.get("status"), c.get("reason")) for c in conditions),
-    )
+def _rolling_on(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """The same rollout still under way, only its counts (and the messages quoting them) moved."""
+
+    def phase(status: Mapping[str, Any]) -> tuple[Any, ...]:
+        conditions = status.get("conditions") or []
+        return (
+            status.get("observedGeneration"),
+            status.get("revision"),
+            tuple((c.get("type"), c.get("status"), c.get("reason")) for c in conditions),
+        )
+
+    reasons = {c.get("type"): c.get("reason") for c in new.get("conditions") or []}
+    return reasons.get("Progressing") == "RollingOut" and phase(old) == phase(new)
 
 
 def _now() -> str:
