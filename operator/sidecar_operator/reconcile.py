@@ -158,12 +158,12 @@ class Runtime:
                 )
             ):
                 worker.poke()
-        if deleted:
-            return
         # Policies gone without their finalizer running: their annotation still names them.
-        known = set(policies)
+        orphans = sorted(involved - set(policies))
+        if deleted or not orphans:
+            return  # the common case, on every event: no snapshot to build
         record = snapshot.compact(deployment)
-        for orphan in sorted(involved - known):
+        for orphan in orphans:
             action = Action(orphan, Kind.REMOVE, render.removal_body(record), reason="remove")
             self._writers.submit(self.execute, action, record)
 
