@@ -168,8 +168,7 @@ class Bench:
         self.workload = workload
         self.tracker = Tracker(api, workload.selector, revision_annotation(POLICY))
         self.revisions = [
-            render.revision(Policy.from_object(as_policy_object(policy(tag), 1)).spec)
-            for tag in IMAGES
+            Policy.from_object(as_policy_object(policy(tag), 1)).spec.revision for tag in IMAGES
         ]
         self.log = binaries.cache_root() / "bench" / f"operator-{workload.count}.log"
         self.log.parent.mkdir(parents=True, exist_ok=True)

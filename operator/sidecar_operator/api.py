@@ -8,7 +8,10 @@ Cross-field rules are CEL expressions the API server enforces at `kubectl apply`
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -44,6 +47,12 @@ class _CoreObject(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     def to_api(self) -> dict[str, Any]:
+        """The object as the API server takes it. Rendered once and shared by every body built
+        from it (thousands in a rollout), so callers never modify it."""
+        return self._rendered
+
+    @cached_property
+    def _rendered(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True, by_alias=True)
 
 
@@ -220,6 +229,20 @@ class SidecarPolicySpec(_Model):
         default_factory=UpdateStrategy,
         description="How fast a change rolls out across matched Deployments.",
     )
+
+    @cached_property
+    def revision(self) -> str:
+        """A short stable hash of what the policy puts into a pod template (not of its selector,
+        priority or update strategy, so changing those rolls nothing out). Computed once per
+        spec: every Deployment's plan compares against it."""
+        content = {
+            "containers": [c.to_api() for c in self.containers],
+            "initContainers": [c.to_api() for c in self.init_containers],
+            "volumes": [v.to_api() for v in self.volumes],
+            "volumeMounts": [m.to_api() for m in self.volume_mounts],
+        }
+        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:10]
 
 
 class Condition(_Model):

@@ -9,7 +9,7 @@ deletion, a namespace's labels), so per-Deployment plans can be cached between p
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sidecar_operator import snapshot
@@ -24,6 +24,7 @@ class Cache:
         self._deployments: dict[Key, dict[str, Any]] = {}
         self._namespaces: dict[str, dict[str, str]] = {}
         self._policies: dict[str, tuple[Policy, dict[str, Any]]] = {}
+        self._shared = snapshot.Shared()
         self.epoch = 0
 
     # -- writers (the watch handlers) ------------------------------------------------------
@@ -31,18 +32,29 @@ class Cache:
     def put_deployment(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """Store the compact snapshot of a watched Deployment unless a newer one is held (our
         own write's response can arrive before the watch event of an older version)."""
-        record = snapshot.compact(body)
+        record = snapshot.compact(body, self._shared)
         key = (record["metadata"]["namespace"], record["metadata"]["name"])
         with self._lock:
             held = self._deployments.get(key)
             if held is None or _rv(held) <= _rv(record) or _uid(held) != _uid(record):
                 self._deployments[key] = record
-                return record
+                held = record
+            if self._shared.due:
+                self._shared.sweep(self._deployments.values())
             return held
 
     def drop_deployment(self, key: Key) -> None:
         with self._lock:
             self._deployments.pop(key, None)
+
+    def retain_deployments(self, keys: Iterable[Key]) -> list[Key]:
+        """Drop every Deployment not in `keys`; returns the dropped."""
+        kept = set(keys)
+        with self._lock:
+            dropped = [key for key in self._deployments if key not in kept]
+            for key in dropped:
+                del self._deployments[key]
+        return dropped
 
     def put_namespace(self, name: str, labels: Mapping[str, str]) -> None:
         with self._lock:

@@ -1,8 +1,9 @@
 """Every Kopf entry point, in one place. Each is thin: it hands the watched state to
 `reconcile.Runtime`, which asks the pure core what to do and does it.
 
-Deployments and Namespaces are only indexed and observed (`@kopf.index`, `@kopf.on.event`), so
-Kopf writes no annotations or finalizers on them; its bookkeeping stays on SidecarPolicies.
+Kopf watches SidecarPolicies and Namespaces; Namespaces are only indexed and observed, so Kopf
+writes no annotations or finalizers on them, and its bookkeeping stays on SidecarPolicies.
+Deployments, the many, are watched by `watch.DeploymentWatch` (see there why not by Kopf).
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import kopf
 from sidecar_operator import api
 from sidecar_operator.kubeapi import ApiError, EventPoster, KubeApi, load_config
 from sidecar_operator.reconcile import WRITERS, Runtime
+from sidecar_operator.watch import DeploymentWatch
 
 POLICIES = (f"{api.GROUP}/{api.VERSION}", api.PLURAL)
-DEPLOYMENTS = ("apps/v1", "deployments")
 NAMESPACES = ("v1", "namespaces")
 LIST_CHUNK = 100
 
@@ -50,10 +51,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
     settings.posting.level = logging.WARNING  # Kopf's own warnings become Events; info does not
     settings.watching.server_timeout = 300
-    # Memory: list in pages rather than all Deployments in one response, and let each object's
-    # worker (which holds its last full body) end soon after its events stop.
-    settings.watching.chunk_size = LIST_CHUNK
-    settings.batching.idle_timeout = 1.0
+    settings.watching.chunk_size = LIST_CHUNK  # list in pages, not all in one response
     load_config()
     kube = KubeApi(connections=WRITERS + 4)  # the writers, Events, status and reads
     if Options.peering:
@@ -69,20 +67,14 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         operator_namespace=Options.operator_namespace,
         resync_seconds=Options.resync_seconds,
     )
+    DeploymentWatch(kube, runtime).start()
 
 
 # -- the watch caches ------------------------------------------------------------------------
 # Kopf calls indexers for every object of the initial listings before any other handler or
-# daemon, so the cache is complete before the first worker pass. They keep nothing in Kopf's own
-# indexes (they return None): the cache holds one compact snapshot per Deployment, readable from
-# the workers' threads under a lock. Indexers and event handlers never block, so they are
-# coroutines: run on the event loop at once, a listing of thousands of Deployments is not queued
-# up (full bodies and all) waiting for a thread pool.
-
-
-@kopf.index(*DEPLOYMENTS)
-async def deployments(body: kopf.Body, **_: Any) -> None:
-    _runtime().cache.put_deployment(body)
+# daemon, so Namespaces and policies are in the cache before the first worker pass (which also
+# waits for the Deployment watch's first listing). They keep nothing in Kopf's own indexes
+# (they return None) and never block, so they are coroutines, run on the event loop at once.
 
 
 @kopf.index(*NAMESPACES)
@@ -96,11 +88,6 @@ async def policies(body: kopf.Body, **_: Any) -> None:
 
 
 # -- reactions -------------------------------------------------------------------------------
-
-
-@kopf.on.event(*DEPLOYMENTS)
-async def deployment_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
-    _runtime().deployment_changed(body, deleted=event["type"] == "DELETED")
 
 
 @kopf.on.event(*NAMESPACES)
@@ -129,6 +116,8 @@ def policy_worker(name: str, stopped: kopf.DaemonStopped, **_: Any) -> None:
 def policy_deleted(name: str, **_: Any) -> None:
     """Holds the policy (by its finalizer) until no Deployment carries anything of it."""
     state = _runtime()
+    if not state.listed.wait(30):
+        raise kopf.TemporaryError("still listing Deployments", delay=1)
     failures = state.remove_everywhere(name)
     if failures:
         raise kopf.TemporaryError(

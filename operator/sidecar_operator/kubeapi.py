@@ -3,10 +3,12 @@ only from Kopf's sync handlers and daemons, which run in threads)."""
 
 from __future__ import annotations
 
-import concurrent.futures
 import datetime
 import json
+import queue
+import threading
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +41,7 @@ def load_config() -> None:
         config.load_kube_config()  # type: ignore[no-untyped-call]
 
 
+ALL_DEPLOYMENTS = "/apis/apps/v1/deployments"
 DEPLOYMENTS = "/apis/apps/v1/namespaces/{namespace}/deployments/{name}"
 POLICY_STATUS = f"/apis/{api.GROUP}/{api.VERSION}/{api.PLURAL}/{{name}}/status"
 
@@ -53,6 +56,33 @@ class KubeApi:
         configuration.connection_pool_maxsize = connections  # the writers share one pool
         self._client = client.ApiClient(configuration)
 
+    def _send(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        query: list[tuple[str, str]] | None = None,
+        content_type: str = "application/json",
+        timeout: float | tuple[float, float] = 60,
+    ) -> Any:
+        """The client's response, not yet read; raises ApiError for any status but 2xx."""
+        method, url, headers, _, _ = self._client.param_serialize(
+            method,
+            path,
+            query_params=query or [],
+            header_params={"Accept": "application/json", "Content-Type": content_type},
+            auth_settings=["BearerToken"],
+        )
+        try:
+            # The client encodes `body` as JSON (valid YAML too) for JSON and +yaml types.
+            response = self._client.call_api(method, url, headers, body, _request_timeout=timeout)
+        except ApiException as error:
+            raise ApiError(int(error.status or 0), str(error.reason)) from None
+        if not 200 <= response.status < 300:
+            raise ApiError.from_response(response.status, response.read())  # type: ignore[no-untyped-call]
+        return response
+
     def _request(
         self,
         method: str,
@@ -62,22 +92,10 @@ class KubeApi:
         query: dict[str, str] | None = None,
         content_type: str = "application/json",
     ) -> dict[str, Any]:
-        method, url, headers, _, _ = self._client.param_serialize(
-            method,
-            path,
-            query_params=list((query or {}).items()),
-            header_params={"Accept": "application/json", "Content-Type": content_type},
-            auth_settings=["BearerToken"],
+        response = self._send(
+            method, path, body, query=list((query or {}).items()), content_type=content_type
         )
-        try:
-            # The client encodes `body` as JSON (valid YAML too) for JSON and +yaml types.
-            response = self._client.call_api(method, url, headers, body, _request_timeout=60)
-        except ApiException as error:
-            raise ApiError(int(error.status or 0), str(error.reason)) from None
-        payload = response.read()  # type: ignore[no-untyped-call]
-        if not 200 <= response.status < 300:
-            raise ApiError.from_response(response.status, payload)
-        return dict(json.loads(payload))
+        return dict(json.loads(response.read()))
 
     def apply(self, body: dict[str, Any], *, policy: str, force: bool) -> dict[str, Any]:
         """Server-side apply `body` to a Deployment with the policy's own field manager."""
@@ -103,7 +121,7 @@ class KubeApi:
     def list_all(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
         """Deployments, Namespaces and SidecarPolicies, read once (for `preview`). Without the
         CRD installed there are simply no policies yet."""
-        deployments = self._request("GET", "/apis/apps/v1/deployments")
+        deployments = self._request("GET", ALL_DEPLOYMENTS)
         namespaces = self._request("GET", "/api/v1/namespaces")
         try:
             policies = self._request("GET", f"/apis/{api.GROUP}/{api.VERSION}/{api.PLURAL}")
@@ -116,6 +134,34 @@ class KubeApi:
             list(namespaces.get("items") or []),
             list(policies.get("items") or []),
         )
+
+    def list_deployments(self, *, limit: int, token: str | None) -> dict[str, Any]:
+        """One page of every Deployment in the cluster."""
+        query = {"limit": str(limit)}
+        if token:
+            query["continue"] = token
+        return self._request("GET", ALL_DEPLOYMENTS, query=query)
+
+    def watch_deployments(self, version: str, *, timeout: int) -> Iterator[dict[str, Any]]:
+        """Every Deployment's watch events from `version` on, one parsed event at a time, until
+        the server ends the watch after `timeout` seconds."""
+        query = [
+            ("watch", "true"),
+            ("resourceVersion", version),
+            ("allowWatchBookmarks", "true"),
+            ("timeoutSeconds", str(timeout)),
+        ]
+        response = self._send("GET", ALL_DEPLOYMENTS, query=query, timeout=(10, timeout + 30))
+        stream = response.response
+        try:
+            pending = b""
+            for chunk in stream.stream(64 * 1024):
+                *lines, pending = (pending + chunk).split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield json.loads(line)
+        finally:
+            stream.release_conn()
 
     def patch_policy_status(self, name: str, status: dict[str, Any]) -> None:
         try:
@@ -175,17 +221,23 @@ class KubeApi:
 
 
 class EventPoster:
-    """Posts Events from a thread of its own, so a write never waits for its Event."""
+    """Posts Events from a thread of its own, so a write never waits for its Event. A plain
+    queue, not an executor: a rollout over thousands of Deployments queues thousands of Events
+    at once, and a future per Event would cost a kilobyte each."""
 
     def __init__(self, api: KubeApi) -> None:
         self._api = api
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="events")
+        self._queue: queue.SimpleQueue[tuple[dict[str, Any], str, str, str]] = queue.SimpleQueue()
+        threading.Thread(target=self._run, name="events", daemon=True).start()
 
     def __call__(self, ref: dict[str, Any], *, type: str, reason: str, message: str) -> None:
-        self._pool.submit(self._send, ref, type, reason, message)
+        self._queue.put((ref, type, reason, message))
 
-    def _send(self, ref: dict[str, Any], type: str, reason: str, message: str) -> None:
-        try:
-            self._api.post_event(ref, type=type, reason=reason, message=message)
-        except ApiError as error:
-            structlog.get_logger().warning("Event not posted", reason=reason, error=error.message)
+    def _run(self) -> None:
+        while True:
+            ref, type, reason, message = self._queue.get()
+            try:
+                self._api.post_event(ref, type=type, reason=reason, message=message)
+            except Exception as error:  # the thread must outlive any failure
+                message = error.message if isinstance(error, ApiError) else str(error)
+                structlog.get_logger().warning("Event not posted", reason=reason, error=message)

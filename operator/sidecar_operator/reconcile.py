@@ -3,18 +3,18 @@ and aggregated Events. Knows nothing of Kopf: the handlers feed the watched stat
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import datetime
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import structlog
 
-from sidecar_operator import metrics, render, rollout, snapshot, status
+from sidecar_operator import metrics, render, rollout, status
 from sidecar_operator.api import Policy
 from sidecar_operator.cache import Cache, Key
 from sidecar_operator.kubeapi import ApiError
@@ -54,7 +54,7 @@ class Worker:
     conflicts: dict[Key, str] = field(default_factory=dict)  # last reported, to report once
     rejected: dict[Key, tuple[str, str]] = field(default_factory=dict)  # key -> (rev, reason)
     halted_on: list[Key] = field(default_factory=list)  # last reported halt
-    done: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    done: dict[str, list[str]] = field(default_factory=lambda: collections.defaultdict(list))
     done_lock: threading.Lock = field(default_factory=threading.Lock)
     flushed: float = 0.0
     status_written: float = 0.0
@@ -69,7 +69,7 @@ class Worker:
 
     def take_done(self) -> dict[str, list[str]]:
         with self.done_lock:
-            done, self.done = self.done, defaultdict(list)
+            done, self.done = self.done, collections.defaultdict(list)
         self.flushed = time.monotonic()
         return done
 
@@ -104,6 +104,7 @@ class Runtime:
         self.operator_namespace = operator_namespace
         self.resync_seconds = resync_seconds
         self.cache = Cache()
+        self.listed = threading.Event()  # every Deployment listed once: the cache is complete
         self.workers: dict[str, Worker] = {}
         self._workers_lock = threading.Lock()
         # Plans per Deployment, valid while its resourceVersion and the cache's epoch hold.
@@ -139,33 +140,51 @@ class Runtime:
     # -- triggers from the watches ---------------------------------------------------------
 
     def deployment_changed(self, deployment: Mapping[str, Any], *, deleted: bool) -> None:
-        """Wake the workers of the policies that match this Deployment or have fields on it:
-        every Deployment in the cluster is watched, and most concern no policy. Never blocks
-        (called on the event loop): writes go to the writers' pool."""
+        """Keep the Deployment's snapshot and wake the workers of the policies that match it or
+        have fields on it: every Deployment in the cluster is watched, and most concern no
+        policy. Never blocks (called from the watch): writes go to the writers' pool."""
+        key = _key(deployment)
         if deleted:
-            self.cache.drop_deployment(_key(deployment))
+            self.cache.drop_deployment(key)
             with self._plans_lock:
-                self._plans.pop(_key(deployment), None)
-        involved = policies_with_fields(deployment)
-        labels = self.cache.namespace_labels(deployment["metadata"]["namespace"])
+                self._plans.pop(key, None)
+            record: Mapping[str, Any] = deployment
+        else:
+            record = self.cache.put_deployment(deployment)
+        involved = policies_with_fields(record)
+        labels = self.cache.namespace_labels(key[0])
         policies = self.cache.policies()
         for name, (policy, _) in policies.items():
             worker = self.workers.get(name)  # none yet: its first pass covers everything
             if worker is not None and (
                 name in involved
                 or deployment_matches(
-                    policy.spec, deployment, labels, operator_namespace=self.operator_namespace
+                    policy.spec, record, labels, operator_namespace=self.operator_namespace
                 )
             ):
                 worker.poke()
         # Policies gone without their finalizer running: their annotation still names them.
         orphans = sorted(involved - set(policies))
         if deleted or not orphans:
-            return  # the common case, on every event: no snapshot to build
-        record = snapshot.compact(deployment)
+            return  # the common case, on every event
         for orphan in orphans:
             action = Action(orphan, Kind.REMOVE, render.removal_body(record), reason="remove")
             self._writers.submit(self.execute, action, record)
+
+    def deployments_listed(self, keys: Iterable[Key]) -> None:
+        """A complete listing: forget what it lacks (deleted while no watch ran); from now on
+        the workers may count on the cache."""
+        for key in self.cache.retain_deployments(keys):
+            with self._plans_lock:
+                self._plans.pop(key, None)
+        self.listed.set()
+        self.poke_all()
+
+    def wait_listed(self, stopped: Callable[[], bool]) -> bool:
+        while not self.listed.wait(0.5):
+            if stopped():
+                return False
+        return True
 
     def poke_all(self) -> None:
         with self._workers_lock:
@@ -289,6 +308,8 @@ class Runtime:
                 message="spec.selector is empty: every Deployment in the matched "
                 "namespaces gets this policy's sidecars",
             )
+        if not self.wait_listed(stopped):
+            return
         last_pass = 0.0
         worker.poke()
         while not stopped():
@@ -309,12 +330,17 @@ class Runtime:
         self.events(ref, type="Normal", reason=reason, message=message)
 
     def execute_all(self, work: Iterable[tuple[Action, Mapping[str, Any]]]) -> list[str]:
-        """Send many actions, WRITERS at a time (the API server takes them in parallel). Their
-        Deployments' Events follow the batch, so they do not compete with its writes."""
+        """Send many actions, WRITERS at a time (the API server takes them in parallel), with
+        at most twice that many queued: not a future per Deployment of a rollout held at once.
+        Their Deployments' Events follow the batch, so they do not compete with its writes."""
         announced: list[Announcement] = []
-        outcomes = list(
-            self._writers.map(lambda pair: self.execute(pair[0], pair[1], announced.append), work)
-        )
+        outcomes: list[str] = []
+        pending: collections.deque[concurrent.futures.Future[str]] = collections.deque()
+        for action, deployment in work:
+            if len(pending) >= 2 * WRITERS:
+                outcomes.append(pending.popleft().result())
+            pending.append(self._writers.submit(self.execute, action, deployment, announced.append))
+        outcomes.extend(future.result() for future in pending)
         for announcement in announced:
             self._announce(announcement)
         return outcomes
@@ -400,7 +426,7 @@ class Runtime:
         old = body.get("status") or {}
         new: dict[str, Any] = {
             "observedGeneration": policy.generation,
-            "revision": render.revision(policy.spec),
+            "revision": policy.spec.revision,
             "matchedDeployments": counts.matched,
             "updatedDeployments": counts.updated,
             "readyDeployments": counts.ready,

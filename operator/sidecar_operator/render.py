@@ -8,8 +8,6 @@ conflict. No API calls: handlers read state, call `plan()`, and send the bodies.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -62,19 +60,6 @@ class _Pod:
         return next((item for item in self.items(pod_list) if item["name"] == name), None)
 
 
-def revision(spec: SidecarPolicySpec) -> str:
-    """A short stable hash of what the policy puts into a pod template (not of its selector,
-    priority or update strategy, so changing those rolls nothing out)."""
-    content = {
-        "containers": [c.to_api() for c in spec.containers],
-        "initContainers": [c.to_api() for c in spec.init_containers],
-        "volumes": [v.to_api() for v in spec.volumes],
-        "volumeMounts": [m.to_api() for m in spec.volume_mounts],
-    }
-    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:10]
-
-
 def _identity(deployment: Mapping[str, Any]) -> dict[str, Any]:
     metadata = deployment["metadata"]
     return {
@@ -117,7 +102,7 @@ def apply_body(deployment: Mapping[str, Any], policy: Policy, pod: _Pod) -> dict
         pod_spec["volumes"] = [v.to_api() for v in spec.volumes]
 
     body = _identity(deployment)
-    body["metadata"]["annotations"] = {revision_annotation(policy.name): revision(spec)}
+    body["metadata"]["annotations"] = {revision_annotation(policy.name): spec.revision}
     body["spec"] = {"template": {"spec": pod_spec}}
     return body
 
@@ -320,7 +305,7 @@ def plan(
     actions: list[Action] = []
     for policy in matched:
         owned = owners[policy.name]
-        current = revision(policy.spec)
+        current = policy.spec.revision
         conflicts = _conflicts(policy, pod, claims)
         if conflicts:
             release = None if owned.empty else removal_body(deployment)

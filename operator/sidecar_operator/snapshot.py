@@ -7,19 +7,71 @@ template's containers and volumes, and the rollout status.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import hashlib
+import json
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, TypeVar
 
 from sidecar_operator.api import FIELD_MANAGER_PREFIX, INJECT_ANNOTATION, REVISION_ANNOTATION_PREFIX
 
 _POD_FIELDS = ("initContainers", "containers", "volumes")
+T = TypeVar("T")
 
 
-def compact(deployment: Mapping[str, Any]) -> dict[str, Any]:
+class Shared:
+    """One object per distinct content among many snapshots: thousands of Deployments carry the
+    same sidecar, volume, managedFields entry and conditions, parsed anew from every event.
+    Snapshots are never modified, so they can share them. The owner of the snapshots calls
+    `sweep` when `due`, so contents no snapshot holds any more are forgotten."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._objects: dict[bytes, Any] = {}
+        self._sweep_at = 1024
+
+    def __call__(self, value: T) -> T:
+        canonical = json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+        digest = hashlib.blake2b(canonical, digest_size=16).digest()
+        with self._lock:
+            shared: T = self._objects.setdefault(digest, value)
+        return shared
+
+    def __len__(self) -> int:
+        return len(self._objects)
+
+    @property
+    def due(self) -> bool:
+        return len(self._objects) >= self._sweep_at
+
+    def sweep(self, snapshots: Iterable[Mapping[str, Any]]) -> None:
+        """Keep only what these (all live) snapshots hold."""
+        held = {id(part) for record in snapshots for part in _shared_parts(record)}
+        with self._lock:
+            self._objects = {k: v for k, v in self._objects.items() if id(v) in held}
+            self._sweep_at = max(1024, 2 * len(self._objects))
+
+
+def _shared_parts(record: Mapping[str, Any]) -> Iterator[Any]:
+    yield from (entry["fieldsV1"] for entry in record["metadata"]["managedFields"])
+    for items in record["spec"]["template"]["spec"].values():
+        yield from items
+    yield record["status"]["conditions"]
+
+
+def _unshared(value: T) -> T:
+    return value
+
+
+def compact(
+    deployment: Mapping[str, Any], share: Callable[[Any], Any] = _unshared
+) -> dict[str, Any]:
+    """`share` (a `Shared`) lets identical parts of many snapshots be one object."""
     metadata = deployment.get("metadata", {})
     spec = deployment.get("spec", {})
     status = deployment.get("status") or {}
     pod = spec.get("template", {}).get("spec", {})
+    template = {key: [share(item) for item in pod[key]] for key in _POD_FIELDS if key in pod}
     annotations = {
         key: value
         for key, value in (metadata.get("annotations") or {}).items()
@@ -36,23 +88,29 @@ def compact(deployment: Mapping[str, Any]) -> dict[str, Any]:
             "labels": dict(metadata.get("labels") or {}),
             "annotations": annotations,
             "managedFields": [
-                entry
+                {
+                    "manager": entry["manager"],
+                    "operation": entry.get("operation"),
+                    "fieldsV1": share(entry.get("fieldsV1") or {}),
+                }
                 for entry in metadata.get("managedFields") or []
                 if entry.get("manager", "").startswith(FIELD_MANAGER_PREFIX)
             ],
         },
         "spec": {
             "replicas": spec.get("replicas", 1),
-            "template": {"spec": {key: pod[key] for key in _POD_FIELDS if key in pod}},
+            "template": {"spec": template},
         },
         "status": {
             "observedGeneration": status.get("observedGeneration", 0),
             "replicas": status.get("replicas", 0),
             "updatedReplicas": status.get("updatedReplicas", 0),
             "availableReplicas": status.get("availableReplicas", 0),
-            "conditions": [
-                {"type": c.get("type"), "status": c.get("status"), "reason": c.get("reason")}
-                for c in status.get("conditions") or []
-            ],
+            "conditions": share(
+                [
+                    {"type": c.get("type"), "status": c.get("status"), "reason": c.get("reason")}
+                    for c in status.get("conditions") or []
+                ]
+            ),
         },
     }

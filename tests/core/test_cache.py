@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sidecar_operator import snapshot
 from sidecar_operator.cache import Cache
 
 
@@ -66,3 +67,32 @@ def test_epoch_moves_with_policy_specs_and_namespace_labels_only() -> None:
     cache.drop_namespace("shop")
     assert cache.epoch == start + 4
     assert cache.policies() == {} and cache.namespace_labels("shop") == {}
+
+
+def test_a_complete_listing_forgets_deployments_deleted_while_no_watch_ran() -> None:
+    cache = Cache()
+    cache.put_deployment(deployment("3"))
+    cache.put_deployment(
+        {**deployment("4"), "metadata": {**deployment("4")["metadata"], "name": "db"}}
+    )
+    assert cache.retain_deployments([("shop", "db")]) == [("shop", "web")]
+    assert cache.deployment_keys() == [("shop", "db")]
+
+
+def test_identical_parts_of_many_snapshots_are_one_object() -> None:
+    share = snapshot.Shared()
+    first = snapshot.compact(deployment("1"), share)
+    second = snapshot.compact(deployment("2", uid="u2"), share)
+    other = snapshot.compact(deployment("3", uid="u3", image="nginx:2"), share)
+    containers = [s["spec"]["template"]["spec"]["containers"][0] for s in (first, second, other)]
+    assert containers[0] is containers[1]
+    assert containers[2] is not containers[0] and containers[2]["image"] == "nginx:2"
+    assert first == snapshot.compact(deployment("1"))  # sharing changes no content
+
+
+def test_shared_parts_no_snapshot_holds_are_forgotten() -> None:
+    cache = Cache()
+    for index in range(3000):  # one Deployment whose image keeps changing
+        cache.put_deployment(deployment(str(index), image=f"nginx:{index}"))
+    assert image(cache) == "nginx:2999"
+    assert len(cache._shared) < 1100

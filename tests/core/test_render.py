@@ -41,9 +41,9 @@ def test_revision_ignores_selector_priority_and_strategy() -> None:
         updateStrategy={"maxConcurrent": 1, "paused": True},
     )
     changed = policy(containers=[{**FLUENT_BIT, "image": "fluent/fluent-bit:3.2"}])
-    assert render.revision(base.spec) == render.revision(other.spec)
-    assert render.revision(base.spec) != render.revision(changed.spec)
-    assert len(render.revision(base.spec)) == 10
+    assert base.spec.revision == other.spec.revision
+    assert base.spec.revision != changed.spec.revision
+    assert len(base.spec.revision) == 10
 
 
 def test_first_sight_is_an_inject_with_the_revision_annotation() -> None:

@@ -1,0 +1,106 @@
+"""Every Deployment in the cluster, listed and then watched from a thread of its own.
+
+Not through Kopf: Kopf gives every watched object an asyncio worker holding its last full body,
+and with an index on a resource it wakes every listed object's worker again for each one listed
+(quadratic: 190 CPU seconds and 240 MB to start up among 5000 Deployments). Here each object is
+parsed, handed to the runtime (which keeps a compact snapshot) and dropped, one at a time.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any, Protocol
+
+import structlog
+import urllib3
+
+from sidecar_operator.cache import Key
+from sidecar_operator.kubeapi import ApiError
+
+log = structlog.get_logger()
+
+PAGE = 250  # Deployments per listing page: bounds the full bodies held at once
+WATCH_SECONDS = 300  # the server ends each watch after this; the next resumes where it ended
+MAX_BACKOFF = 30.0
+
+
+class Source(Protocol):
+    def list_deployments(self, *, limit: int, token: str | None) -> dict[str, Any]: ...
+
+    def watch_deployments(self, version: str, *, timeout: int) -> Iterator[dict[str, Any]]: ...
+
+
+class Sink(Protocol):
+    def deployment_changed(self, deployment: dict[str, Any], *, deleted: bool) -> None: ...
+
+    def deployments_listed(self, keys: Iterable[Key]) -> None: ...
+
+
+class Expired(Exception):
+    """The watch's resourceVersion is too old (410 Gone): list everything again."""
+
+
+class DeploymentWatch:
+    def __init__(self, source: Source, sink: Sink) -> None:
+        self.source = source
+        self.sink = sink
+
+    def start(self) -> None:
+        threading.Thread(target=self.run, name="deployments", daemon=True).start()
+
+    def run(self) -> None:
+        """List, then watch until the history expires or the connection fails; list again."""
+        backoff = 0.0
+        while True:
+            try:
+                version = self.list()
+                backoff = 0.0
+                while True:
+                    version = self.watch(version)
+            except Expired:
+                log.info("Deployment watch expired; listing again")
+            except ApiError as error:
+                if error.status == 410:
+                    log.info("Deployment watch expired; listing again")
+                    continue
+                backoff = self._failed(error, backoff)
+            except (urllib3.exceptions.HTTPError, OSError, ValueError) as error:
+                backoff = self._failed(error, backoff)
+
+    @staticmethod
+    def _failed(error: Exception, backoff: float) -> float:
+        backoff = min(MAX_BACKOFF, max(1.0, backoff * 2))
+        log.warning("Deployment watch failed", error=str(error), retry_in=backoff)
+        time.sleep(backoff)
+        return backoff
+
+    def list(self) -> str:
+        """Hand every Deployment to the sink, then the complete set of keys (so it can forget
+        the ones deleted while no watch ran); returns the listing's resourceVersion."""
+        keys: list[Key] = []
+        token: str | None = None
+        while True:
+            page = self.source.list_deployments(limit=PAGE, token=token)
+            for item in page.get("items") or []:
+                self.sink.deployment_changed(item, deleted=False)
+                keys.append((item["metadata"]["namespace"], item["metadata"]["name"]))
+            token = page["metadata"].get("continue")
+            if not token:
+                break
+        self.sink.deployments_listed(keys)
+        return str(page["metadata"]["resourceVersion"])
+
+    def watch(self, version: str) -> str:
+        """Hand each event to the sink; returns the version to resume from."""
+        for event in self.source.watch_deployments(version, timeout=WATCH_SECONDS):
+            kind, obj = event.get("type"), event.get("object") or {}
+            if kind == "ERROR":
+                if obj.get("code") == 410:
+                    raise Expired
+                raise ApiError(int(obj.get("code") or 0), str(obj.get("message") or obj))
+            version = obj["metadata"]["resourceVersion"]
+            if kind != "BOOKMARK":
+                self.sink.deployment_changed(obj, deleted=kind == "DELETED")
+        return version
