@@ -67,7 +67,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         operator_namespace=Options.operator_namespace,
         resync_seconds=Options.resync_seconds,
     )
-    DeploymentWatch(kube, runtime).start()
+    DeploymentWatch(kube, runtime, after=runtime.indexed).start()
 
 
 # -- the watch caches ------------------------------------------------------------------------
@@ -93,6 +93,7 @@ async def policies(body: kopf.Body, **_: Any) -> None:
 @kopf.on.event(*NAMESPACES)
 async def namespace_event(event: kopf.RawEvent, name: str, **_: Any) -> None:
     state = _runtime()
+    state.indexed.set()  # Kopf calls no event handler before every index is filled
     if event["type"] == "DELETED":
         state.cache.drop_namespace(name)
     state.poke_all()
@@ -101,6 +102,7 @@ async def namespace_event(event: kopf.RawEvent, name: str, **_: Any) -> None:
 @kopf.on.event(*POLICIES)
 async def policy_event(event: kopf.RawEvent, name: str, **_: Any) -> None:
     state = _runtime()
+    state.indexed.set()
     if event["type"] == "DELETED":
         state.cache.drop_policy(name)
     state.worker(name).poke()

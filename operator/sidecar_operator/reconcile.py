@@ -104,6 +104,7 @@ class Runtime:
         self.operator_namespace = operator_namespace
         self.resync_seconds = resync_seconds
         self.cache = Cache()
+        self.indexed = threading.Event()  # every policy and namespace is in the cache
         self.listed = threading.Event()  # every Deployment listed once: the cache is complete
         self.workers: dict[str, Worker] = {}
         self._workers_lock = threading.Lock()

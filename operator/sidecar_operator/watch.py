@@ -43,15 +43,18 @@ class Expired(Exception):
 
 
 class DeploymentWatch:
-    def __init__(self, source: Source, sink: Sink) -> None:
+    def __init__(self, source: Source, sink: Sink, *, after: threading.Event) -> None:
         self.source = source
         self.sink = sink
+        self.after = after  # set once policies and namespaces are known
 
     def start(self) -> None:
         threading.Thread(target=self.run, name="deployments", daemon=True).start()
 
     def run(self) -> None:
-        """List, then watch until the history expires or the connection fails; list again."""
+        """List, then watch until the history expires or the connection fails; list again.
+        Not before policies are known: a Deployment naming an unknown one gets it removed."""
+        self.after.wait()
         backoff = 0.0
         while True:
             try:

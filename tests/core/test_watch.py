@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -53,7 +54,7 @@ def test_a_listing_follows_every_page_and_reports_the_complete_set() -> None:
         [],
     )
     sink = Recorder()
-    assert DeploymentWatch(source, sink).list() == "9"
+    assert DeploymentWatch(source, sink, after=threading.Event()).list() == "9"
     assert source.tokens == [None, "next"]
     assert sink.changes == [("a", False), ("b", False)]
     assert sink.listed == [[("shop", "a"), ("shop", "b")]]
@@ -66,11 +67,11 @@ def test_a_watch_resumes_after_its_last_event_or_bookmark() -> None:
         {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "15"}}},
     ]
     sink = Recorder()
-    assert DeploymentWatch(Scripted([], events), sink).watch("9") == "15"
+    assert DeploymentWatch(Scripted([], events), sink, after=threading.Event()).watch("9") == "15"
     assert sink.changes == [("a", False), ("b", True)]
 
 
 def test_an_expired_watch_asks_for_a_new_listing() -> None:
     events = [{"type": "ERROR", "object": {"kind": "Status", "code": 410, "message": "too old"}}]
     with pytest.raises(Expired):
-        DeploymentWatch(Scripted([], events), Recorder()).watch("9")
+        DeploymentWatch(Scripted([], events), Recorder(), after=threading.Event()).watch("9")
