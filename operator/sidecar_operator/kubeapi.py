@@ -1,5 +1,5 @@
 """The few API calls the operator makes, on the official `kubernetes` client (synchronous: call
-only from Kopf's sync handlers and daemons, which run in threads)."""
+only from threads: Kopf's sync handlers and daemons, the writers, the Deployment watch)."""
 
 from __future__ import annotations
 

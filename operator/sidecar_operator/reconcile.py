@@ -147,8 +147,7 @@ class Runtime:
         key = _key(deployment)
         if deleted:
             self.cache.drop_deployment(key)
-            with self._plans_lock:
-                self._plans.pop(key, None)
+            self._forget_plan(key)
             record: Mapping[str, Any] = deployment
         else:
             record = self.cache.put_deployment(deployment)
@@ -176,10 +175,13 @@ class Runtime:
         """A complete listing: forget what it lacks (deleted while no watch ran); from now on
         the workers may count on the cache."""
         for key in self.cache.retain_deployments(keys):
-            with self._plans_lock:
-                self._plans.pop(key, None)
+            self._forget_plan(key)
         self.listed.set()
         self.poke_all()
+
+    def _forget_plan(self, key: Key) -> None:
+        with self._plans_lock:
+            self._plans.pop(key, None)
 
     def wait_listed(self, stopped: Callable[[], bool]) -> bool:
         while not self.listed.wait(0.5):
