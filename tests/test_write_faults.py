@@ -92,3 +92,22 @@ def test_a_rejected_patch_is_a_conflict_until_the_policy_changes() -> None:
     assert len(api.applies) == 1  # the same content is not sent again
     assert api.statuses[-1]["conflicts"] == 1
     assert "the API server rejected the change" in api.statuses[-1]["conditions"][2]["message"]
+
+
+def test_a_plan_outlives_status_changes_but_not_a_spec_change() -> None:
+    """A rollout changes each Deployment's status many times; re-planning on each cost a core."""
+    state, _ = runtime(FakeApi())
+    deployment = copy.deepcopy(DEPLOYMENT)
+    deployment["metadata"]["generation"] = 1
+    planned = state.plan(deployment)
+    assert [a.kind for a in planned] == [render.Kind.APPLY]
+
+    rolling = copy.deepcopy(deployment)
+    rolling["metadata"]["resourceVersion"] = "11"
+    rolling["status"] = {"observedGeneration": 1, "updatedReplicas": 1}
+    assert state.plan(rolling) is planned
+
+    taken = copy.deepcopy(rolling)
+    taken["metadata"].update(resourceVersion="12", generation=2)
+    taken["spec"]["template"]["spec"]["containers"].append({"name": "fluent-bit", "image": "x"})
+    assert [a.kind for a in state.plan(taken)] == [render.Kind.CONFLICT]

@@ -109,8 +109,8 @@ class Runtime:
         self.listed = threading.Event()  # every Deployment listed once: the cache is complete
         self.workers: dict[str, Worker] = {}
         self._workers_lock = threading.Lock()
-        # Plans per Deployment, valid while its resourceVersion and the cache's epoch hold.
-        self._plans: dict[Key, tuple[str, int, list[Action]]] = {}
+        # Plans per Deployment, valid while what they were planned from and the cache's epoch hold.
+        self._plans: dict[Key, tuple[tuple[Any, ...], int, list[Action]]] = {}
         self._plans_lock = threading.Lock()
         self._writers = concurrent.futures.ThreadPoolExecutor(WRITERS, thread_name_prefix="write")
 
@@ -121,14 +121,15 @@ class Runtime:
             return self.workers.setdefault(name, Worker(name))
 
     def plan(self, deployment: Mapping[str, Any]) -> list[Action]:
-        """The core's plan, reused while neither the Deployment nor any policy or namespace
-        label has changed: a pass over thousands of Deployments re-plans only what moved."""
+        """The core's plan, reused while neither the Deployment's spec and metadata nor any
+        policy or namespace label has changed: a pass over thousands of Deployments re-plans
+        only what moved, and a rollout's many status changes move nothing."""
         key = _key(deployment)
-        version = deployment["metadata"].get("resourceVersion") or ""
+        inputs = _plan_inputs(deployment)
         epoch = self.cache.epoch
         with self._plans_lock:
             cached = self._plans.get(key)
-        if cached is not None and cached[0] == version and cached[1] == epoch and version:
+        if cached is not None and cached[0] == inputs and cached[1] == epoch and inputs:
             return cached[2]
         policies = [policy for policy, _ in self.cache.policies().values()]
         labels = self.cache.namespace_labels(key[0])
@@ -136,7 +137,7 @@ class Runtime:
             deployment, labels, policies, operator_namespace=self.operator_namespace
         )
         with self._plans_lock:
-            self._plans[key] = (version, epoch, actions)
+            self._plans[key] = (inputs, epoch, actions)
         return actions
 
     # -- triggers from the watches ---------------------------------------------------------
@@ -506,6 +507,22 @@ class Runtime:
         with self._workers_lock:
             self.workers.pop(name, None)
         metrics.forget(name)
+
+
+def _plan_inputs(deployment: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What `render.plan` reads of a Deployment: its metadata, and its pod template, which the
+    generation stands for (bumped on every spec change). Empty, so never reused, for an object
+    the API server has not versioned."""
+    metadata = deployment["metadata"]
+    if not metadata.get("resourceVersion") or "generation" not in metadata:
+        return ()
+    return (
+        metadata.get("uid"),
+        metadata["generation"],
+        metadata.get("labels"),
+        metadata.get("annotations"),
+        metadata.get("managedFields"),
+    )
 
 
 def _policy_ref(name: str, cache: Cache) -> dict[str, Any]:
