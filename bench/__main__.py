@@ -13,7 +13,7 @@ from pathlib import Path
 from bench import report
 from bench.run import ROOT, run_size, say
 
-TUNE = [64, 256]
+IN_FLIGHT = 256  # the limit's fastest in-flight count in `--tune 64,128,256,512` (README)
 
 
 def _machine() -> str:
@@ -28,20 +28,32 @@ def _machine() -> str:
     return f"{os.cpu_count()} cores, {model}"
 
 
-async def main(sizes: list[int], rounds: int, zero_from: int, out: Path) -> None:
+async def main(
+    sizes: list[int],
+    rounds: int,
+    zero_from: int,
+    out: Path,
+    *,
+    in_flight: int,
+    tune: list[int] | None,
+) -> None:
     started = time.monotonic()
-    concurrency = TUNE[0]
-    tuned = False
     results = []
-    # The limit's in-flight count is tuned at the first size of at least 1000 Deployments (or
-    # the largest below) and kept for the rest.
-    tune_at = min((n for n in sizes if n >= 1000), default=max(sizes))
-    for n in sorted(sizes, key=lambda n: (n != tune_at, n)):
+    # The targets are set at the first size of at least 1000 Deployments (or the largest below):
+    # only there are the idle window, the restart and the reaction time measured, and the
+    # limit's in-flight count tuned (if asked) and kept for the rest.
+    target = min((n for n in sizes if n >= 1000), default=max(sizes))
+    for n in sorted(sizes, key=lambda n: (n != target, n)):
         replicas = 0 if n >= zero_from else 1
         result = await run_size(
-            n, replicas, rounds, tune=None if tuned else TUNE, concurrency=concurrency
+            n,
+            replicas,
+            rounds,
+            tune=tune if n == target else None,
+            concurrency=in_flight,
+            extras=n == target,
         )
-        concurrency, tuned = result.concurrency, True
+        in_flight = result.concurrency
         results.append(result.summary())
         say(f"N={n} done after {time.monotonic() - started:.0f}s in all")
     summary = {
@@ -67,10 +79,27 @@ def cli() -> None:
         default=5000,
         help="from this size on, Deployments have 0 replicas (no Pods to hold)",
     )
+    parser.add_argument(
+        "--in-flight", type=int, default=IN_FLIGHT, help="the limit's requests in flight"
+    )
+    parser.add_argument(
+        "--tune",
+        help="in-flight counts to try first (e.g. 64,128,256,512): the fastest inject is kept",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    asyncio.run(main(sizes, args.rounds, args.zero_replicas_from, args.out))
+    tune = [int(c) for c in args.tune.split(",")] if args.tune else None
+    asyncio.run(
+        main(
+            sizes,
+            args.rounds,
+            args.zero_replicas_from,
+            args.out,
+            in_flight=args.in_flight,
+            tune=tune,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -55,7 +55,9 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _writes(counts: dict[str, int]) -> str:
+def _writes(counts: dict[str, int] | None) -> str:
+    if counts is None:
+        return "-"
     return (
         f"{counts['deployment_writes']} Deployment, {counts['status_writes']} status, "
         f"{counts['policy_writes']} policy"

@@ -83,8 +83,8 @@ class SizeResult:
     tuning: dict[int, float] = field(default_factory=dict)
     limit: dict[str, list[Phase]] = field(default_factory=lambda: {p: [] for p in PHASES})
     operator: dict[str, list[Phase]] = field(default_factory=lambda: {p: [] for p in PHASES})
-    idle_writes: Counts = field(default_factory=dict)
-    restart_writes: Counts = field(default_factory=dict)
+    idle_writes: Counts | None = None  # measured at one size only (see `run_size`)
+    restart_writes: Counts | None = None
     reaction: list[float] = field(default_factory=list)
     peak_rss_mb: float = 0.0
     cpu_seconds: list[float] = field(default_factory=list)
@@ -133,7 +133,9 @@ class SizeResult:
         }
 
 
-def _ours(counts: Counts) -> dict[str, int]:
+def _ours(counts: Counts | None) -> dict[str, int] | None:
+    if counts is None:
+        return None
     return {
         "deployment_writes": deployment_writes(counts),
         "status_writes": status_writes(counts),
@@ -360,8 +362,9 @@ async def established(api: Api) -> None:
 
 
 async def run_size(
-    n: int, replicas: int, rounds: int, *, tune: list[int] | None, concurrency: int
+    n: int, replicas: int, rounds: int, *, tune: list[int] | None, concurrency: int, extras: bool
 ) -> SizeResult:
+    """`extras`: also the 60 s at rest, a restart and the reaction time, in the first round."""
     cluster = devcluster.Cluster.named("bench")
     devcluster.down(cluster)
     devcluster.up(cluster)
@@ -387,7 +390,7 @@ async def run_size(
                 for name, phase in (await bench.limit_round(result.concurrency)).items():
                     result.limit[name].append(phase)
                 say(f"N={n}: round {index + 1}/{rounds}: operator")
-                phases = await bench.operator_round(result, extras=index == 0)
+                phases = await bench.operator_round(result, extras=extras and index == 0)
                 for name, phase in phases.items():
                     result.operator[name].append(phase)
                 say(

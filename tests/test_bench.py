@@ -58,9 +58,23 @@ def test_the_report_shows_ratio_and_writes_json_and_plot(tmp_path: Path) -> None
                 Phase(seconds * 1.2, {"APPLY deployments": 100, "PATCH sidecarpolicies/status": 3})
             )
     result.reaction = [0.1, 0.2, 0.3]
+    result.idle_writes = {"PATCH sidecarpolicies/status": 1}
+    result.restart_writes = {}
     result.cpu_seconds = [5.0]
-    summary = {"machine": "test", "rounds": 3, "sizes": [result.summary()]}
+    without_extras = SizeResult(n=5000, replicas=0, concurrency=64)
+    without_extras.limit, without_extras.operator = result.limit, result.operator
+    without_extras.cpu_seconds = [9.0]
+    summary = {
+        "machine": "test",
+        "rounds": 3,
+        "sizes": [result.summary(), without_extras.summary()],
+    }
     table = report.write(summary, tmp_path)
     assert "| 100 | inject | 2.00 (1.00-3.00) | 2.40 (1.20-3.60) | 1.20 | 100 / 100 | 3 |" in table
+    assert (
+        "| 100 | 1 | 64 | 0 Deployment, 1 status, 0 policy | 0 Deployment, 0 status, 0 policy "
+        "| 0 | 5 | 0.20 / 0.30 |"
+    ) in table
+    assert "| 5000 | 0 | 64 | - | - | 0 | 9 | - |" in table
     assert json.loads((tmp_path / "results.json").read_text())["sizes"][0]["n"] == 100
     assert (tmp_path / "rollout.png").read_bytes()[:4] == b"\x89PNG"
