@@ -14,7 +14,7 @@ from typing import Any
 import kopf
 
 from sidecar_operator import api
-from sidecar_operator.kubeapi import ApiError, EventPoster, KubeApi, load_config
+from sidecar_operator.kubeapi import POSTERS, ApiError, EventPoster, KubeApi, load_config
 from sidecar_operator.reconcile import WRITERS, Runtime
 from sidecar_operator.watch import DeploymentWatch
 
@@ -53,7 +53,9 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 300
     settings.watching.chunk_size = LIST_CHUNK  # list in pages, not all in one response
     load_config()
-    kube = KubeApi(connections=WRITERS + 4)  # the writers, Events, status and reads
+    # One connection each for the writers, the Event posters, status, reads and the watch: a
+    # thread that finds the pool empty opens a connection (a TLS handshake) and drops it after.
+    kube = KubeApi(connections=WRITERS + POSTERS + 4)
     if Options.peering:
         try:
             kube.ensure_cluster_peering(Options.peering)
