@@ -30,8 +30,7 @@ EVENT_NAMES_SHOWN = 5
 EVENT_INTERVAL = 10.0  # seconds between a policy's aggregated Events of one reason
 STATUS_INTERVAL = 2.0  # seconds between a policy's status writes while it changes
 WRITERS = 64  # writes in flight at once, across all policies. 128 bought nothing measurable
-# in `make bench` and cost 9 MB at 5000 Deployments (README, Performance): our CPU, not the
-# API server's latency, bounds a large rollout.
+# in `make bench` and cost 9 MB at 5000 Deployments (README, Performance).
 PASS_REST = 10  # after a pass, rest this many times the CPU time it took (at most 1 s)
 
 
