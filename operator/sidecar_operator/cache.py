@@ -87,13 +87,10 @@ class Cache:
 
     # -- readers (the workers) -------------------------------------------------------------
 
-    def deployment(self, key: Key) -> dict[str, Any] | None:
+    def deployments(self) -> list[tuple[Key, dict[str, Any]]]:
+        """Every snapshot, under one lock: a pass reads thousands."""
         with self._lock:
-            return self._deployments.get(key)
-
-    def deployment_keys(self) -> list[Key]:
-        with self._lock:
-            return list(self._deployments)
+            return list(self._deployments.items())
 
     def namespace_labels(self, name: str) -> dict[str, str]:
         with self._lock:

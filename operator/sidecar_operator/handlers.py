@@ -113,7 +113,7 @@ async def policy_event(event: kopf.RawEvent, name: str, **_: Any) -> None:
 @kopf.daemon(*POLICIES, cancellation_timeout=10)
 def policy_worker(name: str, stopped: kopf.DaemonStopped, **_: Any) -> None:
     """Injects, updates, repairs and reports for one policy until it is deleted."""
-    _runtime().run_worker(name, lambda: bool(stopped))
+    _runtime().run_worker(name, lambda: bool(stopped), rest=stopped.wait)
 
 
 @kopf.on.delete(*POLICIES)

@@ -31,7 +31,8 @@ EVENT_INTERVAL = 10.0  # seconds between a policy's aggregated Events of one rea
 STATUS_INTERVAL = 2.0  # seconds between a policy's status writes while it changes
 WRITERS = 64  # writes in flight at once, across all policies. 128 bought nothing measurable
 # in `make bench` and cost 9 MB at 5000 Deployments (README, Performance).
-PASS_REST = 10  # after a pass, rest this many times the CPU time it took (at most 1 s)
+PASS_REST = 10  # after a pass, rest this many times the CPU time it took, at most MAX_REST s
+MAX_REST = 5.0
 
 
 class Api(Protocol):
@@ -300,7 +301,14 @@ class Runtime:
 
     # -- one policy's loop -----------------------------------------------------------------
 
-    def run_worker(self, name: str, stopped: Callable[[], bool]) -> None:
+    def run_worker(
+        self,
+        name: str,
+        stopped: Callable[[], bool],
+        rest: Callable[[float], object] = time.sleep,
+    ) -> None:
+        """`rest(seconds)` pauses between passes; the daemon's stop flag's `wait` ends a rest
+        early when the policy is deleted or the operator stops."""
         worker = self.worker(name)
         entry = self.cache.policy(name)
         if entry and not (
@@ -334,7 +342,7 @@ class Runtime:
             # poke it many times a second: back to back, passes took most of a core while the
             # controllers rolled out thousands of Pods. Resting keeps it to a tenth; the writes
             # run in other threads, so a pass that waited for them does not rest longer.
-            time.sleep(min(1.0, PASS_REST * (time.thread_time() - cpu)))
+            rest(min(MAX_REST, PASS_REST * (time.thread_time() - cpu)))
 
     def _announce(self, announcement: Announcement) -> None:
         ref, reason, message = announcement
@@ -359,10 +367,7 @@ class Runtime:
     def _items(self, worker: Worker) -> list[rollout.Item]:
         """This policy's planned action on every Deployment that matches or carries it."""
         items = []
-        for key in self.cache.deployment_keys():
-            deployment = self.cache.deployment(key)
-            if deployment is None:
-                continue
+        for key, deployment in self.cache.deployments():
             mine = next((a for a in self.plan(deployment) if a.policy == worker.name), None)
             if mine is None:
                 worker.conflicts.pop(key, None)
@@ -489,8 +494,8 @@ class Runtime:
         worker = self.worker(name)
         carrying = [
             deployment
-            for deployment in map(self.cache.deployment, self.cache.deployment_keys())
-            if deployment is not None and name in policies_with_fields(deployment)
+            for _, deployment in self.cache.deployments()
+            if name in policies_with_fields(deployment)
         ]
         outcomes = self.execute_all(
             (Action(name, Kind.REMOVE, render.removal_body(d), reason="remove"), d)

@@ -28,8 +28,7 @@ def policy(image: str, generation: int, status: dict[str, Any] | None = None) ->
 
 
 def image(cache: Cache) -> str:
-    held = cache.deployment(("shop", "web"))
-    assert held is not None
+    held = dict(cache.deployments())[("shop", "web")]
     return str(held["spec"]["template"]["spec"]["containers"][0]["image"])
 
 
@@ -47,7 +46,7 @@ def test_a_recreated_deployment_replaces_the_old_one_whatever_its_version() -> N
     cache.put_deployment(deployment("7", uid="new", image="nginx:2"))
     assert image(cache) == "nginx:2"
     cache.drop_deployment(("shop", "web"))
-    assert cache.deployment_keys() == []
+    assert cache.deployments() == []
 
 
 def test_epoch_moves_with_policy_specs_and_namespace_labels_only() -> None:
@@ -76,7 +75,7 @@ def test_a_complete_listing_forgets_deployments_deleted_while_no_watch_ran() -> 
         {**deployment("4"), "metadata": {**deployment("4")["metadata"], "name": "db"}}
     )
     assert cache.retain_deployments([("shop", "db")]) == [("shop", "web")]
-    assert cache.deployment_keys() == [("shop", "db")]
+    assert [key for key, _ in cache.deployments()] == [("shop", "db")]
 
 
 def test_identical_parts_of_many_snapshots_are_one_object() -> None:
