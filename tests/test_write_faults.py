@@ -111,3 +111,23 @@ def test_a_plan_outlives_status_changes_but_not_a_spec_change() -> None:
     taken["metadata"].update(resourceVersion="12", generation=2)
     taken["spec"]["template"]["spec"]["containers"].append({"name": "fluent-bit", "image": "x"})
     assert [a.kind for a in state.plan(taken)] == [render.Kind.CONFLICT]
+
+
+def test_a_pass_rests_ten_times_its_cpu_time_up_to_the_cap(monkeypatch: Any) -> None:
+    """Under a rollout's storm of status changes passes would run back to back."""
+    from sidecar_operator import reconcile
+
+    clock = iter([0.0, 0.01, 10.0, 11.0])  # CPU seconds at the start and end of each pass
+    monkeypatch.setattr(reconcile.time, "thread_time", lambda: next(clock))
+    api = FakeApi()
+    state, _ = runtime(api)
+    state.listed.set()
+    rests: list[float] = []
+
+    def rest(seconds: float) -> None:
+        rests.append(seconds)
+        state.worker("logs").poke()  # something changed meanwhile: pass again at once
+
+    state.run_worker("logs", lambda: len(rests) == 2, rest=rest)
+    assert rests == [10 * 0.01, reconcile.MAX_REST]
+    assert api.applies == [("logs", False)]  # the second pass found the Deployment in sync
