@@ -220,7 +220,7 @@ class Tracker:
         while self.unsettled:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{len(self.unsettled)} Deployments still rolling out")
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.1)
 
 
 def _settled(obj: dict[str, Any]) -> bool:
