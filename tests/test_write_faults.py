@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from sidecar_operator import merge, render
+from sidecar_operator import merge, reconcile, render
 from sidecar_operator.kubeapi import ApiError
 from sidecar_operator.ownership import field_manager
 from sidecar_operator.reconcile import Runtime
@@ -115,8 +115,6 @@ def test_a_plan_outlives_status_changes_but_not_a_spec_change() -> None:
 
 def test_a_pass_rests_ten_times_its_cpu_time_up_to_the_cap(monkeypatch: Any) -> None:
     """Under a rollout's storm of status changes passes would run back to back."""
-    from sidecar_operator import reconcile
-
     clock = iter([0.0, 0.01, 10.0, 11.0])  # CPU seconds at the start and end of each pass
     monkeypatch.setattr(reconcile.time, "thread_time", lambda: next(clock))
     api = FakeApi()
