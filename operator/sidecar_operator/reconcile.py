@@ -302,10 +302,7 @@ class Runtime:
     # -- one policy's loop -----------------------------------------------------------------
 
     def run_worker(
-        self,
-        name: str,
-        stopped: Callable[[], bool],
-        rest: Callable[[float], object] = time.sleep,
+        self, name: str, stopped: Callable[[], bool], *, rest: Callable[[float], object]
     ) -> None:
         """`rest(seconds)` pauses between passes; the daemon's stop flag's `wait` ends a rest
         early when the policy is deleted or the operator stops."""
