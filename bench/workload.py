@@ -43,7 +43,7 @@ def deployment(namespace: str, name: str, *, replicas: int, set_name: str) -> di
                             "ports": [{"containerPort": 8080}],
                             "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
                         }
-                    ]
+                    ],
                 },
             },
         },

@@ -6,8 +6,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import pytest
+
 from sidecar_operator import merge, reconcile, render
-from sidecar_operator.kubeapi import ApiError
+from sidecar_operator.kubeapi import ApiError, LoopThread
 from sidecar_operator.ownership import field_manager
 from sidecar_operator.reconcile import Runtime
 
@@ -30,7 +32,7 @@ class FakeApi:
         self.applies: list[tuple[str, bool]] = []
         self.statuses: list[dict[str, Any]] = []
 
-    def apply(self, body: dict[str, Any], *, policy: str, force: bool) -> dict[str, Any]:
+    async def apply(self, body: dict[str, Any], *, policy: str, force: bool) -> dict[str, Any]:
         self.applies.append((policy, force))
         if self.failures:
             raise self.failures.pop(0)
@@ -40,11 +42,14 @@ class FakeApi:
         )
         return copy.deepcopy(self.stored)
 
-    def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+    async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         return copy.deepcopy(self.stored)
 
     def patch_policy_status(self, name: str, status: dict[str, Any]) -> None:
         self.statuses.append(status)
+
+
+LOOP = LoopThread("test-writes")
 
 
 def runtime(api: FakeApi) -> tuple[Runtime, list[tuple[str, str]]]:
@@ -53,7 +58,7 @@ def runtime(api: FakeApi) -> tuple[Runtime, list[tuple[str, str]]]:
     def events(ref: dict[str, Any], *, type: str, reason: str, message: str) -> None:
         posted.append((type, reason))
 
-    state = Runtime(api, events, operator_namespace=None, resync_seconds=60)
+    state = Runtime(api, events, loop=LOOP, operator_namespace=None, resync_seconds=60)
     state.cache.put_policy(POLICY_OBJECT)
     state.cache.put_deployment(DEPLOYMENT)
     return state, posted
@@ -66,7 +71,7 @@ def first_action(state: Runtime) -> render.Action:
 def test_a_409_is_retried_with_fresh_state_and_never_forced() -> None:
     api = FakeApi(ApiError(409, 'Apply failed with 1 conflict: conflict with "kubectl-edit"'))
     state, _ = runtime(api)
-    assert state.execute(first_action(state), DEPLOYMENT) == "written"
+    assert state.execute_all([(first_action(state), DEPLOYMENT)]) == ["written"]
     assert api.applies == [("logs", False), ("logs", False)]
     assert [c["name"] for c in api.stored["spec"]["template"]["spec"]["containers"]] == [
         "app",
@@ -78,7 +83,7 @@ def test_a_conflict_that_persists_is_reported_not_forced() -> None:
     conflict = ApiError(409, "Apply failed with 1 conflict")
     api = FakeApi(conflict, conflict, conflict)
     state, posted = runtime(api)
-    assert state.execute(first_action(state), DEPLOYMENT) == "conflict"
+    assert state.execute_all([(first_action(state), DEPLOYMENT)]) == ["conflict"]
     assert all(not force for _, force in api.applies) and len(api.applies) == 3
     assert ("Warning", "SidecarConflict") in posted and ("Warning", "Conflict") in posted
     assert api.stored == DEPLOYMENT
@@ -87,7 +92,7 @@ def test_a_conflict_that_persists_is_reported_not_forced() -> None:
 def test_a_rejected_patch_is_a_conflict_until_the_policy_changes() -> None:
     api = FakeApi(ApiError(422, 'Deployment.apps "web" is invalid'))
     state, _ = runtime(api)
-    assert state.execute(first_action(state), DEPLOYMENT) == "rejected"
+    assert state.execute_all([(first_action(state), DEPLOYMENT)]) == ["rejected"]
     state.run_pass(state.worker("logs"))
     assert len(api.applies) == 1  # the same content is not sent again
     assert api.statuses[-1]["conflicts"] == 1
@@ -129,3 +134,15 @@ def test_a_pass_rests_ten_times_its_cpu_time_up_to_the_cap(monkeypatch: Any) -> 
     state.run_worker("logs", lambda: len(rests) == 2, rest=rest)
     assert rests == [10 * 0.01, reconcile.MAX_REST]
     assert api.applies == [("logs", False)]  # the second pass found the Deployment in sync
+
+
+def test_a_batch_reports_each_outcome_in_order_and_stops_on_an_unexpected_error() -> None:
+    api = FakeApi(ApiError(404, "not found"))
+    state, _ = runtime(api)
+    action = first_action(state)
+    assert state.execute_all([(action, DEPLOYMENT), (action, DEPLOYMENT)]) == ["gone", "written"]
+
+    api = FakeApi(ApiError(500, "etcdserver: request timed out"))
+    state, _ = runtime(api)
+    with pytest.raises(ApiError, match="request timed out"):  # to the worker: Kopf restarts it
+        state.execute_all([(first_action(state), DEPLOYMENT)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -145,7 +146,8 @@ def preview_command(
         from sidecar_operator.kubeapi import KubeApi, load_config
 
         load_config()
-        objects, namespaces, existing = KubeApi().list_all()
+        with contextlib.closing(KubeApi()) as kube:
+            objects, namespaces, existing = kube.list_all()
         others = [Policy.from_object(p) for p in existing]
     labels = {
         n["metadata"]["name"]: {

@@ -32,6 +32,7 @@ class Options:
 
 
 runtime: Runtime | None = None
+kube: KubeApi | None = None
 
 
 def _runtime() -> Runtime:
@@ -42,7 +43,7 @@ def _runtime() -> Runtime:
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    global runtime
+    global runtime, kube
     prefix = api.GROUP
     settings.persistence.finalizer = f"{prefix}/cleanup"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=prefix)
@@ -53,8 +54,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 300
     settings.watching.chunk_size = LIST_CHUNK  # list in pages, not all in one response
     load_config()
-    # One connection each for the writers, the Event posters, status, reads and the watch: a
-    # thread that finds the pool empty opens a connection (a TLS handshake) and drops it after.
+    # One connection each for the writers, the Event posters, status and reads: the bound on
+    # requests in flight across all policies.
     kube = KubeApi(connections=WRITERS + POSTERS + 4)
     if Options.peering:
         try:
@@ -66,10 +67,17 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     runtime = Runtime(
         kube,
         EventPoster(kube),
+        loop=kube.loop,
         operator_namespace=Options.operator_namespace,
         resync_seconds=Options.resync_seconds,
     )
     DeploymentWatch(kube, runtime, after=runtime.indexed).start()
+
+
+@kopf.on.cleanup()
+def close(**_: Any) -> None:
+    if kube is not None:
+        kube.close()
 
 
 # -- the watch caches ------------------------------------------------------------------------

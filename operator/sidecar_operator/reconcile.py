@@ -1,10 +1,12 @@
 """Carrying out the core's plans: one worker thread per policy, writes with retries, status,
-and aggregated Events. Knows nothing of Kopf: the handlers feed the watched state into `cache`."""
+and aggregated Events. Knows nothing of Kopf: the handlers feed the watched state into `cache`.
+A worker's writes run as coroutines on the HTTP loop (`kubeapi.LoopThread`), WRITERS in flight,
+while the worker waits for the batch."""
 
 from __future__ import annotations
 
+import asyncio
 import collections
-import concurrent.futures
 import datetime
 import threading
 import time
@@ -17,7 +19,7 @@ import structlog
 from sidecar_operator import metrics, render, rollout, status
 from sidecar_operator.api import Policy
 from sidecar_operator.cache import Cache, Key
-from sidecar_operator.kubeapi import ApiError
+from sidecar_operator.kubeapi import ApiError, LoopThread
 from sidecar_operator.ownership import policies_with_fields
 from sidecar_operator.render import Action, Kind
 from sidecar_operator.selection import deployment_matches
@@ -29,16 +31,16 @@ MAX_ATTEMPTS = 3
 EVENT_NAMES_SHOWN = 5
 EVENT_INTERVAL = 10.0  # seconds between a policy's aggregated Events of one reason
 STATUS_INTERVAL = 2.0  # seconds between a policy's status writes while it changes
-WRITERS = 64  # writes in flight at once, across all policies. 128 bought nothing measurable
+WRITERS = 64  # a batch's writes in flight at once. 128 (then threads) bought nothing measurable
 # in `make bench` and cost 9 MB at 5000 Deployments (README, Performance).
 PASS_REST = 10  # after a pass, rest this many times the CPU time it took, at most MAX_REST s
 MAX_REST = 5.0
 
 
 class Api(Protocol):
-    def apply(self, body: dict[str, Any], *, policy: str, force: bool) -> dict[str, Any]: ...
+    async def apply(self, body: dict[str, Any], *, policy: str, force: bool) -> dict[str, Any]: ...
 
-    def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None: ...
 
     def patch_policy_status(self, name: str, status: dict[str, Any]) -> None: ...
 
@@ -99,10 +101,17 @@ _PAST = {
 
 class Runtime:
     def __init__(
-        self, api: Api, events: EventSink, *, operator_namespace: str | None, resync_seconds: float
+        self,
+        api: Api,
+        events: EventSink,
+        *,
+        loop: LoopThread,
+        operator_namespace: str | None,
+        resync_seconds: float,
     ) -> None:
         self.api = api
         self.events = events
+        self.loop = loop  # where the writes run: the loop `api`'s coroutines belong to
         self.operator_namespace = operator_namespace
         self.resync_seconds = resync_seconds
         self.cache = Cache()
@@ -113,7 +122,6 @@ class Runtime:
         # Plans per Deployment, valid while what they were planned from and the cache's epoch hold.
         self._plans: dict[Key, tuple[tuple[Any, ...], int, list[Action]]] = {}
         self._plans_lock = threading.Lock()
-        self._writers = concurrent.futures.ThreadPoolExecutor(WRITERS, thread_name_prefix="write")
 
     # -- state ----------------------------------------------------------------------------
 
@@ -146,7 +154,7 @@ class Runtime:
     def deployment_changed(self, deployment: Mapping[str, Any], *, deleted: bool) -> None:
         """Keep the Deployment's snapshot and wake the workers of the policies that match it or
         have fields on it: every Deployment in the cluster is watched, and most concern no
-        policy. Never blocks (called from the watch): writes go to the writers' pool."""
+        policy. Never blocks (called from the watch): writes go to the HTTP loop."""
         key = _key(deployment)
         if deleted:
             self.cache.drop_deployment(key)
@@ -172,7 +180,7 @@ class Runtime:
             return  # the common case, on every event
         for orphan in orphans:
             action = Action(orphan, Kind.REMOVE, render.removal_body(record), reason="remove")
-            self._writers.submit(self.execute, action, record)
+            self.loop.spawn(self.execute(action, record, self._announce))
 
     def deployments_listed(self, keys: Iterable[Key]) -> None:
         """A complete listing: forget what it lacks (deleted while no watch ran); from now on
@@ -200,15 +208,15 @@ class Runtime:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def execute(
+    async def execute(
         self,
         action: Action,
         deployment: Mapping[str, Any],
-        announce: Callable[[Announcement], None] | None = None,
+        announce: Callable[[Announcement], None],
     ) -> str:
         """Send one action's body; on a 409, re-read and re-plan (never force over others).
         Returns the outcome: written, nothing, gone, rejected or conflict. The Deployment's
-        Event goes to `announce` if given, else out at once."""
+        Event goes to `announce`."""
         key = _key(deployment)
         bound = log.bind(policy=action.policy, namespace=key[0], deployment=key[1])
         current: Action | None = action
@@ -217,7 +225,9 @@ class Runtime:
             if current is None or current.body is None:
                 return "nothing"
             try:
-                written = self.api.apply(current.body, policy=current.policy, force=current.force)
+                written = await self.api.apply(
+                    current.body, policy=current.policy, force=current.force
+                )
             except ApiError as error:
                 metrics.API_ERRORS.labels(status=str(error.status)).inc()
                 if error.status == 404:
@@ -229,7 +239,7 @@ class Runtime:
                 if error.status != 409:
                     raise
                 last_error = error.message
-                fresh = self.api.get_deployment(*key)
+                fresh = await self.api.get_deployment(*key)
                 if fresh is None:
                     return "gone"
                 deployment = self.cache.put_deployment(fresh)
@@ -239,7 +249,7 @@ class Runtime:
                 continue
             record = self.cache.put_deployment(written)
             bound.info("Applied", action=current.reason, revision=current.revision or None)
-            self._report(current, record, announce or self._announce)
+            self._report(current, record, announce)
             return self._count(current, "written")
         bound.warning("Conflict persists", error=last_error)
         self._count(action, "conflict")
@@ -346,20 +356,35 @@ class Runtime:
         self.events(ref, type="Normal", reason=reason, message=message)
 
     def execute_all(self, work: Iterable[tuple[Action, Mapping[str, Any]]]) -> list[str]:
-        """Send many actions, WRITERS at a time (the API server takes them in parallel), with
-        at most twice that many queued: not a future per Deployment of a rollout held at once.
-        Their Deployments' Events follow the batch, so they do not compete with its writes."""
+        """Send many actions, WRITERS at a time (the API server takes them in parallel), each
+        writer taking the next from `work`: not a task per Deployment of a rollout held at
+        once. Their Deployments' Events follow the batch, so they do not compete with its
+        writes. Outcomes in the order of `work`."""
         announced: list[Announcement] = []
-        outcomes: list[str] = []
-        pending: collections.deque[concurrent.futures.Future[str]] = collections.deque()
-        for action, deployment in work:
-            if len(pending) >= 2 * WRITERS:
-                outcomes.append(pending.popleft().result())
-            pending.append(self._writers.submit(self.execute, action, deployment, announced.append))
-        outcomes.extend(future.result() for future in pending)
+        outcomes = self.loop.run(self._execute_all(work, announced.append))
         for announcement in announced:
             self._announce(announcement)
         return outcomes
+
+    async def _execute_all(
+        self,
+        work: Iterable[tuple[Action, Mapping[str, Any]]],
+        announce: Callable[[Announcement], None],
+    ) -> list[str]:
+        outcomes: dict[int, str] = {}
+        numbered = enumerate(work)  # one iterator, shared: each item goes to one writer
+
+        async def writer() -> None:
+            for index, (action, deployment) in numbered:
+                outcomes[index] = await self.execute(action, deployment, announce)
+
+        writers = [asyncio.ensure_future(writer()) for _ in range(WRITERS)]
+        try:
+            await asyncio.gather(*writers)
+        finally:
+            for task in writers:
+                task.cancel()  # after a failure: the others stop taking work
+        return [outcomes[index] for index in range(len(outcomes))]
 
     def _items(self, worker: Worker) -> list[rollout.Item]:
         """This policy's planned action on every Deployment that matches or carries it."""
