@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+POLL = 0.25  # seconds between readings of the operator's CPU time
 
 
 @dataclass
@@ -56,16 +57,16 @@ class OperatorProcess:
     async def warm(
         self, *, quiet_seconds: float = 2.0, at_least: float = 3.0, timeout: float = 300
     ) -> float:
-        """Wait until the operator has listed the cluster and gone idle (CPU barely moving for
-        `quiet_seconds`), so a measurement starts from a warm operator. `at_least` keeps a
+        """Wait until the operator has listed the cluster and gone idle (under a tenth of a core
+        for `quiet_seconds`), so a measurement starts from a warm operator. `at_least` keeps a
         process that has just started from looking idle before it begins. Returns seconds."""
         started = time.monotonic()
         last = self.usage().cpu_seconds
         quiet_since = time.monotonic()
         while time.monotonic() - started < timeout:
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(POLL)
             now = self.usage().cpu_seconds
-            if now - last > 0.05:
+            if now - last > POLL / 10:
                 quiet_since = time.monotonic()
             last = now
             if (
