@@ -99,12 +99,13 @@ def _ssl_context(configuration: client.Configuration) -> ssl.SSLContext:
 
 
 class KubeApi:
-    """Raw JSON on the configured host, CA, client certificate and bearer token. Not the
-    generated `CoreV1Api` & co.: loading their modules and models costs ~90 MB of memory, and
-    the operator needs a handful of paths and plain dicts. Not the client's synchronous
-    transport for requests either: 1000 server-side applies from 64 threads cost its process
-    0.85-0.91 CPU s (urllib3 and http.client in Python), from 64 coroutines on aiohttp
-    0.26-0.32 s, and that CPU is taken from the API server on a busy machine."""
+    """Raw JSON on the configured host, CA, client certificate, bearer token, proxy and TLS
+    server name. Not the generated `CoreV1Api` & co.: loading their modules and models costs
+    ~90 MB of memory, and the operator needs a handful of paths and plain dicts. Not the
+    client's synchronous transport for requests either: 1000 server-side applies from 64
+    threads cost its process 0.85-0.91 CPU s (urllib3 and http.client in Python), from 64
+    coroutines on aiohttp 0.26-0.32 s, and that CPU is taken from the API server on a busy
+    machine."""
 
     def __init__(self, *, connections: int = 16) -> None:
         self._configuration = client.Configuration.get_default_copy()
@@ -163,7 +164,13 @@ class KubeApi:
         headers: dict[str, str],
     ) -> tuple[int, bytes]:
         async with self._session().request(
-            method, url, params=query, data=data, headers=headers
+            method,
+            url,
+            params=query,
+            data=data,
+            headers=headers,
+            proxy=self._configuration.proxy,  # a kubeconfig's proxy-url
+            server_hostname=self._configuration.tls_server_name,  # and tls-server-name
         ) as response:
             return response.status, await response.read()
 
