@@ -136,7 +136,7 @@ def test_a_pass_rests_ten_times_its_cpu_time_up_to_the_cap(monkeypatch: Any) -> 
     assert api.applies == [("logs", False)]  # the second pass found the Deployment in sync
 
 
-def test_a_batch_reports_each_outcome_in_order_and_stops_on_an_unexpected_error() -> None:
+def test_a_batch_reports_each_outcome_in_order_and_raises_an_unexpected_error() -> None:
     api = FakeApi(ApiError(404, "not found"))
     state, _ = runtime(api)
     action = first_action(state)
