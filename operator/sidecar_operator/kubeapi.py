@@ -139,8 +139,10 @@ class KubeApi:
         query: dict[str, str] | None = None,
         content_type: str = "application/json",
     ) -> dict[str, Any]:
-        """Raises ApiError for any status but 2xx. A connection the server dropped while idle
-        is retried once (urllib3 retried such failures for the kubernetes client)."""
+        """Raises ApiError for any status but 2xx, ConnectionError if there was no answer. A
+        request on a connection the server dropped while idle is sent once more, PATCH and POST
+        too (aiohttp does so only for idempotent methods; urllib3 did for the kubernetes
+        client)."""
         headers = {"Accept": "application/json", "Content-Type": content_type}
         token = self._configuration.get_api_key_with_prefix("BearerToken", alias="authorization")
         if token:
@@ -148,9 +150,14 @@ class KubeApi:
         data = None if body is None else json.dumps(body)  # JSON is valid YAML for +yaml types
         url = self._configuration.host + path
         try:
-            status, payload = await self._send(method, url, query, data, headers)
-        except aiohttp.ServerDisconnectedError:
-            status, payload = await self._send(method, url, query, data, headers)
+            try:
+                status, payload = await self._send(method, url, query, data, headers)
+            except aiohttp.ServerDisconnectedError:
+                status, payload = await self._send(method, url, query, data, headers)
+        except aiohttp.ClientError as error:
+            # Not all of aiohttp's are OSErrors, which callers (the watch) take for a failed
+            # connection and retry.
+            raise ConnectionError(f"{method} {path}: {error!r}") from error
         if not 200 <= status < 300:
             raise ApiError.from_response(status, payload)
         return dict(json.loads(payload))
