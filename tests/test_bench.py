@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
-from bench.kube import Tracker
+from bench.kube import Tracker, write_counts
 from bench.run import Phase, SizeResult, _percentile
 
 ANNOTATION = "policy.sidecars.dev/bench"
@@ -20,6 +20,27 @@ def obj(name: str, revision: str | None) -> dict[str, Any]:
         "spec": {"replicas": 0},
         "status": {"observedGeneration": 1},
     }
+
+
+METRICS = """\
+# HELP apiserver_request_duration_seconds [STABLE] Response latency distribution.
+# TYPE apiserver_request_duration_seconds histogram
+apiserver_request_duration_seconds_bucket{verb="PATCH",resource="deployments",le="0.1"} 7
+# HELP apiserver_request_total [STABLE] Counter of apiserver requests.
+# TYPE apiserver_request_total counter
+apiserver_request_total{code="200",resource="deployments",subresource="",verb="APPLY"} 5
+apiserver_request_total{code="409",resource="deployments",subresource="",verb="APPLY"} 2
+apiserver_request_total{code="200",resource="deployments",subresource="status",verb="UPDATE"} 3
+apiserver_request_total{code="200",resource="deployments",subresource="",verb="GET"} 11
+apiserver_request_total{code="201",resource="events",subresource="",verb="POST"} 4
+# HELP etcd_requests_total Etcd request counts.
+# TYPE etcd_requests_total counter
+etcd_requests_total{operation="update",type="deployments"} 40
+"""
+
+
+def test_write_counts_are_the_api_servers_write_verbs_by_resource_only() -> None:
+    assert write_counts(METRICS) == {"APPLY deployments": 7.0, "UPDATE deployments/status": 3.0}
 
 
 def test_the_tracker_is_done_when_the_last_deployment_carries_the_revision() -> None:
