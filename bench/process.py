@@ -55,7 +55,7 @@ class OperatorProcess:
         return Usage(peak_kb / 1024, ticks / CLOCK_TICKS)
 
     async def warm(
-        self, *, quiet_seconds: float = 2.0, at_least: float = 3.0, timeout: float = 300
+        self, *, quiet_seconds: float = 1.0, at_least: float = 3.0, timeout: float = 300
     ) -> float:
         """Wait until the operator has listed the cluster and gone idle (under a tenth of a core
         for `quiet_seconds`), so a measurement starts from a warm operator. `at_least` keeps a

@@ -191,7 +191,7 @@ class Bench:
         done = await self.tracker.wait(TIMEOUT)
         await self.tracker.settled(TIMEOUT)
         if quiet is not None:
-            await quiet.warm(quiet_seconds=1.0, at_least=0)
+            await quiet.warm(at_least=0)
         phase = Phase(done - started, delta(before, await self.api.write_counts()))
         say(
             f"    {phase.seconds:.2f}s to carry {wanted}, settled after "
@@ -344,7 +344,7 @@ class Bench:
                 await asyncio.sleep(0.5)
         finally:
             await tracker.stop()
-        await operator.warm(quiet_seconds=1.0, at_least=0)
+        await operator.warm(at_least=0)
 
 
 async def established(api: Api) -> None:
