@@ -172,6 +172,8 @@ def test_dev_down_stops_every_process_it_started(kubectl_admin: Kubectl) -> None
     assert Kubectl(kubeconfig)("get", "nodes").returncode == 0
 
     dev("down", "--name", name)
+    # `down` keeps a cluster's lock file (another process may hold it); a name used once goes.
+    (kubeconfig.parent.parent / f"{name}.lock").unlink()
 
     assert [component for component, pid in pids.items() if _alive(pid)] == []
     assert not kubeconfig.parent.exists()
