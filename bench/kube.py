@@ -108,7 +108,7 @@ def write_counts(exposition: str) -> dict[str, float]:
     for family in text_string_to_metric_families(family_lines):
         for sample in family.samples:
             labels = sample.labels
-            if not sample.name.endswith("_total") or labels.get("verb") not in WRITE_VERBS:
+            if labels.get("verb") not in WRITE_VERBS:
                 continue
             resource = labels.get("resource", "")
             if labels.get("subresource"):
