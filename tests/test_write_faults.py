@@ -4,6 +4,7 @@ everything else)."""
 from __future__ import annotations
 
 import copy
+import threading
 from typing import Any
 
 import pytest
@@ -127,13 +128,49 @@ def test_a_pass_rests_ten_times_its_cpu_time_up_to_the_cap(monkeypatch: Any) -> 
     state.listed.set()
     rests: list[float] = []
 
-    def rest(seconds: float) -> None:
+    def rest(worker: reconcile.Worker, seconds: float, stopped: object) -> None:
         rests.append(seconds)
-        state.worker("logs").poke()  # something changed meanwhile: pass again at once
+        worker.poke()  # something changed meanwhile: pass again at once
 
-    state.run_worker("logs", lambda: len(rests) == 2, rest=rest)
+    monkeypatch.setattr(reconcile.Worker, "rest", rest)
+    state.run_worker("logs", lambda: len(rests) == 2)
     assert rests == [10 * 0.01, reconcile.MAX_REST]
     assert api.applies == [("logs", False)]  # the second pass found the Deployment in sync
+
+
+def test_a_spec_change_cuts_the_rest_short_and_a_status_change_does_not() -> None:
+    """An edit of the policy must not wait out the pace set for a rollout's status churn."""
+    state, _ = runtime(FakeApi())
+    worker = state.worker("logs")
+    state.run_pass(worker)
+    worker.urgent.clear()
+
+    state.cache.put_policy({**POLICY_OBJECT, "status": {"matchedDeployments": 1}})
+    state.policy_changed("logs")  # its own status write: same generation
+    assert worker.wake.is_set() and not worker.urgent.is_set()
+
+    edited = copy.deepcopy(POLICY_OBJECT)
+    edited["metadata"]["generation"] = 2
+    state.cache.put_policy(edited)
+    state.policy_changed("logs")
+    assert worker.urgent.is_set()
+
+    resting = threading.Thread(target=worker.rest, args=(3600, lambda: False), daemon=True)
+    resting.start()
+    resting.join(timeout=60)
+    assert not resting.is_alive()  # the hour's rest ended on the edit
+
+
+def test_a_rest_ends_when_the_daemon_stops() -> None:
+    state, _ = runtime(FakeApi())
+    stop = threading.Event()
+    resting = threading.Thread(
+        target=state.worker("logs").rest, args=(3600, stop.is_set), daemon=True
+    )
+    resting.start()
+    stop.set()
+    resting.join(timeout=60)
+    assert not resting.is_alive()
 
 
 def test_a_batch_reports_each_outcome_in_order_and_raises_an_unexpected_error() -> None:

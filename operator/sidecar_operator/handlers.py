@@ -115,13 +115,13 @@ async def policy_event(event: kopf.RawEvent, name: str, **_: Any) -> None:
     state.indexed.set()
     if event["type"] == "DELETED":
         state.cache.drop_policy(name)
-    state.worker(name).poke()
+    state.policy_changed(name)
 
 
 @kopf.daemon(*POLICIES, cancellation_timeout=10)
 def policy_worker(name: str, stopped: kopf.DaemonStopped, **_: Any) -> None:
     """Injects, updates, repairs and reports for one policy until it is deleted."""
-    _runtime().run_worker(name, lambda: bool(stopped), rest=stopped.wait)
+    _runtime().run_worker(name, lambda: bool(stopped))
 
 
 @kopf.on.delete(*POLICIES)

@@ -35,6 +35,7 @@ WRITERS = 64  # a batch's writes in flight at once. 128 (then threads) bought no
 # in `make bench` and cost 9 MB at 5000 Deployments (README, Performance).
 PASS_REST = 10  # after a pass, rest this many times the CPU time it took, at most MAX_REST s
 MAX_REST = 5.0
+STOP_CHECK = 0.5  # seconds between looks at the daemon's stop flag while waiting
 
 
 class Api(Protocol):
@@ -55,6 +56,8 @@ class Worker:
 
     name: str
     wake: threading.Event = field(default_factory=threading.Event)
+    urgent: threading.Event = field(default_factory=threading.Event)  # cuts a rest short
+    generation: int = 0  # of the policy, as the last pass saw it
     conflicts: dict[Key, str] = field(default_factory=dict)  # last reported, to report once
     rejected: dict[Key, tuple[str, str]] = field(default_factory=dict)  # key -> (rev, reason)
     halted_on: list[Key] = field(default_factory=list)  # last reported halt
@@ -66,6 +69,14 @@ class Worker:
 
     def poke(self) -> None:
         self.wake.set()
+
+    def rest(self, seconds: float, stopped: Callable[[], bool]) -> None:
+        """Pause between passes; `urgent` (the policy itself changed) or a stop ends it early."""
+        deadline = time.monotonic() + seconds
+        while not stopped():
+            left = deadline - time.monotonic()
+            if left <= 0 or self.urgent.wait(min(left, STOP_CHECK)):
+                return
 
     def record(self, reason: str, deployment: str) -> None:
         with self.done_lock:
@@ -181,6 +192,17 @@ class Runtime:
         for orphan in orphans:
             action = Action(orphan, Kind.REMOVE, render.removal_body(record), reason="remove")
             self.loop.spawn(self.execute(action, record, self._announce))
+
+    def policy_changed(self, name: str) -> None:
+        """Wake the policy's worker, at once if its spec moved (a new generation) or it is
+        being deleted: the rest between passes paces a rollout's status churn, and an edit
+        waiting it out showed as up to MAX_REST seconds before the first write of an update.
+        Its own status writes change no generation and keep to the pace."""
+        worker = self.worker(name)
+        entry = self.cache.policy(name)
+        if entry is None or entry[0].deleting or entry[0].generation != worker.generation:
+            worker.urgent.set()
+        worker.poke()
 
     def deployments_listed(self, keys: Iterable[Key]) -> None:
         """A complete listing: forget what it lacks (deleted while no watch ran); from now on
@@ -311,11 +333,8 @@ class Runtime:
 
     # -- one policy's loop -----------------------------------------------------------------
 
-    def run_worker(
-        self, name: str, stopped: Callable[[], bool], *, rest: Callable[[float], object]
-    ) -> None:
-        """`rest(seconds)` pauses between passes; the daemon's stop flag's `wait` ends a rest
-        early when the policy is deleted or the operator stops."""
+    def run_worker(self, name: str, stopped: Callable[[], bool]) -> None:
+        """`stopped` is the daemon's stop flag: the policy is deleted or the operator stops."""
         worker = self.worker(name)
         entry = self.cache.policy(name)
         if entry and not (
@@ -340,6 +359,7 @@ class Runtime:
             if not poked and not status_due and now - last_pass < self.resync_seconds:
                 continue
             worker.wake.clear()
+            worker.urgent.clear()
             last_pass = time.monotonic()
             cpu = time.thread_time()
             with metrics.PASS_SECONDS.time():
@@ -349,7 +369,7 @@ class Runtime:
             # poke it many times a second: back to back, passes took most of a core while the
             # controllers rolled out thousands of Pods. Resting keeps it to a tenth; the writes
             # run in other threads, so a pass that waited for them does not rest longer.
-            rest(min(MAX_REST, PASS_REST * (time.thread_time() - cpu)))
+            worker.rest(min(MAX_REST, PASS_REST * (time.thread_time() - cpu)), stopped)
 
     def _announce(self, announcement: Announcement) -> None:
         ref, reason, message = announcement
@@ -408,6 +428,7 @@ class Runtime:
         if entry is None:
             return
         policy, body = entry
+        worker.generation = policy.generation
         if policy.deleting:
             return  # the deletion handler removes everything, holding the finalizer till done
         items = self._items(worker)
