@@ -158,11 +158,18 @@ def test_a_broken_sidecar_halts_the_rollout_until_fixed(
         timeout=90,
         what="RolloutHalted",
     )
+    assert condition(status, "Progressing")["status"] == "False"
     first_batch = timeline.carrying(name, revision)
     assert len(first_batch) == 2
-    message = condition(status, "Progressing")["message"]
-    assert all(f"/{deployment_name}" in message for deployment_name in first_batch)
-    assert condition(status, "Progressing")["status"] == "False"
+    # Each misses its deadline on its own clock: the first halt may name one, a moment later both.
+    eventually(
+        lambda: all(
+            f"/{deployment_name}" in condition(policies.status(name), "Progressing")["message"]
+            for deployment_name in first_batch
+        ),
+        timeout=30,
+        what="both failing Deployments named",
+    )
     warning = eventually(
         lambda: policy_events(kubectl, name, "RolloutHalted"),
         what="Warning Event",
