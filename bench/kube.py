@@ -243,7 +243,7 @@ class Tracker:
 def _settled(obj: dict[str, Any]) -> bool:
     wanted = obj["spec"].get("replicas", 1)
     status = obj.get("status") or {}
-    return (
+    return bool(
         status.get("observedGeneration", 0) >= obj["metadata"].get("generation", 0)
         and status.get("replicas", 0) == wanted
         and status.get("updatedReplicas", 0) == wanted
