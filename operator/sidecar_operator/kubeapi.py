@@ -29,13 +29,13 @@ from sidecar_operator.ownership import field_manager
 T = TypeVar("T")
 log = structlog.get_logger()
 # asyncio gives every TLS connection a zero-filled 256 KiB receive buffer, all of it resident:
-# 16 MB for the writers' 64 connections, which brought the operator to 150 MB at 5000
+# 16 MB for 64 connections (the writers then), which brought the operator to 150 MB at 5000
 # Deployments. Responses are a few KiB (a page of a list, a few hundred); smaller buffers only
 # mean more reads of a large one.
 TLS_BUFFER = 32 * 1024
-# aiohttp closes a connection idle for 15 s, so every rollout opened its 64 anew (a TLS
-# handshake each, on both ends). The API server keeps idle connections for 90 s; one it closed
-# first is sent on again (`_arequest`).
+# aiohttp closes a connection idle for 15 s, so every rollout opened its writers' connections
+# anew (a TLS handshake each, on both ends). The API server keeps idle connections for 90 s;
+# one it closed first is sent on again (`_arequest`).
 KEEPALIVE_SECONDS = 60.0
 
 
