@@ -17,7 +17,8 @@ from sidecar_operator.devcluster import Cluster
 from sidecar_operator.kubeapi import KEEPALIVE_SECONDS
 
 APPLY = "application/apply-patch+yaml"
-WRITE_VERBS = ("APPLY", "PATCH", "UPDATE")
+# An update (a full-object write) is labelled PUT, not UPDATE.
+WRITE_VERBS = ("APPLY", "PATCH", "PUT")
 # The lines of `apiserver_request_total` in the API server's metrics: its samples, HELP and TYPE.
 REQUEST_LINES = (
     "apiserver_request_total{",

@@ -21,7 +21,7 @@ def _max(runs: list[dict[str, Any]], key: str) -> str:
 def markdown(results: dict[str, Any]) -> str:
     lines = [
         "| N | phase | limit s | operator s | ratio | Deployment writes (limit / operator) "
-        "| status writes | controller UPDATEs (limit / operator) |",
+        "| status writes | Deployment PUTs (limit / operator) |",
         "|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for size in results["sizes"]:
@@ -33,8 +33,8 @@ def markdown(results: dict[str, Any]) -> str:
                 f"| {_max(phase['limit_runs'], 'deployment_writes')} / "
                 f"{_max(phase['operator_runs'], 'deployment_writes')} "
                 f"| {_max(phase['operator_runs'], 'status_writes')} "
-                f"| {_max(phase['limit_runs'], 'controller_updates')} / "
-                f"{_max(phase['operator_runs'], 'controller_updates')} |"
+                f"| {_max(phase['limit_runs'], 'deployment_puts')} / "
+                f"{_max(phase['operator_runs'], 'deployment_puts')} |"
             )
     lines += [
         "",

@@ -46,8 +46,8 @@ def delta(before: Counts, after: Counts) -> Counts:
 
 
 def deployment_writes(counts: Counts) -> int:
-    """Writes a sidecar writer sends to Deployments (SSA PATCH or other PATCH), not the
-    deployment controller's own UPDATEs of the revision annotation, counted apart."""
+    """Writes a sidecar writer sends to Deployments (SSA PATCH or other PATCH). Full-object PUTs
+    of a Deployment are counted apart; the Deployment controller writes only its status."""
     return int(counts.get("APPLY deployments", 0) + counts.get("PATCH deployments", 0))
 
 
@@ -69,7 +69,7 @@ class Phase:
         return {
             "seconds": round(self.seconds, 3),
             "deployment_writes": deployment_writes(self.counts),
-            "controller_updates": int(self.counts.get("UPDATE deployments", 0)),
+            "deployment_puts": int(self.counts.get("PUT deployments", 0)),
             "status_writes": status_writes(self.counts),
             "policy_writes": policy_writes(self.counts),
         }

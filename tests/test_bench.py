@@ -1,4 +1,5 @@
-"""The benchmark's own arithmetic: when the watch says a rollout is done, and the report."""
+"""The benchmark's own arithmetic (when the watch says a rollout is done, the report) and its
+write counts against a real API server."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from typing import Any
 
 from bench import report
 from bench.kube import Tracker, write_counts
-from bench.run import Phase, SizeResult, _percentile
+from bench.run import Phase, SizeResult, _percentile, delta
+
+from tests.kube import Kubectl
 
 ANNOTATION = "policy.sidecars.dev/bench"
 
@@ -30,7 +33,7 @@ apiserver_request_duration_seconds_bucket{verb="PATCH",resource="deployments",le
 # TYPE apiserver_request_total counter
 apiserver_request_total{code="200",resource="deployments",subresource="",verb="APPLY"} 5
 apiserver_request_total{code="409",resource="deployments",subresource="",verb="APPLY"} 2
-apiserver_request_total{code="200",resource="deployments",subresource="status",verb="UPDATE"} 3
+apiserver_request_total{code="200",resource="deployments",subresource="status",verb="PUT"} 3
 apiserver_request_total{code="200",resource="deployments",subresource="",verb="GET"} 11
 apiserver_request_total{code="201",resource="events",subresource="",verb="POST"} 4
 # HELP etcd_requests_total Etcd request counts.
@@ -40,7 +43,28 @@ etcd_requests_total{operation="update",type="deployments"} 40
 
 
 def test_write_counts_are_the_api_servers_write_verbs_by_resource_only() -> None:
-    assert write_counts(METRICS) == {"APPLY deployments": 7.0, "UPDATE deployments/status": 3.0}
+    assert write_counts(METRICS) == {"APPLY deployments": 7.0, "PUT deployments/status": 3.0}
+
+
+def test_write_counts_see_each_write_verb_of_a_real_api_server(kubectl: Kubectl) -> None:
+    """The verbs as the API server labels them (an update is PUT): PodTemplates, which nothing
+    else in the test cluster writes, get one apply, one replace and one patch."""
+    template = {
+        "apiVersion": "v1",
+        "kind": "PodTemplate",
+        "metadata": {"name": "counted"},
+        "template": {"spec": {"containers": [{"name": "app", "image": "app:1"}]}},
+    }
+    before = write_counts(kubectl("get", "--raw", "/metrics").stdout)
+    kubectl.apply(json.dumps(template), "--server-side")
+    current = kubectl.json("podtemplate", "counted")
+    current["metadata"]["labels"] = {"replaced": "yes"}
+    kubectl("replace", "-f", "-", input=json.dumps(current))
+    patch = '{"metadata":{"labels":{"patched":"yes"}}}'
+    kubectl("patch", "podtemplate", "counted", "--type=merge", "-p", patch)
+    after = write_counts(kubectl("get", "--raw", "/metrics").stdout)
+    changed = {k: v for k, v in delta(before, after).items() if k.endswith(" podtemplates")}
+    assert changed == {"APPLY podtemplates": 1, "PUT podtemplates": 1, "PATCH podtemplates": 1}
 
 
 def test_the_tracker_is_done_when_the_last_deployment_carries_the_revision() -> None:
