@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from bench.kube import Api, ApiError, Tracker, run_bounded
+from bench.kube import WRITE_VERBS, Api, ApiError, Tracker, run_bounded
 from bench.process import OperatorProcess
 from bench.workload import POLICY, Workload, as_policy_object, policy
 from sidecar_operator import devcluster, render
@@ -46,9 +46,9 @@ def delta(before: Counts, after: Counts) -> Counts:
 
 
 def deployment_writes(counts: Counts) -> int:
-    """Writes a sidecar writer sends to Deployments (SSA PATCH or other PATCH). Full-object PUTs
-    of a Deployment are counted apart; the Deployment controller writes only its status."""
-    return int(counts.get("APPLY deployments", 0) + counts.get("PATCH deployments", 0))
+    """Every write to a Deployment itself (apply, patch or full PUT), not to its status: the
+    Deployment controller writes only the status, so in a phase these are the writer's."""
+    return int(sum(counts.get(f"{verb} deployments", 0) for verb in WRITE_VERBS))
 
 
 def status_writes(counts: Counts) -> int:

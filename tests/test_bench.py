@@ -87,6 +87,12 @@ def test_the_tracker_is_done_when_the_last_deployment_carries_the_revision() -> 
     assert tracker.done.is_set()
 
 
+def test_deployment_writes_are_every_verb_on_the_deployment_and_puts_are_also_shown() -> None:
+    counts = {"APPLY deployments": 5.0, "PUT deployments": 1.0, "PUT deployments/status": 7.0}
+    summary = Phase(1.0, counts).summary()
+    assert (summary["deployment_writes"], summary["deployment_puts"]) == (6, 1)
+
+
 def test_percentiles_are_nearest_rank() -> None:
     values = [float(v) for v in range(1, 101)]
     assert _percentile(values, 50) == 50.0
