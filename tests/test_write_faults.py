@@ -183,3 +183,20 @@ def test_a_batch_reports_each_outcome_in_order_and_raises_an_unexpected_error() 
     state, _ = runtime(api)
     with pytest.raises(ApiError, match="request timed out"):  # to the worker: Kopf restarts it
         state.execute_all([(first_action(state), DEPLOYMENT)])
+
+
+def test_the_first_complete_listing_calls_the_process_hook_once() -> None:
+    calls: list[bool] = []
+    state = Runtime(
+        FakeApi(),
+        lambda ref, **_: None,
+        loop=LOOP,
+        operator_namespace=None,
+        resync_seconds=60,
+        on_first_listing=lambda: calls.append(state.listed.is_set()),
+    )
+    key = (DEPLOYMENT["metadata"]["namespace"], DEPLOYMENT["metadata"]["name"])
+    state.deployments_listed([key])
+    state.deployments_listed([key])  # a relist after the watch expired
+    assert calls == [False]  # once, before the workers may count on the cache
+    assert state.listed.is_set()

@@ -8,6 +8,7 @@ Deployments, the many, are watched by `watch.DeploymentWatch` (see there why not
 
 from __future__ import annotations
 
+import gc
 import logging
 from typing import Any
 
@@ -70,8 +71,17 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         loop=kube.loop,
         operator_namespace=Options.operator_namespace,
         resync_seconds=Options.resync_seconds,
+        on_first_listing=_freeze_heap,
     )
     DeploymentWatch(kube, runtime, after=runtime.indexed).start()
+
+
+def _freeze_heap() -> None:
+    """What is alive after the first listing (Kopf, the modules, a snapshot of every Deployment)
+    mostly lives as long as the process: frozen, the cyclic collector's full passes stop walking
+    it. They took 0.10-0.24 s each, about once a rollout at N=5000, stalling every thread."""
+    gc.collect()
+    gc.freeze()
 
 
 @kopf.on.cleanup()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import datetime
-import gc
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -121,12 +120,14 @@ class Runtime:
         loop: LoopThread,
         operator_namespace: str | None,
         resync_seconds: float,
+        on_first_listing: Callable[[], object] | None = None,
     ) -> None:
         self.api = api
         self.events = events
         self.loop = loop  # where the writes run: the loop `api`'s coroutines belong to
         self.operator_namespace = operator_namespace
         self.resync_seconds = resync_seconds
+        self.on_first_listing = on_first_listing  # the process's hook, once the cache is whole
         self.cache = Cache()
         self.indexed = threading.Event()  # every policy and namespace is in the cache
         self.listed = threading.Event()  # every Deployment listed once: the cache is complete
@@ -212,13 +213,8 @@ class Runtime:
         the workers may count on the cache."""
         for key in self.cache.retain_deployments(keys):
             self._forget_plan(key)
-        if not self.listed.is_set():
-            # What is alive after the first listing (Kopf, the modules, a snapshot of every
-            # Deployment) mostly lives as long as the process: frozen, the cyclic collector's
-            # full passes stop walking it. They took 0.10-0.24 s each, about once a rollout at
-            # N=5000, stalling every thread.
-            gc.collect()
-            gc.freeze()
+        if not self.listed.is_set() and self.on_first_listing is not None:
+            self.on_first_listing()
         self.listed.set()
         self.poke_all()
 
