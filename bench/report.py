@@ -39,8 +39,9 @@ def markdown(results: dict[str, Any]) -> str:
     lines += [
         "",
         "| N | replicas | limit in flight | writes in 60 s at rest | writes after restart "
-        "| peak RSS MB | CPU s per round | reaction p50 / p95 s |",
-        "|---:|---:|---:|---|---|---:|---|---|",
+        "| peak RSS MB | CPU s per round | reaction p50 / p95 s | phase until settled s "
+        "(limit / operator) |",
+        "|---:|---:|---:|---|---|---:|---|---|---|",
     ]
     for size in results["sizes"]:
         reaction = size["reaction_seconds"]
@@ -50,7 +51,9 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {_writes(size['idle_60s_writes'])} | {_writes(size['restart_writes'])} "
             f"| {size['peak_rss_mb']:.0f} "
             f"| {', '.join(f'{c:.0f}' for c in size['cpu_seconds_per_round'])} "
-            f"| {reacted} |"
+            f"| {reacted} "
+            f"| {size['mean_settled_seconds']['limit']:.0f} / "
+            f"{size['mean_settled_seconds']['operator']:.0f} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -104,9 +104,13 @@ def test_the_report_shows_ratio_and_writes_json_and_plot(tmp_path: Path) -> None
     result = SizeResult(n=100, replicas=1, concurrency=64)
     for name in report.PHASES:
         for seconds in (1.0, 2.0, 3.0):
-            result.limit[name].append(Phase(seconds, {"APPLY deployments": 100}))
+            result.limit[name].append(Phase(seconds, {"APPLY deployments": 100}, 30 + seconds))
             result.operator[name].append(
-                Phase(seconds * 1.2, {"APPLY deployments": 100, "PATCH sidecarpolicies/status": 3})
+                Phase(
+                    seconds * 1.2,
+                    {"APPLY deployments": 100, "PATCH sidecarpolicies/status": 3},
+                    40 + seconds,
+                )
             )
     result.reaction = [0.1, 0.2, 0.3]
     result.idle_writes = {"PATCH sidecarpolicies/status": 1}
@@ -124,8 +128,8 @@ def test_the_report_shows_ratio_and_writes_json_and_plot(tmp_path: Path) -> None
     assert "| 100 | inject | 2.00 (1.00-3.00) | 2.40 (1.20-3.60) | 1.20 | 100 / 100 | 3 |" in table
     assert (
         "| 100 | 1 | 64 | 0 Deployment, 1 status, 0 policy | 0 Deployment, 0 status, 0 policy "
-        "| 0 | 5 | 0.20 / 0.30 |"
+        "| 0 | 5 | 0.20 / 0.30 | 32 / 42 |"
     ) in table
-    assert "| 5000 | 0 | 64 | - | - | 0 | 9 | - |" in table
+    assert "| 5000 | 0 | 64 | - | - | 0 | 9 | - | 32 / 42 |" in table
     assert json.loads((tmp_path / "results.json").read_text())["sizes"][0]["n"] == 100
     assert (tmp_path / "rollout.png").read_bytes()[:4] == b"\x89PNG"
