@@ -4,12 +4,14 @@ other test)."""
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from kubernetes import client
 
-from sidecar_operator.kubeapi import KubeApi, LoopThread
+from sidecar_operator.kubeapi import EventPoster, KubeApi, LoopThread
 
 
 def test_a_write_the_server_drops_is_sent_once_more_then_is_a_connection_error(
@@ -41,3 +43,40 @@ def test_a_write_the_server_drops_is_sent_once_more_then_is_a_connection_error(
 
 async def _listen(handler: Any) -> asyncio.Server:
     return await asyncio.start_server(handler, "127.0.0.1", 0)
+
+
+def test_events_go_out_at_once_alone_and_at_the_rate_in_a_flood() -> None:
+    """A rollout's thousands of Events must not crowd out its writes; a lone Event (a conflict,
+    a halt) must not wait behind a pace it did not cause."""
+    posted: list[float] = []
+
+    class Recorder:
+        loop = LoopThread("test-events")
+
+        async def post_event(self, ref: dict[str, Any], **_: Any) -> None:
+            posted.append(asyncio.get_running_loop().time())
+
+    recorder = Recorder()
+    poster = EventPoster(recorder, rate=5)  # type: ignore[arg-type]
+    ref = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "app"}}
+
+    sent = recorder.loop.run(_now())
+    poster(ref, type="Normal", reason="SidecarsInjected", message="one")
+    _wait_for(lambda: len(posted) == 1)
+    assert posted[0] - sent < 0.1  # no wait for a slot: nothing went before it
+
+    for index in range(5):
+        poster(ref, type="Normal", reason="SidecarsInjected", message=str(index))
+    _wait_for(lambda: len(posted) == 6)
+    assert posted[-1] - posted[1] >= 4 * 0.2 - 0.1  # 5 a second, whatever 8 posters could do
+
+
+async def _now() -> float:
+    return asyncio.get_running_loop().time()
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
