@@ -4,14 +4,13 @@ other test)."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from kubernetes import client
 
 from sidecar_operator.kubeapi import EventPoster, KubeApi, LoopThread
+from tests.kube import eventually
 
 
 def test_a_write_the_server_drops_is_sent_once_more_then_is_a_connection_error(
@@ -62,12 +61,12 @@ def test_events_go_out_at_once_alone_and_at_the_rate_in_a_flood() -> None:
 
     sent = recorder.loop.run(_now())
     poster(ref, type="Normal", reason="SidecarsInjected", message="one")
-    _wait_for(lambda: len(posted) == 1)
+    eventually(lambda: len(posted) == 1, timeout=5, interval=0.01, what="the lone Event")
     assert posted[0] - sent < 0.1  # no wait for a slot: nothing went before it
 
     for index in range(5):
         poster(ref, type="Normal", reason="SidecarsInjected", message=str(index))
-    _wait_for(lambda: len(posted) == 6)
+    eventually(lambda: len(posted) == 6, timeout=5, interval=0.01, what="the flood")
     recorder.loop.run(_stop_others())  # else the posters, collected while waiting, log errors
     assert posted[-1] - posted[1] >= 4 * 0.2 - 0.1  # 5 a second, whatever 8 posters could do
 
@@ -81,10 +80,3 @@ async def _stop_others() -> None:
 
 async def _now() -> float:
     return asyncio.get_running_loop().time()
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)

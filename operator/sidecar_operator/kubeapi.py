@@ -346,6 +346,7 @@ POSTERS = 8  # Events in flight at once: enough that latency never holds them be
 # went, the 1000 Events that follow a batch of writes kept a watcher from seeing the batch's last
 # writes for a second on a busy API server (bench, N=1000, 2 cores: 0.9-1.2 s from the last
 # write to the watch seeing it, 0.0-0.4 s with no Events). The kubelet posts its own at 50/s.
+# At N=5000 the one paced bench run was slower than the unpaced one (README, Performance).
 EVENT_RATE = 100.0
 
 
