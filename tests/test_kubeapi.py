@@ -44,56 +44,57 @@ async def _listen(handler: Any) -> asyncio.Server:
     return await asyncio.start_server(handler, "127.0.0.1", 0)
 
 
+class Recorder:
+    """Stands in for KubeApi: notes when each Event would have been posted."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = LoopThread(name)
+        self.posted: list[float] = []
+
+    async def post_event(self, ref: dict[str, Any], **_: Any) -> None:
+        self.posted.append(asyncio.get_running_loop().time())
+
+    def wait_for(self, count: int, what: str) -> None:
+        """Until `count` Events went out; then the posters stop, else, collected while waiting,
+        they log errors into later tests."""
+        eventually(lambda: len(self.posted) == count, timeout=10, interval=0.01, what=what)
+        self.loop.run(_stop_others())
+
+
+REF = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "app"}}
+
+
 def test_events_go_out_at_once_alone_and_at_the_rate_in_a_flood() -> None:
     """A rollout's thousands of Events must not crowd out its writes; a lone Event (a conflict,
     a halt) must not wait behind a pace it did not cause."""
-    posted: list[float] = []
-
-    class Recorder:
-        loop = LoopThread("test-events")
-
-        async def post_event(self, ref: dict[str, Any], **_: Any) -> None:
-            posted.append(asyncio.get_running_loop().time())
-
-    recorder = Recorder()
+    recorder = Recorder("test-events")
     poster = EventPoster(recorder, rate=5)  # type: ignore[arg-type]
-    ref = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "app"}}
 
     sent = recorder.loop.run(_now())
-    poster(ref, type="Normal", reason="SidecarsInjected", message="one")
-    eventually(lambda: len(posted) == 1, timeout=5, interval=0.01, what="the lone Event")
-    assert posted[0] - sent < 0.1  # no wait for a slot: nothing went before it
+    poster(REF, type="Normal", reason="SidecarsInjected", message="one")
+    eventually(lambda: len(recorder.posted) == 1, timeout=5, interval=0.01, what="the lone Event")
+    assert recorder.posted[0] - sent < 0.1  # no wait for a slot: nothing went before it
 
     for index in range(5):
-        poster(ref, type="Normal", reason="SidecarsInjected", message=str(index))
-    eventually(lambda: len(posted) == 6, timeout=5, interval=0.01, what="the flood")
-    recorder.loop.run(_stop_others())  # else the posters, collected while waiting, log errors
-    assert posted[-1] - posted[1] >= 4 * 0.2 - 0.1  # 5 a second, whatever 8 posters could do
+        poster(REF, type="Normal", reason="SidecarsInjected", message=str(index))
+    recorder.wait_for(6, "the flood")
+    # 5 a second, whatever 8 posters could do
+    assert recorder.posted[-1] - recorder.posted[1] >= 4 * 0.2 - 0.1
 
 
 def test_a_large_flood_of_events_goes_faster_than_the_rate_but_still_paced() -> None:
     """5000 Events at 100 a second took 50 s: each waited up to that long after its change.
     A backlog drains in about the drain time instead (here 40 Events, 1 s), not all at once."""
-    posted: list[float] = []
-
-    class Recorder:
-        loop = LoopThread("test-events-drain")
-
-        async def post_event(self, ref: dict[str, Any], **_: Any) -> None:
-            posted.append(asyncio.get_running_loop().time())
-
-    recorder = Recorder()
+    recorder = Recorder("test-events-drain")
     poster = EventPoster(recorder, rate=5, drain=1)  # type: ignore[arg-type]
-    ref = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "app"}}
 
     def flood() -> None:
         for index in range(40):
-            poster(ref, type="Normal", reason="SidecarsInjected", message=str(index))
+            poster(REF, type="Normal", reason="SidecarsInjected", message=str(index))
 
-    recorder.loop.run(_call(flood))  # all queued before the first poster looks
-    eventually(lambda: len(posted) == 40, timeout=10, interval=0.01, what="the flood")
-    recorder.loop.run(_stop_others())
-    took = posted[-1] - posted[0]
+    recorder.loop.call(flood)  # on the loop: all queued before the first poster looks
+    recorder.wait_for(40, "the flood")
+    took = recorder.posted[-1] - recorder.posted[0]
     # At 5 a second alone: 7.8 s. Draining (40/s, falling to 5/s for the last 5): about 3 s.
     assert 1.0 < took < 5.0, took
 
@@ -103,10 +104,6 @@ async def _stop_others() -> None:
     for task in others:
         task.cancel()
     await asyncio.gather(*others, return_exceptions=True)
-
-
-async def _call(function: Any) -> None:
-    function()
 
 
 async def _now() -> float:
