@@ -350,7 +350,7 @@ EVENT_RATE = 100.0
 # Faster when more wait: whatever is queued goes out within about this many seconds, at any
 # size. At 100/s alone, 5000 Events took 50 s, each landing up to that late, and on one N=5000
 # cluster (alternated, 4 rounds) cost the operator 8-15 CPU s more per round than unpaced, with
-# the Deployments settling 2-10 s later per phase and no phase any faster.
+# phases settling 2-10 s later on average and no phase any faster.
 EVENT_DRAIN_SECONDS = 10.0
 
 
