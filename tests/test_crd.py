@@ -48,6 +48,96 @@ PRIVILEGED = {"securityContext": {"privileged": True}}
 ESCALATION = {"securityContext": {"allowPrivilegeEscalation": True}}
 CAPABILITIES = {"securityContext": {"capabilities": {"add": ["NET_ADMIN"]}}}
 SIDECAR = {"name": "shipper", "image": "fluent/fluent-bit:3.1"}
+ALLOW_IT = "; set spec.allowPrivileged: true to allow it"
+# Each thing the Pod Security Standards' baseline level refuses, as a policy would add it.
+BASELINE_REFUSED: dict[str, tuple[dict[str, Any], str]] = {
+    "privileged sidecar": (
+        {"containers": [{**SIDECAR, **PRIVILEGED}]},
+        "a sidecar sets securityContext.privileged: true" + ALLOW_IT,
+    ),
+    "privileged init container": (
+        {"initContainers": [{"name": "sync", "image": "git-sync", **PRIVILEGED}]},
+        "a sidecar sets securityContext.privileged: true" + ALLOW_IT,
+    ),
+    "privilege escalation in an init container": (
+        {"initContainers": [{"name": "sync", "image": "git-sync", **ESCALATION}]},
+        "a sidecar sets securityContext.allowPrivilegeEscalation: true",
+    ),
+    "added capabilities": (
+        {"containers": [{**SIDECAR, **CAPABILITIES}]},
+        "a sidecar's securityContext.capabilities.add goes beyond the Pod Security baseline set",
+    ),
+    "a capability beyond baseline after baseline ones": (
+        {
+            "initContainers": [
+                {
+                    "name": "sync",
+                    "image": "git-sync",
+                    "securityContext": {"capabilities": {"add": ["CHOWN", "KILL", "SYS_ADMIN"]}},
+                }
+            ]
+        },
+        "a sidecar's securityContext.capabilities.add goes beyond the Pod Security baseline set",
+    ),
+    "unmasked procMount": (
+        {"containers": [{**SIDECAR, "securityContext": {"procMount": "Unmasked"}}]},
+        "a sidecar sets securityContext.procMount other than Default" + ALLOW_IT,
+    ),
+    "unconfined seccomp": (
+        {
+            "containers": [
+                {**SIDECAR, "securityContext": {"seccompProfile": {"type": "Unconfined"}}}
+            ]
+        },
+        "a sidecar sets securityContext.seccompProfile.type to Unconfined",
+    ),
+    "unconfined AppArmor": (
+        {
+            "containers": [
+                {**SIDECAR, "securityContext": {"appArmorProfile": {"type": "Unconfined"}}}
+            ]
+        },
+        "a sidecar sets securityContext.appArmorProfile.type to Unconfined",
+    ),
+    "custom SELinux type": (
+        {"containers": [{**SIDECAR, "securityContext": {"seLinuxOptions": {"type": "spc_t"}}}]},
+        "a sidecar sets securityContext.seLinuxOptions user, role, or a type other than",
+    ),
+    "SELinux user": (
+        {"containers": [{**SIDECAR, "securityContext": {"seLinuxOptions": {"user": "system_u"}}}]},
+        "a sidecar sets securityContext.seLinuxOptions user, role, or a type other than",
+    ),
+    "Windows hostProcess": (
+        {"containers": [{**SIDECAR, "securityContext": {"windowsOptions": {"hostProcess": True}}}]},
+        "a sidecar sets securityContext.windowsOptions.hostProcess: true" + ALLOW_IT,
+    ),
+    "hostPort": (
+        {
+            "containers": [
+                {
+                    **SIDECAR,
+                    "ports": [
+                        {"containerPort": 2020},
+                        {"containerPort": 24224, "hostPort": 24224},
+                    ],
+                }
+            ]
+        },
+        "a sidecar sets hostPort in ports" + ALLOW_IT,
+    ),
+    "probe aimed at another host": (
+        {
+            "containers": [
+                {**SIDECAR, "livenessProbe": {"httpGet": {"host": "10.0.0.1", "port": 80}}}
+            ]
+        },
+        "a sidecar's probe or lifecycle handler sets httpGet.host or tcpSocket.host",
+    ),
+    "hostPath volume": (
+        {"volumes": [{"name": "root", "hostPath": {"path": "/"}}]},
+        "a volume is a hostPath volume" + ALLOW_IT,
+    ),
+}
 
 REJECTED = {
     "selector missing": ({"selector": None}, "spec.selector: Required value"),
@@ -112,18 +202,7 @@ REJECTED = {
         "a policy must add something: set at least one of containers, initContainers, "
         "volumes or volumeMounts",
     ),
-    "privileged sidecar": (
-        {"containers": [{**SIDECAR, **PRIVILEGED}]},
-        "set spec.allowPrivileged: true to allow it",
-    ),
-    "privilege escalation in an init container": (
-        {"initContainers": [{"name": "sync", "image": "git-sync", **ESCALATION}]},
-        "set spec.allowPrivileged: true to allow it",
-    ),
-    "added capabilities": (
-        {"containers": [{**SIDECAR, **CAPABILITIES}]},
-        "set spec.allowPrivileged: true to allow it",
-    ),
+    **BASELINE_REFUSED,
 }
 
 
@@ -150,6 +229,30 @@ ACCEPTED = {
             {**SIDECAR, "securityContext": {"privileged": True, "capabilities": {"add": ["ALL"]}}}
         ],
         "allowPrivileged": True,
+    },
+    **{
+        f"{name} with allowPrivileged": {**spec, "allowPrivileged": True}
+        for name, (spec, _) in BASELINE_REFUSED.items()
+    },
+    "what baseline admits, without allowPrivileged": {
+        "containers": [
+            {
+                **SIDECAR,
+                "ports": [{"containerPort": 2020, "hostPort": 0}],
+                "livenessProbe": {"httpGet": {"path": "/", "port": 2020}},
+                "securityContext": {
+                    "privileged": False,
+                    "allowPrivilegeEscalation": False,
+                    "procMount": "Default",
+                    "capabilities": {"add": ["NET_BIND_SERVICE", "CHOWN"], "drop": ["ALL"]},
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                    "appArmorProfile": {"type": "Localhost", "localhostProfile": "shipper"},
+                    "seLinuxOptions": {"type": "container_t", "level": "s0:c1,c2"},
+                    "windowsOptions": {"hostProcess": False},
+                },
+            }
+        ],
+        "volumes": [{"name": "logs", "emptyDir": {}}],
     },
     "maxConcurrent 100%": {"updateStrategy": {"maxConcurrent": "100%"}},
     "maxConcurrent 1%": {"updateStrategy": {"maxConcurrent": "1%"}},
