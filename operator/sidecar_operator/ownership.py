@@ -106,17 +106,34 @@ def ownership(deployment: Mapping[str, Any], policy: str) -> Ownership:
 
 
 def policies_with_fields(deployment: Mapping[str, Any]) -> frozenset[str]:
-    """Every policy whose field manager or revision annotation is on the Deployment."""
-    metadata = deployment.get("metadata", {})
-    from_managers = {
+    """Every policy whose field manager owns something on the Deployment. Its revision annotation
+    alone does not count: a user can copy one onto a Deployment, and only what the policy's
+    manager owns is the policy's (an empty apply would not remove that annotation, so treating
+    it as the policy's wrote the same removal on every event)."""
+    return frozenset(
         entry["manager"][len(FIELD_MANAGER_PREFIX) :]
-        for entry in metadata.get("managedFields") or []
+        for entry in deployment.get("metadata", {}).get("managedFields") or []
         if entry.get("manager", "").startswith(FIELD_MANAGER_PREFIX)
         and entry.get("operation") == "Apply"
-    }
-    from_annotations = {
-        key[len(REVISION_ANNOTATION_PREFIX) :]
-        for key in metadata.get("annotations") or {}
-        if key.startswith(REVISION_ANNOTATION_PREFIX)
-    }
-    return frozenset(from_managers | from_annotations)
+    )
+
+
+def wrote_last(deployment: Mapping[str, Any], policy: str) -> bool:
+    """Whether `policy`'s last change to the Deployment is no older than any change its owners
+    made to the spec since: then a rollout under way is (at least partly) the policy's doing.
+    The API server stamps each manager's entry with the time of its last change (to the second,
+    so a tie counts as the policy's). Other policies, the status and scale subresources, and
+    the Deployment controller's revision annotation do not start the owner's rollouts."""
+    ours = ""
+    theirs = ""
+    for entry in deployment.get("metadata", {}).get("managedFields") or []:
+        manager, stamp = entry.get("manager", ""), entry.get("time") or ""
+        if manager == field_manager(policy) and entry.get("operation") == "Apply":
+            ours = max(ours, stamp)
+        elif (
+            not manager.startswith(FIELD_MANAGER_PREFIX)
+            and not entry.get("subresource")
+            and "f:spec" in (entry.get("fieldsV1") or {})
+        ):
+            theirs = max(theirs, stamp)
+    return bool(ours) and ours >= theirs

@@ -67,7 +67,7 @@ def preview(
                     tofile=f"{label} (with {policy.name})",
                 )
             )
-        conflict = mine.reason if mine.kind is Kind.CONFLICT else ""
+        conflict = mine.conflict if mine.kind is Kind.CONFLICT else ""
         entries.append(Entry(namespace, metadata["name"], mine.kind, diff, conflict))
     return sorted(entries, key=lambda entry: (entry.namespace, entry.name))
 

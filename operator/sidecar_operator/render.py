@@ -14,6 +14,7 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any
 
+from sidecar_operator import podsecurity
 from sidecar_operator.api import Policy, SidecarPolicySpec
 from sidecar_operator.ownership import (
     POD_LISTS,
@@ -32,13 +33,23 @@ class Kind(StrEnum):
     CONFLICT = "conflict"  # matched but skipped; `body` releases what it had, if anything
 
 
+class Change(StrEnum):
+    """What a write does to the Deployment: names its Events and labels its metrics."""
+
+    INJECT = "inject"  # the policy had nothing there
+    UPDATE = "update"  # it carries an older revision
+    REPAIR = "repair"  # it carries the current revision, but something was edited or deleted
+    REMOVE = "remove"  # the policy lets go of everything it added
+
+
 @dataclass(frozen=True)
 class Action:
     policy: str
     kind: Kind
     body: dict[str, Any] | None = None
     force: bool = False  # take back fields someone else changed inside the policy's own items
-    reason: str = ""  # inject / update / repair / remove, or the conflict in words
+    change: Change | None = None  # what sending `body` does
+    conflict: str = ""  # why a CONFLICT skips the Deployment, in words
     revision: str = ""
 
 
@@ -233,6 +244,37 @@ def _conflicts(policy: Policy, pod: _Pod, claims: _Claims) -> list[str]:
     return found
 
 
+def _pod_security(
+    policy: Policy, pod: _Pod, namespace: str, namespace_labels: Mapping[str, str]
+) -> list[str]:
+    """The sidecars must pass baseline (unless allowPrivileged) and whatever level the namespace
+    enforces: Pod Security admission judges Pods, not Deployments, so a refused sidecar would
+    otherwise leave a rollout whose new Pods are never created."""
+    spec = policy.spec
+    found = []
+    if spec.privilege_violations:
+        found.append(
+            "the sidecars break the baseline Pod Security Standard ("
+            + "; ".join(spec.privilege_violations)
+            + "); set spec.allowPrivileged: true to allow it"
+        )
+    level = podsecurity.enforced_level(namespace_labels)
+    refused = podsecurity.violations(
+        level,
+        containers=[c.to_api() for c in (*spec.containers, *spec.init_containers)],
+        volumes=[v.to_api() for v in spec.volumes],
+        pod_security_context=pod.spec.get("securityContext"),
+        host_users=pod.spec.get("hostUsers"),
+        os_name=(pod.spec.get("os") or {}).get("name"),
+    )
+    if refused:
+        found.append(
+            f"namespace {namespace} enforces the {level} Pod Security level, which would refuse "
+            f"the Pods: {'; '.join(refused)}"
+        )
+    return found
+
+
 def _drift(policy: Policy, pod: _Pod, owned: Ownership) -> tuple[bool, bool]:
     """(in sync, force): whether everything is as the policy wants, and whether re-applying
     must take back fields someone else changed inside the policy's own items."""
@@ -306,7 +348,9 @@ def plan(
     for policy in matched:
         owned = owners[policy.name]
         current = policy.spec.revision
-        conflicts = _conflicts(policy, pod, claims)
+        conflicts = _conflicts(policy, pod, claims) + _pod_security(
+            policy, pod, deployment["metadata"]["namespace"], namespace_labels
+        )
         if conflicts:
             release = None if owned.empty else removal_body(deployment)
             actions.append(
@@ -314,7 +358,8 @@ def plan(
                     policy.name,
                     Kind.CONFLICT,
                     release,
-                    reason="; ".join(conflicts),
+                    change=None if owned.empty else Change.REMOVE,
+                    conflict="; ".join(conflicts),
                     revision=current,
                 )
             )
@@ -325,22 +370,28 @@ def plan(
             actions.append(Action(policy.name, Kind.IN_SYNC, revision=current))
             continue
         if owned.empty:
-            reason = "inject"
+            change = Change.INJECT
         elif annotations.get(revision_annotation(policy.name)) != current:
-            reason = "update"
+            change = Change.UPDATE
         else:
-            reason = "repair"
+            change = Change.REPAIR
         actions.append(
             Action(
                 policy.name,
                 Kind.APPLY,
                 apply_body(deployment, policy, pod),
                 force=force,
-                reason=reason,
+                change=change,
                 revision=current,
             )
         )
+    # Only what a policy's field manager owns is released: a revision annotation someone else
+    # wrote (a copied manifest, say) is not the policy's, and an empty apply would not remove it.
     for name in sorted(involved - {policy.name for policy in matched}):
-        if not owners[name].empty or revision_annotation(name) in annotations:
-            actions.append(Action(name, Kind.REMOVE, removal_body(deployment), reason="remove"))
+        actions.append(removal(name, deployment))
     return actions
+
+
+def removal(policy: str, deployment: Mapping[str, Any]) -> Action:
+    """Release everything `policy` owns on the Deployment."""
+    return Action(policy, Kind.REMOVE, removal_body(deployment), change=Change.REMOVE)

@@ -1,9 +1,10 @@
 """Pacing a policy's change across the cluster. Pure.
 
 Everything is derived from the cluster as it is: a Deployment is rolling out this policy's change
-from the moment it carries the current revision until its rollout finished. So an operator that
-was killed mid-rollout and started again counts the same Deployments in flight and keeps to the
-budget.
+from the moment the policy wrote its revision (any revision: an edit during a rollout does not
+forget the Deployments still rolling the one before) until its rollout finished. So an operator
+that was killed mid-rollout and started again counts the same Deployments in flight and keeps to
+the budget.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sidecar_operator.render import Action, Kind
+from sidecar_operator.ownership import revision_annotation, wrote_last
+from sidecar_operator.render import Action, Change, Kind
 from sidecar_operator.status import rolled_out
 
 Key = tuple[str, str]
@@ -65,10 +67,25 @@ def failed(deployment: Mapping[str, Any]) -> bool:
 def _paced(item: Item, policy_created: str) -> bool:
     """Injecting into or updating a running Deployment restarts its pods: that is paced.
     Removal, repairs and injection into Deployments with nothing to disrupt are not."""
-    if item.action.kind is not Kind.APPLY or item.action.reason not in ("inject", "update"):
+    if item.action.kind is not Kind.APPLY:
         return False
-    return item.action.reason == "update" or not nothing_to_disrupt(
+    if item.action.change is Change.UPDATE:
+        return True
+    return item.action.change is Change.INJECT and not nothing_to_disrupt(
         item.deployment, policy_created=policy_created
+    )
+
+
+def _rolling(item: Item) -> bool:
+    """Rolling out a revision of this policy: it carries the current one, or an older one that
+    the policy wrote after the owners' last change, and its rollout has not finished."""
+    if rolled_out(item.deployment):
+        return False
+    if item.action.kind is Kind.IN_SYNC:
+        return True
+    annotations = item.deployment.get("metadata", {}).get("annotations") or {}
+    return revision_annotation(item.action.policy) in annotations and wrote_last(
+        item.deployment, item.action.policy
     )
 
 
@@ -76,26 +93,33 @@ def step(
     items: Sequence[Item], *, max_concurrent: int | str, paused: bool, policy_created: str
 ) -> Step:
     matched = [item for item in items if item.action.kind is not Kind.REMOVE]
-    current = [item for item in matched if item.action.kind is Kind.IN_SYNC]
-    in_flight = sorted(item.key for item in current if not rolled_out(item.deployment))
-    failing = sorted(item.key for item in current if failed(item.deployment))
+    in_flight = sorted(item.key for item in matched if _rolling(item))
+    failing = sorted(
+        item.key for item in matched if item.action.kind is Kind.IN_SYNC and failed(item.deployment)
+    )
     allowed = budget(max_concurrent, len(matched))
     pending = [item for item in items if item.action.body is not None]
     if paused:  # touch no further Deployment: only removals and repairs go ahead
         pending = [
             item
             for item in pending
-            if item.action.kind is not Kind.APPLY or item.action.reason == "repair"
+            if item.action.kind is not Kind.APPLY or item.action.change is Change.REPAIR
         ]
-    paced = sorted(
-        (item for item in pending if _paced(item, policy_created)), key=lambda item: item.key
-    )
+    paced = [item for item in pending if _paced(item, policy_created)]
     unpaced = [item for item in pending if not _paced(item, policy_created)]
-    slots = 0 if paused or failing else max(0, allowed - len(in_flight))
+    # A Deployment still rolling an older revision is counted already: moving it on to the
+    # current one takes no further slot (and is how a rollout stuck on it gets going again).
+    # Halted, nothing more gets the current revision.
+    held = paused or bool(failing)
+    rolling = set(in_flight)
+    moving_on = [] if held else [item for item in paced if item.key in rolling]
+    newcomers = sorted((item for item in paced if item.key not in rolling), key=lambda i: i.key)
+    slots = 0 if held else max(0, allowed - len(in_flight))
+    started = newcomers[:slots]
     return Step(
-        writes=unpaced + paced[:slots],
+        writes=unpaced + moving_on + started,
         budget=allowed,
         in_flight=in_flight,
         failing=failing,
-        waiting=max(0, len(paced) - slots),
+        waiting=len(paced) - len(moving_on) - len(started),
     )

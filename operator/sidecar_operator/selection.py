@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sidecar_operator.api import INJECT_ANNOTATION, LabelSelector, SidecarPolicySpec
+from sidecar_operator.api import INJECT_KEY, LabelSelector, SidecarPolicySpec
 
 # Matched only when a namespaceSelector names them explicitly.
 PROTECTED_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease"})
+NAME_LABEL = "kubernetes.io/metadata.name"  # every Namespace carries its name as this label
 
 
 def selector_matches(selector: LabelSelector, labels: Mapping[str, str]) -> bool:
@@ -29,6 +30,19 @@ def selector_matches(selector: LabelSelector, labels: Mapping[str, str]) -> bool
     return True
 
 
+def names_namespace(selector: LabelSelector, namespace: str) -> bool:
+    """Whether the selector picks this namespace by name (`kubernetes.io/metadata.name`, in
+    matchLabels or an `In` expression), not merely by labels it happens to share with others."""
+    if selector.match_labels.get(NAME_LABEL) == namespace:
+        return True
+    return any(
+        requirement.key == NAME_LABEL
+        and requirement.operator == "In"
+        and namespace in requirement.values
+        for requirement in selector.match_expressions
+    )
+
+
 def namespace_matches(
     spec: SidecarPolicySpec,
     namespace: str,
@@ -36,14 +50,22 @@ def namespace_matches(
     *,
     operator_namespace: str | None,
 ) -> bool:
-    if spec.namespace_selector is None:
-        return namespace not in PROTECTED_NAMESPACES and namespace != operator_namespace
-    return selector_matches(spec.namespace_selector, namespace_labels)
+    """The system namespaces and the operator's own match only a namespaceSelector that names
+    them: `{}` or a broad label must not put sidecars into kube-system or into the operator."""
+    selector = spec.namespace_selector
+    protected = namespace in PROTECTED_NAMESPACES or namespace == operator_namespace
+    if protected and (selector is None or not names_namespace(selector, namespace)):
+        return False
+    return selector is None or selector_matches(selector, namespace_labels)
 
 
 def opted_out(deployment: Mapping[str, Any]) -> bool:
-    annotations = deployment.get("metadata", {}).get("annotations") or {}
-    return bool(annotations.get(INJECT_ANNOTATION) == "false")
+    """`sidecars.dev/inject: "false"` as an annotation or a label: other injectors' users reach
+    for a label, and a label can be set from a kustomization's commonLabels."""
+    metadata = deployment.get("metadata", {})
+    annotations = metadata.get("annotations") or {}
+    labels = metadata.get("labels") or {}
+    return "false" in (annotations.get(INJECT_KEY), labels.get(INJECT_KEY))
 
 
 def deployment_matches(

@@ -1,21 +1,26 @@
 """The slice of a Deployment the operator keeps in memory. Pure.
 
 Every Deployment in the cluster is watched, so the in-memory copy holds only what planning and
-status need: identity, labels, our annotations, policies' managedFields entries, the pod
-template's containers and volumes, and the rollout status.
+status need: identity, labels, our annotations, policies' managedFields entries (and when others
+last changed the spec), the pod template's containers, volumes and security context, and the
+rollout status.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
-from sidecar_operator.api import FIELD_MANAGER_PREFIX, INJECT_ANNOTATION, REVISION_ANNOTATION_PREFIX
+from sidecar_operator.api import FIELD_MANAGER_PREFIX, INJECT_KEY, REVISION_ANNOTATION_PREFIX
 
 _POD_FIELDS = ("initContainers", "containers", "volumes")
+_POD_SECURITY_FIELDS = ("securityContext", "hostUsers", "os")
+# What is kept of an entry of another manager that changed the spec: when, not what.
+_SPEC_CHANGED: dict[str, Any] = {"f:spec": {}}
 T = TypeVar("T")
 
 
@@ -54,8 +59,10 @@ class Shared:
 
 def _shared_parts(record: Mapping[str, Any]) -> Iterator[Any]:
     yield from (entry["fieldsV1"] for entry in record["metadata"]["managedFields"])
-    for items in record["spec"]["template"]["spec"].values():
-        yield from items
+    pod = record["spec"]["template"]["spec"]
+    for key in _POD_FIELDS:
+        yield from pod.get(key, ())
+    yield from (pod[key] for key in _POD_SECURITY_FIELDS if key in pod)
     yield record["status"]["conditions"]
 
 
@@ -71,11 +78,16 @@ def compact(
     spec = deployment.get("spec", {})
     status = deployment.get("status") or {}
     pod = spec.get("template", {}).get("spec", {})
-    template = {key: [share(item) for item in pod[key]] for key in _POD_FIELDS if key in pod}
+    template: dict[str, Any] = {
+        key: [share(item) for item in pod[key]] for key in _POD_FIELDS if key in pod
+    }
+    for key in _POD_SECURITY_FIELDS:  # what Pod Security judges a sidecar by
+        if key in pod:
+            template[key] = share(pod[key])
     annotations = {
         key: value
         for key, value in (metadata.get("annotations") or {}).items()
-        if key.startswith(REVISION_ANNOTATION_PREFIX) or key == INJECT_ANNOTATION
+        if key.startswith(REVISION_ANNOTATION_PREFIX) or key == INJECT_KEY
     }
     return {
         "metadata": {
@@ -88,13 +100,9 @@ def compact(
             "labels": dict(metadata.get("labels") or {}),
             "annotations": annotations,
             "managedFields": [
-                {
-                    "manager": entry["manager"],
-                    "operation": entry.get("operation"),
-                    "fieldsV1": share(entry.get("fieldsV1") or {}),
-                }
+                kept
                 for entry in metadata.get("managedFields") or []
-                if entry.get("manager", "").startswith(FIELD_MANAGER_PREFIX)
+                if (kept := _managed_entry(entry, share)) is not None
             ],
         },
         "spec": {
@@ -113,4 +121,22 @@ def compact(
                 ]
             ),
         },
+    }
+
+
+def _managed_entry(entry: Mapping[str, Any], share: Callable[[Any], Any]) -> dict[str, Any] | None:
+    """A policy's entry whole; of the others only those that changed the spec, and when."""
+    manager = entry.get("manager", "")
+    fields = entry.get("fieldsV1") or {}
+    if manager.startswith(FIELD_MANAGER_PREFIX):
+        fields = share(fields)
+    elif not entry.get("subresource") and "f:spec" in fields:
+        fields = _SPEC_CHANGED
+    else:
+        return None
+    return {
+        "manager": sys.intern(manager),
+        "operation": entry.get("operation"),
+        "time": entry.get("time"),
+        "fieldsV1": fields,
     }

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sidecar_operator.api import Policy
 from sidecar_operator.render import Action, Kind
 
 
@@ -122,3 +123,49 @@ def merge_conditions(
         stamp = before.get("lastTransitionTime") if same and before else now
         merged.append({**condition, "lastTransitionTime": stamp, "observedGeneration": generation})
     return merged
+
+
+def policy_status(
+    policy: Policy,
+    counts: Counts,
+    old: Mapping[str, Any],
+    *,
+    failing: Sequence[tuple[str, str]],
+    conflict_examples: Sequence[str],
+    now: str,
+) -> dict[str, Any]:
+    """The policy's whole status; `old` is the status it has, whose transition times hold."""
+    return {
+        "observedGeneration": policy.generation,
+        "revision": policy.spec.revision,
+        "matchedDeployments": counts.matched,
+        "updatedDeployments": counts.updated,
+        "readyDeployments": counts.ready,
+        "conflicts": counts.conflicts,
+        "conditions": merge_conditions(
+            old.get("conditions") or [],
+            conditions(
+                counts,
+                paused=policy.spec.update_strategy.paused,
+                failing=failing,
+                conflict_examples=conflict_examples,
+            ),
+            now=now,
+            generation=policy.generation,
+        ),
+    }
+
+
+def rolling_on(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """The same rollout still under way, only its counts (and the messages quoting them) moved."""
+
+    def phase(status: Mapping[str, Any]) -> tuple[Any, ...]:
+        conditions = status.get("conditions") or []
+        return (
+            status.get("observedGeneration"),
+            status.get("revision"),
+            tuple((c.get("type"), c.get("status"), c.get("reason")) for c in conditions),
+        )
+
+    reasons = {c.get("type"): c.get("reason") for c in new.get("conditions") or []}
+    return reasons.get("Progressing") == "RollingOut" and phase(old) == phase(new)

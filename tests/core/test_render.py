@@ -7,7 +7,7 @@ from typing import Any
 from sidecar_operator import merge, render
 from sidecar_operator.api import Policy
 from sidecar_operator.ownership import field_manager, ownership
-from sidecar_operator.render import Kind
+from sidecar_operator.render import Change, Kind
 
 FLUENT_BIT = {
     "name": "fluent-bit",
@@ -48,7 +48,7 @@ def test_revision_ignores_selector_priority_and_strategy() -> None:
 
 def test_first_sight_is_an_inject_with_the_revision_annotation() -> None:
     action = only(render.plan(deployment(), {}, [policy(containers=[FLUENT_BIT])]))
-    assert action.kind is Kind.APPLY and action.reason == "inject" and not action.force
+    assert action.kind is Kind.APPLY and action.change is Change.INJECT and not action.force
     assert action.body is not None
     assert action.body["metadata"]["annotations"] == {"policy.sidecars.dev/logs": action.revision}
     assert action.body["spec"]["template"]["spec"] == {"containers": [FLUENT_BIT]}
@@ -72,7 +72,7 @@ def test_an_edited_sidecar_is_repaired_by_force() -> None:
     )
     done["spec"]["template"]["spec"]["containers"][1]["image"] = "evil:1"
     action = only(render.plan(done, {}, [logs]))
-    assert action.kind is Kind.APPLY and action.reason == "repair" and action.force
+    assert action.kind is Kind.APPLY and action.change is Change.REPAIR and action.force
 
 
 def test_an_app_name_clash_is_a_conflict_with_nothing_to_release() -> None:
@@ -81,7 +81,7 @@ def test_an_app_name_clash_is_a_conflict_with_nothing_to_release() -> None:
     )
     action = only(render.plan(app, {}, [policy(containers=[FLUENT_BIT])]))
     assert action.kind is Kind.CONFLICT and action.body is None
-    assert action.reason == "container fluent-bit is already defined by the Deployment"
+    assert action.conflict == "container fluent-bit is already defined by the Deployment"
 
 
 def test_a_mount_path_clash_is_a_conflict() -> None:
@@ -101,7 +101,7 @@ def test_a_mount_path_clash_is_a_conflict() -> None:
     )
     action = only(render.plan(app, {}, [logs]))
     assert action.kind is Kind.CONFLICT
-    assert "container app already has a mount at /var/log/app" in action.reason
+    assert "container app already has a mount at /var/log/app" in action.conflict
 
 
 def test_priority_then_age_then_name_decides_a_clash() -> None:
@@ -151,3 +151,45 @@ def test_merge_places_new_items_like_the_api_server() -> None:
     assert merge.merged_order(["app", "side"], ["new", "app"]) == ["new", "app", "side"]
     assert merge.merged_order(["init"], ["sync"]) == ["init", "sync"]
     assert merge.merged_order(["a", "b"], ["b", "x"]) == ["a", "b", "x"]
+
+
+def test_a_privilege_the_schema_cannot_see_is_a_conflict_without_allow_privileged() -> None:
+    """CEL checks the first 32 ports of a sidecar; a hostPort after them is caught here."""
+    ports = [{"containerPort": 1000 + i} for i in range(32)] + [
+        {"containerPort": 2000, "hostPort": 2000}
+    ]
+    exporter = {"name": "exporter", "image": "prom/statsd-exporter", "ports": ports}
+    action = only(render.plan(deployment(), {}, [policy(containers=[exporter])]))
+    assert action.kind is Kind.CONFLICT
+    assert "baseline Pod Security Standard" in action.conflict
+    assert "set spec.allowPrivileged: true" in action.conflict
+    allowed = policy(containers=[exporter], allowPrivileged=True)
+    assert only(render.plan(deployment(), {}, [allowed])).kind is Kind.APPLY
+
+
+RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted"}
+HARDENED = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+}
+
+
+def test_a_sidecar_the_namespace_level_refuses_is_a_conflict_there_only() -> None:
+    logs = policy(containers=[{"name": "shipper", "image": "busybox"}])
+    refused = only(render.plan(deployment(), RESTRICTED, [logs]))
+    assert refused.kind is Kind.CONFLICT
+    assert "namespace shop enforces the restricted Pod Security level" in refused.conflict
+    assert "container shipper" in refused.conflict
+    assert only(render.plan(deployment(), {}, [logs])).kind is Kind.APPLY
+
+
+def test_a_restricted_sidecar_may_inherit_from_the_app_s_pod() -> None:
+    """runAsNonRoot and seccomp set once for the Pod cover the sidecar too."""
+    logs = policy(containers=[{"name": "shipper", "image": "busybox", "securityContext": HARDENED}])
+    bare = deployment(containers=[{"name": "app", "image": "nginx"}])
+    assert only(render.plan(bare, RESTRICTED, [logs])).kind is Kind.CONFLICT
+    hardened = deployment(
+        containers=[{"name": "app", "image": "nginx"}],
+        securityContext={"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+    )
+    assert only(render.plan(hardened, RESTRICTED, [logs])).kind is Kind.APPLY

@@ -6,11 +6,12 @@ from typing import Any
 
 import pytest
 
-from sidecar_operator.render import Action, Kind
+from sidecar_operator.render import Action, Change, Kind
 from sidecar_operator.rollout import Item, budget, step
 
 POLICY_CREATED = "2026-01-01T00:00:00Z"
 BODY = {"apiVersion": "apps/v1"}
+SPEC: dict[str, Any] = {"f:spec": {"f:template": {}}}
 
 
 def deployment(
@@ -19,17 +20,55 @@ def deployment(
     failed: bool = False,
     available: int = 1,
     created: str = "2025-12-01T00:00:00Z",
+    carries: str | None = None,
+    policy_wrote: str = "2026-03-01T10:00:00Z",
+    owner_wrote: str = "2026-03-01T09:00:00Z",
 ) -> dict[str, Any]:
+    """`carries`: the policy's revision annotation, written by its manager at `policy_wrote`;
+    the owner last changed the spec at `owner_wrote`."""
     conditions = [{"type": "Available", "status": "True" if rolled_out else "False"}]
     if failed:
         conditions.append(
             {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}
         )
+    managed = [
+        {"manager": "kubectl", "operation": "Update", "time": owner_wrote, "fieldsV1": SPEC},
+        {
+            "manager": "kube-controller-manager",
+            "operation": "Update",
+            "time": "2027-01-01T00:00:00Z",
+            "fieldsV1": {"f:metadata": {}},
+        },
+        {
+            "manager": "kube-controller-manager",
+            "operation": "Update",
+            "subresource": "status",
+            "time": "2027-01-01T00:00:00Z",
+            "fieldsV1": {"f:status": {}},
+        },
+    ]
+    annotations = {}
+    if carries:
+        annotations["policy.sidecars.dev/logs"] = carries
+        managed.append(
+            {
+                "manager": "sidecars.dev/logs",
+                "operation": "Apply",
+                "time": policy_wrote,
+                "fieldsV1": {"f:metadata": {}, "f:spec": {}},
+            }
+        )
     return {
-        "metadata": {"generation": 2, "creationTimestamp": created},
+        "metadata": {
+            "generation": 2,
+            "creationTimestamp": created,
+            "annotations": annotations,
+            "managedFields": managed,
+        },
         "spec": {"replicas": 1},
         "status": {
             "observedGeneration": 2 if rolled_out else 1,
+            "replicas": 1,
             "updatedReplicas": 1,
             "availableReplicas": available,
             "conditions": conditions,
@@ -37,9 +76,10 @@ def deployment(
     }
 
 
-def item(name: str, kind: Kind, reason: str = "", **state: Any) -> Item:
+def item(name: str, kind: Kind, change: str = "", **state: Any) -> Item:
     body = BODY if kind in (Kind.APPLY, Kind.REMOVE) else None
-    return Item(("shop", name), deployment(**state), Action("logs", kind, body, reason=reason))
+    action = Action("logs", kind, body, change=Change(change) if change else None)
+    return Item(("shop", name), deployment(**state), action)
 
 
 def written(items: list[Item], **options: Any) -> list[str]:
@@ -92,3 +132,46 @@ def test_paused_touches_nothing_further_but_removes_and_repairs() -> None:
         item("unmatched", Kind.REMOVE, "remove"),
     ]
     assert sorted(written(items, paused=True)) == ["edited", "unmatched"]
+
+
+def test_deployments_still_rolling_an_older_revision_count_against_the_budget() -> None:
+    """An edit during a rollout: those the policy patched with the previous revision are still
+    rolling it, and take slots until done."""
+    rolling_old = [
+        item(name, Kind.APPLY, "update", rolled_out=False, carries="old") for name in ("a", "b")
+    ]
+    waiting = [item(name, Kind.APPLY, "update", carries="old") for name in ("c", "d", "e")]
+    result = step(
+        rolling_old + waiting, max_concurrent=3, paused=False, policy_created=POLICY_CREATED
+    )
+    assert result.in_flight == [("shop", "a"), ("shop", "b")]
+    # a and b move on to the new revision without a further slot; one newcomer gets the last.
+    assert [i.key[1] for i in result.writes] == ["a", "b", "c"]
+    assert result.waiting == 2
+
+
+def test_an_owner_rollout_after_the_policy_wrote_is_not_the_policy_s() -> None:
+    """The app's own deploy of a Deployment that carries an old revision takes no slot."""
+    owners = item(
+        "deploying",
+        Kind.APPLY,
+        "update",
+        rolled_out=False,
+        carries="old",
+        policy_wrote="2026-03-01T10:00:00Z",
+        owner_wrote="2026-03-01T10:05:00Z",
+    )
+    nexts = [item(name, Kind.APPLY, "update", carries="old") for name in ("x", "y")]
+    result = step([owners, *nexts], max_concurrent=2, paused=False, policy_created=POLICY_CREATED)
+    assert result.in_flight == []
+    assert [i.key[1] for i in result.writes] == ["deploying", "x"]
+
+
+def test_a_halted_rollout_moves_nothing_further_onto_the_current_revision() -> None:
+    items = [
+        item("broken", Kind.IN_SYNC, rolled_out=False, failed=True, carries="new"),
+        item("rolling-old", Kind.APPLY, "update", rolled_out=False, carries="old"),
+    ]
+    result = step(items, max_concurrent=5, paused=False, policy_created=POLICY_CREATED)
+    assert result.writes == [] and result.waiting == 1
+    assert result.in_flight == [("shop", "broken"), ("shop", "rolling-old")]

@@ -1,0 +1,62 @@
+"""The core's plan for each Deployment, kept while what it was planned from holds.
+
+A pass walks every Deployment the policy concerns, and a rollout changes each one's status many
+times a second: re-planning on each cost a core. A plan is reused while neither the Deployment's
+spec and metadata nor any policy or namespace label (the cache's `epoch`) has changed.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from sidecar_operator import render
+from sidecar_operator.cache import Cache, Key
+from sidecar_operator.render import Action
+
+
+def plan_inputs(deployment: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What `render.plan` reads of a Deployment: its metadata, and its pod template, which the
+    generation stands for (bumped on every spec change). Empty, so never reused, for an object
+    the API server has not versioned."""
+    metadata = deployment["metadata"]
+    if not metadata.get("resourceVersion") or "generation" not in metadata:
+        return ()
+    return (
+        metadata.get("uid"),
+        metadata["generation"],
+        metadata.get("labels"),
+        metadata.get("annotations"),
+        metadata.get("managedFields"),
+    )
+
+
+class Plans:
+    def __init__(self, cache: Cache, *, operator_namespace: str | None) -> None:
+        self.cache = cache
+        self.operator_namespace = operator_namespace
+        self._plans: dict[Key, tuple[tuple[Any, ...], int, list[Action]]] = {}
+        self._lock = threading.Lock()  # passes plan in worker threads
+
+    def plan(self, deployment: Mapping[str, Any]) -> list[Action]:
+        metadata = deployment["metadata"]
+        key = metadata["namespace"], metadata["name"]
+        inputs = plan_inputs(deployment)
+        epoch = self.cache.epoch
+        with self._lock:
+            cached = self._plans.get(key)
+        if cached is not None and cached[0] == inputs and cached[1] == epoch and inputs:
+            return cached[2]
+        policies = [policy for policy, _ in self.cache.policies().values()]
+        labels = self.cache.namespace_labels(key[0])
+        actions = render.plan(
+            deployment, labels, policies, operator_namespace=self.operator_namespace
+        )
+        with self._lock:
+            self._plans[key] = (inputs, epoch, actions)
+        return actions
+
+    def forget(self, key: Key) -> None:
+        with self._lock:
+            self._plans.pop(key, None)
