@@ -2,24 +2,39 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import socket
 import subprocess
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.kube import CRD_FILE, SIDECAR_OPERATOR, Kubectl, dev, eventually, kubeconfig_from
+from tests.kube import (
+    CRD_FILE,
+    PEERING_CRD_FILE,
+    SIDECAR_OPERATOR,
+    Kubectl,
+    dev,
+    eventually,
+    kubeconfig_from,
+)
 from tests.scenario import Policies
 
 # Apart from the `dev` cluster that `make demo` uses, so a running demo and its operator never
 # see the tests' objects.
-TEST_CLUSTER = "test"
+TEST_CLUSTER = os.environ.get("SIDECAR_OPERATOR_TEST_CLUSTER", "test")
+# The session's operator runs as the manifests run it: in a peering (so that a second replica
+# can be started beside it), with an own namespace that no policy reaches without naming it.
+PEERING = "sidecar-operator-tests"
+OPERATOR_NAMESPACE = "sidecar-operator-tests"
 
 
 @pytest.fixture(scope="session")
@@ -52,13 +67,17 @@ def kubectl(kubectl_admin: Kubectl, namespace: str) -> Kubectl:
 
 @pytest.fixture(scope="session")
 def crd_installed(kubectl_admin: Kubectl) -> Kubectl:
-    """The SidecarPolicy CRD from crds/, applied server-side as the README says."""
-    kubectl_admin("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
+    """The CRDs from crds/, applied server-side as the README says."""
+    for path in (CRD_FILE, PEERING_CRD_FILE):
+        kubectl_admin("apply", "--server-side", "--force-conflicts", "-f", str(path))
 
     def established() -> bool:
-        crd = kubectl_admin.json("crd", "sidecarpolicies.sidecars.dev")
-        conditions = crd.get("status", {}).get("conditions") or []
-        return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+        for name in ("sidecarpolicies.sidecars.dev", "clusterkopfpeerings.kopf.dev"):
+            crd = kubectl_admin.json("crd", name)
+            conditions = crd.get("status", {}).get("conditions") or []
+            if not any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
+                return False
+        return True
 
     # Not `kubectl wait`: it fails outright while a new CRD has no conditions yet.
     eventually(established, what="the CRD to be Established")
@@ -79,6 +98,7 @@ class OperatorProcess:
         self.log_path = log_path
         self.extra_args = extra_args
         self.metrics_port = _free_port()
+        self.liveness_port = _free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -94,6 +114,8 @@ class OperatorProcess:
                     "json",
                     "--metrics-port",
                     str(self.metrics_port),
+                    "--liveness-port",
+                    str(self.liveness_port),
                     *self.extra_args,
                 ],
                 env=env,
@@ -117,6 +139,15 @@ class OperatorProcess:
         with urllib.request.urlopen(url, timeout=5) as response:
             return str(response.read().decode())
 
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """/healthz: its HTTP status and what it reports."""
+        url = f"http://127.0.0.1:{self.liveness_port}/healthz"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, {}
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
@@ -126,7 +157,10 @@ def operator(
     crd_installed: Kubectl, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
     process = OperatorProcess(
-        crd_installed.kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log"
+        crd_installed.kubeconfig,
+        tmp_path_factory.mktemp("operator") / "operator.log",
+        f"--peering={PEERING}",
+        f"--operator-namespace={OPERATOR_NAMESPACE}",
     )
     process.start()
     yield process

@@ -18,6 +18,7 @@ SIDECAR_OPERATOR = str(BIN / "sidecar-operator")
 KUBECTL = str(BIN / "kubectl")
 REPO = Path(__file__).resolve().parents[1]
 CRD_FILE = REPO / "crds" / "sidecarpolicies.sidecars.dev.yaml"
+PEERING_CRD_FILE = REPO / "crds" / "clusterkopfpeerings.kopf.dev.yaml"
 
 
 def run(

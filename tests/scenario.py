@@ -81,24 +81,29 @@ class Policies:
 
     def apply(self, name: str | None = None, **spec: Any) -> str:
         name = name or f"p-{uuid.uuid4().hex[:8]}"
-        full = {
-            "selector": {"matchLabels": {"sidecar-test": "yes"}},
-            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": self.namespace}},
-            **spec,
-        }
-        self.admin.apply(
-            yaml.safe_dump(
-                {
-                    "apiVersion": "sidecars.dev/v1alpha1",
-                    "kind": "SidecarPolicy",
-                    "metadata": {"name": name},
-                    "spec": full,
-                }
-            )
-        )
-        if name not in self.created:
-            self.created.append(name)
+        self.apply_all({name: spec})
         return name
+
+    def apply_all(self, specs: dict[str, dict[str, Any]], *, server_side: bool = False) -> None:
+        """Several policies in one `kubectl apply` (server-side for those over the 256 KiB
+        that client-side apply's annotation holds)."""
+        documents = [
+            {
+                "apiVersion": "sidecars.dev/v1alpha1",
+                "kind": "SidecarPolicy",
+                "metadata": {"name": name},
+                "spec": {
+                    "selector": {"matchLabels": {"sidecar-test": "yes"}},
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": self.namespace}
+                    },
+                    **spec,
+                },
+            }
+            for name, spec in specs.items()
+        ]
+        self.admin.apply(yaml.safe_dump_all(documents), *(["--server-side"] if server_side else []))
+        self.created.extend(name for name in specs if name not in self.created)
 
     def status(self, name: str) -> dict[str, Any]:
         return dict(self.admin.json("sidecarpolicy", name).get("status") or {})

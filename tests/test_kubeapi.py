@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from sidecar_operator.kubeapi import EventPoster, KubeApi, LoopThread
+from sidecar_operator.kubeapi import EventPoster, KubeApi, LoopThread, _resource
 from tests.kube import eventually
 
 
@@ -33,7 +33,7 @@ def test_a_write_the_server_drops_is_sent_once_more_then_is_a_connection_error(
     kube = KubeApi()
     try:
         with pytest.raises(ConnectionError, match="Server disconnected"):
-            kube.patch_policy_status("logs", {"observedGeneration": 1})
+            kube.loop.run(kube.patch_policy_status("logs", {"observedGeneration": 1}))
     finally:
         kube.close()
         server.call(listening.close)
@@ -108,3 +108,18 @@ async def _stop_others() -> None:
 
 async def _now() -> float:
     return asyncio.get_running_loop().time()
+
+
+@pytest.mark.parametrize(
+    "path, resource",
+    [
+        ("/apis/apps/v1/namespaces/shop/deployments/web", "deployments"),
+        ("/apis/apps/v1/deployments", "deployments"),
+        ("/apis/sidecars.dev/v1alpha1/sidecarpolicies/logs/status", "sidecarpolicies/status"),
+        ("/api/v1/namespaces/default/events", "events"),
+        ("/api/v1/namespaces", "namespaces"),
+        ("/apis/kopf.dev/v1/clusterkopfpeerings/sidecar-operator", "clusterkopfpeerings"),
+    ],
+)
+def test_requests_are_counted_by_resource_not_by_object(path: str, resource: str) -> None:
+    assert _resource(path) == resource

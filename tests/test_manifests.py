@@ -52,11 +52,17 @@ def test_the_cluster_role_has_no_wildcards_and_deployments_only_read_and_patch(
     crd_installed: Kubectl,
 ) -> None:
     rendered = yaml.safe_load_all(crd_installed("kustomize", MANIFESTS).stdout)
-    role = next(doc for doc in rendered if doc["kind"] == "ClusterRole")
+    role = next(
+        doc
+        for doc in rendered
+        if doc["kind"] == "ClusterRole" and doc["metadata"]["name"] == "sidecar-operator"
+    )
     for rule in role["rules"]:
         assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
         if "deployments" in rule["resources"]:
             assert sorted(rule["verbs"]) == ["get", "list", "patch", "watch"]
+        if "events" in rule["resources"]:  # posted, never updated; core/v1 only
+            assert rule["apiGroups"] == [""] and rule["verbs"] == ["create"]
 
 
 def test_the_operator_deployment_runs_under_restricted_pod_security(installed: Kubectl) -> None:
@@ -187,3 +193,42 @@ def test_the_cluster_role_cannot_read_secrets_or_write_pods(
             "auth", "can-i", verb, resource, f"--as={SERVICE_ACCOUNT}", "-A", check=False
         )
         assert answer.stdout.strip() == "no", (verb, resource)
+
+
+def test_reading_policies_joins_view_and_writing_them_is_for_platform_admins(
+    installed: Kubectl, namespace: str
+) -> None:
+    """Creating a SidecarPolicy runs an image in every selected Pod: a cluster-admin power."""
+    viewer, namespace_admin, platform = (
+        f"{role}-{namespace}" for role in ("viewer", "ns-admin", "platform")
+    )
+    installed("create", "clusterrolebinding", viewer, "--clusterrole=view", f"--user={viewer}")
+    installed(
+        "create",
+        "rolebinding",
+        namespace_admin,
+        "--clusterrole=admin",
+        f"--user={namespace_admin}",
+        f"--namespace={namespace}",
+    )
+    installed(
+        "create",
+        "clusterrolebinding",
+        platform,
+        "--clusterrole=sidecarpolicies-edit",
+        f"--user={platform}",
+    )
+    try:
+
+        def can(user: str, verb: str) -> str:
+            answer = installed(
+                "auth", "can-i", verb, "sidecarpolicies", f"--as={user}", check=False
+            )
+            return answer.stdout.strip()
+
+        eventually(lambda: can(viewer, "list") == "yes", what="view aggregated")
+        assert can(viewer, "create") == "no"
+        assert can(namespace_admin, "create") == "no"
+        assert can(platform, "create") == "yes" and can(platform, "delete") == "yes"
+    finally:
+        installed("delete", "clusterrolebinding", viewer, platform, "--ignore-not-found")

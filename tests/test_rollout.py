@@ -115,6 +115,24 @@ class Timeline:
             highest = max(highest, len(in_flight))
         return highest
 
+    def max_in_flight_any_revision(self, policy: str) -> int:
+        """In flight from the event where the policy's annotation changed (its write) until an
+        event shows the Deployment rolled out, whatever revision it carries."""
+        key = f"policy.sidecars.dev/{policy}"
+        last: dict[str, str | None] = {}
+        in_flight: set[str] = set()
+        highest = 0
+        for event in self.events:
+            name = event["metadata"]["name"]
+            value = (event["metadata"].get("annotations") or {}).get(key)
+            if name in last and value and value != last[name]:
+                in_flight.add(name)
+            last[name] = value
+            if name in in_flight and rolled_out(event):
+                in_flight.discard(name)
+            highest = max(highest, len(in_flight))
+        return highest
+
 
 @pytest.fixture
 def timeline(kubectl: Kubectl, namespace: str) -> Iterator[Timeline]:
@@ -139,6 +157,40 @@ def test_the_budget_is_never_exceeded(
     assert timeline.carrying(name, revision) == set(names)
     highest = timeline.max_in_flight(name, revision)
     print(f"maxConcurrent {max_concurrent}: at most {highest} Deployments in flight")
+    assert 1 <= highest <= 3
+
+
+def test_an_edit_mid_rollout_keeps_to_the_budget_across_revisions(
+    kubectl: Kubectl, policies: Policies, timeline: Timeline
+) -> None:
+    """Deployments still rolling the previous revision count until they finish."""
+    deployments(kubectl, 10, min_ready_seconds=4)
+    name = policies.apply(containers=[SIDECAR], updateStrategy={"maxConcurrent": 3})
+    eventually(lambda: ready(policies, name, matched=10), timeout=240, what="injected")
+
+    second = {**SIDECAR, "image": "fluent/fluent-bit:3.2.0"}
+    policies.apply(name, containers=[second], updateStrategy={"maxConcurrent": 3})
+    revision = str(
+        eventually(
+            lambda: (
+                (r := policies.status(name).get("revision")) != timeline.events[-1]
+                and timeline.carrying(name, r)
+                and r
+            ),
+            what="the second revision under way",
+        )
+    )
+    third = {**SIDECAR, "image": "fluent/fluent-bit:3.2.1"}
+    policies.apply(name, containers=[third], updateStrategy={"maxConcurrent": 3})
+    final = eventually(
+        lambda: (s := ready(policies, name, matched=10)) and s["revision"] != revision and s,
+        timeout=300,
+        what="the third revision everywhere",
+    )
+    time.sleep(1)
+    assert len(timeline.carrying(name, final["revision"])) == 10
+    highest = timeline.max_in_flight_any_revision(name)
+    print(f"at most {highest} Deployments in flight across revisions")
     assert 1 <= highest <= 3
 
 

@@ -3,16 +3,19 @@ everything else)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import copy
-import threading
 from typing import Any
 
 import pytest
 
 from sidecar_operator import merge, reconcile, render
 from sidecar_operator.kubeapi import ApiError, LoopThread
+from sidecar_operator.leadership import Identity, Leadership
 from sidecar_operator.ownership import field_manager
 from sidecar_operator.reconcile import Runtime
+from sidecar_operator.writer import Outcome
 
 POLICY_OBJECT: dict[str, Any] = {
     "metadata": {"name": "logs", "creationTimestamp": "2026-01-01T00:00:00Z"},
@@ -22,127 +25,240 @@ DEPLOYMENT: dict[str, Any] = {
     "metadata": {"name": "web", "namespace": "shop", "resourceVersion": "10", "uid": "u1"},
     "spec": {"template": {"spec": {"containers": [{"name": "app", "image": "nginx"}]}}},
 }
+HTTP = LoopThread("test-writes")
+
+
+def named(name: str) -> dict[str, Any]:
+    other = copy.deepcopy(DEPLOYMENT)
+    other["metadata"].update(name=name, uid=f"u-{name}")
+    return other
 
 
 class FakeApi:
-    """Applies like the API server (per `merge`), after failing with the given errors."""
+    """Applies like the API server (per `merge`), after failing with the given errors, or with
+    an error for one Deployment by name."""
 
-    def __init__(self, *failures: ApiError) -> None:
+    def __init__(self, *failures: Exception, refuse: dict[str, Exception] | None = None) -> None:
         self.failures = list(failures)
-        self.stored = copy.deepcopy(DEPLOYMENT)
+        self.refuse = refuse or {}
+        self.stored: dict[str, dict[str, Any]] = {}
         self.applies: list[tuple[str, bool]] = []
         self.statuses: list[dict[str, Any]] = []
 
     async def apply(self, body: dict[str, Any], *, policy: str, force: bool) -> dict[str, Any]:
         self.applies.append((policy, force))
+        name = body["metadata"]["name"]
         if self.failures:
             raise self.failures.pop(0)
-        self.stored = merge.apply(self.stored, field_manager(policy), body)
-        self.stored["metadata"]["resourceVersion"] = str(
-            int(self.stored["metadata"]["resourceVersion"]) + 1
-        )
-        return copy.deepcopy(self.stored)
+        if name in self.refuse:
+            raise self.refuse[name]
+        stored = self.stored.get(name) or named(name)
+        stored = merge.apply(stored, field_manager(policy), body)
+        stored["metadata"]["resourceVersion"] = str(int(stored["metadata"]["resourceVersion"]) + 1)
+        self.stored[name] = stored
+        return copy.deepcopy(stored)
 
     async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return copy.deepcopy(self.stored)
+        return copy.deepcopy(self.stored.get(name) or named(name))
 
-    def patch_policy_status(self, name: str, status: dict[str, Any]) -> None:
+    async def patch_policy_status(self, name: str, status: dict[str, Any]) -> None:
         self.statuses.append(status)
 
 
-LOOP = LoopThread("test-writes")
-
-
-def runtime(api: FakeApi) -> tuple[Runtime, list[tuple[str, str]]]:
+def runtime(api: FakeApi, *deployments: dict[str, Any]) -> tuple[Runtime, list[tuple[str, str]]]:
+    """Made on the test's loop, as the handlers make it on Kopf's."""
     posted: list[tuple[str, str]] = []
 
     def events(ref: dict[str, Any], *, type: str, reason: str, message: str) -> None:
         posted.append((type, reason))
 
-    state = Runtime(api, events, loop=LOOP, operator_namespace=None, resync_seconds=60)
+    state = Runtime(
+        api,
+        events,
+        http=HTTP,
+        leadership=Leadership(Identity("test", 0), peering=None),
+        operator_namespace=None,
+        resync_seconds=60,
+    )
     state.cache.put_policy(POLICY_OBJECT)
-    state.cache.put_deployment(DEPLOYMENT)
+    for deployment in deployments or (DEPLOYMENT,):
+        state.cache.put_deployment(deployment)
     return state, posted
 
 
-def first_action(state: Runtime) -> render.Action:
-    return next(a for a in state.plan(DEPLOYMENT) if a.policy == "logs")
+async def stop(task: asyncio.Future[None]) -> None:
+    """Cancel a worker as Kopf does, and wait until it (and what it awaits) has stopped."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
-def test_a_409_is_retried_with_fresh_state_and_never_forced() -> None:
+def action_for(state: Runtime, deployment: dict[str, Any]) -> render.Action:
+    return next(a for a in state.plans.plan(deployment) if a.policy == "logs")
+
+
+async def execute(state: Runtime, *deployments: dict[str, Any]) -> list[Outcome]:
+    """Write the policy's actions for these Deployments, as held in the cache (as a pass does)."""
+    held = dict(state.cache.deployments())
+    records = [held[("shop", d["metadata"]["name"])] for d in deployments or (DEPLOYMENT,)]
+    work = [(action_for(state, record), record) for record in records]
+    return await HTTP.wait(state.writer.execute_all(work, lambda announcement: None))
+
+
+async def test_a_409_is_retried_with_fresh_state_and_never_forced() -> None:
     api = FakeApi(ApiError(409, 'Apply failed with 1 conflict: conflict with "kubectl-edit"'))
     state, _ = runtime(api)
-    assert state.execute_all([(first_action(state), DEPLOYMENT)]) == ["written"]
+    assert await execute(state) == [Outcome.WRITTEN]
     assert api.applies == [("logs", False), ("logs", False)]
-    assert [c["name"] for c in api.stored["spec"]["template"]["spec"]["containers"]] == [
-        "app",
-        "fluent-bit",
-    ]
+    containers = api.stored["web"]["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in containers] == ["app", "fluent-bit"]
 
 
-def test_a_conflict_that_persists_is_reported_not_forced() -> None:
+async def test_a_conflict_that_persists_is_reported_not_forced() -> None:
     conflict = ApiError(409, "Apply failed with 1 conflict")
     api = FakeApi(conflict, conflict, conflict)
     state, posted = runtime(api)
-    assert state.execute_all([(first_action(state), DEPLOYMENT)]) == ["conflict"]
+    assert await execute(state) == [Outcome.CONFLICT]
     assert all(not force for _, force in api.applies) and len(api.applies) == 3
     assert ("Warning", "SidecarConflict") in posted and ("Warning", "Conflict") in posted
-    assert api.stored == DEPLOYMENT
+    assert api.stored == {}
 
 
-def test_a_rejected_patch_is_a_conflict_until_the_policy_changes() -> None:
+async def test_a_rejected_patch_is_a_conflict_until_the_policy_or_deployment_changes() -> None:
     api = FakeApi(ApiError(422, 'Deployment.apps "web" is invalid'))
     state, _ = runtime(api)
-    assert state.execute_all([(first_action(state), DEPLOYMENT)]) == ["rejected"]
-    state.run_pass(state.worker("logs"))
+    assert await execute(state) == [Outcome.REJECTED]
+    await state.run_pass(state.worker("logs"))
     assert len(api.applies) == 1  # the same content is not sent again
     assert api.statuses[-1]["conflicts"] == 1
     assert "the API server rejected the change" in api.statuses[-1]["conditions"][2]["message"]
 
+    relabelled = copy.deepcopy(DEPLOYMENT)
+    relabelled["metadata"].update(resourceVersion="11", labels={"fixed": "yes"})
+    state.cache.put_deployment(relabelled)
+    await state.run_pass(state.worker("logs"))
+    assert len(api.applies) == 2  # the Deployment changed: tried once more, and written
 
-def test_a_plan_outlives_status_changes_but_not_a_spec_change() -> None:
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        ApiError(403, 'admission webhook "deny.example.com" denied the request: no sidecars'),
+        ApiError(400, "error decoding patch"),
+        ApiError(413, "Request entity too large"),
+    ],
+    ids=["403", "400", "413"],
+)
+async def test_any_4xx_is_that_deployment_s_problem_and_the_batch_goes_on(
+    refusal: ApiError,
+) -> None:
+    refused, fine = named("refused"), named("fine")
+    api = FakeApi(refuse={"refused": refusal})
+    state, posted = runtime(api, refused, fine)
+    assert await execute(state, refused, fine) == [Outcome.REJECTED, Outcome.WRITTEN]
+    assert ("Warning", "SidecarConflict") in posted
+    await state.run_pass(state.worker("logs"))
+    assert api.statuses[-1]["conflicts"] == 1
+    assert refusal.message in api.statuses[-1]["conditions"][2]["message"]
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        ApiError(500, "etcdserver: request timed out"),
+        ApiError(429, "too many requests"),
+        ConnectionError("PATCH: ServerDisconnectedError"),
+    ],
+    ids=["500", "429", "no answer"],
+)
+async def test_a_failure_that_may_pass_is_retried_by_the_worker_and_the_batch_goes_on(
+    failure: Exception,
+) -> None:
+    api = FakeApi(failure)
+    state, _ = runtime(api, named("first"), named("second"))
+    outcomes = await execute(state, named("first"), named("second"))
+    assert sorted(outcomes) == sorted([Outcome.FAILED, Outcome.WRITTEN])
+    result = await state.run_pass(state.worker("logs"))
+    assert not result.failed and len(api.stored) == 2  # the next pass wrote the other
+
+
+async def test_a_worker_survives_an_api_server_outage_and_retries_soon(monkeypatch: Any) -> None:
+    """A status write without an answer ended the worker, which Kopf restarted 60 s later."""
+    api = FakeApi()
+    outage = [ConnectionError("PATCH: Cannot connect to host")] * 2
+
+    async def status(name: str, body: dict[str, Any]) -> None:
+        if outage:
+            raise outage.pop()
+        api.statuses.append(body)
+
+    monkeypatch.setattr(api, "patch_policy_status", status)
+    monkeypatch.setattr(reconcile, "RETRY_FIRST", 0.01)
+    state, _ = runtime(api)
+    state.listed.set()
+    worker = asyncio.ensure_future(state.run_worker("logs"))
+    try:
+        for _ in range(200):
+            if api.statuses and "web" in api.stored and state.worker("logs").retry == 0:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await stop(worker)
+    assert api.statuses and "web" in api.stored and not outage
+    assert state.worker("logs").retry == 0.0  # the last pass went well
+
+
+async def test_a_plan_outlives_status_changes_but_not_a_spec_change() -> None:
     """A rollout changes each Deployment's status many times; re-planning on each cost a core."""
     state, _ = runtime(FakeApi())
     deployment = copy.deepcopy(DEPLOYMENT)
     deployment["metadata"]["generation"] = 1
-    planned = state.plan(deployment)
+    planned = state.plans.plan(deployment)
     assert [a.kind for a in planned] == [render.Kind.APPLY]
 
     rolling = copy.deepcopy(deployment)
     rolling["metadata"]["resourceVersion"] = "11"
     rolling["status"] = {"observedGeneration": 1, "updatedReplicas": 1}
-    assert state.plan(rolling) is planned
+    assert state.plans.plan(rolling) is planned
 
     taken = copy.deepcopy(rolling)
     taken["metadata"].update(resourceVersion="12", generation=2)
     taken["spec"]["template"]["spec"]["containers"].append({"name": "fluent-bit", "image": "x"})
-    assert [a.kind for a in state.plan(taken)] == [render.Kind.CONFLICT]
+    assert [a.kind for a in state.plans.plan(taken)] == [render.Kind.CONFLICT]
 
 
-def test_a_pass_rests_ten_times_its_cpu_time_up_to_the_cap(monkeypatch: Any) -> None:
+async def test_a_pass_rests_ten_times_its_cpu_time_up_to_the_cap(monkeypatch: Any) -> None:
     """Under a rollout's storm of status changes passes would run back to back."""
-    clock = iter([0.0, 0.01, 10.0, 11.0])  # CPU seconds at the start and end of each pass
-    monkeypatch.setattr(reconcile.time, "thread_time", lambda: next(clock))
     api = FakeApi()
     state, _ = runtime(api)
     state.listed.set()
+    cpu = iter([0.01, 10.0])
     rests: list[float] = []
+    real_pass = state.run_pass
 
-    def rest(worker: reconcile.Worker, seconds: float, stopped: object) -> None:
+    async def run_pass(worker: reconcile.Worker) -> reconcile.PassResult:
+        result = await real_pass(worker)
+        return reconcile.PassResult(next(cpu), failed=result.failed)
+
+    async def rest(worker: reconcile.Worker, seconds: float) -> None:
         rests.append(seconds)
         worker.poke()  # something changed meanwhile: pass again at once
+        if len(rests) == 2:
+            raise asyncio.CancelledError
 
+    monkeypatch.setattr(state, "run_pass", run_pass)
     monkeypatch.setattr(reconcile.Worker, "rest", rest)
-    state.run_worker("logs", lambda: len(rests) == 2)
+    with pytest.raises(asyncio.CancelledError):
+        await state.run_worker("logs")
     assert rests == [10 * 0.01, reconcile.MAX_REST]
     assert api.applies == [("logs", False)]  # the second pass found the Deployment in sync
 
 
-def test_a_spec_change_cuts_the_rest_short_and_a_status_change_does_not() -> None:
+async def test_a_spec_change_cuts_the_rest_short_and_a_status_change_does_not() -> None:
     """An edit of the policy must not wait out the pace set for a rollout's status churn."""
     state, _ = runtime(FakeApi())
     worker = state.worker("logs")
-    state.run_pass(worker)  # the worker has seen generation 0
+    await state.run_pass(worker)  # the worker has seen generation 0
     assert not worker.urgent.is_set()
 
     state.cache.put_policy({**POLICY_OBJECT, "status": {"matchedDeployments": 1}})
@@ -152,49 +268,26 @@ def test_a_spec_change_cuts_the_rest_short_and_a_status_change_does_not() -> Non
     edited = copy.deepcopy(POLICY_OBJECT)
     edited["metadata"]["generation"] = 2
     state.cache.put_policy(edited)
+    resting = asyncio.ensure_future(worker.rest(3600))
     state.policy_changed("logs")
-    assert worker.urgent.is_set()
-
-    resting = threading.Thread(target=worker.rest, args=(3600, lambda: False), daemon=True)
-    resting.start()
-    resting.join(timeout=60)
-    assert not resting.is_alive()  # the hour's rest ended on the edit
+    await asyncio.wait_for(resting, timeout=60)  # the hour's rest ended on the edit
 
 
-def test_a_rest_ends_when_the_daemon_stops() -> None:
-    state, _ = runtime(FakeApi())
-    stop = threading.Event()
-    resting = threading.Thread(
-        target=state.worker("logs").rest, args=(3600, stop.is_set), daemon=True
-    )
-    resting.start()
-    stop.set()
-    resting.join(timeout=60)
-    assert not resting.is_alive()
-
-
-def test_a_batch_reports_each_outcome_in_order_and_raises_an_unexpected_error() -> None:
-    api = FakeApi(ApiError(404, "not found"))
+async def test_a_standby_writes_nothing() -> None:
+    api = FakeApi()
     state, _ = runtime(api)
-    action = first_action(state)
-    assert state.execute_all([(action, DEPLOYMENT), (action, DEPLOYMENT)]) == ["gone", "written"]
+    state.leadership.active = False
+    state.listed.set()
+    worker = asyncio.ensure_future(state.run_worker("logs"))
+    await asyncio.sleep(1.5)
+    await stop(worker)
+    assert api.applies == [] and api.statuses == []
 
-    api = FakeApi(ApiError(500, "etcdserver: request timed out"))
-    state, _ = runtime(api)
-    with pytest.raises(ApiError, match="request timed out"):  # to the worker: Kopf restarts it
-        state.execute_all([(first_action(state), DEPLOYMENT)])
 
-
-def test_the_first_complete_listing_calls_the_process_hook_once() -> None:
+async def test_the_first_complete_listing_calls_the_process_hook_once() -> None:
     calls: list[bool] = []
-    state = Runtime(
-        FakeApi(),
-        lambda ref, **_: None,
-        loop=LOOP,
-        operator_namespace=None,
-        resync_seconds=60,
-        on_first_listing=lambda: calls.append(state.listed.is_set()),
-    )
+    state, _ = runtime(FakeApi())
+    state.on_first_listing = lambda: calls.append(state.listed.is_set())
     key = (DEPLOYMENT["metadata"]["namespace"], DEPLOYMENT["metadata"]["name"])
     state.deployments_listed([key])
     state.deployments_listed([key])  # a relist after the watch expired

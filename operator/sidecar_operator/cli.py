@@ -22,7 +22,7 @@ app.add_typer(dev, name="dev")
 # threads sharing one GIL. The HTTP loop wakes for hundreds of responses a second and, at
 # Python's default 5 ms interval, each wake could wait that long for a busy thread to let go: at
 # N=5000 the writes then stalled in bursts of a second or two. Switching ten times as often cost
-# no measurable CPU and cut the update's rollout (see README, Performance).
+# no measurable CPU and cut the update's rollout (docs/performance.md).
 SWITCH_INTERVAL = 0.0005
 
 ClusterName = typer.Option("dev", "--name", help="Which local cluster (each has its own ports).")
@@ -62,6 +62,20 @@ def dev_down(name: str = ClusterName) -> None:
     devcluster.down(devcluster.Cluster.named(name))
 
 
+@dev.command("restart")
+def dev_restart(
+    component: str = typer.Argument(..., help="etcd, kube-apiserver, kube-controller-manager..."),
+    name: str = ClusterName,
+    down_for: float = typer.Option(10.0, min=0, help="Seconds the component stays stopped."),
+) -> None:
+    """Stop one component of a running cluster and start it again: an outage to ride out."""
+    try:
+        devcluster.restart(devcluster.Cluster.named(name), component, down_for=down_for)
+    except devcluster.ClusterError as error:
+        typer.echo(f"dev restart failed: {error}", err=True)
+        raise typer.Exit(1) from None
+
+
 @app.command("run")
 def run(
     log_format: str = typer.Option(
@@ -78,8 +92,8 @@ def run(
     ),
     peering: str | None = typer.Option(
         None,
-        help="A ClusterKopfPeering name: replicas sharing it keep exactly one active. "
-        "Without it the operator runs standalone.",
+        help="A ClusterKopfPeering name: of the replicas sharing it, the oldest alive is active "
+        "and the others stand by. Without it the operator runs standalone.",
     ),
     liveness_port: int | None = typer.Option(
         None, help="Serve Kopf's health check on this port at /healthz."
@@ -92,6 +106,7 @@ def run(
     import kopf
 
     from sidecar_operator import handlers, logs, metrics
+    from sidecar_operator.leadership import Identity
 
     if log_format not in ("console", "json"):
         raise typer.BadParameter("use console or json", param_hint="--log-format")
@@ -101,11 +116,17 @@ def run(
     handlers.Options.operator_namespace = operator_namespace
     handlers.Options.resync_seconds = resync_seconds
     handlers.Options.peering = peering
+    handlers.Options.identity = identity = Identity.of_this_process()
     if metrics_port:
         metrics.serve(metrics_port)
     sys.setswitchinterval(SWITCH_INTERVAL)
-    # Naming a peering makes it mandatory in Kopf; without one, run standalone.
-    peering_options: dict[str, Any] = {"peering_name": peering} if peering else {"standalone": True}
+    # Naming a peering makes it mandatory in Kopf (it starts paused until it has seen its peers);
+    # without one, run standalone.
+    peering_options: dict[str, Any] = (
+        {"peering_name": peering, "identity": identity.name, "priority": identity.priority}
+        if peering
+        else {"standalone": True}
+    )
     kopf.run(
         clusterwide=True,
         liveness_endpoint=f"http://0.0.0.0:{liveness_port}/healthz" if liveness_port else None,

@@ -4,6 +4,7 @@
 Kopf watches SidecarPolicies and Namespaces; Namespaces are only indexed and observed, so Kopf
 writes no annotations or finalizers on them, and its bookkeeping stays on SidecarPolicies.
 Deployments, the many, are watched by `watch.DeploymentWatch` (see there why not by Kopf).
+Every handler is a coroutine on Kopf's loop: none holds one of Kopf's few threads for long.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ import kopf
 
 from sidecar_operator import api
 from sidecar_operator.kubeapi import POSTERS, ApiError, EventPoster, KubeApi, load_config
-from sidecar_operator.reconcile import WRITERS, Runtime
+from sidecar_operator.leadership import LIFETIME, Identity, Leadership
+from sidecar_operator.reconcile import Runtime
 from sidecar_operator.watch import DeploymentWatch
+from sidecar_operator.writer import WRITERS
 
 POLICIES = (f"{api.GROUP}/{api.VERSION}", api.PLURAL)
 NAMESPACES = ("v1", "namespaces")
@@ -30,10 +33,26 @@ class Options:
     operator_namespace: str | None = None
     resync_seconds: float = 60.0
     peering: str | None = None
+    identity: Identity = Identity("standalone", 0)
+
+
+class NoDiffBase(kopf.DiffBaseStorage):
+    """Kopf keeps a copy of each object's spec to diff it for on-create/on-update handlers; by
+    default in an annotation, which refuses a spec over 256 KiB (and then deletion looped on
+    "Too long"). The operator has no such handlers: it derives everything from the object itself.
+    So nothing is kept, and Kopf sees every event as new, with no handler to call for it."""
+
+    def fetch(self, *, body: kopf.Body) -> None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        pass
 
 
 runtime: Runtime | None = None
 kube: KubeApi | None = None
+leadership: Leadership | None = None
+deployments: DeploymentWatch | None = None
 
 
 def _runtime() -> Runtime:
@@ -43,37 +62,41 @@ def _runtime() -> Runtime:
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    global runtime, kube
+async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    global runtime, kube, leadership, deployments
     prefix = api.GROUP
     settings.persistence.finalizer = f"{prefix}/cleanup"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=prefix)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=prefix, key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = NoDiffBase()
     settings.posting.level = logging.WARNING  # Kopf's own warnings become Events; info does not
     settings.watching.server_timeout = 300
     settings.watching.chunk_size = LIST_CHUNK  # list in pages, not all in one response
+    settings.peering.lifetime = LIFETIME
     load_config()
     # One connection each for the writers, the Event posters, status and reads: the bound on
     # requests in flight across all policies.
     kube = KubeApi(connections=WRITERS + POSTERS + 4)
     if Options.peering:
         try:
-            kube.ensure_cluster_peering(Options.peering)
+            await kube.loop.wait(kube.ensure_cluster_peering(Options.peering))
         except ApiError as error:  # e.g. its CRD installed a moment ago and not served yet
             raise kopf.TemporaryError(
                 f"cannot create the peering object: {error.message}", delay=2
             ) from None
+    leadership = Leadership(Options.identity, peering=Options.peering)
     runtime = Runtime(
         kube,
         EventPoster(kube),
-        loop=kube.loop,
+        http=kube.loop,
+        leadership=leadership,
         operator_namespace=Options.operator_namespace,
         resync_seconds=Options.resync_seconds,
         on_first_listing=_freeze_heap,
     )
-    DeploymentWatch(kube, runtime, after=runtime.indexed).start()
+    leadership.on_change = runtime.became
+    kube.loop.spawn(leadership.run(kube))
+    deployments = DeploymentWatch(kube, runtime, after=runtime.indexed)
+    deployments.start()
 
 
 def _freeze_heap() -> None:
@@ -85,16 +108,31 @@ def _freeze_heap() -> None:
 
 
 @kopf.on.cleanup()
-def close(**_: Any) -> None:
+async def close(**_: Any) -> None:
+    if leadership is not None:
+        leadership.stop()
     if kube is not None:
-        kube.close()
+        await kube.loop.wait(kube.aclose())
+
+
+@kopf.on.probe(id="deployments")
+def deployment_watch(**_: Any) -> str:
+    """What /healthz reports: the Deployment watch's state, named as it is. An API server that
+    is away is not the operator's fault, and a restart would not bring it back: the probe stays
+    healthy and says so, while the watch and the workers retry by themselves."""
+    return deployments.state if deployments is not None else "starting"
+
+
+@kopf.on.probe(id="role")
+def role(**_: Any) -> str:
+    return "active" if leadership is not None and leadership.active else "standby"
 
 
 # -- the watch caches ------------------------------------------------------------------------
 # Kopf calls indexers for every object of the initial listings before any other handler or
 # daemon, so Namespaces and policies are in the cache before the first worker pass (which also
 # waits for the Deployment watch's first listing). They keep nothing in Kopf's own indexes
-# (they return None) and never block, so they are coroutines, run on the event loop at once.
+# (they return None) and never block.
 
 
 @kopf.index(*NAMESPACES)
@@ -129,18 +167,19 @@ async def policy_event(event: kopf.RawEvent, name: str, **_: Any) -> None:
 
 
 @kopf.daemon(*POLICIES, cancellation_timeout=10)
-def policy_worker(name: str, stopped: kopf.DaemonStopped, **_: Any) -> None:
-    """Injects, updates, repairs and reports for one policy until it is deleted."""
-    _runtime().run_worker(name, lambda: bool(stopped))
+async def policy_worker(name: str, **_: Any) -> None:
+    """Injects, updates, repairs and reports for one policy until Kopf cancels it (the policy
+    is deleted, this replica stands by, or the operator stops)."""
+    await _runtime().run_worker(name)
 
 
 @kopf.on.delete(*POLICIES)
-def policy_deleted(name: str, **_: Any) -> None:
+async def policy_deleted(name: str, **_: Any) -> None:
     """Holds the policy (by its finalizer) until no Deployment carries anything of it."""
     state = _runtime()
-    if not state.listed.wait(30):
+    if not await state.listed.wait(30):
         raise kopf.TemporaryError("still listing Deployments", delay=1)
-    failures = state.remove_everywhere(name)
+    failures = await state.remove_everywhere(name)
     if failures:
         raise kopf.TemporaryError(
             f"could not clean up {len(failures)} Deployments: {'; '.join(failures[:5])}", delay=5

@@ -23,7 +23,7 @@ import structlog
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from sidecar_operator import api
+from sidecar_operator import api, metrics
 from sidecar_operator.ownership import field_manager
 
 T = TypeVar("T")
@@ -63,6 +63,18 @@ def load_config() -> None:
 ALL_DEPLOYMENTS = "/apis/apps/v1/deployments"
 DEPLOYMENTS = "/apis/apps/v1/namespaces/{namespace}/deployments/{name}"
 POLICY_STATUS = f"/apis/{api.GROUP}/{api.VERSION}/{api.PLURAL}/{{name}}/status"
+CLUSTER_PEERINGS = "/apis/kopf.dev/v1/clusterkopfpeerings"
+
+
+def _resource(path: str) -> str:
+    """The resource a request path names, for the request metric: `deployments`, `events`,
+    `sidecarpolicies/status`... (namespaces and object names left out: bounded label values)."""
+    parts = path.strip("/").split("/")
+    parts = parts[2:] if parts[0] == "api" else parts[3:]  # /api/v1/... or /apis/group/v1/...
+    if parts[0] == "namespaces" and len(parts) > 2:
+        parts = parts[2:]
+    resource = parts[0] if parts else ""
+    return f"{resource}/{parts[2]}" if len(parts) > 2 else resource
 
 
 class LoopThread:
@@ -75,7 +87,16 @@ class LoopThread:
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run `coroutine` on the loop and wait for its result."""
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+        return self.submit(coroutine).result()
+
+    def submit(self, coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Run `coroutine` on the loop; cancelling the future cancels it."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+
+    async def wait(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run `coroutine` on the loop and await it from another loop; cancelling the awaiting
+        task cancels the coroutine too."""
+        return await asyncio.wrap_future(self.submit(coroutine))
 
     def spawn(self, coroutine: Coroutine[Any, Any, object]) -> None:
         """Run `coroutine` on the loop without waiting; a failure is logged."""
@@ -122,8 +143,11 @@ class KubeApi:
 
     def close(self) -> None:
         """Close the session's connections; aiohttp reports a session left open at exit."""
+        self.loop.run(self.aclose())
+
+    async def aclose(self) -> None:
         if self._http is not None:
-            self.loop.run(self._http.close())
+            await self._http.close()
 
     def _session(self) -> aiohttp.ClientSession:
         """Made on the loop, at its first request: a session belongs to the loop it starts on."""
@@ -153,17 +177,21 @@ class KubeApi:
         token = self._configuration.get_api_key_with_prefix("BearerToken", alias="authorization")
         if token:
             headers["Authorization"] = token
-        data = None if body is None else json.dumps(body)  # JSON is valid YAML for +yaml types
+        # JSON is valid YAML for +yaml types. UTF-8 as it is: the API server reads an apply
+        # body as YAML, which refuses the \uXXXX surrogate pairs json.dumps makes of an emoji.
+        data = None if body is None else json.dumps(body, ensure_ascii=False).encode()
         url = self._configuration.host + path
         try:
             try:
                 status, payload = await self._send(method, url, query, data, headers)
             except aiohttp.ServerDisconnectedError:
                 status, payload = await self._send(method, url, query, data, headers)
-        except aiohttp.ClientError as error:
+        except (aiohttp.ClientError, TimeoutError) as error:
             # Not all of aiohttp's are OSErrors, which callers (the watch) take for a failed
             # connection and retry.
             raise ConnectionError(f"{method} {path}: {error!r}") from error
+        finally:
+            metrics.REQUESTS.labels(method=method, resource=_resource(path)).inc()
         if not 200 <= status < 300:
             raise ApiError.from_response(status, payload)
         return dict(json.loads(payload))
@@ -173,7 +201,7 @@ class KubeApi:
         method: str,
         url: str,
         query: dict[str, str] | None,
-        data: str | None,
+        data: bytes | None,
         headers: dict[str, str],
     ) -> tuple[int, bytes]:
         async with self._session().request(
@@ -282,9 +310,9 @@ class KubeApi:
         finally:
             stream.release_conn()
 
-    def patch_policy_status(self, name: str, status: dict[str, Any]) -> None:
+    async def patch_policy_status(self, name: str, status: dict[str, Any]) -> None:
         try:
-            self._request(
+            await self._arequest(
                 "PATCH",
                 POLICY_STATUS.format(name=name),
                 {"status": status},
@@ -294,7 +322,7 @@ class KubeApi:
             if error.status != 404:
                 raise
 
-    def ensure_cluster_peering(self, name: str) -> None:
+    async def ensure_cluster_peering(self, name: str) -> None:
         """Kopf only patches its peering object: without one, replicas cannot see each other."""
         body = {
             "apiVersion": "kopf.dev/v1",
@@ -302,10 +330,18 @@ class KubeApi:
             "metadata": {"name": name},
         }
         try:
-            self._request("POST", "/apis/kopf.dev/v1/clusterkopfpeerings", body)
+            await self._arequest("POST", CLUSTER_PEERINGS, body)
         except ApiError as error:
             if error.status != 409:
                 raise
+
+    async def get_cluster_peering(self, name: str) -> dict[str, Any] | None:
+        try:
+            return await self._arequest("GET", f"{CLUSTER_PEERINGS}/{name}")
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise
 
     async def post_event(
         self, ref: dict[str, Any], *, type: str, reason: str, message: str

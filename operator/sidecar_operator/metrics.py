@@ -9,8 +9,17 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 WRITES = Counter(
     "sidecar_operator_writes",
     "Server-side applies to Deployments, by policy, action (inject, update, repair, remove) and "
-    "outcome (written, rejected, conflict, gone).",
+    "outcome (written, nothing, gone, rejected, conflict, failed).",
     ["policy", "action", "outcome"],
+)
+REQUESTS = Counter(
+    "sidecar_operator_api_requests",
+    "Requests sent to the API server, by method and resource (Kopf's own not included).",
+    ["method", "resource"],
+)
+ACTIVE = Gauge(
+    "sidecar_operator_active",
+    "1 while this replica is the one that writes, 0 while it stands by (see --peering).",
 )
 PASSES = Counter(
     "sidecar_operator_reconciles", "Reconcile passes over a policy's Deployments.", ["policy"]

@@ -23,7 +23,7 @@ log = structlog.get_logger()
 
 PAGE = 250  # Deployments per listing page: bounds the full bodies held at once
 WATCH_SECONDS = 300  # the server ends each watch after this; the next resumes where it ended
-MAX_BACKOFF = 30.0
+MAX_BACKOFF = 10.0  # after an API server outage, the watch is back within this of its return
 
 
 class Source(Protocol):
@@ -47,6 +47,7 @@ class DeploymentWatch:
         self.source = source
         self.sink = sink
         self.after = after  # set once policies and namespaces are known
+        self.state = "waiting for policies"  # what /healthz reports
 
     def start(self) -> None:
         threading.Thread(target=self.run, name="deployments", daemon=True).start()
@@ -58,8 +59,10 @@ class DeploymentWatch:
         backoff = 0.0
         while True:
             try:
+                self.state = "listing"
                 version = self.list()
                 backoff = 0.0
+                self.state = "watching"
                 while True:
                     version = self.watch(version)
             except Expired:
@@ -72,10 +75,10 @@ class DeploymentWatch:
             except (urllib3.exceptions.HTTPError, OSError, ValueError) as error:
                 backoff = self._failed(error, backoff)
 
-    @staticmethod
-    def _failed(error: Exception, backoff: float) -> float:
+    def _failed(self, error: Exception, backoff: float) -> float:
         backoff = min(MAX_BACKOFF, max(1.0, backoff * 2))
         log.warning("Deployment watch failed", error=str(error), retry_in=backoff)
+        self.state = f"reconnecting: {error}"
         time.sleep(backoff)
         return backoff
 

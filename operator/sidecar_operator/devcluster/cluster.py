@@ -493,6 +493,33 @@ def _start(cluster: Cluster, bin_dir: Path, *, nodes: int, timeout: float) -> No
     say(f"cluster {cluster.name!r} up in {time.monotonic() - started:.1f}s with {nodes} kwok Nodes")
 
 
+def restart(cluster: Cluster, component: str, *, down_for: float, timeout: float = 180) -> None:
+    """Stop one component, keep it down `down_for` seconds, start it again with the same
+    arguments: an outage of the API server or etcd, for the operator to ride out."""
+    if component not in START_ORDER:
+        raise ClusterError(f"unknown component {component!r}; one of {', '.join(START_ORDER)}")
+    with cluster.locked():
+        if not is_up(cluster):
+            raise ClusterError(f"cluster {cluster.name!r} is not running")
+        state = json.loads(cluster.state_file.read_text())
+        ports, bin_dir = state["ports"], Path(state["bin_dir"])
+        # Killed, not asked: the API server drains its watches for a minute when asked.
+        pid = cluster.running_pids()[component]
+        os.kill(pid, signal.SIGKILL)
+        _wait(f"{component} stopped", lambda: not _alive(pid), timeout=timeout)
+        say(f"killed {component}; starting it again in {down_for:g}s")
+        time.sleep(down_for)
+        process = cluster.start(component, _argv(cluster, bin_dir, ports)[component])
+        api = _Api.for_cluster(cluster, ports["apiserver"])
+        _wait(
+            "kube-apiserver ready",
+            lambda: api.request("GET", "/readyz")[0] == 200,
+            timeout=timeout,
+            watch=(cluster, component, process),
+        )
+        say(f"started {component} again (pid {process.pid})")
+
+
 def _remove(cluster: Cluster) -> None:
     cluster.stop_processes()
     shutil.rmtree(cluster.directory, ignore_errors=True)

@@ -1,0 +1,137 @@
+"""Which replica writes: exactly one of those sharing a Kopf peering, the oldest alive.
+
+Kopf's peering pauses an operator while a live peer has the same or a higher priority. Every
+replica with the default priority therefore paused every other, and none served. Here each
+replica takes the (negative) time it started as its priority, so the oldest live one is active
+and a newcomer waits as a standby: a rolling update never moves the work to a replica that has
+not caught up, and no two replicas ever tie.
+
+Kopf pauses what it runs (its watches of policies, the policy workers, the deletion handler).
+The operator also writes from outside Kopf: removing what a deleted policy left behind, seen by
+its own Deployment watch. `Leadership` applies Kopf's rule to the same peering object, so that
+this work follows the same decision; it reads the object once a second (a GET, no watch: a
+second's delay is well inside a takeover, and there is no stream to keep alive).
+
+Timing: a replica's record lives `LIFETIME` seconds after its last keep-alive (Kopf sends one
+every 5-10 s), so after a SIGKILL the standby takes over within about that long; a replica
+that stops gracefully deletes its record, and the standby takes over at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+
+from sidecar_operator import metrics
+
+log = structlog.get_logger()
+
+LIFETIME = 15  # seconds a replica's peering record lives without a keep-alive
+POLL_SECONDS = 1.0
+
+
+class PeeringSource(Protocol):
+    async def get_cluster_peering(self, name: str) -> Mapping[str, Any] | None: ...
+
+
+@dataclass(frozen=True)
+class Identity:
+    """How this replica appears in the peering object."""
+
+    name: str
+    priority: int
+
+    @classmethod
+    def of_this_process(cls) -> Identity:
+        """The pod's name where the manifests set it (`POD_NAME`: a restarted container takes
+        over its own record at once instead of waiting for it to expire), else host and process.
+        The priority is the start time in microseconds, negated: the older, the higher."""
+        name = os.environ.get("POD_NAME") or f"{socket.gethostname()}/{os.getpid()}"
+        return cls(name, -(time.time_ns() // 1000))
+
+
+def is_active(
+    peers: Mapping[str, Mapping[str, Any]], identity: Identity, *, now: datetime.datetime
+) -> bool:
+    """Kopf's rule, from the peering object's status (peer name -> priority, lifetime,
+    lastseen): active unless another live peer has the same or a higher priority."""
+    for name, peer in peers.items():
+        if name == identity.name or not isinstance(peer, Mapping):
+            continue
+        lastseen = _parse(peer.get("lastseen")) or now
+        lifetime = datetime.timedelta(seconds=int(peer.get("lifetime", 60)))
+        if lastseen + lifetime > now and int(peer.get("priority", 0)) >= identity.priority:
+            return False
+    return True
+
+
+def _parse(stamp: Any) -> datetime.datetime | None:
+    if not isinstance(stamp, str):
+        return None
+    try:
+        parsed = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.UTC)
+
+
+class Leadership:
+    """Whether this replica may write. Standalone (no peering name): always.
+
+    `on_change(active)` is called from the loop that runs `run()`, on every change."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        *,
+        peering: str | None,
+        on_change: Callable[[bool], None] = lambda active: None,
+    ) -> None:
+        self.identity = identity
+        self.peering = peering
+        self.on_change = on_change
+        self.active = peering is None
+        self._decided = peering is None  # with peering, the first look at the peers decides
+        self._stopped = False
+        metrics.ACTIVE.set(int(self.active))
+
+    def stop(self) -> None:
+        """The operator is exiting: write nothing more, whatever the peers say."""
+        self._stopped = True
+        self._set(False)
+
+    async def run(self, source: PeeringSource) -> None:
+        if self.peering is None:
+            return
+        unreadable = False
+        while not self._stopped:
+            try:
+                found = await source.get_cluster_peering(self.peering)
+            except Exception as error:  # the API server is away, say: keep the last decision
+                if not unreadable:
+                    log.warning("Peering not readable", peering=self.peering, error=repr(error))
+                unreadable = True
+            else:
+                unreadable = False
+                peers = (found or {}).get("status") or {}
+                now = datetime.datetime.now(datetime.UTC)
+                self._set(not self._stopped and is_active(peers, self.identity, now=now))
+            await asyncio.sleep(POLL_SECONDS)
+
+    def _set(self, active: bool) -> None:
+        if self._decided and active == self.active:
+            return
+        self._decided = True
+        self.active = active
+        metrics.ACTIVE.set(int(active))
+        replica = self.identity.name
+        log.info("Active" if active else "Standby", peering=self.peering, replica=replica)
+        self.on_change(active)

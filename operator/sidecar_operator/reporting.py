@@ -1,0 +1,194 @@
+"""What the operator tells people: Events on Deployments and policies, each said once.
+
+Per policy it remembers what it reported (a conflict, a halt) so that a pass every few seconds
+does not repeat it, what the API server rejected (so the same content is not sent again), and
+what was changed since the last aggregated Event. Events go to an `EventSink`, which posts them
+in the background; any thread may call it.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sidecar_operator import metrics, status
+from sidecar_operator.api import GROUP, KIND, VERSION
+from sidecar_operator.cache import Cache, Key
+from sidecar_operator.render import Action, Change
+
+EVENT_NAMES_SHOWN = 5
+EVENT_INTERVAL = 10.0  # seconds between a policy's aggregated Events of one reason
+
+# A Deployment's Normal Event after a write: its reference, reason and message.
+Announcement = tuple[dict[str, Any], str, str]
+
+_PAST = {
+    Change.INJECT: ("Injected", "added"),
+    Change.UPDATE: ("Updated", "updated"),
+    Change.REPAIR: ("Repaired", "restored"),
+    Change.REMOVE: ("Removed", "removed"),
+}
+
+
+class EventSink(Protocol):
+    def __call__(self, ref: dict[str, Any], *, type: str, reason: str, message: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """The API server refused this content for this Deployment as it was then: sending it again
+    waits for the policy (`revision`) or the Deployment (`inputs`, as planned from) to change."""
+
+    revision: str
+    inputs: tuple[Any, ...]
+    reason: str
+
+
+@dataclass
+class _Memory:
+    conflicts: dict[Key, str] = field(default_factory=dict)  # last reported, to report once
+    rejected: dict[Key, Rejection] = field(default_factory=dict)
+    halted_on: list[Key] = field(default_factory=list)
+    done: dict[str, list[str]] = field(default_factory=lambda: collections.defaultdict(list))
+    flushed: float = 0.0
+
+
+def deployment_ref(deployment: Mapping[str, Any]) -> dict[str, Any]:
+    metadata = deployment["metadata"]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {k: metadata.get(k) for k in ("name", "namespace", "uid")},
+    }
+
+
+def key_of(deployment: Mapping[str, Any]) -> Key:
+    return deployment["metadata"]["namespace"], deployment["metadata"]["name"]
+
+
+class Reporter:
+    def __init__(self, events: EventSink, cache: Cache) -> None:
+        self.events = events
+        self.cache = cache  # for the policies' uids
+        self._memories: dict[str, _Memory] = {}
+        self._lock = threading.Lock()  # the HTTP loop records writes; a pass reads and flushes
+
+    def _memory(self, policy: str) -> _Memory:
+        with self._lock:
+            return self._memories.setdefault(policy, _Memory())
+
+    def forget(self, policy: str) -> None:
+        with self._lock:
+            self._memories.pop(policy, None)
+
+    def policy_ref(self, name: str) -> dict[str, Any]:
+        entry = self.cache.policy(name)
+        uid = entry[1].get("metadata", {}).get("uid") if entry else None
+        return {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": KIND,
+            "metadata": {"name": name, "uid": uid},
+        }
+
+    # -- conflicts and rejections ------------------------------------------------------------
+
+    def conflict(self, policy: str, deployment: Mapping[str, Any], message: str) -> None:
+        """A Warning on the Deployment and on the policy, once per distinct message."""
+        key = key_of(deployment)
+        memory = self._memory(policy)
+        if memory.conflicts.get(key) == message:
+            return
+        memory.conflicts[key] = message
+        metrics.CONFLICTS.labels(policy=policy).inc()
+        self.events(
+            deployment_ref(deployment),
+            type="Warning",
+            reason="SidecarConflict",
+            message=f"SidecarPolicy {policy} skipped this Deployment: {message}",
+        )
+        self.events(
+            self.policy_ref(policy),
+            type="Warning",
+            reason="Conflict",
+            message=f"Skipped Deployment {key[0]}/{key[1]}: {message}",
+        )
+
+    def no_conflict(self, policy: str, key: Key) -> None:
+        self._memory(policy).conflicts.pop(key, None)
+
+    def rejected(
+        self, action: Action, deployment: Mapping[str, Any], message: str, inputs: tuple[Any, ...]
+    ) -> None:
+        reason = f"the API server rejected the change: {message}"
+        rejection = Rejection(action.revision, inputs, reason)
+        self._memory(action.policy).rejected[key_of(deployment)] = rejection
+        self.conflict(action.policy, deployment, reason)
+
+    def rejection(self, policy: str, key: Key) -> Rejection | None:
+        return self._memory(policy).rejected.get(key)
+
+    def halted(self, policy: str, failing: list[Key]) -> None:
+        memory = self._memory(policy)
+        if failing and failing != memory.halted_on:
+            self.events(
+                self.policy_ref(policy),
+                type="Warning",
+                reason="RolloutHalted",
+                message=status.halted_message(failing),
+            )
+        memory.halted_on = failing
+
+    def selects_everything(self, policy: str) -> None:
+        self.events(
+            self.policy_ref(policy),
+            type="Warning",
+            reason="SelectsEverything",
+            message="spec.selector is empty: every Deployment in the matched namespaces gets "
+            "this policy's sidecars",
+        )
+
+    # -- changes -----------------------------------------------------------------------------
+
+    def changed(self, action: Action, deployment: Mapping[str, Any]) -> Announcement:
+        """Count a written change towards the policy's next aggregated Event; returns the
+        Deployment's own Event, which the caller posts after its batch of writes."""
+        change = action.change or Change.UPDATE
+        reason, verb = _PAST[change]
+        with self._lock:
+            memory = self._memories.setdefault(action.policy, _Memory())
+            memory.done[reason].append("/".join(key_of(deployment)))
+        return (
+            deployment_ref(deployment),
+            f"Sidecars{reason}",
+            f"Sidecars of SidecarPolicy {action.policy} {verb}",
+        )
+
+    def announce(self, announcement: Announcement) -> None:
+        ref, reason, message = announcement
+        self.events(ref, type="Normal", reason=reason, message=message)
+
+    def flush(self, policy: str, *, now: bool = False) -> None:
+        """One Event per reason for everything done since the last one, at most every
+        EVENT_INTERVAL seconds: a rollout over 800 Deployments makes a handful, not 800."""
+        memory = self._memory(policy)
+        if not now and time.monotonic() - memory.flushed < EVENT_INTERVAL:
+            return
+        with self._lock:
+            done, memory.done = memory.done, collections.defaultdict(list)
+        memory.flushed = time.monotonic()
+        for reason, names in done.items():
+            if not names:
+                continue
+            shown = ", ".join(sorted(names)[:EVENT_NAMES_SHOWN])
+            more = len(names) - EVENT_NAMES_SHOWN
+            suffix = f" and {more} more" if more > 0 else ""
+            self.events(
+                self.policy_ref(policy),
+                type="Normal",
+                reason=reason,
+                message=f"{reason} sidecars in {len(names)} Deployments: {shown}{suffix}",
+            )
