@@ -57,3 +57,28 @@ def test_metrics_count_what_the_operator_did(
     assert (
         _value(after, "sidecar_operator_policy_deployments", policy=name, state="matched") is None
     )
+
+
+def test_a_policy_that_loses_a_clash_labels_its_release_as_a_removal(
+    kubectl: Kubectl, policies: Policies, operator: OperatorProcess
+) -> None:
+    """Label values stay a fixed set: a conflict's message once became the `action` label."""
+    kubectl.apply(deployment("web"))
+    low = policies.apply(containers=[FLUENT_BIT], volumes=[LOG_VOLUME], priority=1)
+    eventually(lambda: ready(policies, low, matched=1), what="the first policy injected")
+    high = policies.apply(containers=[FLUENT_BIT], volumes=[LOG_VOLUME], priority=5)
+    eventually(lambda: ready(policies, high, matched=1), what="the winner injected")
+    eventually(lambda: policies.status(low).get("conflicts") == 1, what="the loser let go")
+
+    text = operator.metrics()
+    actions = {
+        found["action"]
+        for line in text.splitlines()
+        if line.startswith("sidecar_operator_writes_total{")
+        for found in [dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))]
+    }
+    assert actions <= {"inject", "update", "repair", "remove", "none"}, actions
+    released = _value(
+        text, "sidecar_operator_writes_total", policy=low, action="remove", outcome="written"
+    )
+    assert released == 1
