@@ -53,7 +53,8 @@ def test_a_container_name_the_api_server_refuses_is_a_reported_conflict(
 
 
 def _refusing_admission_policy(kubectl: Kubectl, namespace: str) -> str:
-    """A ValidatingAdmissionPolicy refusing fluent-bit in Deployments labelled refuse=yes."""
+    """A ValidatingAdmissionPolicy refusing fluent-bit in Deployments labelled refuse=yes, with
+    403 Forbidden (as webhooks do; its default, 422 Invalid, was always handled)."""
     name = f"no-shipper-{uuid.uuid4().hex[:6]}"
     kubectl.apply(
         yaml.safe_dump_all(
@@ -79,6 +80,7 @@ def _refusing_admission_policy(kubectl: Kubectl, namespace: str) -> str:
                                 "expression": "!object.spec.template.spec.containers.exists("
                                 "c, c.name == 'fluent-bit')",
                                 "message": "log shipping is not allowed for this team",
+                                "reason": "Forbidden",
                             }
                         ],
                     },

@@ -163,23 +163,22 @@ def test_the_budget_is_never_exceeded(
 def test_an_edit_mid_rollout_keeps_to_the_budget_across_revisions(
     kubectl: Kubectl, policies: Policies, timeline: Timeline
 ) -> None:
-    """Deployments still rolling the previous revision count until they finish."""
+    """Deployments still rolling the previous revision count until they finish. The edit comes
+    when the first three are done with it and the next three roll it: those first three would
+    otherwise take the budget's slots again."""
     deployments(kubectl, 10, min_ready_seconds=4)
     name = policies.apply(containers=[SIDECAR], updateStrategy={"maxConcurrent": 3})
-    eventually(lambda: ready(policies, name, matched=10), timeout=240, what="injected")
+    first = eventually(lambda: ready(policies, name, matched=10), timeout=240, what="injected")
 
     second = {**SIDECAR, "image": "fluent/fluent-bit:3.2.0"}
     policies.apply(name, containers=[second], updateStrategy={"maxConcurrent": 3})
-    revision = str(
-        eventually(
-            lambda: (
-                (r := policies.status(name).get("revision")) != timeline.events[-1]
-                and timeline.carrying(name, r)
-                and r
-            ),
-            what="the second revision under way",
-        )
-    )
+
+    def second_batch_rolling() -> str | None:
+        revision = str(policies.status(name).get("revision"))
+        under_way = revision != first["revision"]
+        return revision if under_way and len(timeline.carrying(name, revision)) >= 5 else None
+
+    revision = str(eventually(second_batch_rolling, timeout=120, what="the second batch"))
     third = {**SIDECAR, "image": "fluent/fluent-bit:3.2.1"}
     policies.apply(name, containers=[third], updateStrategy={"maxConcurrent": 3})
     final = eventually(
