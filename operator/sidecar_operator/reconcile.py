@@ -289,11 +289,12 @@ class Runtime:
             paused=strategy.paused,
             policy_created=policy.created,
         )
+        memory = self.reporter.memory(worker.name)
         for item in items:
             if item.action.kind is Kind.CONFLICT:
                 self.reporter.conflict(worker.name, item.deployment, item.action.conflict)
             else:
-                self.reporter.no_conflict(worker.name, item.key)
+                memory.no_conflict(item.key)
         self.reporter.halted(worker.name, step.failing)
         return PassPlan(
             self._status(worker, policy, body, items, step),
@@ -304,12 +305,13 @@ class Runtime:
     def _items(self, policy: str) -> list[rollout.Item]:
         """This policy's planned action on every Deployment that matches or carries it."""
         items = []
+        memory = self.reporter.memory(policy)
         for key, deployment in self.cache.deployments():
             mine = next((a for a in self.plans.plan(deployment) if a.policy == policy), None)
             if mine is None:
-                self.reporter.no_conflict(policy, key)
+                memory.no_conflict(key)
                 continue
-            rejected = self.reporter.rejection(policy, key)
+            rejected = memory.rejected.get(key)
             if (
                 rejected
                 and mine.kind is Kind.APPLY

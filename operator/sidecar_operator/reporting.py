@@ -49,12 +49,18 @@ class Rejection:
 
 
 @dataclass
-class _Memory:
+class Memory:
+    """What was reported for one policy. A pass reads it for every Deployment, so it is handed
+    out once per pass rather than looked up under the reporter's lock each time."""
+
     conflicts: dict[Key, str] = field(default_factory=dict)  # last reported, to report once
     rejected: dict[Key, Rejection] = field(default_factory=dict)
     halted_on: list[Key] = field(default_factory=list)
     done: dict[str, list[str]] = field(default_factory=lambda: collections.defaultdict(list))
     flushed: float = 0.0
+
+    def no_conflict(self, key: Key) -> None:
+        self.conflicts.pop(key, None)
 
 
 def deployment_ref(deployment: Mapping[str, Any]) -> dict[str, Any]:
@@ -74,12 +80,12 @@ class Reporter:
     def __init__(self, events: EventSink, cache: Cache) -> None:
         self.events = events
         self.cache = cache  # for the policies' uids
-        self._memories: dict[str, _Memory] = {}
+        self._memories: dict[str, Memory] = {}
         self._lock = threading.Lock()  # the HTTP loop records writes; a pass reads and flushes
 
-    def _memory(self, policy: str) -> _Memory:
+    def memory(self, policy: str) -> Memory:
         with self._lock:
-            return self._memories.setdefault(policy, _Memory())
+            return self._memories.setdefault(policy, Memory())
 
     def forget(self, policy: str) -> None:
         with self._lock:
@@ -99,7 +105,7 @@ class Reporter:
     def conflict(self, policy: str, deployment: Mapping[str, Any], message: str) -> None:
         """A Warning on the Deployment and on the policy, once per distinct message."""
         key = key_of(deployment)
-        memory = self._memory(policy)
+        memory = self.memory(policy)
         if memory.conflicts.get(key) == message:
             return
         memory.conflicts[key] = message
@@ -117,22 +123,16 @@ class Reporter:
             message=f"Skipped Deployment {key[0]}/{key[1]}: {message}",
         )
 
-    def no_conflict(self, policy: str, key: Key) -> None:
-        self._memory(policy).conflicts.pop(key, None)
-
     def rejected(
         self, action: Action, deployment: Mapping[str, Any], message: str, inputs: tuple[Any, ...]
     ) -> None:
         reason = f"the API server rejected the change: {message}"
         rejection = Rejection(action.revision, inputs, reason)
-        self._memory(action.policy).rejected[key_of(deployment)] = rejection
+        self.memory(action.policy).rejected[key_of(deployment)] = rejection
         self.conflict(action.policy, deployment, reason)
 
-    def rejection(self, policy: str, key: Key) -> Rejection | None:
-        return self._memory(policy).rejected.get(key)
-
     def halted(self, policy: str, failing: list[Key]) -> None:
-        memory = self._memory(policy)
+        memory = self.memory(policy)
         if failing and failing != memory.halted_on:
             self.events(
                 self.policy_ref(policy),
@@ -159,7 +159,7 @@ class Reporter:
         change = action.change or Change.UPDATE
         reason, verb = _PAST[change]
         with self._lock:
-            memory = self._memories.setdefault(action.policy, _Memory())
+            memory = self._memories.setdefault(action.policy, Memory())
             memory.done[reason].append("/".join(key_of(deployment)))
         return (
             deployment_ref(deployment),
@@ -174,7 +174,7 @@ class Reporter:
     def flush(self, policy: str, *, now: bool = False) -> None:
         """One Event per reason for everything done since the last one, at most every
         EVENT_INTERVAL seconds: a rollout over 800 Deployments makes a handful, not 800."""
-        memory = self._memory(policy)
+        memory = self.memory(policy)
         if not now and time.monotonic() - memory.flushed < EVENT_INTERVAL:
             return
         with self._lock:
