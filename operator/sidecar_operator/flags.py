@@ -21,16 +21,18 @@ class Flag:
         self._threads = threading.Event()  # the same state, for threads that block on it
 
     def set(self) -> None:
+        self._threads.set()
         if _running_loop() is self._loop:
-            self._set_here()
-            return
-        self._threads.set()  # at once, for threads; the loop sees it on its next turn
-        if not self._loop.is_closed():
+            self._event.set()
+        elif not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._set_here)
 
     def _set_here(self) -> None:
-        self._threads.set()
-        self._event.set()
+        """Only if not cleared meanwhile: a set that came before the clear is covered by what
+        the waiter does after clearing it (it reads the state the setter left), and carrying it
+        over ran the worker's pass twice."""
+        if self._threads.is_set():
+            self._event.set()
 
     def clear(self) -> None:
         self._threads.clear()
