@@ -13,13 +13,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+CHAOS_ARGS ?=
 
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export SIDECAR_OPERATOR_CACHE := $(CACHE)
 export UV
 
-.PHONY: help install binaries lint test bench demo down lock clean crds
+.PHONY: help install binaries lint test bench chaos demo down lock clean crds
 
 help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -55,6 +56,9 @@ test: install binaries lint  ## Everything CI runs: install, build, lint and the
 
 bench: install binaries  ## Rollout time against a bare client, API writes, memory (`BENCH_ARGS=--sizes 100`).
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+chaos: install binaries  ## Faults and bad input, each trial audited (not in `make test`; `CHAOS_ARGS=--seed 1`).
+	$(BIN)/python -m tests.chaos $(CHAOS_ARGS)
 
 demo: install binaries  ## Start the local cluster and the operator, apply the samples, show the result.
 	bash hack/demo.sh

@@ -93,16 +93,23 @@ def _free_port() -> int:
 class OperatorProcess:
     """`sidecar-operator run` as a subprocess, as a user starts it; stoppable mid-test."""
 
-    def __init__(self, kubeconfig: Path, log_path: Path, *extra_args: str) -> None:
+    def __init__(
+        self,
+        kubeconfig: Path,
+        log_path: Path,
+        *extra_args: str,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.log_path = log_path
         self.extra_args = extra_args
+        self.env = env or {}
         self.metrics_port = _free_port()
         self.liveness_port = _free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        env = {**os.environ, **self.env, "KUBECONFIG": str(self.kubeconfig)}
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [

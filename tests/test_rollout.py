@@ -9,19 +9,16 @@ shows it rolled out. Counting over that sequence gives the concurrency the clust
 from __future__ import annotations
 
 import signal
-import threading
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client, config, watch
 
-from sidecar_operator.status import rolled_out
 from tests.conftest import OperatorProcess
 from tests.kube import Kubectl, eventually
 from tests.scenario import Policies, condition, policy_events, ready
+from tests.timeline import Timeline
 
 pytestmark = pytest.mark.usefixtures("operator")
 
@@ -55,83 +52,6 @@ def deployments(
     for name in names:
         kubectl("rollout", "status", f"deployment/{name}", "--timeout=120s")
     return names
-
-
-class Timeline:
-    """Every Deployment event in one namespace, in the order the API server sent them."""
-
-    def __init__(self, kubeconfig: str, namespace: str) -> None:
-        api_client = config.new_client_from_config(config_file=kubeconfig)
-        self.apps = client.AppsV1Api(api_client)
-        self.namespace = namespace
-        self.events: list[dict[str, Any]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        version = self.apps.list_namespaced_deployment(self.namespace).metadata.resource_version
-        while not self._stop.is_set():
-            stream = watch.Watch().stream(
-                self.apps.list_namespaced_deployment,
-                self.namespace,
-                resource_version=version,
-                timeout_seconds=2,
-            )
-            for event in stream:
-                obj = self.apps.api_client.sanitize_for_serialization(event["object"])
-                version = obj["metadata"]["resourceVersion"]
-                self.events.append(obj)
-
-    def __enter__(self) -> Timeline:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def carrying(self, policy: str, revision: str) -> set[str]:
-        key = f"policy.sidecars.dev/{policy}"
-        return {
-            e["metadata"]["name"]
-            for e in self.events
-            if (e["metadata"].get("annotations") or {}).get(key) == revision
-        }
-
-    def max_in_flight(self, policy: str, revision: str) -> int:
-        key = f"policy.sidecars.dev/{policy}"
-        in_flight: set[str] = set()
-        done: set[str] = set()
-        highest = 0
-        for event in self.events:
-            name = event["metadata"]["name"]
-            carries = (event["metadata"].get("annotations") or {}).get(key) == revision
-            if carries and name not in done:
-                if rolled_out(event):
-                    in_flight.discard(name)
-                    done.add(name)
-                else:
-                    in_flight.add(name)
-            highest = max(highest, len(in_flight))
-        return highest
-
-    def max_in_flight_any_revision(self, policy: str) -> int:
-        """In flight from the event where the policy's annotation changed (its write) until an
-        event shows the Deployment rolled out, whatever revision it carries."""
-        key = f"policy.sidecars.dev/{policy}"
-        last: dict[str, str | None] = {}
-        in_flight: set[str] = set()
-        highest = 0
-        for event in self.events:
-            name = event["metadata"]["name"]
-            value = (event["metadata"].get("annotations") or {}).get(key)
-            if name in last and value and value != last[name]:
-                in_flight.add(name)
-            last[name] = value
-            if name in in_flight and rolled_out(event):
-                in_flight.discard(name)
-            highest = max(highest, len(in_flight))
-        return highest
 
 
 @pytest.fixture

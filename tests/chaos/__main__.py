@@ -1,0 +1,119 @@
+"""`make chaos` (`python -m tests.chaos [--seed N] [--size 30] [--trials sigkill,...]`): runs the
+trials on a fresh local cluster named `chaos`, prints a table, writes bench/results/chaos.json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from tests.chaos import trials
+from tests.conftest import OperatorProcess
+from tests.kube import CRD_FILE, PEERING_CRD_FILE, REPO, Kubectl, dev, eventually, kubeconfig_from
+
+CLUSTER = "chaos"
+PEERING = "sidecar-operator-chaos"
+RESULTS = REPO / "bench" / "results" / "chaos.json"
+TRIALS = ("sigkill", "control-plane", "replicas")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.chaos")
+    parser.add_argument("--seed", type=int, default=int(time.time()))
+    parser.add_argument("--size", type=int, default=30, help="Deployments per trial")
+    parser.add_argument("--trials", default=",".join(TRIALS))
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    options = parser.parse_args()
+    chosen = options.trials.split(",")
+    started = time.monotonic()
+    dev("down", "--name", CLUSTER)
+    up = dev("up", "--name", CLUSTER)
+    admin = Kubectl(kubeconfig_from(up.stdout.strip().splitlines()[-1]))
+    workdir = Path(tempfile.mkdtemp(prefix="chaos-"))
+    rows: list[trials.Row] = []
+    try:
+        for path in (CRD_FILE, PEERING_CRD_FILE):
+            admin("apply", "--server-side", "--force-conflicts", "-f", str(path))
+        eventually(lambda: _established(admin), what="the CRDs established")
+        setting = trials.Setting(admin, CLUSTER, workdir, options.size, random.Random(options.seed))
+
+        def replica(name: str) -> OperatorProcess:
+            return OperatorProcess(
+                admin.kubeconfig,
+                workdir / f"{name}.log",
+                f"--peering={PEERING}",
+                env={"POD_NAME": name},
+            )
+
+        if "sigkill" in chosen or "control-plane" in chosen:
+            operator = replica("chaos-operator")
+            operator.start()
+            try:
+                if "sigkill" in chosen:
+                    rows += _timed("sigkill", lambda: trials.sigkills(setting, operator))
+                if "control-plane" in chosen:
+                    rows += _timed("control plane", lambda: trials.control_plane(setting, operator))
+            finally:
+                operator.stop()
+        if "replicas" in chosen:
+            rows += _timed("replicas", lambda: trials.replicas(setting, replica))
+    finally:
+        dev("down", "--name", CLUSTER)
+    seconds = round(time.monotonic() - started)
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
+    ).stdout.strip()
+    defects = [d for row in rows for d in row.defects]
+    report = {
+        "commit": commit,
+        "seed": options.seed,
+        "seconds": seconds,
+        "defects": len(defects),
+        "rows": [asdict(row) for row in rows],
+        "logs": str(workdir),
+    }
+    options.out.parent.mkdir(parents=True, exist_ok=True)
+    options.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(_table(rows))
+    print(
+        f"\n{len(defects)} defects; commit {commit}, seed {options.seed}, {seconds} s; "
+        f"{options.out}; operator logs in {workdir}"
+    )
+    return 1 if defects else 0
+
+
+def _timed(what: str, run: object) -> list[trials.Row]:
+    print(f"chaos: {what} ...", file=sys.stderr, flush=True)
+    started = time.monotonic()
+    rows: list[trials.Row] = run()  # type: ignore[operator]
+    print(f"chaos: {what} done in {time.monotonic() - started:.0f}s", file=sys.stderr, flush=True)
+    return rows
+
+
+def _established(admin: Kubectl) -> bool:
+    for name in ("sidecarpolicies.sidecars.dev", "clusterkopfpeerings.kopf.dev"):
+        conditions = admin.json("crd", name).get("status", {}).get("conditions") or []
+        if not any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
+            return False
+    return True
+
+
+def _table(rows: list[trials.Row]) -> str:
+    lines = ["| trial | phase | faults | s | figures | defects |", "|---|---|---|---:|---|---|"]
+    for row in rows:
+        figures = ", ".join(f"{k} {v}" for k, v in row.figures.items())
+        defects = "; ".join(row.defects) or "0"
+        lines.append(
+            f"| {row.trial} | {row.phase} | {row.faults} | {row.seconds} | {figures} | {defects} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""The audit every chaos trial ends with, on the cluster's actual objects. Pure: objects in,
+defects out, each a sentence naming the Deployment.
+
+Nothing lost, changed or reordered: a matched Deployment's pod template, with exactly what the
+policy adds taken out, equals the snapshot taken before the policy existed; what the policy adds
+is there exactly once and as the policy says; after removal the template is the snapshot.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sidecar_operator.render import contains
+from sidecar_operator.status import rolled_out
+
+POD_LISTS = ("initContainers", "containers")
+Template = dict[str, Any]
+
+
+def template(deployment: Mapping[str, Any]) -> Template:
+    return copy.deepcopy(dict(deployment["spec"]["template"]["spec"]))
+
+
+def _normal(pod: Template) -> Template:
+    """Empty lists and absent keys are the same pod."""
+    pod = copy.deepcopy(pod)
+    for key in (*POD_LISTS, "volumes"):
+        if not pod.get(key):
+            pod.pop(key, None)
+    for pod_list in POD_LISTS:
+        for container in pod.get(pod_list, []):
+            if not container.get("volumeMounts"):
+                container.pop("volumeMounts", None)
+    return pod
+
+
+def without_policy(pod: Template, spec: Mapping[str, Any]) -> Template:
+    """The pod template with everything the policy adds taken out."""
+    pod = copy.deepcopy(pod)
+    added = {
+        "containers": {c["name"] for c in spec.get("containers", [])},
+        "initContainers": {c["name"] for c in spec.get("initContainers", [])},
+    }
+    paths = {m["mountPath"] for m in spec.get("volumeMounts", [])}
+    volumes = {v["name"] for v in spec.get("volumes", [])}
+    for pod_list in POD_LISTS:
+        pod[pod_list] = [c for c in pod.get(pod_list, []) if c["name"] not in added[pod_list]]
+        for container in pod[pod_list]:
+            container["volumeMounts"] = [
+                m for m in container.get("volumeMounts", []) if m["mountPath"] not in paths
+            ]
+    pod["volumes"] = [v for v in pod.get("volumes", []) if v["name"] not in volumes]
+    return _normal(pod)
+
+
+def carrying(deployment: Mapping[str, Any], policy: str) -> str | None:
+    annotations = deployment["metadata"].get("annotations") or {}
+    return annotations.get(f"policy.sidecars.dev/{policy}")
+
+
+def injected(
+    deployment: Mapping[str, Any],
+    snapshot: Template,
+    policy: str,
+    spec: Mapping[str, Any],
+    revision: str,
+) -> list[str]:
+    """A Deployment the policy matches, after its rollout settled."""
+    name = deployment["metadata"]["name"]
+    pod = template(deployment)
+    found = []
+    if carrying(deployment, policy) != revision:
+        found.append(f"{name}: carries {carrying(deployment, policy)!r}, the policy is {revision}")
+    for pod_list, key in (("containers", "containers"), ("initContainers", "initContainers")):
+        live = Counter(c["name"] for c in pod.get(pod_list, []))
+        for wanted in spec.get(key, []):
+            copies = live[wanted["name"]]
+            if copies != 1:
+                found.append(f"{name}: {copies} copies of {pod_list[:-1]} {wanted['name']}")
+                continue
+            held = next(c for c in pod[pod_list] if c["name"] == wanted["name"])
+            if not contains(held, wanted):
+                found.append(f"{name}: {pod_list[:-1]} {wanted['name']} is not the policy's")
+    live_volumes = Counter(v["name"] for v in pod.get("volumes", []))
+    for volume in spec.get("volumes", []):
+        if live_volumes[volume["name"]] != 1:
+            found.append(
+                f"{name}: {live_volumes[volume['name']]} copies of volume {volume['name']}"
+            )
+    app = {pod_list: {c["name"] for c in snapshot.get(pod_list, [])} for pod_list in POD_LISTS}
+    for pod_list in POD_LISTS:
+        for container in pod.get(pod_list, []):
+            if container["name"] not in app[pod_list]:
+                continue
+            paths = Counter(m["mountPath"] for m in container.get("volumeMounts", []))
+            for mount in spec.get("volumeMounts", []):
+                if paths[mount["mountPath"]] != 1:
+                    found.append(
+                        f"{name}: {paths[mount['mountPath']]} mounts at {mount['mountPath']} "
+                        f"in {container['name']}"
+                    )
+    if without_policy(pod, spec) != _normal(snapshot):
+        found.append(f"{name}: the app's own part differs from before the policy")
+    return found
+
+
+def removed(deployment: Mapping[str, Any], snapshot: Template, policy: str) -> list[str]:
+    """A Deployment the policy let go of: exactly the template it had before."""
+    name = deployment["metadata"]["name"]
+    found = []
+    if carrying(deployment, policy) is not None:
+        found.append(f"{name}: still carries the policy's annotation")
+    if _normal(template(deployment)) != _normal(snapshot):
+        found.append(f"{name}: the template differs from before the policy")
+    return found
+
+
+def status(
+    policy: Mapping[str, Any], deployments: Iterable[Mapping[str, Any]], matched: set[str]
+) -> list[str]:
+    """The policy's status agrees with the Deployments it matches."""
+    name = policy["metadata"]["name"]
+    current = policy.get("status") or {}
+    revision = current.get("revision")
+    mine = [d for d in deployments if d["metadata"]["name"] in matched]
+    updated = [d for d in mine if carrying(d, name) == revision]
+    expected = {
+        "observedGeneration": policy["metadata"].get("generation"),
+        "matchedDeployments": len(matched),
+        "updatedDeployments": len(updated),
+        "readyDeployments": sum(1 for d in updated if rolled_out(d)),
+        "conflicts": 0,
+    }
+    found = [
+        f"status.{key} is {current.get(key)!r}, the cluster says {value!r}"
+        for key, value in expected.items()
+        if current.get(key) != value
+    ]
+    conditions = {c["type"]: c["status"] for c in current.get("conditions") or []}
+    settled = expected["readyDeployments"] == len(matched)
+    if conditions.get("Ready") != ("True" if settled else "False"):
+        found.append(f"condition Ready is {conditions.get('Ready')!r} with {expected}")
+    if conditions.get("Degraded") != "False":
+        found.append(f"condition Degraded is {conditions.get('Degraded')!r}, nothing conflicts")
+    return found

@@ -1,0 +1,546 @@
+"""The chaos trials: each drives the operator through a rollout while something goes wrong,
+then audits the cluster. A trial returns rows for the report; a defect is a sentence in a row.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sidecar_operator.status import rolled_out
+from tests.chaos import audit, workloads
+from tests.conftest import OperatorProcess
+from tests.kube import SIDECAR_OPERATOR, Kubectl, eventually
+from tests.timeline import Timeline
+
+IMAGES = ("fluent/fluent-bit:3.1.9", "fluent/fluent-bit:3.2.0", "fluent/fluent-bit:3.2.1")
+SETTLE_TIMEOUT = 300.0
+
+
+@dataclass
+class Row:
+    trial: str
+    phase: str
+    faults: str = ""
+    seconds: float = 0.0
+    defects: list[str] = field(default_factory=list)
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Setting:
+    """One trial's namespace, apps, snapshot of their templates, policy and timeline."""
+
+    admin: Kubectl
+    cluster: str
+    workdir: Path
+    size: int
+    rng: random.Random
+    namespace: str = ""
+    policy: str = ""
+    snapshot: dict[str, audit.Template] = field(default_factory=dict)
+
+    def start(self, trial: str) -> Kubectl:
+        self.namespace = f"chaos-{trial}-{uuid.uuid4().hex[:5]}"
+        self.policy = f"chaos-{trial}-{uuid.uuid4().hex[:5]}"
+        self.admin("create", "namespace", self.namespace)
+        kubectl = self.admin.in_namespace(self.namespace)
+        kubectl.apply(yaml.safe_dump_all([workloads.deployment(i) for i in range(self.size)]))
+        for index in range(self.size):
+            kubectl("rollout", "status", f"deployment/app-{index:02d}", "--timeout=180s")
+        self.snapshot = {d["metadata"]["name"]: audit.template(d) for d in self.deployments()}
+        return kubectl
+
+    def deployments(self) -> list[dict[str, Any]]:
+        items = self.admin.in_namespace(self.namespace).json("deployments")["items"]
+        return list(items)
+
+    def apply_policy(self, image: str) -> None:
+        spec = workloads.policy_spec(self.namespace, image)
+        body = {
+            "apiVersion": "sidecars.dev/v1alpha1",
+            "kind": "SidecarPolicy",
+            "metadata": {"name": self.policy},
+            "spec": spec,
+        }
+        self.admin.apply(yaml.safe_dump(body))
+
+    def policy_object(self) -> dict[str, Any] | None:
+        found = self.admin("get", "sidecarpolicy", self.policy, "-o", "json", check=False)
+        return yaml.safe_load(found.stdout) if found.returncode == 0 else None
+
+    def matched(self) -> set[str]:
+        return {
+            d["metadata"]["name"]
+            for d in self.deployments()
+            if d["metadata"]["labels"].get("group") in workloads.GROUPS
+        }
+
+    def settled(self, image: str) -> bool:
+        """Every matched Deployment carries the policy's revision with this image, rolled out,
+        and the status says so."""
+        policy = self.policy_object()
+        status = (policy or {}).get("status") or {}
+        if not policy or status.get("observedGeneration") != policy["metadata"]["generation"]:
+            return False
+        matched = self.matched()
+        ready = {c["type"]: c["status"] for c in status.get("conditions") or []}.get("Ready")
+        return (
+            ready == "True"
+            and status.get("readyDeployments") == len(matched)
+            and policy["spec"]["containers"][0]["image"] == image
+        )
+
+    def audit_injected(self) -> list[str]:
+        policy = self.policy_object()
+        if policy is None:
+            return ["the policy is gone"]
+        revision = (policy.get("status") or {}).get("revision", "")
+        matched = self.matched()
+        found = audit.status(policy, self.deployments(), matched)
+        for deployment in self.deployments():
+            name = deployment["metadata"]["name"]
+            if name in matched:
+                found += audit.injected(
+                    deployment, self.snapshot[name], self.policy, policy["spec"], revision
+                )
+            else:
+                found += audit.removed(deployment, self.snapshot[name], self.policy)
+        return found
+
+    def audit_removed(self) -> list[str]:
+        found = []
+        for deployment in self.deployments():
+            name = deployment["metadata"]["name"]
+            found += audit.removed(deployment, self.snapshot[name], self.policy)
+        return found
+
+
+class Killer:
+    """SIGKILLs the operator at random moments while a phase runs and starts it again at once;
+    now and then kills it again a moment after it started, during its first listing."""
+
+    def __init__(
+        self,
+        operator: OperatorProcess,
+        rng: random.Random,
+        *,
+        between: tuple[float, float],
+        first: tuple[float, float] | None = None,
+        while_listing: float = 0.3,
+    ) -> None:
+        self.operator = operator
+        self.rng = rng
+        self.between = between
+        self.first = first or between  # removal is fast: its first kill must come early
+        self.while_listing = while_listing
+        self.kills = 0
+        self.listing_kills = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _kill_and_start(self) -> None:
+        self.operator.stop(signal.SIGKILL)
+        self.kills += 1
+        self.operator.start()
+
+    def _run(self) -> None:
+        delay = self.rng.uniform(*self.first)
+        while not self._stop.wait(delay):
+            delay = self.rng.uniform(*self.between)
+            self._kill_and_start()
+            if self.rng.random() < self.while_listing and not self._stop.wait(
+                self.rng.uniform(0.2, 0.8)
+            ):
+                self._kill_and_start()
+                self.listing_kills += 1
+
+    def __enter__(self) -> Killer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        if self.operator.process is None:
+            self.operator.start()
+
+
+def _phase(
+    rows: list[Row],
+    setting: Setting,
+    name: str,
+    act: Callable[[], object],
+    done: Callable[[], bool],
+    check: Callable[[], list[str]],
+    operator: OperatorProcess,
+    *,
+    between: tuple[float, float] = (1.0, 5.0),
+    first: tuple[float, float] | None = None,
+) -> None:
+    started = time.monotonic()
+    with Killer(operator, setting.rng, between=between, first=first) as killer:
+        act()
+        settled = _wait(done)
+    # Once more with the operator left alone, so the audit sees the end state.
+    settled = settled or _wait(done)
+    defects = [] if settled else [f"{name} did not settle within {SETTLE_TIMEOUT:.0f}s"]
+    rows.append(
+        Row(
+            "sigkill",
+            name,
+            f"{killer.kills} SIGKILLs ({killer.listing_kills} during the first listing)",
+            round(time.monotonic() - started, 1),
+            defects + check(),
+            {"kills": killer.kills, "listing_kills": killer.listing_kills},
+        )
+    )
+
+
+def _wait(done: Callable[[], bool], timeout: float = SETTLE_TIMEOUT) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if done():
+            return True
+        time.sleep(1.0)
+    return False
+
+
+def sigkills(setting: Setting, operator: OperatorProcess) -> list[Row]:
+    """Inject, update, an edit mid-rollout, removal and deletion, SIGKILLed throughout."""
+    rows: list[Row] = []
+    kubectl = setting.start("sigkill")
+    with Timeline(str(setting.admin.kubeconfig), setting.namespace) as timeline:
+        first, second, third = IMAGES
+        _phase(
+            rows,
+            setting,
+            "inject",
+            lambda: setting.apply_policy(first),
+            lambda: setting.settled(first),
+            setting.audit_injected,
+            operator,
+        )
+        _phase(
+            rows,
+            setting,
+            "update",
+            lambda: setting.apply_policy(second),
+            lambda: setting.settled(second),
+            setting.audit_injected,
+            operator,
+        )
+
+        def edit_mid_rollout() -> None:
+            setting.apply_policy(first)
+            time.sleep(setting.rng.uniform(4.0, 8.0))
+            setting.apply_policy(third)
+
+        _phase(
+            rows,
+            setting,
+            "edit during a rollout",
+            edit_mid_rollout,
+            lambda: setting.settled(third),
+            setting.audit_injected,
+            operator,
+        )
+
+        def unmatch_group_b() -> None:
+            kubectl(
+                "label",
+                "deployment",
+                "-l",
+                "group=b",
+                f"group={workloads.UNMATCHED}",
+                "--overwrite",
+            )
+
+        _phase(
+            rows,
+            setting,
+            "removal (unmatched)",
+            unmatch_group_b,
+            lambda: (
+                setting.settled(third)
+                and not any(
+                    audit.carrying(d, setting.policy)
+                    for d in setting.deployments()
+                    if d["metadata"]["labels"]["group"] == workloads.UNMATCHED
+                )
+            ),
+            setting.audit_injected,
+            operator,
+            between=(2.0, 6.0),
+            first=(0.05, 0.5),
+        )
+        _phase(
+            rows,
+            setting,
+            "policy deletion",
+            lambda: setting.admin("delete", "sidecarpolicy", setting.policy, "--wait=false"),
+            lambda: setting.policy_object() is None,
+            setting.audit_removed,
+            operator,
+            between=(2.0, 6.0),
+            first=(0.05, 0.5),
+        )
+        time.sleep(1)
+        highest = timeline.max_in_flight_any_revision(setting.policy)
+    budget = workloads.policy_spec(setting.namespace, first)["updateStrategy"]["maxConcurrent"]
+    rows.append(
+        Row(
+            "sigkill",
+            "budget",
+            "all of the above",
+            0.0,
+            [] if highest <= budget else [f"{highest} in flight under maxConcurrent {budget}"],
+            {"max_in_flight": highest, "budget": budget},
+        )
+    )
+    setting.admin("delete", "namespace", setting.namespace, "--wait=false")
+    return rows
+
+
+@contextmanager
+def _health_sampler(operator: OperatorProcess) -> Iterator[list[tuple[float, int, str]]]:
+    """/healthz every half second: (time, status, what it says of the Deployment watch)."""
+    samples: list[tuple[float, int, str]] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.5):
+            try:
+                code, report = operator.health()
+            except OSError as error:
+                samples.append((time.monotonic(), 0, repr(error)))
+                continue
+            samples.append((time.monotonic(), code, str(report.get("deployments", ""))))
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield samples
+    finally:
+        stop.set()
+        thread.join()
+
+
+def control_plane(setting: Setting, operator: OperatorProcess) -> list[Row]:
+    """kube-apiserver, then etcd, stopped for 20 s in the middle of a rollout."""
+    rows: list[Row] = []
+    setting.start("control-plane")
+    setting.apply_policy(IMAGES[0])
+    if not _wait(lambda: setting.settled(IMAGES[0])):
+        return [Row("control plane", "inject", "", 0.0, ["the first rollout did not settle"])]
+    with Timeline(str(setting.admin.kubeconfig), setting.namespace) as timeline:
+        for component, image in (("kube-apiserver", IMAGES[1]), ("etcd", IMAGES[2])):
+            started = time.monotonic()
+            setting.apply_policy(image)
+            time.sleep(setting.rng.uniform(2.0, 5.0))
+            with _health_sampler(operator) as health:
+                subprocess.run(
+                    [
+                        SIDECAR_OPERATOR,
+                        "dev",
+                        "restart",
+                        component,
+                        "--name",
+                        setting.cluster,
+                        "--down-for",
+                        "20",
+                    ],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                )
+                back = time.monotonic()
+                seen = len(timeline.events)
+                with _progress(setting) as progress:
+                    settled = _wait(lambda image=image: setting.settled(image))
+            stall = _first_write_after(timeline, setting.policy, seen, back)
+            moved = next((t - back for t, count in progress if count > progress[0][1]), None)
+            unhealthy = [s for s in health if s[1] != 200]
+            truthful = component != "kube-apiserver" or any(
+                s[2].startswith("reconnecting") for s in health if s[0] < back
+            )
+            defects = [] if settled else [f"the rollout did not settle after {component} came back"]
+            if unhealthy:
+                defects.append(f"/healthz failed {len(unhealthy)} times: {unhealthy[:3]}")
+            if not truthful:
+                defects.append("/healthz never said the Deployment watch was reconnecting")
+            rows.append(
+                Row(
+                    "control plane",
+                    f"{component} down 20 s mid-rollout",
+                    f"{component} stopped 20 s",
+                    round(time.monotonic() - started, 1),
+                    defects + setting.audit_injected(),
+                    {
+                        "first_write_after_back_s": stall,
+                        "first_rollout_done_after_back_s": None
+                        if moved is None
+                        else round(moved, 1),
+                        "healthz_samples": len(health),
+                    },
+                )
+            )
+    setting.admin("delete", "sidecarpolicy", setting.policy, "--wait=true", "--timeout=120s")
+    setting.admin("delete", "namespace", setting.namespace, "--wait=false")
+    return rows
+
+
+@contextmanager
+def _progress(setting: Setting) -> Iterator[list[tuple[float, int]]]:
+    """Every second, read straight from the API server: how many Deployments carry the policy's
+    current revision and are rolled out. After an outage this shows when the controllers moved
+    again, against which the operator's own stall is measured."""
+    samples: list[tuple[float, int]] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while True:
+            policy = setting.policy_object() or {}
+            revision = (policy.get("status") or {}).get("revision")
+            done = sum(
+                1
+                for d in setting.deployments()
+                if audit.carrying(d, setting.policy) == revision and rolled_out(d)
+            )
+            samples.append((time.monotonic(), done))
+            if stop.wait(1.0):
+                return
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield samples
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _first_write_after(timeline: Timeline, policy: str, seen: int, back: float) -> float | None:
+    """Seconds from the server's return until the timeline next saw the policy's annotation
+    change (its next write): how long the operator stalled after the outage."""
+    key = f"policy.sidecars.dev/{policy}"
+    last = {
+        e["metadata"]["name"]: (e["metadata"].get("annotations") or {}).get(key)
+        for e in timeline.events[:seen]
+    }
+    for index, event in enumerate(timeline.events[seen:], start=seen):
+        name = event["metadata"]["name"]
+        value = (event["metadata"].get("annotations") or {}).get(key)
+        if value and value != last.get(name):
+            return round(timeline.times[index] - back, 1)
+        last[name] = value
+    return None
+
+
+def replicas(
+    setting: Setting, make: Callable[[str], OperatorProcess], *, kills: int = 5
+) -> list[Row]:
+    """Two replicas; the active one SIGKILLed at random moments, started again (it then stands
+    by). Takeover time each time, and what the standby wrote while standing by."""
+    setting.start("replicas")
+    pair = [make("chaos-replica-a"), make("chaos-replica-b")]
+    pair[0].start()
+    eventually(lambda: _active(pair[0]), timeout=60, what="the first replica active")
+    pair[1].start()
+    eventually(lambda: _standing_by(pair[1]), timeout=60, what="the second standing by")
+    rows: list[Row] = []
+    images = iter(IMAGES * kills)
+    setting.apply_policy(next(images))
+    try:
+        for attempt in range(kills):
+            active, standby = (pair[0], pair[1]) if _active(pair[0]) else (pair[1], pair[0])
+            setting.apply_policy(next(images))
+            time.sleep(setting.rng.uniform(1.0, 6.0))
+            standby_writes = _writes(standby)
+            killed = time.monotonic()
+            active.stop(signal.SIGKILL)
+            took_over = _wait_for(lambda standby=standby: _active(standby), 60)
+            takeover = round(time.monotonic() - killed, 1) if took_over else None
+            active.start()
+            defects = []
+            if standby_writes:
+                defects.append(f"the standby wrote {standby_writes} times before taking over")
+            if takeover is None:
+                defects.append("no takeover within 60 s")
+            elif takeover > 20:
+                defects.append(f"takeover took {takeover} s, more than 20")
+            _wait_for(lambda active=active: _standing_by(active), 60)
+            rows.append(
+                Row(
+                    "replicas",
+                    f"kill {attempt + 1}",
+                    "SIGKILL of the active replica",
+                    takeover or 0.0,
+                    defects,
+                    {"takeover_s": takeover, "standby_writes": standby_writes},
+                )
+            )
+        image = setting.policy_object()["spec"]["containers"][0]["image"]  # type: ignore[index]
+        settled = _wait(lambda: setting.settled(image))
+        rows.append(
+            Row(
+                "replicas",
+                "end state",
+                "",
+                0.0,
+                ([] if settled else ["did not settle"]) + setting.audit_injected(),
+            )
+        )
+    finally:
+        for replica in pair:
+            replica.stop()
+    return rows
+
+
+def _samples(replica: OperatorProcess, name: str) -> list[tuple[str, float]]:
+    try:
+        text = replica.metrics()
+    except OSError:
+        return []
+    return [
+        (line.split("{", 1)[-1].split("}", 1)[0], float(line.rsplit(" ", 1)[1]))
+        for line in text.splitlines()
+        if line.startswith(name + "{") or line.startswith(name + " ")
+    ]
+
+
+def _active(replica: OperatorProcess) -> bool:
+    return any(value == 1 for _, value in _samples(replica, "sidecar_operator_active"))
+
+
+def _standing_by(replica: OperatorProcess) -> bool:
+    found = _samples(replica, "sidecar_operator_active")
+    return bool(found) and found[0][1] == 0 and '"Standby"' in replica.log()
+
+
+def _writes(replica: OperatorProcess) -> float:
+    return sum(
+        value
+        for labels, value in _samples(replica, "sidecar_operator_api_requests_total")
+        if 'method="GET"' not in labels and "clusterkopfpeerings" not in labels
+    )
+
+
+def _wait_for(check: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.2)
+    return False

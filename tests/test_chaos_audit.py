@@ -1,0 +1,99 @@
+"""The chaos audit catches what it is there to catch (a check that cannot fail proves nothing)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from sidecar_operator import merge, render
+from sidecar_operator.api import Policy
+from sidecar_operator.ownership import field_manager
+from tests.chaos import audit, workloads
+
+POLICY = "chaos-p"
+
+
+def injected_pair(shape: int = 1) -> tuple[dict[str, Any], audit.Template, dict[str, Any], str]:
+    """A Deployment as the operator leaves it, its snapshot, the policy's spec and revision."""
+    deployment = workloads.deployment(shape)
+    deployment["metadata"]["namespace"] = "chaos"
+    snapshot = audit.template(deployment)
+    spec = workloads.policy_spec("chaos", "fluent/fluent-bit:3.1.9")
+    policy = Policy.from_object({"metadata": {"name": POLICY}, "spec": spec})
+    (action,) = render.plan(deployment, {"kubernetes.io/metadata.name": "chaos"}, [policy])
+    assert action.body is not None
+    done = merge.apply(deployment, field_manager(POLICY), action.body)
+    return done, snapshot, spec, policy.spec.revision
+
+
+def test_a_clean_injection_has_no_defects() -> None:
+    done, snapshot, spec, revision = injected_pair()
+    assert audit.injected(done, snapshot, POLICY, spec, revision) == []
+
+
+def test_a_doubled_a_lost_and_a_reordered_part_are_each_found() -> None:
+    done, snapshot, spec, revision = injected_pair()
+    pod = done["spec"]["template"]["spec"]
+
+    doubled = copy.deepcopy(done)
+    doubled["spec"]["template"]["spec"]["volumes"].append({"name": "chaos-logs", "emptyDir": {}})
+    assert any(
+        "2 copies of volume" in d for d in audit.injected(doubled, snapshot, POLICY, spec, revision)
+    )
+
+    lost = copy.deepcopy(done)
+    lost["spec"]["template"]["spec"]["initContainers"] = [
+        c for c in pod["initContainers"] if c["name"] != "migrate"
+    ]
+    assert any(
+        "app's own part" in d for d in audit.injected(lost, snapshot, POLICY, spec, revision)
+    )
+
+    unmounted = copy.deepcopy(done)
+    app = next(c for c in unmounted["spec"]["template"]["spec"]["containers"] if c["name"] == "app")
+    app["volumeMounts"] = [m for m in app["volumeMounts"] if m["mountPath"] != "/var/log/chaos"]
+    assert any(
+        "0 mounts at /var/log/chaos" in d
+        for d in audit.injected(unmounted, snapshot, POLICY, spec, revision)
+    )
+
+    two, snapshot_of_two, _, _ = injected_pair(shape=2)
+    reordered = copy.deepcopy(two)
+    containers = reordered["spec"]["template"]["spec"]["containers"]
+    containers[0], containers[1] = containers[1], containers[0]  # proxy before app
+    found = audit.injected(reordered, snapshot_of_two, POLICY, spec, revision)
+    assert any("app's own part" in d for d in found)
+
+
+def test_a_removal_must_give_back_the_snapshot_and_drop_the_annotation() -> None:
+    done, snapshot, _, _ = injected_pair()
+    found = audit.removed(done, snapshot, POLICY)
+    assert any("annotation" in d for d in found) and any("template differs" in d for d in found)
+    clean = copy.deepcopy(done)
+    clean["metadata"]["annotations"] = {}
+    clean["spec"]["template"]["spec"] = copy.deepcopy(snapshot)
+    assert audit.removed(clean, snapshot, POLICY) == []
+
+
+def test_a_status_that_disagrees_with_the_cluster_is_found() -> None:
+    done, _, spec, revision = injected_pair()
+    done["status"] = {}  # not rolled out
+    policy = {
+        "metadata": {"name": POLICY, "generation": 2},
+        "status": {
+            "observedGeneration": 2,
+            "revision": revision,
+            "matchedDeployments": 1,
+            "updatedDeployments": 1,
+            "readyDeployments": 1,
+            "conflicts": 0,
+            "conditions": [
+                {"type": "Ready", "status": "True"},
+                {"type": "Degraded", "status": "False"},
+            ],
+        },
+        "spec": spec,
+    }
+    found = audit.status(policy, [done], {done["metadata"]["name"]})
+    assert any("readyDeployments" in d for d in found)
+    assert any("condition Ready" in d for d in found)
