@@ -4,6 +4,7 @@ reported conflict, never as a worker that crashes and retries."""
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import pytest
 import yaml
@@ -22,6 +23,36 @@ from tests.scenario import (
 )
 
 pytestmark = pytest.mark.usefixtures("operator")
+
+
+def reported(
+    policies: Policies, name: str, *, ready: int, conflicts: int, timeout: float
+) -> dict[str, Any]:
+    """The policy's status once it shows this many Deployments ready and this many skipped."""
+    return dict(
+        eventually(
+            lambda: (
+                (s := policies.status(name)).get("conflicts") == conflicts
+                and s.get("readyDeployments") == ready
+                and s
+            ),
+            timeout=timeout,
+            what=f"{ready} ready and {conflicts} reported",
+        )
+    )
+
+
+def conflict_event(kubectl: Kubectl, deployment_name: str) -> dict[str, Any]:
+    """The Warning Event a skipped Deployment gets, once it is there."""
+    found = eventually(
+        lambda: [
+            e
+            for e in events(kubectl, "Deployment", deployment_name)
+            if e["reason"] == "SidecarConflict"
+        ],
+        what=f"a SidecarConflict Event on {deployment_name}",
+    )
+    return dict(found[0])
 
 
 def test_non_ascii_text_is_written_as_it_is(kubectl: Kubectl, policies: Policies) -> None:
@@ -44,12 +75,7 @@ def test_a_container_name_the_api_server_refuses_is_a_reported_conflict(
     assert condition(status, "Degraded")["status"] == "True"
     assert "rejected" in condition(status, "Degraded")["message"]
     assert pod_spec(kubectl, "web") == before
-    eventually(
-        lambda: [
-            e for e in events(kubectl, "Deployment", "web") if e["reason"] == "SidecarConflict"
-        ],
-        what="Warning Event",
-    )
+    conflict_event(kubectl, "web")
 
 
 def _refusing_admission_policy(kubectl: Kubectl, namespace: str) -> str:
@@ -127,28 +153,12 @@ def test_a_write_refused_by_admission_is_that_deployment_s_problem(
         )
         name = policies.apply(containers=[FLUENT_BIT], volumes=[LOG_VOLUME])
 
-        status = eventually(
-            lambda: (
-                (s := policies.status(name)).get("conflicts") == 1
-                and s.get("readyDeployments") == 4
-                and s
-            ),
-            timeout=90,
-            what="four injected, one reported",
-        )
+        status = reported(policies, name, ready=4, conflicts=1, timeout=90)
         assert condition(status, "Degraded")["status"] == "True"
         assert "log shipping is not allowed" in condition(status, "Degraded")["message"]
         assert all(has_container(kubectl, f"web-{index}", "fluent-bit") for index in range(4))
         assert not has_container(kubectl, "refused", "fluent-bit")
-        warning = eventually(
-            lambda: [
-                e
-                for e in events(kubectl, "Deployment", "refused")
-                if e["reason"] == "SidecarConflict"
-            ],
-            what="Warning Event on the refused Deployment",
-        )
-        assert "log shipping is not allowed" in warning[0]["message"]
+        assert "log shipping is not allowed" in conflict_event(kubectl, "refused")["message"]
         injected = [
             e for e in events(kubectl, "Deployment", "web-0") if e["reason"] == "SidecarsInjected"
         ]
@@ -184,3 +194,86 @@ def test_a_large_policy_is_applied_and_deleted(
     assert pod_spec(kubectl, "web") == before
     remaining = kubectl_admin.json("sidecarpolicies")["items"]
     assert all(p["metadata"]["name"] != name for p in remaining)
+
+
+def test_deployments_deleted_while_the_policy_writes_are_neither_counted_nor_cleaned_up(
+    kubectl: Kubectl, policies: Policies
+) -> None:
+    """Found by the chaos corpus: a write answered after the watch saw the deletion put the
+    Deployment back in memory, where it was counted as matched and its cleanup, refused by
+    the API server, held the policy's deletion forever. That race is timing: this drives it as
+    a user would, and `test_write_faults.py` reproduces it every time."""
+    kubectl.apply(yaml.safe_dump_all([yaml.safe_load(deployment(f"web-{i}")) for i in range(10)]))
+    before = pod_spec(kubectl, "web-0")
+    name = policies.apply(containers=[FLUENT_BIT], volumes=[LOG_VOLUME])
+    kubectl("delete", "deployment", *[f"web-{i}" for i in range(1, 10, 2)], "--wait=false")
+    eventually(lambda: ready(policies, name, matched=5), timeout=90, what="five injected")
+    policies.delete(name)  # waits for the finalizer: removal did not retry the deleted ones
+    assert pod_spec(kubectl, "web-0") == before
+
+
+def test_a_webhook_that_is_down_holds_back_only_its_deployments_and_is_reported(
+    kubectl: Kubectl, kubectl_admin: Kubectl, policies: Policies, namespace: str
+) -> None:
+    """A validating webhook that is down (failurePolicy Fail) answers 500 for the Deployments
+    it covers. Found by the chaos corpus: under the budget that Deployment took the only slot on
+    every pass, nothing else rolled out, and only the operator's log said why."""
+    webhook = f"down-{uuid.uuid4().hex[:6]}"
+    kubectl.apply(deployment("covered", labels={"sidecar-test": "yes", "covered": "yes"}))
+    kubectl.apply(deployment("web"))
+    kubectl_admin.apply(
+        yaml.safe_dump(
+            {
+                "apiVersion": "admissionregistration.k8s.io/v1",
+                "kind": "ValidatingWebhookConfiguration",
+                "metadata": {"name": webhook},
+                "webhooks": [
+                    {
+                        "name": "down.sidecars.dev",
+                        "admissionReviewVersions": ["v1"],
+                        "sideEffects": "None",
+                        "failurePolicy": "Fail",
+                        "timeoutSeconds": 2,
+                        "clientConfig": {"url": "https://127.0.0.1:1/validate"},
+                        "rules": [
+                            {
+                                "apiGroups": ["apps"],
+                                "apiVersions": ["v1"],
+                                "operations": ["UPDATE"],
+                                "resources": ["deployments"],
+                            }
+                        ],
+                        "namespaceSelector": {
+                            "matchLabels": {"kubernetes.io/metadata.name": namespace}
+                        },
+                        "objectSelector": {"matchLabels": {"covered": "yes"}},
+                    }
+                ],
+            }
+        )
+    )
+    try:
+        eventually(
+            lambda: (
+                kubectl(
+                    "annotate", "deployment", "covered", "probe=1", "--dry-run=server", check=False
+                ).returncode
+                != 0
+            ),
+            what="the webhook in force",
+        )
+        name = policies.apply(
+            containers=[FLUENT_BIT], volumes=[LOG_VOLUME], updateStrategy={"maxConcurrent": 1}
+        )
+        status = reported(policies, name, ready=1, conflicts=1, timeout=120)
+        assert has_container(kubectl, "web", "fluent-bit")
+        assert "failed calling webhook" in condition(status, "Degraded")["message"]
+        assert "failed calling webhook" in conflict_event(kubectl, "covered")["message"]
+    finally:
+        kubectl_admin("delete", "validatingwebhookconfiguration", webhook, "--ignore-not-found")
+    eventually(  # the webhook gone, the next try goes through: nobody had to touch anything
+        lambda: ready(policies, name, matched=2),
+        timeout=90,
+        what="covered injected once the webhook is gone",
+    )
+    assert has_container(kubectl, "covered", "fluent-bit")

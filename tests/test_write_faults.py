@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from sidecar_operator import merge, reconcile, render
+from sidecar_operator import merge, reconcile, render, reporting
 from sidecar_operator.kubeapi import ApiError, LoopThread
 from sidecar_operator.leadership import Identity, Leadership
 from sidecar_operator.ownership import field_manager
@@ -22,7 +22,7 @@ POLICY_OBJECT: dict[str, Any] = {
     "spec": {"selector": {}, "containers": [{"name": "fluent-bit", "image": "fluent-bit:3"}]},
 }
 DEPLOYMENT: dict[str, Any] = {
-    "metadata": {"name": "web", "namespace": "shop", "resourceVersion": "10", "uid": "u1"},
+    "metadata": {"name": "web", "namespace": "shop", "resourceVersion": "10", "uid": "u-web"},
     "spec": {"template": {"spec": {"containers": [{"name": "app", "image": "nginx"}]}}},
 }
 HTTP = LoopThread("test-writes")
@@ -38,9 +38,15 @@ class FakeApi:
     """Applies like the API server (per `merge`), after failing with the given errors, or with
     an error for one Deployment by name."""
 
-    def __init__(self, *failures: Exception, refuse: dict[str, Exception] | None = None) -> None:
+    def __init__(
+        self,
+        *failures: Exception,
+        refuse: dict[str, Exception] | None = None,
+        deleted: frozenset[str] = frozenset(),
+    ) -> None:
         self.failures = list(failures)
         self.refuse = refuse or {}
+        self.deleted = deleted
         self.stored: dict[str, dict[str, Any]] = {}
         self.applies: list[tuple[str, bool]] = []
         self.statuses: list[dict[str, Any]] = []
@@ -59,6 +65,8 @@ class FakeApi:
         return copy.deepcopy(stored)
 
     async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        if name in self.deleted:
+            return None
         return copy.deepcopy(self.stored.get(name) or named(name))
 
     async def patch_policy_status(self, name: str, status: dict[str, Any]) -> None:
@@ -163,6 +171,96 @@ async def test_any_4xx_is_that_deployment_s_problem_and_the_batch_goes_on(
 
 
 @pytest.mark.parametrize(
+    "answer",
+    [
+        ApiError(422, 'Deployment.apps "gone" is invalid: spec.selector: Required value'),
+        ApiError(403, "unable to create new content in namespace shop: it is being terminated"),
+    ],
+    ids=["422", "403"],
+)
+async def test_a_deployment_deleted_before_its_write_is_gone_not_a_conflict(
+    answer: ApiError,
+) -> None:
+    """Server-side apply to a Deployment deleted meanwhile tries to create it, and the partial
+    body is refused: the Deployment is gone, which is nobody's conflict. Found by the chaos
+    corpus, where policy deletion then retried the removal forever."""
+    gone, fine = named("gone"), named("fine")
+    api = FakeApi(refuse={"gone": answer}, deleted=frozenset({"gone"}))
+    state, posted = runtime(api, gone, fine)
+    assert await execute(state, gone, fine) == [Outcome.GONE, Outcome.WRITTEN]
+    assert ("Warning", "SidecarConflict") not in posted
+
+
+async def test_a_write_answered_after_the_watch_saw_the_deletion_does_not_bring_it_back() -> None:
+    """The watch's DELETED can arrive while our write to that Deployment is in flight; its
+    answer must not put the Deployment back in the cache (found by the chaos corpus: the
+    policy counted it as matched, and its deletion tried to clean it up, forever)."""
+    api = FakeApi()
+    state, _ = runtime(api)
+    apply = api.apply
+
+    async def deleted_meanwhile(body: dict[str, Any], *, policy: str, force: bool) -> Any:
+        written = await apply(body, policy=policy, force=force)
+        state.cache.drop_deployment(("shop", "web"))  # the watch's DELETED, first
+        return written
+
+    api.apply = deleted_meanwhile  # type: ignore[method-assign]
+    assert await execute(state) == [Outcome.GONE]
+    assert state.cache.deployments() == []
+    await state.run_pass(state.worker("logs"))
+    assert api.statuses[-1]["matchedDeployments"] == 0
+
+
+async def test_writes_that_keep_failing_for_one_deployment_neither_stall_nor_hide(
+    monkeypatch: Any,
+) -> None:
+    """A webhook that is down answers 500 for the Deployments it covers. Found by the chaos
+    corpus: under maxConcurrent 1 that Deployment took the only slot on every pass, so the
+    rest never rolled out, and nothing but the operator's log said why."""
+    rolled_out = {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1}
+    rolled_out |= {"availableReplicas": 1, "conditions": [{"type": "Available", "status": "True"}]}
+    deployments = [named("a-refused"), named("b-fine")]
+    for deployment in deployments:
+        deployment["metadata"].update(generation=1, creationTimestamp="2025-01-01T00:00:00Z")
+        deployment["status"] = rolled_out
+    webhook_down = ApiError(500, 'failed calling webhook "deny.example.com": connection refused')
+    api = FakeApi(refuse={"a-refused": webhook_down})
+    api.stored = {d["metadata"]["name"]: copy.deepcopy(d) for d in deployments}
+    state, posted = runtime(api, *deployments)
+
+    def written(name: str) -> bool:
+        return field_manager("logs") in {
+            entry["manager"] for entry in api.stored[name]["metadata"].get("managedFields", [])
+        }
+
+    one_at_a_time = copy.deepcopy(POLICY_OBJECT)
+    one_at_a_time["spec"]["updateStrategy"] = {"maxConcurrent": 1}
+    state.cache.put_policy(one_at_a_time)
+    worker = state.worker("logs")
+
+    assert (await state.run_pass(worker)).failed  # a-refused comes first, and fails
+    await state.run_pass(worker)  # it waits for its next try; the slot goes on
+    assert written("b-fine") and not written("a-refused")
+    assert ("Warning", "SidecarConflict") not in posted  # one failure is not news
+    failing = state.reporter.memory("logs").failing
+
+    monkeypatch.setattr(reporting, "FAILING_REPORTED_AFTER", 0.0)
+    failing[("shop", "a-refused")].retry_at = 0.0
+    await state.run_pass(worker)  # failing still: now the user is told
+    await state.run_pass(worker)
+    assert ("Warning", "SidecarConflict") in posted
+    assert api.statuses[-1]["conflicts"] == 1
+    assert "failed calling webhook" in api.statuses[-1]["conditions"][2]["message"]
+
+    api.refuse.clear()  # the webhook is back
+    failing[("shop", "a-refused")].retry_at = 0.0
+    await state.run_pass(worker)
+    await state.run_pass(worker)
+    assert written("a-refused") and not failing
+    assert api.statuses[-1]["conflicts"] == 0
+
+
+@pytest.mark.parametrize(
     "failure",
     [
         ApiError(500, "etcdserver: request timed out"),
@@ -178,6 +276,8 @@ async def test_a_failure_that_may_pass_is_retried_by_the_worker_and_the_batch_go
     state, _ = runtime(api, named("first"), named("second"))
     outcomes = await execute(state, named("first"), named("second"))
     assert sorted(outcomes) == sorted([Outcome.FAILED, Outcome.WRITTEN])
+    for failing in state.reporter.memory("logs").failing.values():
+        failing.retry_at = 0.0  # an answer said "later": the Deployment's wait is over
     result = await state.run_pass(state.worker("logs"))
     assert not result.failed and len(api.stored) == 2  # the next pass wrote the other
 

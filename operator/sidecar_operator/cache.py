@@ -43,6 +43,21 @@ class Cache:
                 self._shared.sweep(self._deployments.values())
             return held
 
+    def refresh_deployment(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Store our own write's answer, newer than the watch's copy, but only over that copy:
+        a Deployment the watch dropped while the write was in flight was deleted, and its
+        answer must not bring it back (it would be counted, and cleaned up, forever after).
+        Returns what is held, or None when the Deployment is gone."""
+        record = snapshot.compact(body, self._shared)
+        key = (record["metadata"]["namespace"], record["metadata"]["name"])
+        with self._lock:
+            held = self._deployments.get(key)
+            if held is None or _uid(held) != _uid(record):
+                return None
+            if _rv(held) <= _rv(record):
+                self._deployments[key] = held = record
+            return held
+
     def drop_deployment(self, key: Key) -> None:
         with self._lock:
             self._deployments.pop(key, None)

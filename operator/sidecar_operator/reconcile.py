@@ -14,7 +14,7 @@ import datetime
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import structlog
@@ -281,7 +281,7 @@ class Runtime:
         worker.generation = policy.generation
         if policy.deleting:
             return PassPlan(None)  # the deletion handler removes everything, holding the finalizer
-        items = self._items(worker.name)
+        items, shown = self._items(worker.name)
         strategy = policy.spec.update_strategy
         step = rollout.step(
             items,
@@ -290,21 +290,24 @@ class Runtime:
             policy_created=policy.created,
         )
         memory = self.reporter.memory(worker.name)
-        for item in items:
+        for item in shown:
             if item.action.kind is Kind.CONFLICT:
                 self.reporter.conflict(worker.name, item.deployment, item.action.conflict)
             else:
                 memory.no_conflict(item.key)
         self.reporter.halted(worker.name, step.failing)
         return PassPlan(
-            self._status(worker, policy, body, items, step),
+            self._status(worker, policy, body, shown, step),
             [(item.action, item.deployment) for item in step.writes],
             time.thread_time() - cpu,
         )
 
-    def _items(self, policy: str) -> list[rollout.Item]:
-        """This policy's planned action on every Deployment that matches or carries it."""
-        items = []
+    def _items(self, policy: str) -> tuple[list[rollout.Item], list[rollout.Item]]:
+        """This policy's planned action on every Deployment that matches or carries it: to
+        carry out, and to show. They differ only where a reported Deployment whose writes kept
+        failing is due another try: it is tried, and shown as the conflict it is until a write
+        goes through."""
+        items, shown = [], []
         memory = self.reporter.memory(policy)
         for key, deployment in self.cache.deployments():
             mine = next((a for a in self.plans.plan(deployment) if a.policy == policy), None)
@@ -312,6 +315,7 @@ class Runtime:
                 memory.no_conflict(key)
                 continue
             rejected = memory.rejected.get(key)
+            failing = memory.failing.get(key)
             if (
                 rejected
                 and mine.kind is Kind.APPLY
@@ -323,8 +327,21 @@ class Runtime:
                 mine = Action(
                     mine.policy, Kind.CONFLICT, conflict=rejected.reason, revision=mine.revision
                 )
+            elif failing and mine.kind is Kind.APPLY:
+                # Its writes keep failing: it waits for its next try, and the rollout goes on
+                # without it.
+                reported = Action(
+                    mine.policy, Kind.CONFLICT, conflict=failing.reason, revision=mine.revision
+                )
+                if failing.waiting():
+                    mine = reported if failing.reported else replace(mine, body=None)
+                elif failing.reported:
+                    items.append(rollout.Item(key, deployment, mine))
+                    shown.append(rollout.Item(key, deployment, reported))
+                    continue
             items.append(rollout.Item(key, deployment, mine))
-        return items
+            shown.append(items[-1])
+        return items, shown
 
     def _status(
         self,

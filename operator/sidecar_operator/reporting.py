@@ -22,6 +22,9 @@ from sidecar_operator.render import Action, Change
 
 EVENT_NAMES_SHOWN = 5
 EVENT_INTERVAL = 10.0  # seconds between a policy's aggregated Events of one reason
+# A Deployment whose writes keep failing is told after this long, and retried at least this often.
+FAILING_REPORTED_AFTER = 30.0
+FAILING_RETRY_MAX = 30.0
 
 # A Deployment's Normal Event after a write: its reference, reason and message.
 Announcement = tuple[dict[str, Any], str, str]
@@ -49,12 +52,30 @@ class Rejection:
 
 
 @dataclass
+class Failing:
+    """Writes to this Deployment keep getting answers that say "later" while others go through
+    (a webhook that is down answers 500 for the Deployments it covers). It waits, doubling,
+    before its next try, so that the rest of the rollout takes its place; after
+    FAILING_REPORTED_AFTER it is reported like a conflict, and written once the cause is gone."""
+
+    since: float
+    reason: str = ""
+    attempts: int = 0
+    retry_at: float = 0.0
+    reported: bool = False
+
+    def waiting(self) -> bool:
+        return time.monotonic() < self.retry_at
+
+
+@dataclass
 class Memory:
     """What was reported for one policy. A pass reads it for every Deployment, so it is handed
     out once per pass rather than looked up under the reporter's lock each time."""
 
     conflicts: dict[Key, str] = field(default_factory=dict)  # last reported, to report once
     rejected: dict[Key, Rejection] = field(default_factory=dict)
+    failing: dict[Key, Failing] = field(default_factory=dict)
     halted_on: list[Key] = field(default_factory=list)
     done: dict[str, list[str]] = field(default_factory=lambda: collections.defaultdict(list))
     flushed: float = 0.0
@@ -130,6 +151,22 @@ class Reporter:
         rejection = Rejection(action.revision, inputs, reason)
         self.memory(action.policy).rejected[key_of(deployment)] = rejection
         self.conflict(action.policy, deployment, reason)
+
+    def failing(self, action: Action, deployment: Mapping[str, Any], message: str) -> None:
+        key, now = key_of(deployment), time.monotonic()
+        entry = self.memory(action.policy).failing.setdefault(key, Failing(since=now))
+        entry.attempts += 1
+        entry.retry_at = now + min(FAILING_RETRY_MAX, 2.0**entry.attempts)
+        entry.reason = f"writes keep failing: {message}"
+        if now - entry.since >= FAILING_REPORTED_AFTER:
+            entry.reported = True
+            self.conflict(action.policy, deployment, entry.reason)
+
+    def written(self, policy: str, key: Key) -> None:
+        """A write went through (or the Deployment is gone): whatever kept failing, did not."""
+        memory = self.memory(policy)
+        if memory.failing.pop(key, None) is not None:
+            memory.no_conflict(key)
 
     def halted(self, policy: str, failing: list[Key]) -> None:
         memory = self.memory(policy)

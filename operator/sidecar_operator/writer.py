@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import structlog
 
 from sidecar_operator import metrics
-from sidecar_operator.cache import Cache
+from sidecar_operator.cache import Cache, Key
 from sidecar_operator.kubeapi import ApiError
 from sidecar_operator.plans import Plans, plan_inputs
 from sidecar_operator.render import Action
@@ -84,18 +84,19 @@ class Writer:
             except ApiError as error:
                 metrics.API_ERRORS.labels(status=str(error.status)).inc()
                 if error.status == 404:
-                    return _count(current, Outcome.GONE)
+                    return self._done(current, key, Outcome.GONE)
                 if error.status != 409:
-                    return self._refused(current, deployment, error, bound)
+                    return await self._refused(current, deployment, error, bound)
                 last_error = error.message
                 try:
                     fresh = await self.api.get_deployment(*key)
                 except (ApiError, ConnectionError) as failure:
                     bound.warning("Re-read failed", error=str(failure))
                     return _count(current, Outcome.FAILED)
-                if fresh is None:
-                    return _count(current, Outcome.GONE)
-                deployment = self.cache.put_deployment(fresh)
+                held = None if fresh is None else self.cache.refresh_deployment(fresh)
+                if held is None:
+                    return self._done(current, key, Outcome.GONE)
+                deployment = held
                 current = next(
                     (a for a in self.plans.plan(deployment) if a.policy == action.policy), None
                 )
@@ -103,17 +104,19 @@ class Writer:
             except ConnectionError as error:
                 bound.warning("Write failed", change=current.change, error=str(error))
                 return _count(current, Outcome.FAILED)
-            record = self.cache.put_deployment(written)
+            record = self.cache.refresh_deployment(written)
+            if record is None:  # deleted while the write was in flight
+                return self._done(current, key, Outcome.GONE)
             bound.info("Applied", change=current.change, revision=current.revision or None)
             announce(self.reporter.changed(current, record))
-            return _count(current, Outcome.WRITTEN)
+            return self._done(current, key, Outcome.WRITTEN)
         bound.warning("Conflict persists", error=last_error)
         self.reporter.conflict(
             action.policy, deployment, f"the API server keeps reporting a conflict: {last_error}"
         )
         return _count(action, Outcome.CONFLICT)
 
-    def _refused(
+    async def _refused(
         self,
         action: Action,
         deployment: Mapping[str, Any],
@@ -122,10 +125,25 @@ class Writer:
     ) -> Outcome:
         if error.status in TRANSIENT or error.status >= 500:
             bound.warning("Write failed", status=error.status, error=error.message)
+            self.reporter.failing(action, deployment, error.message)
             return _count(action, Outcome.FAILED)
+        # Server-side apply creates what does not exist: to a Deployment deleted meanwhile, our
+        # partial body is refused as an invalid new Deployment (422), or as new content in a
+        # terminating namespace (403). Neither is the Deployment's problem: it is gone.
+        try:
+            exists = await self.api.get_deployment(*key_of(deployment)) is not None
+        except (ApiError, ConnectionError) as failure:
+            bound.warning("Re-read failed", error=str(failure))
+            return _count(action, Outcome.FAILED)
+        if not exists:
+            return self._done(action, key_of(deployment), Outcome.GONE)
         bound.warning("Patch rejected", status=error.status, error=error.message)
         self.reporter.rejected(action, deployment, error.message, plan_inputs(deployment))
         return _count(action, Outcome.REJECTED)
+
+    def _done(self, action: Action, key: Key, outcome: Outcome) -> Outcome:
+        self.reporter.written(action.policy, key)
+        return _count(action, outcome)
 
     async def execute_all(
         self,

@@ -32,9 +32,21 @@ def image(cache: Cache) -> str:
     return str(held["spec"]["template"]["spec"]["containers"][0]["image"])
 
 
+def test_a_write_s_answer_never_brings_back_what_the_watch_dropped() -> None:
+    cache = Cache()
+    cache.put_deployment(deployment("10"))
+    cache.drop_deployment(("shop", "web"))  # deleted while our write was in flight
+    assert cache.refresh_deployment(deployment("11", image="nginx:2")) is None
+    assert cache.deployments() == []
+    cache.put_deployment(deployment("20", uid="u2"))  # created again under the same name
+    assert cache.refresh_deployment(deployment("12", image="nginx:2")) is None  # the old one's
+    assert image(cache) == "nginx"
+
+
 def test_an_older_snapshot_never_replaces_a_newer_one() -> None:
     cache = Cache()
-    cache.put_deployment(deployment("12", image="nginx:2"))  # our own write's response
+    cache.put_deployment(deployment("10", image="nginx:1"))  # the watch
+    cache.refresh_deployment(deployment("12", image="nginx:2"))  # our own write's response
     returned = cache.put_deployment(deployment("11", image="nginx:1"))  # the watch, behind
     assert image(cache) == "nginx:2"
     assert returned["metadata"]["resourceVersion"] == "12"
