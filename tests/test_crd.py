@@ -197,6 +197,22 @@ REJECTED = {
         {"containers": "fluent-bit"},
         "spec.containers in body must be of type array",
     ),
+    "a label value no label can have": (
+        {"selector": {"matchLabels": {"team": "équipe"}}},
+        "spec.selector.matchLabels.team in body should match",
+    ),
+    "a label key no label can have": (
+        {"namespaceSelector": {"matchLabels": {"équipe/team": "a"}}},
+        "matchLabels: every key must be a label key",
+    ),
+    "an expression value no label can have": (
+        {"selector": {"matchExpressions": [{"key": "t", "operator": "In", "values": ["a b"]}]}},
+        "spec.selector.matchExpressions[0].values[0] in body should match",
+    ),
+    "an image with blanks": (
+        {"containers": [{"name": "shipper", "image": " fluent/fluent-bit:3.1 "}]},
+        "spec.containers[0].image in body should match",
+    ),
     "nothing to add": (
         {"containers": []},
         "a policy must add something: set at least one of containers, initContainers, "

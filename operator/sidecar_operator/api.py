@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
 
 from sidecar_operator import podsecurity
 
@@ -78,8 +79,23 @@ class VolumeMount(_CoreObject):
     mount_path: str = Field(alias="mountPath")
 
 
+# What Kubernetes allows in a label's key and value. A selector with anything else can match no
+# object, so the CRD refuses it at apply rather than leave a policy that silently selects nothing.
+# Only the CRD checks them (OpenAPI patterns, free of CEL's cost budget): a policy stored before
+# they existed must still load.
+LABEL_KEY = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
+LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+_LABEL_VALUE_SCHEMA: JsonDict = {"type": "string", "maxLength": 63, "pattern": LABEL_VALUE}
+
+
 class LabelSelectorRequirement(_Model):
-    key: str = Field(description="The label key the requirement applies to.")
+    key: str = Field(
+        description="The label key the requirement applies to.",
+        json_schema_extra={"maxLength": 317, "pattern": LABEL_KEY},
+    )
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(
         description="How the key relates to the values: In, NotIn, Exists or DoesNotExist."
     )
@@ -87,6 +103,7 @@ class LabelSelectorRequirement(_Model):
         default_factory=list,
         max_length=256,
         description="Values for In and NotIn (non-empty there); empty for Exists and DoesNotExist.",
+        json_schema_extra={"items": _LABEL_VALUE_SCHEMA},
     )
 
 
@@ -101,13 +118,21 @@ class LabelSelector(_Model):
                     "e.operator in ['In', 'NotIn'] ? size(e.values) > 0 : size(e.values) == 0)",
                     "message": "matchExpressions: operators In and NotIn need values; "
                     "Exists and DoesNotExist take none",
-                }
+                },
+                {
+                    "rule": f"!has(self.matchLabels) || self.matchLabels.all(k, "
+                    f"size(k) <= 317 && k.matches(r'{LABEL_KEY}'))",
+                    "message": "matchLabels: every key must be a label key (an optional DNS "
+                    "prefix and '/', then at most 63 letters, digits, '-', '_' or '.')",
+                },
             ]
         }
     )
 
     match_labels: dict[str, str] = Field(
-        default_factory=dict, description="Labels that must all be present with these values."
+        default_factory=dict,
+        description="Labels that must all be present with these values.",
+        json_schema_extra={"maxProperties": 64, "additionalProperties": _LABEL_VALUE_SCHEMA},
     )
     match_expressions: list[LabelSelectorRequirement] = Field(
         default_factory=list, max_length=32, description="Requirements that must all hold."

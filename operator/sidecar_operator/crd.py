@@ -109,6 +109,10 @@ def _structural(node: Schema, defs: Schema, core: _CoreSchemas) -> Schema:
                     field["minLength"] = 1
             # Container and volume names are DNS labels; the bound keeps CEL rules within budget.
             resolved["properties"]["name"]["maxLength"] = 63
+            # A Deployment takes an image with blanks, but its ReplicaSet can create no Pod
+            # from it: the rollout would stall until its progress deadline.
+            if "image" in resolved["properties"]:
+                resolved["properties"]["image"]["pattern"] = r"^\S+$"
             return {**resolved, **_structural(siblings, defs, core)}
         return _structural({**target, **siblings}, defs, core)
     if "anyOf" in node:
