@@ -8,7 +8,7 @@ from typing import Any
 from sidecar_operator import merge, render
 from sidecar_operator.api import Policy
 from sidecar_operator.ownership import field_manager
-from tests.chaos import audit, workloads
+from tests.chaos import audit, corpus, workloads
 
 POLICY = "chaos-p"
 
@@ -97,3 +97,32 @@ def test_a_status_that_disagrees_with_the_cluster_is_found() -> None:
     found = audit.status(policy, [done], {done["metadata"]["name"]})
     assert any("readyDeployments" in d for d in found)
     assert any("condition Ready" in d for d in found)
+
+
+def test_a_policy_manager_owning_an_app_field_is_found() -> None:
+    done, _, spec, _ = injected_pair()
+    manager = field_manager(POLICY)
+    assert audit.app_fields_owned(done, manager, spec) == []
+
+    forced = copy.deepcopy(done)
+    entry = next(e for e in forced["metadata"]["managedFields"] if e["manager"] == manager)
+    pod = entry["fieldsV1"]["f:spec"]["f:template"]["f:spec"]
+    pod["f:containers"]['k:{"name":"app"}']["f:image"] = {}
+    pod["f:volumes"]['k:{"name":"data"}'] = {".": {}, "f:name": {}}
+    pod["f:containers"]['k:{"name":"app"}']["f:volumeMounts"]['k:{"mountPath":"/data"}'] = {}
+    found = audit.app_fields_owned(forced, manager, spec)
+    assert any("['f:image', '/data']" in d and "app container app" in d for d in found), found
+    assert any("app volumes ['data']" in d for d in found), found
+
+
+def test_every_corpus_case_loads_and_says_what_it_expects() -> None:
+    cases = corpus.load()
+    assert len(cases) >= 40
+    for name, case in cases.items():
+        expect = case.expect
+        assert (expect.rejected is not None) != bool(
+            expect.injected or expect.conflicts or case.during.delete_namespace
+        ), f"{name}: rejected, or an outcome on the cluster, not both"
+        assert (case.policy is None) != (case.raw is None), f"{name}: a policy or a raw manifest"
+        apps = {app.name for app in case.apps}
+        assert set(expect.injected) | set(expect.conflicts) <= apps, name

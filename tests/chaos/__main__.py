@@ -13,14 +13,15 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from tests.chaos import trials
+from tests.chaos import corpus, racing, trials
 from tests.conftest import OperatorProcess
 from tests.kube import CRD_FILE, PEERING_CRD_FILE, REPO, Kubectl, dev, eventually, kubeconfig_from
 
 CLUSTER = "chaos"
 PEERING = "sidecar-operator-chaos"
+OPERATOR_NAMESPACE = "sidecar-operator-chaos"
 RESULTS = REPO / "bench" / "results" / "chaos.json"
-TRIALS = ("sigkill", "control-plane", "replicas")
+TRIALS = ("corpus", "racing", "sigkill", "control-plane", "replicas")
 
 
 def main() -> int:
@@ -29,6 +30,7 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=30, help="Deployments per trial")
     parser.add_argument("--trials", default=",".join(TRIALS))
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--cases", default="", help="only corpus cases whose file name has this")
     options = parser.parse_args()
     chosen = options.trials.split(",")
     started = time.monotonic()
@@ -41,6 +43,7 @@ def main() -> int:
         for path in (CRD_FILE, PEERING_CRD_FILE):
             admin("apply", "--server-side", "--force-conflicts", "-f", str(path))
         eventually(lambda: _established(admin), what="the CRDs established")
+        admin("create", "namespace", OPERATOR_NAMESPACE)
         setting = trials.Setting(admin, CLUSTER, workdir, options.size, random.Random(options.seed))
 
         def replica(name: str) -> OperatorProcess:
@@ -48,13 +51,18 @@ def main() -> int:
                 admin.kubeconfig,
                 workdir / f"{name}.log",
                 f"--peering={PEERING}",
+                f"--operator-namespace={OPERATOR_NAMESPACE}",
                 env={"POD_NAME": name},
             )
 
-        if "sigkill" in chosen or "control-plane" in chosen:
+        if {"corpus", "racing", "sigkill", "control-plane"} & set(chosen):
             operator = replica("chaos-operator")
             operator.start()
             try:
+                if "corpus" in chosen:
+                    rows += _timed("corpus", lambda: _corpus(admin, options.cases))
+                if "racing" in chosen:
+                    rows += _timed("racing", lambda: racing.racing(setting))
                 if "sigkill" in chosen:
                     rows += _timed("sigkill", lambda: trials.sigkills(setting, operator))
                 if "control-plane" in chosen:
@@ -94,6 +102,20 @@ def _timed(what: str, run: object) -> list[trials.Row]:
     rows: list[trials.Row] = run()  # type: ignore[operator]
     print(f"chaos: {what} done in {time.monotonic() - started:.0f}s", file=sys.stderr, flush=True)
     return rows
+
+
+def _corpus(admin: Kubectl, only: str) -> list[trials.Row]:
+    return [
+        trials.Row(
+            "corpus",
+            name,
+            case.what,
+            seconds,
+            defects,
+            {"expected": corpus.outcome(case)},
+        )
+        for name, case, defects, seconds in corpus.run(admin, OPERATOR_NAMESPACE, only=only)
+    ]
 
 
 def _established(admin: Kubectl) -> bool:

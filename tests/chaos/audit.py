@@ -9,6 +9,7 @@ is there exactly once and as the policy says; after removal the template is the 
 from __future__ import annotations
 
 import copy
+import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -145,4 +146,49 @@ def status(
         found.append(f"condition Ready is {conditions.get('Ready')!r} with {expected}")
     if conditions.get("Degraded") != "False":
         found.append(f"condition Degraded is {conditions.get('Degraded')!r}, nothing conflicts")
+    return found
+
+
+def _keyed(item: str, field: str) -> str | None:
+    """The key of a managedFields list element, `k:{"name":"app"}` -> "app"."""
+    return json.loads(item[2:]).get(field) if item.startswith("k:") else None
+
+
+def app_fields_owned(
+    deployment: Mapping[str, Any], manager: str, spec: Mapping[str, Any]
+) -> list[str]:
+    """What the policy's field manager owns of the app's part of the pod: nothing but the mounts
+    it adds to the app's containers (and those containers' names, the key it must send them by).
+    Anything more means it forced, or took over, a field of the app."""
+    name = deployment["metadata"]["name"]
+    added = {
+        "f:containers": {c["name"] for c in spec.get("containers", [])},
+        "f:initContainers": {c["name"] for c in spec.get("initContainers", [])},
+    }
+    paths = {m["mountPath"] for m in spec.get("volumeMounts", [])}
+    volumes = {v["name"] for v in spec.get("volumes", [])}
+    found = []
+    for entry in deployment["metadata"].get("managedFields") or []:
+        if entry.get("manager") != manager:
+            continue
+        pod = entry.get("fieldsV1", {}).get("f:spec", {}).get("f:template", {}).get("f:spec", {})
+        for key, owned in pod.items():
+            if key in added:
+                for item, fields in owned.items():
+                    container = _keyed(item, "name")
+                    if container is None or container in added[key]:
+                        continue
+                    mounts = {
+                        _keyed(mount, "mountPath") for mount in fields.get("f:volumeMounts", {})
+                    } - {None}
+                    extra = sorted(set(fields) - {".", "f:name", "f:volumeMounts"})
+                    extra += sorted(str(path) for path in mounts - paths)
+                    if extra:
+                        found.append(f"{name}: {manager} owns {extra} of app container {container}")
+            elif key == "f:volumes":
+                foreign = {_keyed(item, "name") for item in owned} - volumes - {None}
+                if foreign:
+                    found.append(f"{name}: {manager} owns app volumes {sorted(foreign)}")
+            else:
+                found.append(f"{name}: {manager} owns the pod's {key}")
     return found

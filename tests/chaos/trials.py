@@ -102,6 +102,12 @@ class Setting:
             and policy["spec"]["containers"][0]["image"] == image
         )
 
+    def audit_status(self) -> list[str]:
+        policy = self.policy_object()
+        if policy is None:
+            return ["the policy is gone"]
+        return audit.status(policy, self.deployments(), self.matched())
+
     def audit_injected(self) -> list[str]:
         policy = self.policy_object()
         if policy is None:
@@ -192,9 +198,9 @@ def _phase(
     started = time.monotonic()
     with Killer(operator, setting.rng, between=between, first=first) as killer:
         act()
-        settled = _wait(done)
+        settled = wait(done)
     # Once more with the operator left alone, so the audit sees the end state.
-    settled = settled or _wait(done)
+    settled = settled or wait(done)
     defects = [] if settled else [f"{name} did not settle within {SETTLE_TIMEOUT:.0f}s"]
     rows.append(
         Row(
@@ -208,7 +214,7 @@ def _phase(
     )
 
 
-def _wait(done: Callable[[], bool], timeout: float = SETTLE_TIMEOUT) -> bool:
+def wait(done: Callable[[], bool], timeout: float = SETTLE_TIMEOUT) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if done():
@@ -342,7 +348,7 @@ def control_plane(setting: Setting, operator: OperatorProcess) -> list[Row]:
     rows: list[Row] = []
     setting.start("control-plane")
     setting.apply_policy(IMAGES[0])
-    if not _wait(lambda: setting.settled(IMAGES[0])):
+    if not wait(lambda: setting.settled(IMAGES[0])):
         return [Row("control plane", "inject", "", 0.0, ["the first rollout did not settle"])]
     with Timeline(str(setting.admin.kubeconfig), setting.namespace) as timeline:
         for component, image in (("kube-apiserver", IMAGES[1]), ("etcd", IMAGES[2])):
@@ -368,7 +374,7 @@ def control_plane(setting: Setting, operator: OperatorProcess) -> list[Row]:
                 back = time.monotonic()
                 seen = len(timeline.events)
                 with _progress(setting) as progress:
-                    settled = _wait(lambda image=image: setting.settled(image))
+                    settled = wait(lambda image=image: setting.settled(image))
             stall = _first_write_after(timeline, setting.policy, seen, back)
             moved = next((t - back for t, count in progress if count > progress[0][1]), None)
             unhealthy = [s for s in health if s[1] != 200]
@@ -492,7 +498,7 @@ def replicas(
                 )
             )
         image = setting.policy_object()["spec"]["containers"][0]["image"]  # type: ignore[index]
-        settled = _wait(lambda: setting.settled(image))
+        settled = wait(lambda: setting.settled(image))
         rows.append(
             Row(
                 "replicas",
