@@ -16,9 +16,10 @@ and `$OPERATOR_NAMESPACE` for the operator's own namespace.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
@@ -215,14 +216,14 @@ class Run:
         )
         return json.loads(got.stdout) if got.returncode == 0 else None
 
-    def _apps(self, names: Any = None) -> list[App]:
+    def _apps(self, names: Collection[str] | None = None) -> list[App]:
         return [
             app
             for app in self.case.apps
             if app.name not in self.gone and (names is None or app.name in names)
         ]
 
-    def _apply_policy(self) -> Any:
+    def _apply_policy(self) -> subprocess.CompletedProcess[str]:
         if self.case.raw is not None:
             manifest = self.case.raw
         else:
@@ -276,7 +277,7 @@ class Run:
             what="the admission policy in force",
         )
 
-    def _rejected(self, applied: Any, message: str) -> list[str]:
+    def _rejected(self, applied: subprocess.CompletedProcess[str], message: str) -> list[str]:
         found = []
         if applied.returncode == 0:
             found.append("the policy was accepted")
