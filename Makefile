@@ -70,5 +70,5 @@ clean: down  ## Also remove .venv.
 	rm -rf $(VENV)
 
 crds: install binaries  ## Regenerate crds/ from the models and the pinned release's OpenAPI document.
-	$(BIN)/python -m sidecar_operator.crd "$$(bash hack/build-control-plane.sh 2>/dev/null)/../openapi/api__v1_openapi.json" \
+	$(BIN)/python -m sidecar_operator.api.crd "$$(bash hack/build-control-plane.sh 2>/dev/null)/../openapi/api__v1_openapi.json" \
 	  > crds/sidecarpolicies.sidecars.dev.yaml

@@ -14,7 +14,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from sidecar_operator.devcluster import Cluster
-from sidecar_operator.kubeapi import KEEPALIVE_SECONDS
+from sidecar_operator.kube.client import KEEPALIVE_SECONDS
 
 APPLY = "application/apply-patch+yaml"
 # An update (a full-object write) is labelled PUT, not UPDATE.

@@ -19,10 +19,11 @@ import yaml
 from bench.kube import WRITE_VERBS, Api, ApiError, Tracker, run_bounded
 from bench.process import OperatorProcess
 from bench.workload import POLICY, Workload, as_policy_object, policy
-from sidecar_operator import devcluster, render
-from sidecar_operator.api import Policy
+from sidecar_operator import devcluster
+from sidecar_operator.api.models import Policy
+from sidecar_operator.core import planner
+from sidecar_operator.core.ownership import field_manager, revision_annotation
 from sidecar_operator.devcluster import binaries
-from sidecar_operator.ownership import field_manager, revision_annotation
 
 ROOT = Path(__file__).resolve().parent.parent
 CRD_FILE = ROOT / "crds" / "sidecarpolicies.sidecars.dev.yaml"
@@ -227,9 +228,9 @@ class Bench:
             meta = item["metadata"]
             path = f"/apis/apps/v1/namespaces/{meta['namespace']}/deployments/{meta['name']}"
             if tag is None:
-                bodies.append((path, render.removal_body(item), False))
+                bodies.append((path, planner.removal_body(item), False))
                 continue
-            (action,) = render.plan(item, {}, policies)
+            (action,) = planner.plan(item, {}, policies)
             if action.body is None:
                 raise RuntimeError(f"nothing to apply to {path}: {action}")
             bodies.append((path, action.body, action.force))

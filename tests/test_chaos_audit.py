@@ -5,9 +5,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from sidecar_operator import merge, render
-from sidecar_operator.api import Policy
-from sidecar_operator.ownership import field_manager
+from sidecar_operator.api.models import Policy
+from sidecar_operator.core import planner, ssa
+from sidecar_operator.core.ownership import field_manager
 from tests.chaos import audit, corpus, workloads
 
 POLICY = "chaos-p"
@@ -20,9 +20,9 @@ def injected_pair(shape: int = 1) -> tuple[dict[str, Any], audit.Template, dict[
     snapshot = audit.template(deployment)
     spec = workloads.policy_spec("chaos", "fluent/fluent-bit:3.1.9")
     policy = Policy.from_object({"metadata": {"name": POLICY}, "spec": spec})
-    (action,) = render.plan(deployment, {"kubernetes.io/metadata.name": "chaos"}, [policy])
+    (action,) = planner.plan(deployment, {"kubernetes.io/metadata.name": "chaos"}, [policy])
     assert action.body is not None
-    done = merge.apply(deployment, field_manager(POLICY), action.body)
+    done = ssa.apply(deployment, field_manager(POLICY), action.body)
     return done, snapshot, spec, policy.spec.revision
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from sidecar_operator import crd
+from sidecar_operator.api import crd
 from sidecar_operator.devcluster import binaries
 from tests.kube import CRD_FILE, Kubectl
 

@@ -4,6 +4,7 @@ here): the wheel and the locked dependencies in a clean virtual environment."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from tests.kube import REPO, run
@@ -35,3 +36,15 @@ def test_the_dockerfile_runs_the_operator_as_non_root_with_json_logs() -> None:
     assert "USER 65532:65532" in final_stage
     assert "SIDECAR_OPERATOR_LOG_FORMAT=json" in final_stage
     assert "pip install" not in final_stage and "uv" not in final_stage.split("ENV", 1)[0]
+
+
+def test_the_run_path_does_not_load_the_local_control_plane() -> None:
+    """`devcluster` (and `cryptography`, which only it needs) is the dev commands' alone."""
+    code = (
+        "import sys\n"
+        "import sidecar_operator.cli, sidecar_operator.handlers\n"
+        "dev = ('sidecar_operator.devcluster', 'cryptography')\n"
+        "loaded = [m for m in sys.modules if m.startswith(dev)]\n"
+        "assert not loaded, loaded\n"
+    )
+    run([sys.executable, "-c", code])

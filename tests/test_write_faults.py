@@ -10,12 +10,14 @@ from typing import Any
 
 import pytest
 
-from sidecar_operator import merge, reconcile, render, reporting
-from sidecar_operator.kubeapi import ApiError, LoopThread
-from sidecar_operator.leadership import Identity, Leadership
-from sidecar_operator.ownership import field_manager
-from sidecar_operator.reconcile import Runtime
-from sidecar_operator.writer import Outcome
+from sidecar_operator.core import planner, ssa
+from sidecar_operator.core.ownership import field_manager
+from sidecar_operator.engine import reporting
+from sidecar_operator.engine import runtime as engine_runtime
+from sidecar_operator.engine.leadership import Identity, Leadership
+from sidecar_operator.engine.runtime import Runtime
+from sidecar_operator.engine.writer import Outcome
+from sidecar_operator.kube.client import ApiError, LoopThread
 
 POLICY_OBJECT: dict[str, Any] = {
     "metadata": {"name": "logs", "creationTimestamp": "2026-01-01T00:00:00Z"},
@@ -35,7 +37,7 @@ def named(name: str) -> dict[str, Any]:
 
 
 class FakeApi:
-    """Applies like the API server (per `merge`), after failing with the given errors, or with
+    """Applies like the API server (per `core.ssa`), after failing with the given errors, or with
     an error for one Deployment by name."""
 
     def __init__(
@@ -59,7 +61,7 @@ class FakeApi:
         if name in self.refuse:
             raise self.refuse[name]
         stored = self.stored.get(name) or named(name)
-        stored = merge.apply(stored, field_manager(policy), body)
+        stored = ssa.apply(stored, field_manager(policy), body)
         stored["metadata"]["resourceVersion"] = str(int(stored["metadata"]["resourceVersion"]) + 1)
         self.stored[name] = stored
         return copy.deepcopy(stored)
@@ -101,7 +103,7 @@ async def stop(task: asyncio.Future[None]) -> None:
         await task
 
 
-def action_for(state: Runtime, deployment: dict[str, Any]) -> render.Action:
+def action_for(state: Runtime, deployment: dict[str, Any]) -> planner.Action:
     return next(a for a in state.plans.plan(deployment) if a.policy == "logs")
 
 
@@ -293,7 +295,7 @@ async def test_a_worker_survives_an_api_server_outage_and_retries_soon(monkeypat
         api.statuses.append(body)
 
     monkeypatch.setattr(api, "patch_policy_status", status)
-    monkeypatch.setattr(reconcile, "RETRY_FIRST", 0.01)
+    monkeypatch.setattr(engine_runtime, "RETRY_FIRST", 0.01)
     state, _ = runtime(api)
     state.listed.set()
     worker = asyncio.ensure_future(state.run_worker("logs"))
@@ -314,7 +316,7 @@ async def test_a_plan_outlives_status_changes_but_not_a_spec_change() -> None:
     deployment = copy.deepcopy(DEPLOYMENT)
     deployment["metadata"]["generation"] = 1
     planned = state.plans.plan(deployment)
-    assert [a.kind for a in planned] == [render.Kind.APPLY]
+    assert [a.kind for a in planned] == [planner.Kind.APPLY]
 
     rolling = copy.deepcopy(deployment)
     rolling["metadata"]["resourceVersion"] = "11"
@@ -324,7 +326,7 @@ async def test_a_plan_outlives_status_changes_but_not_a_spec_change() -> None:
     taken = copy.deepcopy(rolling)
     taken["metadata"].update(resourceVersion="12", generation=2)
     taken["spec"]["template"]["spec"]["containers"].append({"name": "fluent-bit", "image": "x"})
-    assert [a.kind for a in state.plans.plan(taken)] == [render.Kind.CONFLICT]
+    assert [a.kind for a in state.plans.plan(taken)] == [planner.Kind.CONFLICT]
 
 
 async def test_a_pass_rests_ten_times_its_cpu_time_up_to_the_cap(monkeypatch: Any) -> None:
@@ -336,21 +338,21 @@ async def test_a_pass_rests_ten_times_its_cpu_time_up_to_the_cap(monkeypatch: An
     rests: list[float] = []
     real_pass = state.run_pass
 
-    async def run_pass(worker: reconcile.Worker) -> reconcile.PassResult:
+    async def run_pass(worker: engine_runtime.Worker) -> engine_runtime.PassResult:
         result = await real_pass(worker)
-        return reconcile.PassResult(next(cpu), failed=result.failed)
+        return engine_runtime.PassResult(next(cpu), failed=result.failed)
 
-    async def rest(worker: reconcile.Worker, seconds: float) -> None:
+    async def rest(worker: engine_runtime.Worker, seconds: float) -> None:
         rests.append(seconds)
         worker.poke()  # something changed meanwhile: pass again at once
         if len(rests) == 2:
             raise asyncio.CancelledError
 
     monkeypatch.setattr(state, "run_pass", run_pass)
-    monkeypatch.setattr(reconcile.Worker, "rest", rest)
+    monkeypatch.setattr(engine_runtime.Worker, "rest", rest)
     with pytest.raises(asyncio.CancelledError):
         await state.run_worker("logs")
-    assert rests == [10 * 0.01, reconcile.MAX_REST]
+    assert rests == [10 * 0.01, engine_runtime.MAX_REST]
     assert api.applies == [("logs", False)]  # the second pass found the Deployment in sync
 
 

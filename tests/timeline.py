@@ -10,7 +10,7 @@ from typing import Any
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
-from sidecar_operator.status import rolled_out
+from sidecar_operator.core.status import rolled_out
 
 
 class Timeline:

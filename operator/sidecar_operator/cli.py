@@ -10,8 +10,6 @@ from typing import Any
 
 import typer
 
-from sidecar_operator import devcluster
-
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 dev = typer.Typer(
     help="A local Kubernetes control plane for development and tests.", no_args_is_help=True
@@ -35,6 +33,8 @@ def dev_up(
     timeout: float = typer.Option(180.0, help="Seconds to wait for each component."),
 ) -> None:
     """Start the cluster, or reuse it if it runs; prints `export KUBECONFIG=...` last."""
+    from sidecar_operator import devcluster  # here, not at the top: never on the run path
+
     cluster = devcluster.Cluster.named(name)
     try:
         devcluster.up(cluster, nodes=nodes, timeout=timeout)
@@ -47,6 +47,8 @@ def dev_up(
 @dev.command("env")
 def dev_env(name: str = ClusterName) -> None:
     """Print the `export KUBECONFIG=...` line of a running cluster."""
+    from sidecar_operator import devcluster
+
     cluster = devcluster.Cluster.named(name)
     if not devcluster.is_up(cluster):
         typer.echo(
@@ -59,6 +61,8 @@ def dev_env(name: str = ClusterName) -> None:
 @dev.command("down")
 def dev_down(name: str = ClusterName) -> None:
     """Stop every process `up` started and delete the cluster's data."""
+    from sidecar_operator import devcluster
+
     devcluster.down(devcluster.Cluster.named(name))
 
 
@@ -69,6 +73,8 @@ def dev_restart(
     down_for: float = typer.Option(10.0, min=0, help="Seconds the component stays stopped."),
 ) -> None:
     """Stop one component of a running cluster and start it again: an outage to ride out."""
+    from sidecar_operator import devcluster
+
     try:
         devcluster.restart(devcluster.Cluster.named(name), component, down_for=down_for)
     except devcluster.ClusterError as error:
@@ -106,7 +112,7 @@ def run(
     import kopf
 
     from sidecar_operator import handlers, logs, metrics
-    from sidecar_operator.leadership import Identity
+    from sidecar_operator.engine.leadership import Identity
 
     if log_format not in ("console", "json"):
         raise typer.BadParameter("use console or json", param_hint="--log-format")
@@ -155,7 +161,8 @@ def preview_command(
     """Show, read-only, what a policy would change: the Deployments it matches, a diff of each
     pod template, and the conflicts. Exit code 1 if there are conflicts."""
     from sidecar_operator import preview
-    from sidecar_operator.api import KIND, Policy
+    from sidecar_operator.api.models import Policy
+    from sidecar_operator.api.names import KIND
 
     policies = [d for d in preview.load_documents(file) if d.get("kind") == KIND]
     if len(policies) != 1:
@@ -173,7 +180,7 @@ def preview_command(
         objects = [d for d in documents if d.get("kind") == "Deployment"]
         namespaces = [d for d in documents if d.get("kind") == "Namespace"]
     else:
-        from sidecar_operator.kubeapi import KubeApi, load_config
+        from sidecar_operator.kube.client import KubeApi, load_config
 
         load_config()
         with contextlib.closing(KubeApi()) as kube:

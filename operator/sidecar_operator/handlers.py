@@ -1,9 +1,9 @@
 """Every Kopf entry point, in one place. Each is thin: it hands the watched state to
-`reconcile.Runtime`, which asks the pure core what to do and does it.
+`engine.runtime.Runtime`, which asks the pure core what to do and does it.
 
 Kopf watches SidecarPolicies and Namespaces; Namespaces are only indexed and observed, so Kopf
 writes no annotations or finalizers on them, and its bookkeeping stays on SidecarPolicies.
-Deployments, the many, are watched by `watch.DeploymentWatch` (see there why not by Kopf).
+Deployments, the many, are watched by `kube.watch.DeploymentWatch` (see there why not by Kopf).
 Every handler is a coroutine on Kopf's loop: none holds one of Kopf's few threads for long.
 """
 
@@ -15,14 +15,14 @@ from typing import Any
 
 import kopf
 
-from sidecar_operator import api
-from sidecar_operator.kubeapi import POSTERS, ApiError, EventPoster, KubeApi, load_config
-from sidecar_operator.leadership import LIFETIME, Identity, Leadership
-from sidecar_operator.reconcile import Runtime
-from sidecar_operator.watch import DeploymentWatch
-from sidecar_operator.writer import WRITERS
+from sidecar_operator.api import names
+from sidecar_operator.engine.leadership import LIFETIME, Identity, Leadership
+from sidecar_operator.engine.runtime import Runtime
+from sidecar_operator.engine.writer import WRITERS
+from sidecar_operator.kube.client import POSTERS, ApiError, EventPoster, KubeApi, load_config
+from sidecar_operator.kube.watch import DeploymentWatch
 
-POLICIES = (f"{api.GROUP}/{api.VERSION}", api.PLURAL)
+POLICIES = (f"{names.GROUP}/{names.VERSION}", names.PLURAL)
 NAMESPACES = ("v1", "namespaces")
 LIST_CHUNK = 100
 
@@ -64,7 +64,7 @@ def _runtime() -> Runtime:
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     global runtime, kube, leadership, deployments
-    prefix = api.GROUP
+    prefix = names.GROUP
     settings.persistence.finalizer = f"{prefix}/cleanup"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=prefix)
     settings.persistence.diffbase_storage = NoDiffBase()

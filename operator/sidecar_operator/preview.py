@@ -1,5 +1,5 @@
 """What a policy would do, before it is applied: the same planner the operator runs, then the API
-server's apply as `merge` models it, shown as a unified diff of each pod template."""
+server's apply as `core.ssa` models it, shown as a unified diff of each pod template."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from typing import Any
 
 import yaml
 
-from sidecar_operator import merge, render
-from sidecar_operator.api import Policy
-from sidecar_operator.ownership import field_manager
-from sidecar_operator.render import Kind
+from sidecar_operator.api.models import Policy
+from sidecar_operator.core import planner, ssa
+from sidecar_operator.core.ownership import field_manager
+from sidecar_operator.core.types import Kind
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ def preview(
         metadata = deployment["metadata"]
         namespace = metadata.get("namespace") or "default"
         placed = {**deployment, "metadata": {**metadata, "namespace": namespace}}
-        actions = render.plan(
+        actions = planner.plan(
             placed,
             namespace_labels.get(namespace, {}),
             [*others, policy],
@@ -57,7 +57,7 @@ def preview(
             continue
         diff = ""
         if mine.body is not None:
-            after = merge.apply(placed, field_manager(policy.name), mine.body)
+            after = ssa.apply(placed, field_manager(policy.name), mine.body)
             label = f"{namespace}/{metadata['name']}"
             diff = "".join(
                 difflib.unified_diff(

@@ -14,8 +14,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sidecar_operator.render import contains
-from sidecar_operator.status import rolled_out
+from sidecar_operator.core.planner import contains
+from sidecar_operator.core.status import rolled_out
 
 POD_LISTS = ("initContainers", "containers")
 Template = dict[str, Any]

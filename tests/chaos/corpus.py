@@ -27,7 +27,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from sidecar_operator.status import rolled_out
+from sidecar_operator.core.status import rolled_out
 from tests.chaos import audit
 from tests.kube import Kubectl
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from sidecar_operator.status import rolled_out
+from sidecar_operator.core.status import rolled_out
 from tests.chaos import audit, workloads
 from tests.chaos.trials import IMAGES, Row, Setting, wait
 from tests.kube import Kubectl

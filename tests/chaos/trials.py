@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from sidecar_operator.status import rolled_out
+from sidecar_operator.core.status import rolled_out
 from tests.chaos import audit, workloads
 from tests.conftest import OperatorProcess
 from tests.kube import SIDECAR_OPERATOR, Kubectl, eventually

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sidecar_operator import snapshot
-from sidecar_operator.cache import Cache
+from sidecar_operator.state import snapshot
+from sidecar_operator.state.cache import Cache
 
 
 def deployment(rv: str, uid: str = "u1", image: str = "nginx") -> dict[str, Any]:

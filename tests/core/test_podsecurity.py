@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sidecar_operator.podsecurity import Level, enforced_level, violations
+from sidecar_operator.api.podsecurity import Level, enforced_level, violations
 
 # A sidecar that passes restricted: what every restricted test starts from.
 HARDENED: dict[str, Any] = {

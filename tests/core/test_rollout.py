@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from sidecar_operator.render import Action, Change, Kind
-from sidecar_operator.rollout import Item, budget, step
+from sidecar_operator.core.rollout import Item, budget, step
+from sidecar_operator.core.types import Action, Change, Kind
 
 POLICY_CREATED = "2026-01-01T00:00:00Z"
 BODY = {"apiVersion": "apps/v1"}

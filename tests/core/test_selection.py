@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from sidecar_operator.api import LabelSelector, SidecarPolicySpec
-from sidecar_operator.selection import deployment_matches, selector_matches
+from sidecar_operator.api.models import LabelSelector, SidecarPolicySpec
+from sidecar_operator.core.selection import deployment_matches, selector_matches
 
 SIDECAR = [{"name": "s", "image": "busybox"}]
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from sidecar_operator import status
-from sidecar_operator.status import Counts
+from sidecar_operator.core import status
+from sidecar_operator.core.status import Counts
 
 
 def by_type(conditions: list[dict[str, str]]) -> dict[str, dict[str, str]]:

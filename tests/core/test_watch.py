@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from sidecar_operator.cache import Key
-from sidecar_operator.watch import PAGE, DeploymentWatch, Expired
+from sidecar_operator.core.types import Key
+from sidecar_operator.kube.watch import PAGE, DeploymentWatch, Expired
 
 
 def obj(name: str, rv: str) -> dict[str, Any]:

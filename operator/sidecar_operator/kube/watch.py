@@ -16,8 +16,8 @@ from typing import Any, Protocol
 import structlog
 import urllib3
 
-from sidecar_operator.cache import Key
-from sidecar_operator.kubeapi import ApiError
+from sidecar_operator.core.types import Key
+from sidecar_operator.kube.client import ApiError
 
 log = structlog.get_logger()
 

@@ -23,8 +23,9 @@ import structlog
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from sidecar_operator import api, metrics
-from sidecar_operator.ownership import field_manager
+from sidecar_operator import metrics
+from sidecar_operator.api import names
+from sidecar_operator.core.ownership import field_manager
 
 T = TypeVar("T")
 log = structlog.get_logger()
@@ -62,7 +63,7 @@ def load_config() -> None:
 
 ALL_DEPLOYMENTS = "/apis/apps/v1/deployments"
 DEPLOYMENTS = "/apis/apps/v1/namespaces/{namespace}/deployments/{name}"
-POLICY_STATUS = f"/apis/{api.GROUP}/{api.VERSION}/{api.PLURAL}/{{name}}/status"
+POLICY_STATUS = f"/apis/{names.GROUP}/{names.VERSION}/{names.PLURAL}/{{name}}/status"
 CLUSTER_PEERINGS = "/apis/kopf.dev/v1/clusterkopfpeerings"
 
 
@@ -256,7 +257,7 @@ class KubeApi:
         deployments = self._request("GET", ALL_DEPLOYMENTS)
         namespaces = self._request("GET", "/api/v1/namespaces")
         try:
-            policies = self._request("GET", f"/apis/{api.GROUP}/{api.VERSION}/{api.PLURAL}")
+            policies = self._request("GET", f"/apis/{names.GROUP}/{names.VERSION}/{names.PLURAL}")
         except ApiError as error:
             if error.status != 404:
                 raise

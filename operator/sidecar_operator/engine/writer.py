@@ -18,11 +18,11 @@ from typing import Any, Protocol
 import structlog
 
 from sidecar_operator import metrics
-from sidecar_operator.cache import Cache, Key
-from sidecar_operator.kubeapi import ApiError
-from sidecar_operator.plans import Plans, plan_inputs
-from sidecar_operator.render import Action
-from sidecar_operator.reporting import Announcement, Reporter, key_of
+from sidecar_operator.core.types import Action, Key
+from sidecar_operator.engine.reporting import Announcement, Reporter, key_of
+from sidecar_operator.kube.client import ApiError
+from sidecar_operator.state.cache import Cache
+from sidecar_operator.state.plans import Plans, plan_inputs
 
 log = structlog.get_logger()
 

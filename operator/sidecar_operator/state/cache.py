@@ -12,10 +12,9 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sidecar_operator import snapshot
-from sidecar_operator.api import Policy
-
-Key = tuple[str, str]  # (namespace, name)
+from sidecar_operator.api.models import Policy
+from sidecar_operator.core.types import Key
+from sidecar_operator.state import snapshot
 
 
 class Cache:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sidecar_operator.api import INJECT_KEY, LabelSelector, SidecarPolicySpec
+from sidecar_operator.api.models import LabelSelector, SidecarPolicySpec
+from sidecar_operator.api.names import INJECT_KEY
 
 # Matched only when a namespaceSelector names them explicitly.
 PROTECTED_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease"})

@@ -11,46 +11,19 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from enum import StrEnum
 from typing import Any
 
-from sidecar_operator import podsecurity
-from sidecar_operator.api import Policy, SidecarPolicySpec
-from sidecar_operator.ownership import (
+from sidecar_operator.api import podsecurity
+from sidecar_operator.api.models import Policy, SidecarPolicySpec
+from sidecar_operator.core.ownership import (
     POD_LISTS,
     Ownership,
     ownership,
     policies_with_fields,
     revision_annotation,
 )
-from sidecar_operator.selection import deployment_matches
-
-
-class Kind(StrEnum):
-    APPLY = "apply"  # send `body`: inject, update or repair
-    REMOVE = "remove"  # send `body` (empty): release everything the policy owns
-    IN_SYNC = "in-sync"  # matched and already as desired: write nothing
-    CONFLICT = "conflict"  # matched but skipped; `body` releases what it had, if anything
-
-
-class Change(StrEnum):
-    """What a write does to the Deployment: names its Events and labels its metrics."""
-
-    INJECT = "inject"  # the policy had nothing there
-    UPDATE = "update"  # it carries an older revision
-    REPAIR = "repair"  # it carries the current revision, but something was edited or deleted
-    REMOVE = "remove"  # the policy lets go of everything it added
-
-
-@dataclass(frozen=True)
-class Action:
-    policy: str
-    kind: Kind
-    body: dict[str, Any] | None = None
-    force: bool = False  # take back fields someone else changed inside the policy's own items
-    change: Change | None = None  # what sending `body` does
-    conflict: str = ""  # why a CONFLICT skips the Deployment, in words
-    revision: str = ""
+from sidecar_operator.core.selection import deployment_matches
+from sidecar_operator.core.types import Action, Change, Kind
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sidecar_operator import metrics, status
-from sidecar_operator.api import GROUP, KIND, VERSION
-from sidecar_operator.cache import Cache, Key
-from sidecar_operator.render import Action, Change
+from sidecar_operator import metrics
+from sidecar_operator.api.names import GROUP, KIND, VERSION
+from sidecar_operator.core import status
+from sidecar_operator.core.types import Action, Change, Key
+from sidecar_operator.state.cache import Cache
 
 EVENT_NAMES_SHOWN = 5
 EVENT_INTERVAL = 10.0  # seconds between a policy's aggregated Events of one reason

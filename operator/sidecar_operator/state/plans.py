@@ -11,9 +11,9 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from sidecar_operator import render
-from sidecar_operator.cache import Cache, Key
-from sidecar_operator.render import Action
+from sidecar_operator.core import planner
+from sidecar_operator.core.types import Action, Key
+from sidecar_operator.state.cache import Cache
 
 
 def plan_inputs(deployment: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -50,7 +50,7 @@ class Plans:
             return cached[2]
         policies = [policy for policy, _ in self.cache.policies().values()]
         labels = self.cache.namespace_labels(key[0])
-        actions = render.plan(
+        actions = planner.plan(
             deployment, labels, policies, operator_namespace=self.operator_namespace
         )
         with self._lock:

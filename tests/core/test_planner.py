@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sidecar_operator import merge, render
-from sidecar_operator.api import Policy
-from sidecar_operator.ownership import field_manager, ownership
-from sidecar_operator.render import Change, Kind
+from sidecar_operator.api.models import Policy
+from sidecar_operator.core import planner, ssa
+from sidecar_operator.core.ownership import field_manager, ownership
+from sidecar_operator.core.types import Change, Kind
 
 FLUENT_BIT = {
     "name": "fluent-bit",
@@ -27,7 +27,7 @@ def deployment(**pod: Any) -> dict[str, Any]:
     return {"metadata": {"name": "web", "namespace": "shop"}, "spec": {"template": {"spec": pod}}}
 
 
-def only(actions: list[render.Action]) -> render.Action:
+def only(actions: list[planner.Action]) -> planner.Action:
     (action,) = actions
     return action
 
@@ -47,7 +47,7 @@ def test_revision_ignores_selector_priority_and_strategy() -> None:
 
 
 def test_first_sight_is_an_inject_with_the_revision_annotation() -> None:
-    action = only(render.plan(deployment(), {}, [policy(containers=[FLUENT_BIT])]))
+    action = only(planner.plan(deployment(), {}, [policy(containers=[FLUENT_BIT])]))
     assert action.kind is Kind.APPLY and action.change is Change.INJECT and not action.force
     assert action.body is not None
     assert action.body["metadata"]["annotations"] == {"policy.sidecars.dev/logs": action.revision}
@@ -56,22 +56,22 @@ def test_first_sight_is_an_inject_with_the_revision_annotation() -> None:
 
 def test_canonical_quantities_from_the_server_are_not_drift() -> None:
     logs = policy(containers=[FLUENT_BIT])
-    done = merge.apply(
-        deployment(), field_manager("logs"), only(render.plan(deployment(), {}, [logs])).body or {}
+    done = ssa.apply(
+        deployment(), field_manager("logs"), only(planner.plan(deployment(), {}, [logs])).body or {}
     )
     pod = done["spec"]["template"]["spec"]
     pod["containers"][1]["resources"]["limits"]["cpu"] = "500m"  # as the server returns it
     pod["containers"][1]["terminationMessagePath"] = "/dev/termination-log"  # a default
-    assert only(render.plan(done, {}, [logs])).kind is Kind.IN_SYNC
+    assert only(planner.plan(done, {}, [logs])).kind is Kind.IN_SYNC
 
 
 def test_an_edited_sidecar_is_repaired_by_force() -> None:
     logs = policy(containers=[FLUENT_BIT])
-    done = merge.apply(
-        deployment(), field_manager("logs"), only(render.plan(deployment(), {}, [logs])).body or {}
+    done = ssa.apply(
+        deployment(), field_manager("logs"), only(planner.plan(deployment(), {}, [logs])).body or {}
     )
     done["spec"]["template"]["spec"]["containers"][1]["image"] = "evil:1"
-    action = only(render.plan(done, {}, [logs]))
+    action = only(planner.plan(done, {}, [logs]))
     assert action.kind is Kind.APPLY and action.change is Change.REPAIR and action.force
 
 
@@ -79,7 +79,7 @@ def test_an_app_name_clash_is_a_conflict_with_nothing_to_release() -> None:
     app = deployment(
         containers=[{"name": "app", "image": "nginx"}, {"name": "fluent-bit", "image": "mine"}]
     )
-    action = only(render.plan(app, {}, [policy(containers=[FLUENT_BIT])]))
+    action = only(planner.plan(app, {}, [policy(containers=[FLUENT_BIT])]))
     assert action.kind is Kind.CONFLICT and action.body is None
     assert action.conflict == "container fluent-bit is already defined by the Deployment"
 
@@ -99,7 +99,7 @@ def test_a_mount_path_clash_is_a_conflict() -> None:
         volumes=[{"name": "logs", "emptyDir": {}}],
         volumeMounts=[{"name": "logs", "mountPath": "/var/log/app"}],
     )
-    action = only(render.plan(app, {}, [logs]))
+    action = only(planner.plan(app, {}, [logs]))
     assert action.kind is Kind.CONFLICT
     assert "container app already has a mount at /var/log/app" in action.conflict
 
@@ -107,21 +107,21 @@ def test_a_mount_path_clash_is_a_conflict() -> None:
 def test_priority_then_age_then_name_decides_a_clash() -> None:
     older = policy("b-older", "2026-01-01T00:00:00Z", containers=[FLUENT_BIT])
     newer = policy("a-newer", "2026-02-01T00:00:00Z", containers=[FLUENT_BIT])
-    kinds = {a.policy: a.kind for a in render.plan(deployment(), {}, [newer, older])}
+    kinds = {a.policy: a.kind for a in planner.plan(deployment(), {}, [newer, older])}
     assert kinds == {"b-older": Kind.APPLY, "a-newer": Kind.CONFLICT}
 
     urgent = policy("c-urgent", "2026-03-01T00:00:00Z", containers=[FLUENT_BIT], priority=5)
-    kinds = {a.policy: a.kind for a in render.plan(deployment(), {}, [newer, older, urgent])}
+    kinds = {a.policy: a.kind for a in planner.plan(deployment(), {}, [newer, older, urgent])}
     assert kinds["c-urgent"] is Kind.APPLY
     assert kinds["b-older"] is Kind.CONFLICT
 
 
 def test_a_policy_gone_from_the_cluster_is_removed_by_its_annotation() -> None:
     logs = policy(containers=[FLUENT_BIT])
-    done = merge.apply(
-        deployment(), field_manager("logs"), only(render.plan(deployment(), {}, [logs])).body or {}
+    done = ssa.apply(
+        deployment(), field_manager("logs"), only(planner.plan(deployment(), {}, [logs])).body or {}
     )
-    action = only(render.plan(done, {}, []))
+    action = only(planner.plan(done, {}, []))
     assert action.kind is Kind.REMOVE
     assert action.body == {
         "apiVersion": "apps/v1",
@@ -136,8 +136,8 @@ def test_ownership_reads_what_a_manager_added_and_mounted() -> None:
         volumes=[{"name": "logs", "emptyDir": {}}],
         volumeMounts=[{"name": "logs", "mountPath": "/var/log/app"}],
     )
-    done = merge.apply(
-        deployment(), field_manager("logs"), only(render.plan(deployment(), {}, [logs])).body or {}
+    done = ssa.apply(
+        deployment(), field_manager("logs"), only(planner.plan(deployment(), {}, [logs])).body or {}
     )
     owned = ownership(done, "logs")
     assert owned.containers == {"fluent-bit"}
@@ -148,9 +148,9 @@ def test_ownership_reads_what_a_manager_added_and_mounted() -> None:
 
 
 def test_merge_places_new_items_like_the_api_server() -> None:
-    assert merge.merged_order(["app", "side"], ["new", "app"]) == ["new", "app", "side"]
-    assert merge.merged_order(["init"], ["sync"]) == ["init", "sync"]
-    assert merge.merged_order(["a", "b"], ["b", "x"]) == ["a", "b", "x"]
+    assert ssa.merged_order(["app", "side"], ["new", "app"]) == ["new", "app", "side"]
+    assert ssa.merged_order(["init"], ["sync"]) == ["init", "sync"]
+    assert ssa.merged_order(["a", "b"], ["b", "x"]) == ["a", "b", "x"]
 
 
 def test_a_privilege_the_schema_cannot_see_is_a_conflict_without_allow_privileged() -> None:
@@ -159,12 +159,12 @@ def test_a_privilege_the_schema_cannot_see_is_a_conflict_without_allow_privilege
         {"containerPort": 2000, "hostPort": 2000}
     ]
     exporter = {"name": "exporter", "image": "prom/statsd-exporter", "ports": ports}
-    action = only(render.plan(deployment(), {}, [policy(containers=[exporter])]))
+    action = only(planner.plan(deployment(), {}, [policy(containers=[exporter])]))
     assert action.kind is Kind.CONFLICT
     assert "baseline Pod Security Standard" in action.conflict
     assert "set spec.allowPrivileged: true" in action.conflict
     allowed = policy(containers=[exporter], allowPrivileged=True)
-    assert only(render.plan(deployment(), {}, [allowed])).kind is Kind.APPLY
+    assert only(planner.plan(deployment(), {}, [allowed])).kind is Kind.APPLY
 
 
 RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted"}
@@ -176,20 +176,20 @@ HARDENED = {
 
 def test_a_sidecar_the_namespace_level_refuses_is_a_conflict_there_only() -> None:
     logs = policy(containers=[{"name": "shipper", "image": "busybox"}])
-    refused = only(render.plan(deployment(), RESTRICTED, [logs]))
+    refused = only(planner.plan(deployment(), RESTRICTED, [logs]))
     assert refused.kind is Kind.CONFLICT
     assert "namespace shop enforces the restricted Pod Security level" in refused.conflict
     assert "container shipper" in refused.conflict
-    assert only(render.plan(deployment(), {}, [logs])).kind is Kind.APPLY
+    assert only(planner.plan(deployment(), {}, [logs])).kind is Kind.APPLY
 
 
 def test_a_restricted_sidecar_may_inherit_from_the_app_s_pod() -> None:
     """runAsNonRoot and seccomp set once for the Pod cover the sidecar too."""
     logs = policy(containers=[{"name": "shipper", "image": "busybox", "securityContext": HARDENED}])
     bare = deployment(containers=[{"name": "app", "image": "nginx"}])
-    assert only(render.plan(bare, RESTRICTED, [logs])).kind is Kind.CONFLICT
+    assert only(planner.plan(bare, RESTRICTED, [logs])).kind is Kind.CONFLICT
     hardened = deployment(
         containers=[{"name": "app", "image": "nginx"}],
         securityContext={"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
     )
-    assert only(render.plan(hardened, RESTRICTED, [logs])).kind is Kind.APPLY
+    assert only(planner.plan(hardened, RESTRICTED, [logs])).kind is Kind.APPLY

@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sidecar_operator.ownership import POD_LISTS, Ownership, ownership
+from sidecar_operator.core.ownership import POD_LISTS, Ownership, ownership
 
 Item = dict[str, Any]
 

@@ -6,8 +6,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sidecar_operator.api import Policy
-from sidecar_operator.render import Action, Kind
+from sidecar_operator.api.models import Policy
+from sidecar_operator.core.types import Action, Kind
 
 
 def rolled_out(deployment: Mapping[str, Any]) -> bool:

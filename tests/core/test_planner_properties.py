@@ -1,5 +1,5 @@
 """Properties of the pure core, over generated Deployments and policies, using the model of the
-API server's apply in `merge` (itself checked against the real API server in the integration
+API server's apply in `core.ssa` (itself checked against the real API server in the integration
 tests)."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecar_operator import merge, render
-from sidecar_operator.api import Policy
-from sidecar_operator.ownership import field_manager, ownership
+from sidecar_operator.api.models import Policy
+from sidecar_operator.core import planner, ssa
+from sidecar_operator.core.ownership import field_manager, ownership
 
 PATHS = ["/data", "/cache", "/var/log/app", "/etc/config"]
 
@@ -95,11 +95,11 @@ def policy_sets(draw: st.DrawFn) -> list[Policy]:
 def converge(deployment: dict[str, Any], policies: list[Policy]) -> dict[str, Any]:
     """Plan and apply, as the operator does, until nothing is left to send."""
     for _ in range(6):
-        pending = [a for a in render.plan(deployment, {}, policies) if a.body is not None]
+        pending = [a for a in planner.plan(deployment, {}, policies) if a.body is not None]
         if not pending:
             return deployment
         for action in pending:
-            deployment = merge.apply(deployment, field_manager(action.policy), action.body)
+            deployment = ssa.apply(deployment, field_manager(action.policy), action.body)
     raise AssertionError("did not converge")
 
 
@@ -128,8 +128,8 @@ def test_a_converged_deployment_needs_no_further_writes(
 ) -> None:
     done = converge(deployment, policies)
     assert all(
-        a.kind in (render.Kind.IN_SYNC, render.Kind.CONFLICT) and a.body is None
-        for a in render.plan(done, {}, policies)
+        a.kind in (planner.Kind.IN_SYNC, planner.Kind.CONFLICT) and a.body is None
+        for a in planner.plan(done, {}, policies)
     )
 
 
@@ -176,8 +176,8 @@ def test_each_policy_is_all_or_nothing(deployment: dict[str, Any], policies: lis
 def test_the_plan_does_not_depend_on_the_order_policies_are_seen_in(
     deployment: dict[str, Any], policies: list[Policy]
 ) -> None:
-    forwards = render.plan(deployment, {}, policies)
-    backwards = render.plan(deployment, {}, list(reversed(policies)))
+    forwards = planner.plan(deployment, {}, policies)
+    backwards = planner.plan(deployment, {}, list(reversed(policies)))
     assert forwards == backwards
     assert pod_of(converge(deployment, policies)) == pod_of(
         converge(deployment, list(reversed(policies)))

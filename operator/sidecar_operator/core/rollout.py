@@ -14,9 +14,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sidecar_operator.ownership import revision_annotation, wrote_last
-from sidecar_operator.render import Action, Change, Kind
-from sidecar_operator.status import rolled_out
+from sidecar_operator.core.ownership import revision_annotation, wrote_last
+from sidecar_operator.core.status import rolled_out
+from sidecar_operator.core.types import Action, Change, Kind
 
 Key = tuple[str, str]
 

@@ -19,18 +19,20 @@ from typing import Any, Protocol
 
 import structlog
 
-from sidecar_operator import metrics, render, rollout, status, writer
-from sidecar_operator.api import Policy
-from sidecar_operator.cache import Cache, Key
-from sidecar_operator.flags import Flag
-from sidecar_operator.kubeapi import ApiError, LoopThread
-from sidecar_operator.leadership import Leadership
-from sidecar_operator.ownership import policies_with_fields
-from sidecar_operator.plans import Plans, plan_inputs
-from sidecar_operator.render import Action, Kind
-from sidecar_operator.reporting import Announcement, EventSink, Reporter, key_of
-from sidecar_operator.selection import deployment_matches
-from sidecar_operator.writer import Outcome, Writer
+from sidecar_operator import metrics
+from sidecar_operator.api.models import Policy
+from sidecar_operator.core import planner, rollout, status
+from sidecar_operator.core.ownership import policies_with_fields
+from sidecar_operator.core.selection import deployment_matches
+from sidecar_operator.core.types import Action, Key, Kind
+from sidecar_operator.engine import writer
+from sidecar_operator.engine.flags import Flag
+from sidecar_operator.engine.leadership import Leadership
+from sidecar_operator.engine.reporting import Announcement, EventSink, Reporter, key_of
+from sidecar_operator.engine.writer import Outcome, Writer
+from sidecar_operator.kube.client import ApiError, LoopThread
+from sidecar_operator.state.cache import Cache
+from sidecar_operator.state.plans import Plans, plan_inputs
 
 log = structlog.get_logger()
 
@@ -154,7 +156,7 @@ class Runtime:
             return
         for orphan in sorted(orphans):
             self.http.spawn(
-                self.writer.execute(render.removal(orphan, deployment), deployment, self._post)
+                self.writer.execute(planner.removal(orphan, deployment), deployment, self._post)
             )
 
     def became(self, active: bool) -> None:
@@ -397,7 +399,7 @@ class Runtime:
         try:
             outcomes = await self.http.wait(
                 self.writer.execute_all(
-                    ((render.removal(name, d), d) for d in carrying), announced.append
+                    ((planner.removal(name, d), d) for d in carrying), announced.append
                 )
             )
         finally:

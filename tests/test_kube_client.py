@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from sidecar_operator.kubeapi import EventPoster, KubeApi, LoopThread, _resource
+from sidecar_operator.kube.client import EventPoster, KubeApi, LoopThread, _resource
 from tests.kube import eventually
 
 

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
-from sidecar_operator.api import FIELD_MANAGER_PREFIX, INJECT_KEY, REVISION_ANNOTATION_PREFIX
+from sidecar_operator.api.names import FIELD_MANAGER_PREFIX, INJECT_KEY, REVISION_ANNOTATION_PREFIX
 
 _POD_FIELDS = ("initContainers", "containers", "volumes")
 _POD_SECURITY_FIELDS = ("securityContext", "hostUsers", "os")

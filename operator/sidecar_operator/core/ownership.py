@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sidecar_operator.api import FIELD_MANAGER_PREFIX, REVISION_ANNOTATION_PREFIX
+from sidecar_operator.api.names import FIELD_MANAGER_PREFIX, REVISION_ANNOTATION_PREFIX
 
 POD_LISTS = ("initContainers", "containers")
 # A policy's entry for a container it did not add carries only these: the key and its mounts.

@@ -18,18 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
 
-from sidecar_operator import podsecurity
+from sidecar_operator.api import podsecurity
 
-GROUP = "sidecars.dev"
-VERSION = "v1alpha1"
-KIND = "SidecarPolicy"
-PLURAL = "sidecarpolicies"
-SINGULAR = "sidecarpolicy"
-SHORT_NAMES = ("scp",)
-
-FIELD_MANAGER_PREFIX = f"{GROUP}/"
-REVISION_ANNOTATION_PREFIX = f"policy.{GROUP}/"
-INJECT_KEY = f"{GROUP}/inject"  # opt-out, as an annotation or a label
 CORE_SCHEMA_KEY = "x-sidecars-core-v1"  # marks a model whose CRD schema comes from core/v1
 
 

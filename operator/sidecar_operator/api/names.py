@@ -1,0 +1,15 @@
+"""The names everything shares: the API's group, version and kind, and the names the operator
+writes on workloads (its field managers, annotations and the opt-out key)."""
+
+from __future__ import annotations
+
+GROUP = "sidecars.dev"
+VERSION = "v1alpha1"
+KIND = "SidecarPolicy"
+PLURAL = "sidecarpolicies"
+SINGULAR = "sidecarpolicy"
+SHORT_NAMES = ("scp",)
+
+FIELD_MANAGER_PREFIX = f"{GROUP}/"
+REVISION_ANNOTATION_PREFIX = f"policy.{GROUP}/"
+INJECT_KEY = f"{GROUP}/inject"  # opt-out, as an annotation or a label

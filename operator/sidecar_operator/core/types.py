@@ -1,0 +1,36 @@
+"""The core's small shared types: what identifies a workload, and what a policy must do to it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+Key = tuple[str, str]  # a workload's (namespace, name)
+
+
+class Kind(StrEnum):
+    APPLY = "apply"  # send `body`: inject, update or repair
+    REMOVE = "remove"  # send `body` (empty): release everything the policy owns
+    IN_SYNC = "in-sync"  # matched and already as desired: write nothing
+    CONFLICT = "conflict"  # matched but skipped; `body` releases what it had, if anything
+
+
+class Change(StrEnum):
+    """What a write does to the Deployment: names its Events and labels its metrics."""
+
+    INJECT = "inject"  # the policy had nothing there
+    UPDATE = "update"  # it carries an older revision
+    REPAIR = "repair"  # it carries the current revision, but something was edited or deleted
+    REMOVE = "remove"  # the policy lets go of everything it added
+
+
+@dataclass(frozen=True)
+class Action:
+    policy: str
+    kind: Kind
+    body: dict[str, Any] | None = None
+    force: bool = False  # take back fields someone else changed inside the policy's own items
+    change: Change | None = None  # what sending `body` does
+    conflict: str = ""  # why a CONFLICT skips the Deployment, in words
+    revision: str = ""

@@ -1,0 +1,1 @@
+"""Carrying plans out: the per-policy worker, the writer, the reporter, leadership."""

@@ -1,0 +1,1 @@
+"""The cluster, reached: the one API client, the Deployment list/watch, Events."""
