@@ -12,10 +12,12 @@ import pytest
 
 from sidecar_operator.core import planner, ssa
 from sidecar_operator.core.ownership import field_manager
+from sidecar_operator.core.types import Kind
 from sidecar_operator.engine import reporting
 from sidecar_operator.engine import runtime as engine_runtime
 from sidecar_operator.engine.leadership import Identity, Leadership
 from sidecar_operator.engine.runtime import Runtime
+from sidecar_operator.engine.worker import Worker
 from sidecar_operator.engine.writer import Outcome
 from sidecar_operator.kube.client import ApiError, LoopThread
 
@@ -295,7 +297,7 @@ async def test_a_worker_survives_an_api_server_outage_and_retries_soon(monkeypat
         api.statuses.append(body)
 
     monkeypatch.setattr(api, "patch_policy_status", status)
-    monkeypatch.setattr(engine_runtime, "RETRY_FIRST", 0.01)
+    monkeypatch.setattr("sidecar_operator.engine.worker.RETRY_FIRST", 0.01)
     state, _ = runtime(api)
     state.listed.set()
     worker = asyncio.ensure_future(state.run_worker("logs"))
@@ -326,7 +328,7 @@ async def test_a_plan_outlives_status_changes_but_not_a_spec_change() -> None:
     taken = copy.deepcopy(rolling)
     taken["metadata"].update(resourceVersion="12", generation=2)
     taken["spec"]["template"]["spec"]["containers"].append({"name": "fluent-bit", "image": "x"})
-    assert [a.kind for a in state.plans.plan(taken)] == [planner.Kind.CONFLICT]
+    assert [a.kind for a in state.plans.plan(taken)] == [Kind.CONFLICT]
 
 
 async def test_a_pass_rests_ten_times_its_cpu_time_up_to_the_cap(monkeypatch: Any) -> None:
@@ -338,18 +340,18 @@ async def test_a_pass_rests_ten_times_its_cpu_time_up_to_the_cap(monkeypatch: An
     rests: list[float] = []
     real_pass = state.run_pass
 
-    async def run_pass(worker: engine_runtime.Worker) -> engine_runtime.PassResult:
+    async def run_pass(worker: Worker) -> engine_runtime.PassResult:
         result = await real_pass(worker)
         return engine_runtime.PassResult(next(cpu), failed=result.failed)
 
-    async def rest(worker: engine_runtime.Worker, seconds: float) -> None:
+    async def rest(worker: Worker, seconds: float) -> None:
         rests.append(seconds)
         worker.poke()  # something changed meanwhile: pass again at once
         if len(rests) == 2:
             raise asyncio.CancelledError
 
     monkeypatch.setattr(state, "run_pass", run_pass)
-    monkeypatch.setattr(engine_runtime.Worker, "rest", rest)
+    monkeypatch.setattr(Worker, "rest", rest)
     with pytest.raises(asyncio.CancelledError):
         await state.run_worker("logs")
     assert rests == [10 * 0.01, engine_runtime.MAX_REST]
@@ -395,3 +397,23 @@ async def test_the_first_complete_listing_calls_the_process_hook_once() -> None:
     state.deployments_listed([key])  # a relist after the watch expired
     assert calls == [False]  # once, before the workers may count on the cache
     assert state.listed.is_set()
+
+
+async def test_cleanup_releases_what_a_deleted_policy_added_and_a_standby_leaves_orphans() -> None:
+    api = FakeApi()
+    state, _ = runtime(api)
+    assert await execute(state) == [Outcome.WRITTEN]
+    assert "fluent-bit" in [c["name"] for c in pod(api.stored["web"])]
+    injected = dict(state.cache.deployments())[("shop", "web")]
+
+    state.leadership.active = False
+    state.cleanup.remove_orphans(injected, ["logs"])  # the policy is gone; a standby writes nothing
+    await asyncio.sleep(0.1)
+    assert len(api.applies) == 1
+
+    assert await state.cleanup.remove_everywhere("logs") == []
+    assert [c["name"] for c in pod(api.stored["web"])] == ["app"]
+
+
+def pod(deployment: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(deployment["spec"]["template"]["spec"]["containers"])

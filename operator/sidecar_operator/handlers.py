@@ -179,7 +179,7 @@ async def policy_deleted(name: str, **_: Any) -> None:
     state = _runtime()
     if not await state.listed.wait(30):
         raise kopf.TemporaryError("still listing Deployments", delay=1)
-    failures = await state.remove_everywhere(name)
+    failures = await state.cleanup.remove_everywhere(name)
     if failures:
         raise kopf.TemporaryError(
             f"could not clean up {len(failures)} Deployments: {'; '.join(failures[:5])}", delay=5

@@ -1,85 +1,49 @@
-"""Carrying out the core's plans for every policy. Knows nothing of Kopf: the handlers feed the
-watched state into `cache` and run one worker coroutine per policy on Kopf's loop.
+"""The runtime: the workers of every policy, and the triggers that wake them. Knows nothing of
+Kopf: the handlers feed the watched state in and run one worker coroutine per policy on Kopf's
+loop.
 
 A worker waits for a trigger without holding a thread, so any number of policies are served.
-Its pass plans in a worker thread (the asyncio default executor: a few threads, whatever the
-number of policies), since planning thousands of Deployments would stall the loop; its writes
-run as coroutines on the HTTP loop (`kubeapi.LoopThread`), `writer.WRITERS` in flight.
+Its pass plans (`passes`) in a worker thread (the asyncio default executor: a few threads,
+whatever the number of policies), since planning thousands of Deployments would stall the loop;
+its writes run as coroutines on the HTTP loop (`kube.client.LoopThread`), `writer.WRITERS` in
+flight. What deleted policies leave behind is `cleanup`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import structlog
 
 from sidecar_operator import metrics
-from sidecar_operator.api.models import Policy
-from sidecar_operator.core import planner, rollout, status
 from sidecar_operator.core.ownership import policies_with_fields
 from sidecar_operator.core.selection import deployment_matches
-from sidecar_operator.core.types import Action, Key, Kind
+from sidecar_operator.core.types import Key
 from sidecar_operator.engine import writer
+from sidecar_operator.engine.cleanup import Cleanup
 from sidecar_operator.engine.flags import Flag
 from sidecar_operator.engine.leadership import Leadership
+from sidecar_operator.engine.passes import STATUS_INTERVAL, Passes
 from sidecar_operator.engine.reporting import Announcement, EventSink, Reporter, key_of
+from sidecar_operator.engine.worker import Worker
 from sidecar_operator.engine.writer import Outcome, Writer
 from sidecar_operator.kube.client import ApiError, LoopThread
 from sidecar_operator.state.cache import Cache
-from sidecar_operator.state.plans import Plans, plan_inputs
+from sidecar_operator.state.plans import Plans
 
 log = structlog.get_logger()
 
-STATUS_INTERVAL = 2.0  # seconds between a policy's status writes while it changes
 PASS_REST = 10  # after a pass, rest this many times the CPU time it took, at most MAX_REST s
 MAX_REST = 5.0
-RETRY_FIRST = 1.0  # after a failed pass or write, try again this soon, doubling up to RETRY_MAX
-RETRY_MAX = 10.0
-RELEASED = frozenset({Outcome.WRITTEN, Outcome.GONE, Outcome.NOTHING})
 
 
 class Api(writer.Api, Protocol):
     async def patch_policy_status(self, name: str, status: dict[str, Any]) -> None: ...
-
-
-@dataclass
-class Worker:
-    """One policy's triggers and status pacing."""
-
-    name: str
-    wake: Flag
-    urgent: Flag  # cuts a rest short: the policy itself changed
-    generation: int = 0  # of the policy, as the last pass saw it
-    status_written: float = 0.0
-    status_due: bool = False  # a changed status waits for STATUS_INTERVAL to pass
-    retry: float = 0.0  # seconds before trying a failed pass again; 0 when the last one went well
-
-    def poke(self) -> None:
-        self.wake.set()
-
-    async def rest(self, seconds: float) -> None:
-        """Pause between passes; an edit of the policy ends it early."""
-        await self.urgent.wait(seconds)
-
-    def failed(self) -> float:
-        self.retry = min(RETRY_MAX, max(RETRY_FIRST, 2 * self.retry))
-        return self.retry
-
-
-@dataclass(frozen=True)
-class PassPlan:
-    """What one pass decided: the status to write (None: unchanged, or not due yet) and the
-    writes the rollout allows now."""
-
-    status: dict[str, Any] | None
-    writes: list[tuple[Action, Mapping[str, Any]]] = field(default_factory=list)
-    cpu: float = 0.0
 
 
 class Runtime:
@@ -109,6 +73,15 @@ class Runtime:
         self.writer = Writer(api, self.cache, self.reporter, plans=self.plans)
         self.indexed = threading.Event()  # every policy and namespace is in the cache
         self.listed = Flag(self.loop)  # every Deployment listed once: the cache is complete
+        self.passes = Passes(self.cache, self.plans, self.reporter)
+        self.cleanup = Cleanup(
+            self.cache,
+            self.writer,
+            self.reporter,
+            leadership=leadership,
+            http=http,
+            listed=self.listed,
+        )
         self.workers: dict[str, Worker] = {}
         self._workers_lock = threading.Lock()
 
@@ -147,33 +120,13 @@ class Runtime:
             ):
                 worker.poke()
         if not deleted and involved - set(policies):
-            self._remove_orphans(record, involved - set(policies))
-
-    def _remove_orphans(self, deployment: Mapping[str, Any], orphans: Iterable[str]) -> None:
-        """Policies gone without their finalizer running: their field managers still name them.
-        Only the active replica writes; it sweeps every Deployment when it becomes active."""
-        if not self.leadership.active:
-            return
-        for orphan in sorted(orphans):
-            self.http.spawn(
-                self.writer.execute(planner.removal(orphan, deployment), deployment, self._post)
-            )
+            self.cleanup.remove_orphans(record, involved - set(policies))
 
     def became(self, active: bool) -> None:
         """This replica became the active one (or a standby): catch up on what the other left."""
         if active:
-            self.sweep_orphans()
+            self.cleanup.sweep()
             self.poke_all()
-
-    def sweep_orphans(self) -> None:
-        """Remove what deleted policies left on any Deployment."""
-        if not self.listed.is_set():
-            return  # not before the cache is complete; the first listing removes them as it goes
-        known = set(self.cache.policies())
-        for _, deployment in self.cache.deployments():
-            orphans = policies_with_fields(deployment) - known
-            if orphans:
-                self._remove_orphans(deployment, orphans)
 
     def policy_changed(self, name: str) -> None:
         """Wake the policy's worker, at once if its spec moved (a new generation) or it is
@@ -255,7 +208,7 @@ class Runtime:
     async def run_pass(self, worker: Worker) -> PassResult:
         """Plan (in a thread), write the status if it changed, send the writes the rollout
         allows; returns the planning's CPU time and whether any write must be tried again."""
-        planned = await asyncio.to_thread(self.prepare_pass, worker)
+        planned = await asyncio.to_thread(self.passes.prepare, worker)
         if planned.status is not None:
             await self.http.wait(self.api.patch_policy_status(worker.name, planned.status))
             worker.status_written = time.monotonic()
@@ -273,160 +226,14 @@ class Runtime:
             worker.poke()  # the next pass counts what the writes did
         return PassResult(planned.cpu, failed=Outcome.FAILED in outcomes)
 
-    def prepare_pass(self, worker: Worker) -> PassPlan:
-        """Everything a pass decides, from the cache alone."""
-        cpu = time.thread_time()
-        entry = self.cache.policy(worker.name)
-        if entry is None:
-            return PassPlan(None)
-        policy, body = entry
-        worker.generation = policy.generation
-        if policy.deleting:
-            return PassPlan(None)  # the deletion handler removes everything, holding the finalizer
-        items, shown = self._items(worker.name)
-        strategy = policy.spec.update_strategy
-        step = rollout.step(
-            items,
-            max_concurrent=strategy.max_concurrent,
-            paused=strategy.paused,
-            policy_created=policy.created,
-        )
-        memory = self.reporter.memory(worker.name)
-        for item in shown:
-            if item.action.kind is Kind.CONFLICT:
-                self.reporter.conflict(worker.name, item.deployment, item.action.conflict)
-            else:
-                memory.no_conflict(item.key)
-        self.reporter.halted(worker.name, step.failing)
-        return PassPlan(
-            self._status(worker, policy, body, shown, step),
-            [(item.action, item.deployment) for item in step.writes],
-            time.thread_time() - cpu,
-        )
-
-    def _items(self, policy: str) -> tuple[list[rollout.Item], list[rollout.Item]]:
-        """This policy's planned action on every Deployment that matches or carries it: to
-        carry out, and to show. They differ only where a reported Deployment whose writes kept
-        failing is due another try: it is tried, and shown as the conflict it is until a write
-        goes through."""
-        items, shown = [], []
-        memory = self.reporter.memory(policy)
-        for key, deployment in self.cache.deployments():
-            mine = next((a for a in self.plans.plan(deployment) if a.policy == policy), None)
-            if mine is None:
-                memory.no_conflict(key)
-                continue
-            rejected = memory.rejected.get(key)
-            failing = memory.failing.get(key)
-            if (
-                rejected
-                and mine.kind is Kind.APPLY
-                and rejected.revision == mine.revision
-                and rejected.inputs == plan_inputs(deployment)
-            ):
-                # The same content was refused for the Deployment as it is: a conflict until
-                # either changes.
-                mine = Action(
-                    mine.policy, Kind.CONFLICT, conflict=rejected.reason, revision=mine.revision
-                )
-            elif failing and mine.kind is Kind.APPLY:
-                # Its writes keep failing: it waits for its next try, and the rollout goes on
-                # without it.
-                reported = Action(
-                    mine.policy, Kind.CONFLICT, conflict=failing.reason, revision=mine.revision
-                )
-                if failing.waiting():
-                    mine = reported if failing.reported else replace(mine, body=None)
-                elif failing.reported:
-                    items.append(rollout.Item(key, deployment, mine))
-                    shown.append(rollout.Item(key, deployment, reported))
-                    continue
-            items.append(rollout.Item(key, deployment, mine))
-            shown.append(items[-1])
-        return items, shown
-
-    def _status(
-        self,
-        worker: Worker,
-        policy: Policy,
-        body: Mapping[str, Any],
-        items: list[rollout.Item],
-        step: rollout.Step,
-    ) -> dict[str, Any] | None:
-        """The status to write now, or None: unchanged, or a rollout's moving counts that wait
-        for STATUS_INTERVAL to pass (then `status_due` says so)."""
-        counts = status.count((item.action, item.deployment) for item in items)
-        metrics.set_counts(
-            worker.name,
-            matched=counts.matched,
-            updated=counts.updated,
-            ready=counts.ready,
-            conflicts=counts.conflicts,
-        )
-        examples = sorted(
-            f"{item.key[0]}/{item.key[1]}: {item.action.conflict}"
-            for item in items
-            if item.action.kind is Kind.CONFLICT
-        )
-        old = body.get("status") or {}
-        new = status.policy_status(
-            policy, counts, old, failing=step.failing, conflict_examples=examples, now=_now()
-        )
-        if {k: old.get(k) for k in new} == new:
-            worker.status_due = False
-            return None
-        if (
-            status.rolling_on(old, new)
-            and time.monotonic() - worker.status_written < STATUS_INTERVAL
-        ):
-            # Mid-rollout the counts move with every write: report them at a steady pace.
-            # Anything else (a new generation, a halt, a condition turning) is written at once.
-            worker.status_due = True
-            return None
-        worker.status_due = False
-        return new
-
-    # -- deletion --------------------------------------------------------------------------
-
-    async def remove_everywhere(self, name: str) -> list[str]:
-        """Release everything the policy owns on every Deployment; returns the failures."""
-        carrying = [
-            deployment
-            for _, deployment in self.cache.deployments()
-            if name in policies_with_fields(deployment)
-        ]
-        announced: list[Announcement] = []
-        try:
-            outcomes = await self.http.wait(
-                self.writer.execute_all(
-                    ((planner.removal(name, d), d) for d in carrying), announced.append
-                )
-            )
-        finally:
-            for announcement in announced:
-                self.reporter.announce(announcement)
-            self.reporter.flush(name, now=True)
-        return [
-            "/".join(key_of(deployment)) + f": {outcome}"
-            for deployment, outcome in zip(carrying, outcomes, strict=True)
-            if outcome not in RELEASED
-        ]
-
     def forget(self, name: str) -> None:
         with self._workers_lock:
             self.workers.pop(name, None)
         self.reporter.forget(name)
         metrics.forget(name)
 
-    def _post(self, announcement: Announcement) -> None:
-        self.reporter.announce(announcement)
-
 
 @dataclass(frozen=True)
 class PassResult:
     cpu: float  # seconds of CPU the planning took
     failed: bool  # some write got no answer or a "try later": pass again soon
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

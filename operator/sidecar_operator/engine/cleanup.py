@@ -1,0 +1,83 @@
+"""Removing what a policy added when it is gone: on its deletion (holding its finalizer), and
+what policies deleted without their finalizer running left behind (orphans)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sidecar_operator.core import planner
+from sidecar_operator.core.ownership import policies_with_fields
+from sidecar_operator.engine.flags import Flag
+from sidecar_operator.engine.leadership import Leadership
+from sidecar_operator.engine.reporting import Announcement, Reporter, key_of
+from sidecar_operator.engine.writer import Outcome, Writer
+from sidecar_operator.kube.client import LoopThread
+from sidecar_operator.state.cache import Cache
+
+RELEASED = frozenset({Outcome.WRITTEN, Outcome.GONE, Outcome.NOTHING})
+
+
+class Cleanup:
+    def __init__(
+        self,
+        cache: Cache,
+        writer: Writer,
+        reporter: Reporter,
+        *,
+        leadership: Leadership,
+        http: LoopThread,
+        listed: Flag,
+    ) -> None:
+        self.cache = cache
+        self.writer = writer
+        self.reporter = reporter
+        self.leadership = leadership
+        self.http = http
+        self.listed = listed
+
+    def remove_orphans(self, deployment: Mapping[str, Any], orphans: Iterable[str]) -> None:
+        """Policies gone without their finalizer running: their field managers still name them.
+        Only the active replica writes; it sweeps every Deployment when it becomes active."""
+        if not self.leadership.active:
+            return
+        for orphan in sorted(orphans):
+            self.http.spawn(
+                self.writer.execute(
+                    planner.removal(orphan, deployment), deployment, self.reporter.announce
+                )
+            )
+
+    def sweep(self) -> None:
+        """Remove what deleted policies left on any Deployment."""
+        if not self.listed.is_set():
+            return  # not before the cache is complete; the first listing removes them as it goes
+        known = set(self.cache.policies())
+        for _, deployment in self.cache.deployments():
+            orphans = policies_with_fields(deployment) - known
+            if orphans:
+                self.remove_orphans(deployment, orphans)
+
+    async def remove_everywhere(self, name: str) -> list[str]:
+        """Release everything the policy owns on every Deployment; returns the failures."""
+        carrying = [
+            deployment
+            for _, deployment in self.cache.deployments()
+            if name in policies_with_fields(deployment)
+        ]
+        announced: list[Announcement] = []
+        try:
+            outcomes = await self.http.wait(
+                self.writer.execute_all(
+                    ((planner.removal(name, d), d) for d in carrying), announced.append
+                )
+            )
+        finally:
+            for announcement in announced:
+                self.reporter.announce(announcement)
+            self.reporter.flush(name, now=True)
+        return [
+            "/".join(key_of(deployment)) + f": {outcome}"
+            for deployment, outcome in zip(carrying, outcomes, strict=True)
+            if outcome not in RELEASED
+        ]

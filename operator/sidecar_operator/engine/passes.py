@@ -1,0 +1,156 @@
+"""What one pass over a policy decides, from the cache alone: its planned action on every
+Deployment it concerns (with what the API server refused or keeps failing taken into account),
+the writes the rollout allows, and the status to write. No I/O: the runtime carries it out."""
+
+from __future__ import annotations
+
+import datetime
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from sidecar_operator import metrics
+from sidecar_operator.api.models import Policy
+from sidecar_operator.core import rollout, status
+from sidecar_operator.core.types import Action, Kind
+from sidecar_operator.engine.reporting import Reporter
+from sidecar_operator.engine.worker import Worker
+from sidecar_operator.state.cache import Cache
+from sidecar_operator.state.plans import Plans, plan_inputs
+
+STATUS_INTERVAL = 2.0  # seconds between a policy's status writes while it changes
+
+
+@dataclass(frozen=True)
+class PassPlan:
+    """What one pass decided: the status to write (None: unchanged, or not due yet) and the
+    writes the rollout allows now."""
+
+    status: dict[str, Any] | None
+    writes: list[tuple[Action, Mapping[str, Any]]] = field(default_factory=list)
+    cpu: float = 0.0
+
+
+class Passes:
+    def __init__(self, cache: Cache, plans: Plans, reporter: Reporter) -> None:
+        self.cache = cache
+        self.plans = plans
+        self.reporter = reporter
+
+    def prepare(self, worker: Worker) -> PassPlan:
+        """Everything a pass decides, from the cache alone."""
+        cpu = time.thread_time()
+        entry = self.cache.policy(worker.name)
+        if entry is None:
+            return PassPlan(None)
+        policy, body = entry
+        worker.generation = policy.generation
+        if policy.deleting:
+            return PassPlan(None)  # the deletion handler removes everything, holding the finalizer
+        items, shown = self._items(worker.name)
+        strategy = policy.spec.update_strategy
+        step = rollout.step(
+            items,
+            max_concurrent=strategy.max_concurrent,
+            paused=strategy.paused,
+            policy_created=policy.created,
+        )
+        memory = self.reporter.memory(worker.name)
+        for item in shown:
+            if item.action.kind is Kind.CONFLICT:
+                self.reporter.conflict(worker.name, item.deployment, item.action.conflict)
+            else:
+                memory.no_conflict(item.key)
+        self.reporter.halted(worker.name, step.failing)
+        return PassPlan(
+            self._status(worker, policy, body, shown, step),
+            [(item.action, item.deployment) for item in step.writes],
+            time.thread_time() - cpu,
+        )
+
+    def _items(self, policy: str) -> tuple[list[rollout.Item], list[rollout.Item]]:
+        """This policy's planned action on every Deployment that matches or carries it: to
+        carry out, and to show. They differ only where a reported Deployment whose writes kept
+        failing is due another try: it is tried, and shown as the conflict it is until a write
+        goes through."""
+        items, shown = [], []
+        memory = self.reporter.memory(policy)
+        for key, deployment in self.cache.deployments():
+            mine = next((a for a in self.plans.plan(deployment) if a.policy == policy), None)
+            if mine is None:
+                memory.no_conflict(key)
+                continue
+            rejected = memory.rejected.get(key)
+            failing = memory.failing.get(key)
+            if (
+                rejected
+                and mine.kind is Kind.APPLY
+                and rejected.revision == mine.revision
+                and rejected.inputs == plan_inputs(deployment)
+            ):
+                # The same content was refused for the Deployment as it is: a conflict until
+                # either changes.
+                mine = Action(
+                    mine.policy, Kind.CONFLICT, conflict=rejected.reason, revision=mine.revision
+                )
+            elif failing and mine.kind is Kind.APPLY:
+                # Its writes keep failing: it waits for its next try, and the rollout goes on
+                # without it.
+                reported = Action(
+                    mine.policy, Kind.CONFLICT, conflict=failing.reason, revision=mine.revision
+                )
+                if failing.waiting():
+                    mine = reported if failing.reported else replace(mine, body=None)
+                elif failing.reported:
+                    items.append(rollout.Item(key, deployment, mine))
+                    shown.append(rollout.Item(key, deployment, reported))
+                    continue
+            items.append(rollout.Item(key, deployment, mine))
+            shown.append(items[-1])
+        return items, shown
+
+    def _status(
+        self,
+        worker: Worker,
+        policy: Policy,
+        body: Mapping[str, Any],
+        items: list[rollout.Item],
+        step: rollout.Step,
+    ) -> dict[str, Any] | None:
+        """The status to write now, or None: unchanged, or a rollout's moving counts that wait
+        for STATUS_INTERVAL to pass (then `status_due` says so)."""
+        counts = status.count((item.action, item.deployment) for item in items)
+        metrics.set_counts(
+            worker.name,
+            matched=counts.matched,
+            updated=counts.updated,
+            ready=counts.ready,
+            conflicts=counts.conflicts,
+        )
+        examples = sorted(
+            f"{item.key[0]}/{item.key[1]}: {item.action.conflict}"
+            for item in items
+            if item.action.kind is Kind.CONFLICT
+        )
+        old = body.get("status") or {}
+        new = status.policy_status(
+            policy, counts, old, failing=step.failing, conflict_examples=examples, now=_now()
+        )
+        if {k: old.get(k) for k in new} == new:
+            worker.status_due = False
+            return None
+        if (
+            status.rolling_on(old, new)
+            and time.monotonic() - worker.status_written < STATUS_INTERVAL
+        ):
+            # Mid-rollout the counts move with every write: report them at a steady pace.
+            # Anything else (a new generation, a halt, a condition turning) is written at once.
+            worker.status_due = True
+            return None
+        worker.status_due = False
+        return new
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

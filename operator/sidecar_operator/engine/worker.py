@@ -1,0 +1,34 @@
+"""One policy's worker: what wakes it, and how long it waits after a failure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sidecar_operator.engine.flags import Flag
+
+RETRY_FIRST = 1.0  # after a failed pass or write, try again this soon, doubling up to RETRY_MAX
+RETRY_MAX = 10.0
+
+
+@dataclass
+class Worker:
+    """One policy's triggers and status pacing."""
+
+    name: str
+    wake: Flag
+    urgent: Flag  # cuts a rest short: the policy itself changed
+    generation: int = 0  # of the policy, as the last pass saw it
+    status_written: float = 0.0
+    status_due: bool = False  # a changed status waits for STATUS_INTERVAL to pass
+    retry: float = 0.0  # seconds before trying a failed pass again; 0 when the last one went well
+
+    def poke(self) -> None:
+        self.wake.set()
+
+    async def rest(self, seconds: float) -> None:
+        """Pause between passes; an edit of the policy ends it early."""
+        await self.urgent.wait(seconds)
+
+    def failed(self) -> float:
+        self.retry = min(RETRY_MAX, max(RETRY_FIRST, 2 * self.retry))
+        return self.retry
