@@ -119,10 +119,8 @@ def run(
     logs.configure(
         "json" if log_format == "json" else "console", logging.DEBUG if verbose else logging.INFO
     )
-    handlers.Options.operator_namespace = operator_namespace
-    handlers.Options.resync_seconds = resync_seconds
-    handlers.Options.peering = peering
-    handlers.Options.identity = identity = Identity.of_this_process()
+    identity = Identity.of_this_process()
+    options = handlers.Options(identity, operator_namespace, resync_seconds, peering)
     if metrics_port:
         metrics.serve(metrics_port)
     sys.setswitchinterval(SWITCH_INTERVAL)
@@ -135,6 +133,7 @@ def run(
     )
     kopf.run(
         clusterwide=True,
+        memo=kopf.Memo(options=options),
         liveness_endpoint=f"http://0.0.0.0:{liveness_port}/healthz" if liveness_port else None,
         **peering_options,
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
@@ -27,13 +28,14 @@ NAMESPACES = ("v1", "namespaces")
 LIST_CHUNK = 100
 
 
+@dataclass(frozen=True)
 class Options:
-    """Set by the `run` command before Kopf starts."""
+    """What the `run` command passes in Kopf's memo (`memo.options`)."""
 
+    identity: Identity
     operator_namespace: str | None = None
     resync_seconds: float = 60.0
     peering: str | None = None
-    identity: Identity = Identity("standalone", 0)
 
 
 class NoDiffBase(kopf.DiffBaseStorage):
@@ -49,21 +51,18 @@ class NoDiffBase(kopf.DiffBaseStorage):
         pass
 
 
-runtime: Runtime | None = None
-kube: KubeApi | None = None
-leadership: Leadership | None = None
-deployments: DeploymentWatch | None = None
-
-
-def _runtime() -> Runtime:
+def _runtime(memo: kopf.Memo) -> Runtime:
+    runtime: Runtime | None = memo.get("runtime")
     if runtime is None:
         raise kopf.TemporaryError("the operator is still starting", delay=1)
     return runtime
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    global runtime, kube, leadership, deployments
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Everything the handlers share goes into Kopf's memo, which every handler is given (and of
+    which every object's memo is a shallow copy, made after start-up)."""
+    options: Options = memo.options
     prefix = names.GROUP
     settings.persistence.finalizer = f"{prefix}/cleanup"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=prefix)
@@ -75,27 +74,27 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     load_config()
     # One connection each for the writers, the Event posters, status and reads: the bound on
     # requests in flight across all policies.
-    kube = KubeApi(connections=WRITERS + POSTERS + 4)
-    if Options.peering:
+    memo.kube = kube = KubeApi(connections=WRITERS + POSTERS + 4)
+    if options.peering:
         try:
-            await kube.loop.wait(kube.ensure_cluster_peering(Options.peering))
+            await kube.loop.wait(kube.ensure_cluster_peering(options.peering))
         except ApiError as error:  # e.g. its CRD installed a moment ago and not served yet
             raise kopf.TemporaryError(
                 f"cannot create the peering object: {error.message}", delay=2
             ) from None
-    leadership = Leadership(Options.identity, peering=Options.peering)
-    runtime = Runtime(
+    memo.leadership = leadership = Leadership(options.identity, peering=options.peering)
+    memo.runtime = runtime = Runtime(
         kube,
         EventPoster(kube),
         http=kube.loop,
         leadership=leadership,
-        operator_namespace=Options.operator_namespace,
-        resync_seconds=Options.resync_seconds,
+        operator_namespace=options.operator_namespace,
+        resync_seconds=options.resync_seconds,
         on_first_listing=_freeze_heap,
     )
     leadership.on_change = runtime.became
     kube.loop.spawn(leadership.run(kube))
-    deployments = DeploymentWatch(kube, runtime, after=runtime.indexed)
+    memo.deployments = deployments = DeploymentWatch(kube, runtime, after=runtime.indexed)
     deployments.start()
 
 
@@ -108,24 +107,24 @@ def _freeze_heap() -> None:
 
 
 @kopf.on.cleanup()
-async def close(**_: Any) -> None:
-    if leadership is not None:
-        leadership.stop()
-    if kube is not None:
-        await kube.loop.wait(kube.aclose())
+async def close(memo: kopf.Memo, **_: Any) -> None:
+    if "leadership" in memo:
+        memo.leadership.stop()
+    if "kube" in memo:
+        await memo.kube.loop.wait(memo.kube.aclose())
 
 
 @kopf.on.probe(id="deployments")
-def deployment_watch(**_: Any) -> str:
+def deployment_watch(memo: kopf.Memo, **_: Any) -> str:
     """What /healthz reports: the Deployment watch's state, named as it is. An API server that
     is away is not the operator's fault, and a restart would not bring it back: the probe stays
     healthy and says so, while the watch and the workers retry by themselves."""
-    return deployments.state if deployments is not None else "starting"
+    return memo.deployments.state if "deployments" in memo else "starting"
 
 
 @kopf.on.probe(id="role")
-def role(**_: Any) -> str:
-    return "active" if leadership is not None and leadership.active else "standby"
+def role(memo: kopf.Memo, **_: Any) -> str:
+    return "active" if "leadership" in memo and memo.leadership.active else "standby"
 
 
 # -- the watch caches ------------------------------------------------------------------------
@@ -136,21 +135,21 @@ def role(**_: Any) -> str:
 
 
 @kopf.index(*NAMESPACES)
-async def namespaces(name: str, labels: kopf.Labels, **_: Any) -> None:
-    _runtime().cache.put_namespace(name, labels)
+async def namespaces(name: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+    _runtime(memo).cache.put_namespace(name, labels)
 
 
 @kopf.index(*POLICIES)
-async def policies(body: kopf.Body, **_: Any) -> None:
-    _runtime().cache.put_policy(body)
+async def policies(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _runtime(memo).cache.put_policy(body)
 
 
 # -- reactions -------------------------------------------------------------------------------
 
 
 @kopf.on.event(*NAMESPACES)
-async def namespace_event(event: kopf.RawEvent, name: str, **_: Any) -> None:
-    state = _runtime()
+async def namespace_event(event: kopf.RawEvent, name: str, memo: kopf.Memo, **_: Any) -> None:
+    state = _runtime(memo)
     state.indexed.set()  # Kopf calls no event handler before every index is filled
     if event["type"] == "DELETED":
         state.cache.drop_namespace(name)
@@ -158,8 +157,8 @@ async def namespace_event(event: kopf.RawEvent, name: str, **_: Any) -> None:
 
 
 @kopf.on.event(*POLICIES)
-async def policy_event(event: kopf.RawEvent, name: str, **_: Any) -> None:
-    state = _runtime()
+async def policy_event(event: kopf.RawEvent, name: str, memo: kopf.Memo, **_: Any) -> None:
+    state = _runtime(memo)
     state.indexed.set()
     if event["type"] == "DELETED":
         state.cache.drop_policy(name)
@@ -167,16 +166,16 @@ async def policy_event(event: kopf.RawEvent, name: str, **_: Any) -> None:
 
 
 @kopf.daemon(*POLICIES, cancellation_timeout=10)
-async def policy_worker(name: str, **_: Any) -> None:
+async def policy_worker(name: str, memo: kopf.Memo, **_: Any) -> None:
     """Injects, updates, repairs and reports for one policy until Kopf cancels it (the policy
     is deleted, this replica stands by, or the operator stops)."""
-    await _runtime().run_worker(name)
+    await _runtime(memo).run_worker(name)
 
 
 @kopf.on.delete(*POLICIES)
-async def policy_deleted(name: str, **_: Any) -> None:
+async def policy_deleted(name: str, memo: kopf.Memo, **_: Any) -> None:
     """Holds the policy (by its finalizer) until no Deployment carries anything of it."""
-    state = _runtime()
+    state = _runtime(memo)
     if not await state.listed.wait(30):
         raise kopf.TemporaryError("still listing Deployments", delay=1)
     failures = await state.cleanup.remove_everywhere(name)
