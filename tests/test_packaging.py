@@ -27,6 +27,10 @@ def test_the_image_build_gives_a_working_command_and_no_dev_tools(tmp_path: Path
     assert wrong.returncode == 2 and "use console or json" in wrong.stderr
     assert not (venv / "bin" / "pytest").exists()
     assert not (venv / "bin" / "kubectl").exists()
+    # The local control plane's own dependency stays out, and `dev` says what it needs.
+    assert run([str(venv / "bin" / "python"), "-c", "import cryptography"], check=False).returncode
+    dev = run([str(venv / "bin" / "sidecar-operator"), "dev", "env"], check=False)
+    assert dev.returncode == 1 and "sidecar-operator[local]" in dev.stderr
 
 
 def test_the_dockerfile_runs_the_operator_as_non_root_with_json_logs() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import sys
 from pathlib import Path
@@ -24,6 +25,18 @@ app.add_typer(dev, name="dev")
 SWITCH_INTERVAL = 0.0005
 
 ClusterName = typer.Option("dev", "--name", help="Which local cluster (each has its own ports).")
+
+
+@dev.callback()
+def dev_needs_the_local_extra() -> None:
+    """The local control plane signs its certificates with `cryptography`, which the operator
+    itself never needs: it comes with the `local` extra, and the image leaves it out."""
+    if importlib.util.find_spec("cryptography") is None:
+        typer.echo(
+            "`sidecar-operator dev` needs the local extra: pip install 'sidecar-operator[local]'",
+            err=True,
+        )
+        raise typer.Exit(1)
 
 
 @dev.command("up")
