@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -23,6 +23,8 @@ from tests.chaos import audit, workloads
 from tests.conftest import OperatorProcess
 from tests.kube import SIDECAR_OPERATOR, Kubectl, eventually
 from tests.timeline import Timeline
+
+T = TypeVar("T")
 
 IMAGES = ("fluent/fluent-bit:3.1.9", "fluent/fluent-bit:3.2.0", "fluent/fluent-bit:3.2.1")
 SETTLE_TIMEOUT = 300.0
@@ -320,27 +322,35 @@ def sigkills(setting: Setting, operator: OperatorProcess) -> list[Row]:
 
 
 @contextmanager
-def _health_sampler(operator: OperatorProcess) -> Iterator[list[tuple[float, int, str]]]:
-    """/healthz every half second: (time, status, what it says of the Deployment watch)."""
-    samples: list[tuple[float, int, str]] = []
+def _sampling(sample: Callable[[], T], every: float) -> Iterator[list[tuple[float, T]]]:
+    """`sample()` every `every` seconds in a thread of its own while the block runs, as
+    (time, value) pairs."""
+    samples: list[tuple[float, T]] = []
     stop = threading.Event()
 
-    def sample() -> None:
-        while not stop.wait(0.5):
-            try:
-                code, report = operator.health()
-            except OSError as error:
-                samples.append((time.monotonic(), 0, repr(error)))
-                continue
-            samples.append((time.monotonic(), code, str(report.get("deployments", ""))))
+    def run() -> None:
+        while True:
+            samples.append((time.monotonic(), sample()))
+            if stop.wait(every):
+                return
 
-    thread = threading.Thread(target=sample, daemon=True)
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     try:
         yield samples
     finally:
         stop.set()
         thread.join()
+
+
+def _health(operator: OperatorProcess) -> tuple[int, str]:
+    """/healthz: its status, and what it says of the Deployment watch (0 and the error when it
+    does not answer)."""
+    try:
+        code, report = operator.health()
+    except OSError as error:
+        return 0, repr(error)
+    return code, str(report.get("deployments", ""))
 
 
 def control_plane(setting: Setting, operator: OperatorProcess) -> list[Row]:
@@ -355,7 +365,7 @@ def control_plane(setting: Setting, operator: OperatorProcess) -> list[Row]:
             started = time.monotonic()
             setting.apply_policy(image)
             time.sleep(setting.rng.uniform(2.0, 5.0))
-            with _health_sampler(operator) as health:
+            with _sampling(lambda: _health(operator), 0.5) as health:
                 subprocess.run(
                     [
                         SIDECAR_OPERATOR,
@@ -373,13 +383,13 @@ def control_plane(setting: Setting, operator: OperatorProcess) -> list[Row]:
                 )
                 back = time.monotonic()
                 seen = len(timeline.events)
-                with _progress(setting) as progress:
+                with _sampling(lambda: _progress(setting), 1.0) as progress:
                     settled = wait(lambda image=image: setting.settled(image))
             stall = _first_write_after(timeline, setting.policy, seen, back)
             moved = next((t - back for t, count in progress if count > progress[0][1]), None)
-            unhealthy = [s for s in health if s[1] != 200]
+            unhealthy = [s for s in health if s[1][0] != 200]
             truthful = component != "kube-apiserver" or any(
-                s[2].startswith("reconnecting") for s in health if s[0] < back
+                s[1][1].startswith("reconnecting") for s in health if s[0] < back
             )
             defects = [] if settled else [f"the rollout did not settle after {component} came back"]
             if unhealthy:
@@ -407,34 +417,17 @@ def control_plane(setting: Setting, operator: OperatorProcess) -> list[Row]:
     return rows
 
 
-@contextmanager
-def _progress(setting: Setting) -> Iterator[list[tuple[float, int]]]:
-    """Every second, read straight from the API server: how many Deployments carry the policy's
-    current revision and are rolled out. After an outage this shows when the controllers moved
-    again, against which the operator's own stall is measured."""
-    samples: list[tuple[float, int]] = []
-    stop = threading.Event()
-
-    def sample() -> None:
-        while True:
-            policy = setting.policy_object() or {}
-            revision = (policy.get("status") or {}).get("revision")
-            done = sum(
-                1
-                for d in setting.deployments()
-                if audit.carrying(d, setting.policy) == revision and rolled_out(d)
-            )
-            samples.append((time.monotonic(), done))
-            if stop.wait(1.0):
-                return
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    try:
-        yield samples
-    finally:
-        stop.set()
-        thread.join()
+def _progress(setting: Setting) -> int:
+    """Read straight from the API server: how many Deployments carry the policy's current
+    revision and are rolled out. After an outage this shows when the controllers moved again,
+    against which the operator's own stall is measured."""
+    policy = setting.policy_object() or {}
+    revision = (policy.get("status") or {}).get("revision")
+    return sum(
+        1
+        for d in setting.deployments()
+        if audit.carrying(d, setting.policy) == revision and rolled_out(d)
+    )
 
 
 def _first_write_after(timeline: Timeline, policy: str, seen: int, back: float) -> float | None:
