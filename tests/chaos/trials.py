@@ -216,12 +216,12 @@ def _phase(
     )
 
 
-def wait(done: Callable[[], bool], timeout: float = SETTLE_TIMEOUT) -> bool:
+def wait(done: Callable[[], bool], timeout: float = SETTLE_TIMEOUT, every: float = 1.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if done():
             return True
-        time.sleep(1.0)
+        time.sleep(every)
     return False
 
 
@@ -469,7 +469,7 @@ def replicas(
             standby_writes = _writes(standby)
             killed = time.monotonic()
             active.stop(signal.SIGKILL)
-            took_over = _wait_for(lambda standby=standby: _active(standby), 60)
+            took_over = wait(lambda standby=standby: _active(standby), 60, every=0.2)
             takeover = round(time.monotonic() - killed, 1) if took_over else None
             active.start()
             defects = []
@@ -479,7 +479,7 @@ def replicas(
                 defects.append("no takeover within 60 s")
             elif takeover > 20:
                 defects.append(f"takeover took {takeover} s, more than 20")
-            _wait_for(lambda active=active: _standing_by(active), 60)
+            wait(lambda active=active: _standing_by(active), 60, every=0.2)
             rows.append(
                 Row(
                     "replicas",
@@ -534,12 +534,3 @@ def _writes(replica: OperatorProcess) -> float:
         for labels, value in _samples(replica, "sidecar_operator_api_requests_total")
         if 'method="GET"' not in labels and "clusterkopfpeerings" not in labels
     )
-
-
-def _wait_for(check: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.2)
-    return False

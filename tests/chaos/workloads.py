@@ -3,7 +3,10 @@ lost, doubled or reordered part shows."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
+
+from tests.scenario import APP_WITH_INIT_AND_DATA
 
 LABEL = "chaos"
 GROUPS = ("a", "b")  # the policy selects both; relabelling b to UNMATCHED removes its sidecars
@@ -16,17 +19,7 @@ def deployment(index: int, *, min_ready_seconds: int = 3) -> dict[str, Any]:
     name = f"app-{index:02d}"
     shapes: list[dict[str, Any]] = [
         {"containers": [{"name": "app", "image": "nginx:1.27"}]},
-        {
-            "initContainers": [{"name": "migrate", "image": "busybox:1.36"}],
-            "containers": [
-                {
-                    "name": "app",
-                    "image": "nginx:1.27",
-                    "volumeMounts": [{"name": "data", "mountPath": "/data"}],
-                }
-            ],
-            "volumes": [{"name": "data", "emptyDir": {}}],
-        },
+        copy.deepcopy(APP_WITH_INIT_AND_DATA),
         {
             "containers": [
                 {
