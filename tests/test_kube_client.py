@@ -4,18 +4,17 @@ other test)."""
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
-from kubernetes import client
+from kubernetes.aio.client import Configuration
 
-from sidecar_operator.kube.client import EventPoster, KubeApi, LoopThread, _resource
-from tests.kube import eventually
+from sidecar_operator.kube.client import KubeApi, _resource
+from sidecar_operator.kube.events import EventPoster, event
 
 
-def test_a_write_the_server_drops_is_sent_once_more_then_is_a_connection_error(
-    monkeypatch: Any,
-) -> None:
+async def test_a_write_the_server_drops_is_sent_once_more_then_is_a_connection_error() -> None:
     """aiohttp retries only idempotent methods, not PATCH; and its ServerDisconnectedError is no
     OSError, which the Deployment watch retries on."""
     accepted: list[int] = []
@@ -25,89 +24,120 @@ def test_a_write_the_server_drops_is_sent_once_more_then_is_a_connection_error(
         accepted.append(1)
         writer.close()
 
-    server = LoopThread("test-server")
-    listening = server.run(_listen(drop))
+    listening = await asyncio.start_server(drop, "127.0.0.1", 0)
     port = listening.sockets[0].getsockname()[1]
-    configuration = client.Configuration(host=f"http://127.0.0.1:{port}")
-    monkeypatch.setattr(client.Configuration, "get_default_copy", lambda: configuration)
-    kube = KubeApi()
+    kube = KubeApi(Configuration(host=f"http://127.0.0.1:{port}"))
     try:
         with pytest.raises(ConnectionError, match="Server disconnected"):
-            kube.loop.run(kube.patch_policy_status("logs", {"observedGeneration": 1}))
+            await kube.patch_policy_status("logs", {"observedGeneration": 1})
     finally:
-        kube.close()
-        server.call(listening.close)
+        await kube.close()
+        listening.close()
     assert len(accepted) == 2
 
 
-async def _listen(handler: Any) -> asyncio.Server:
-    return await asyncio.start_server(handler, "127.0.0.1", 0)
+async def test_a_watch_reads_events_larger_than_a_line_buffer_and_stops_at_the_servers_end() -> (
+    None
+):
+    """aiohttp refuses a line over 128 KiB; a Deployment's JSON may be over a megabyte."""
+    big = {"metadata": {"name": "web", "resourceVersion": "7", "annotations": {"a": "x" * 300_000}}}
+    lines = [
+        json.dumps({"type": "ADDED", "object": big}).encode(),
+        json.dumps({"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "8"}}}).encode(),
+    ]
+
+    async def stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+        writer.write(b"Transfer-Encoding: chunked\r\n\r\n")
+        for line in lines:
+            for start in range(0, len(line) + 1, 50_000):  # split mid-line, as TCP may
+                part = (line + b"\n")[start : start + 50_000]
+                writer.write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+                await writer.drain()
+        writer.write(b"0\r\n\r\n")  # the server ends the watch (its timeoutSeconds)
+        await writer.drain()
+        writer.close()
+
+    listening = await asyncio.start_server(stream, "127.0.0.1", 0)
+    port = listening.sockets[0].getsockname()[1]
+    kube = KubeApi(Configuration(host=f"http://127.0.0.1:{port}"))
+    try:
+        events = [event async for event in kube.watch_deployments("5", timeout=300)]
+    finally:
+        await kube.close()
+        listening.close()
+    assert [e["type"] for e in events] == ["ADDED", "BOOKMARK"]
+    assert events[0]["object"] == big
 
 
 class Recorder:
     """Stands in for KubeApi: notes when each Event would have been posted."""
 
-    def __init__(self, name: str) -> None:
-        self.loop = LoopThread(name)
+    def __init__(self) -> None:
         self.posted: list[float] = []
 
-    async def post_event(self, ref: dict[str, Any], **_: Any) -> None:
+    async def post_event(self, body: dict[str, Any]) -> None:
         self.posted.append(asyncio.get_running_loop().time())
 
-    def wait_for(self, count: int, what: str) -> None:
-        """Until `count` Events went out; then the posters stop, else, collected while waiting,
-        they log errors into later tests."""
-        eventually(lambda: len(self.posted) == count, timeout=10, interval=0.01, what=what)
-        self.loop.run(_stop_others())
+    async def wait_for(self, count: int) -> None:
+        for _ in range(1000):
+            if len(self.posted) >= count:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"{len(self.posted)} Events posted, not {count}")
 
 
 REF = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "app"}}
 
 
-def test_events_go_out_at_once_alone_and_at_the_rate_in_a_flood() -> None:
+async def test_events_go_out_at_once_alone_and_at_the_rate_in_a_flood() -> None:
     """A rollout's thousands of Events must not crowd out its writes; a lone Event (a conflict,
     a halt) must not wait behind a pace it did not cause."""
-    recorder = Recorder("test-events")
-    poster = EventPoster(recorder, rate=5)  # type: ignore[arg-type]
+    recorder = Recorder()
+    poster = EventPoster(recorder, rate=5)
+    try:
+        sent = asyncio.get_running_loop().time()
+        poster(REF, type="Normal", reason="SidecarsInjected", message="one")
+        await recorder.wait_for(1)
+        assert recorder.posted[0] - sent < 0.1  # no wait for a slot: nothing went before it
 
-    sent = recorder.loop.run(_now())
-    poster(REF, type="Normal", reason="SidecarsInjected", message="one")
-    eventually(lambda: len(recorder.posted) == 1, timeout=5, interval=0.01, what="the lone Event")
-    assert recorder.posted[0] - sent < 0.1  # no wait for a slot: nothing went before it
-
-    for index in range(5):
-        poster(REF, type="Normal", reason="SidecarsInjected", message=str(index))
-    recorder.wait_for(6, "the flood")
+        for index in range(5):
+            poster(REF, type="Normal", reason="SidecarsInjected", message=str(index))
+        await recorder.wait_for(6)
+    finally:
+        await poster.close()
     # 5 a second, whatever 8 posters could do
     assert recorder.posted[-1] - recorder.posted[1] >= 4 * 0.2 - 0.1
 
 
-def test_a_large_flood_of_events_goes_faster_than_the_rate_but_still_paced() -> None:
+async def test_a_large_flood_of_events_goes_faster_than_the_rate_but_still_paced() -> None:
     """5000 Events at 100 a second took 50 s: each waited up to that long after its change.
     A backlog drains in about the drain time instead (here 40 Events, 1 s), not all at once."""
-    recorder = Recorder("test-events-drain")
-    poster = EventPoster(recorder, rate=5, drain=1)  # type: ignore[arg-type]
-
-    def flood() -> None:
-        for index in range(40):
+    recorder = Recorder()
+    poster = EventPoster(recorder, rate=5, drain=1)
+    try:
+        for index in range(40):  # all queued before the first poster looks
             poster(REF, type="Normal", reason="SidecarsInjected", message=str(index))
-
-    recorder.loop.call(flood)  # on the loop: all queued before the first poster looks
-    recorder.wait_for(40, "the flood")
+        await recorder.wait_for(40)
+    finally:
+        await poster.close()
     took = recorder.posted[-1] - recorder.posted[0]
     # At 5 a second alone: 7.8 s. Draining (40/s, falling to 5/s for the last 5): about 3 s.
     assert 1.0 < took < 5.0, took
 
 
-async def _stop_others() -> None:
-    others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-    for task in others:
-        task.cancel()
-    await asyncio.gather(*others, return_exceptions=True)
+def test_an_event_about_a_cluster_scoped_object_goes_where_kubectl_describe_looks() -> None:
+    policy = {"apiVersion": "sidecars.dev/v1alpha1", "kind": "SidecarPolicy"}
+    body = event({**policy, "metadata": {"name": "logs", "uid": "u1"}}, **WARNING)
+    assert body["metadata"]["namespace"] == "default"
+    assert "namespace" not in body["involvedObject"]
+    on_app = event({**REF, "metadata": {"name": "app", "namespace": "shop"}}, **WARNING)
+    assert on_app["metadata"]["namespace"] == on_app["involvedObject"]["namespace"] == "shop"
+    assert len(event(REF, type="Warning", reason="X", message="m" * 5000)["message"]) == 1024
 
 
-async def _now() -> float:
-    return asyncio.get_running_loop().time()
+WARNING = {"type": "Warning", "reason": "SidecarConflict", "message": "skipped"}
 
 
 @pytest.mark.parametrize(

@@ -13,13 +13,14 @@ import pytest
 from sidecar_operator.core import planner, ssa
 from sidecar_operator.core.ownership import field_manager
 from sidecar_operator.core.types import Kind
+from sidecar_operator.engine import passes as engine_passes
 from sidecar_operator.engine import reporting
 from sidecar_operator.engine import runtime as engine_runtime
 from sidecar_operator.engine.leadership import Identity, Leadership
 from sidecar_operator.engine.runtime import Runtime
 from sidecar_operator.engine.worker import Worker
 from sidecar_operator.engine.writer import Outcome
-from sidecar_operator.kube.client import ApiError, LoopThread
+from sidecar_operator.kube.client import ApiError
 
 POLICY_OBJECT: dict[str, Any] = {
     "metadata": {"name": "logs", "creationTimestamp": "2026-01-01T00:00:00Z"},
@@ -29,7 +30,6 @@ DEPLOYMENT: dict[str, Any] = {
     "metadata": {"name": "web", "namespace": "shop", "resourceVersion": "10", "uid": "u-web"},
     "spec": {"template": {"spec": {"containers": [{"name": "app", "image": "nginx"}]}}},
 }
-HTTP = LoopThread("test-writes")
 
 
 def named(name: str) -> dict[str, Any]:
@@ -87,7 +87,6 @@ def runtime(api: FakeApi, *deployments: dict[str, Any]) -> tuple[Runtime, list[t
     state = Runtime(
         api,
         events,
-        http=HTTP,
         leadership=Leadership(Identity("test", 0), peering=None),
         operator_namespace=None,
         resync_seconds=60,
@@ -114,7 +113,7 @@ async def execute(state: Runtime, *deployments: dict[str, Any]) -> list[Outcome]
     held = dict(state.cache.deployments())
     records = [held[("shop", d["metadata"]["name"])] for d in deployments or (DEPLOYMENT,)]
     work = [(action_for(state, record), record) for record in records]
-    return await HTTP.wait(state.writer.execute_all(work, lambda announcement: None))
+    return await state.writer.execute_all(work, lambda announcement: None)
 
 
 async def test_a_409_is_retried_with_fresh_state_and_never_forced() -> None:
@@ -417,3 +416,48 @@ async def test_cleanup_releases_what_a_deleted_policy_added_and_a_standby_leaves
 
 def pod(deployment: dict[str, Any]) -> list[dict[str, Any]]:
     return list(deployment["spec"]["template"]["spec"]["containers"])
+
+
+async def test_a_pass_over_many_deployments_lets_the_loop_run_between_its_slices(
+    monkeypatch: Any,
+) -> None:
+    """On the one loop, a pass that never yielded would hold up the watches, the writes and
+    /healthz for as long as it plans."""
+    monkeypatch.setattr("sidecar_operator.engine.passes.SLICE_SECONDS", 0.0)  # yield at each look
+    state, _ = runtime(FakeApi(), *(named(f"app-{index}") for index in range(1000)))
+    ticks = 0
+    planning = True
+
+    async def other_work() -> None:
+        nonlocal ticks
+        while planning:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.ensure_future(other_work())
+    await asyncio.sleep(0)
+    try:
+        planned = await state.passes.prepare(state.worker("logs"))
+    finally:
+        planning = False
+        await other
+    assert len(planned.writes) == 1000  # every Deployment planned, and the budget allows all
+    assert ticks >= 1000 // engine_passes.SLICE_CHECK  # the other task ran between slices
+
+
+async def test_a_pass_that_saw_its_policy_change_meanwhile_decides_nothing() -> None:
+    """Its plans are partly of the old spec: the change woke the worker for a whole new pass."""
+    state, _ = runtime(FakeApi())
+    real_items = state.passes._items
+
+    async def items_then_edit(*args: Any) -> Any:
+        result = await real_items(*args)
+        edited = copy.deepcopy(POLICY_OBJECT)
+        edited["metadata"]["generation"] = 2
+        edited["spec"]["containers"][0]["image"] = "fluent-bit:4"
+        state.cache.put_policy(edited)
+        return result
+
+    state.passes._items = items_then_edit  # type: ignore[method-assign]
+    planned = await state.passes.prepare(state.worker("logs"))
+    assert planned.status is None and planned.writes == []

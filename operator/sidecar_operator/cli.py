@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import importlib.util
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +15,6 @@ dev = typer.Typer(
     help="A local Kubernetes control plane for development and tests.", no_args_is_help=True
 )
 app.add_typer(dev, name="dev")
-
-# The HTTP loop (every write), the Deployment watch, the policy workers and Kopf's loop are
-# threads sharing one GIL. The HTTP loop wakes for hundreds of responses a second and, at
-# Python's default 5 ms interval, each wake could wait that long for a busy thread to let go: at
-# N=5000 the writes then stalled in bursts of a second or two. Switching ten times as often cost
-# no measurable CPU and cut the update's rollout (docs/performance.md).
-SWITCH_INTERVAL = 0.0005
 
 ClusterName = typer.Option("dev", "--name", help="Which local cluster (each has its own ports).")
 
@@ -136,7 +128,6 @@ def run(
     options = handlers.Options(identity, operator_namespace, resync_seconds, peering)
     if metrics_port:
         metrics.serve(metrics_port)
-    sys.setswitchinterval(SWITCH_INTERVAL)
     # Naming a peering makes it mandatory in Kopf (it starts paused until it has seen its peers);
     # without one, run standalone.
     peering_options: dict[str, Any] = (
@@ -192,11 +183,9 @@ def preview_command(
         objects = [d for d in documents if d.get("kind") == "Deployment"]
         namespaces = [d for d in documents if d.get("kind") == "Namespace"]
     else:
-        from sidecar_operator.kube.client import KubeApi, load_config
+        from sidecar_operator.kube.client import read_cluster
 
-        load_config()
-        with contextlib.closing(KubeApi()) as kube:
-            objects, namespaces, existing = kube.list_all()
+        objects, namespaces, existing = asyncio.run(read_cluster())
         others = [Policy.from_object(p) for p in existing]
     labels = {
         n["metadata"]["name"]: {

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterable, Iterator
+import asyncio
+from collections.abc import AsyncGenerator, Iterable
 from typing import Any
 
 import pytest
@@ -22,15 +22,23 @@ class Scripted:
         self.events = events
         self.tokens: list[str | None] = []
         self.watched_from: list[str] = []
+        self.closed = 0
 
-    def list_deployments(self, *, limit: int, token: str | None) -> dict[str, Any]:
+    async def list_deployments(self, *, limit: int, token: str | None) -> dict[str, Any]:
         assert limit == PAGE
         self.tokens.append(token)
         return self.pages[len(self.tokens) - 1]
 
-    def watch_deployments(self, version: str, *, timeout: int) -> Iterator[dict[str, Any]]:
+    async def watch_deployments(
+        self, version: str, *, timeout: int
+    ) -> AsyncGenerator[dict[str, Any], None]:
         self.watched_from.append(version)
-        yield from self.events
+        await asyncio.sleep(0.01)  # a connection's round trip: the loop goes on meanwhile
+        try:
+            for event in self.events:
+                yield event
+        finally:
+            self.closed += 1
 
 
 class Recorder:
@@ -45,7 +53,7 @@ class Recorder:
         self.listed.append(list(keys))
 
 
-def test_a_listing_follows_every_page_and_reports_the_complete_set() -> None:
+async def test_a_listing_follows_every_page_and_reports_the_complete_set() -> None:
     source = Scripted(
         [
             {"items": [obj("a", "1")], "metadata": {"continue": "next"}},
@@ -54,24 +62,47 @@ def test_a_listing_follows_every_page_and_reports_the_complete_set() -> None:
         [],
     )
     sink = Recorder()
-    assert DeploymentWatch(source, sink, after=threading.Event()).list() == "9"
+    assert await DeploymentWatch(source, sink, after=asyncio.Event()).list() == "9"
     assert source.tokens == [None, "next"]
     assert sink.changes == [("a", False), ("b", False)]
     assert sink.listed == [[("shop", "a"), ("shop", "b")]]
 
 
-def test_a_watch_resumes_after_its_last_event_or_bookmark() -> None:
+async def test_a_watch_resumes_after_its_last_event_or_bookmark() -> None:
     events = [
         {"type": "MODIFIED", "object": obj("a", "10")},
         {"type": "DELETED", "object": obj("b", "11")},
         {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "15"}}},
     ]
     sink = Recorder()
-    assert DeploymentWatch(Scripted([], events), sink, after=threading.Event()).watch("9") == "15"
+    watch = DeploymentWatch(Scripted([], events), sink, after=asyncio.Event())
+    assert await watch.watch("9") == "15"
     assert sink.changes == [("a", False), ("b", True)]
 
 
-def test_an_expired_watch_asks_for_a_new_listing() -> None:
-    events = [{"type": "ERROR", "object": {"kind": "Status", "code": 410, "message": "too old"}}]
+async def test_an_expired_watch_asks_for_a_new_listing_and_lets_go_of_its_stream() -> None:
+    events = [
+        {"type": "ERROR", "object": {"kind": "Status", "code": 410, "message": "too old"}},
+        {"type": "MODIFIED", "object": obj("a", "10")},
+    ]
+    source = Scripted([], events)
     with pytest.raises(Expired):
-        DeploymentWatch(Scripted([], events), Recorder(), after=threading.Event()).watch("9")
+        await DeploymentWatch(source, Recorder(), after=asyncio.Event()).watch("9")
+    assert source.closed == 1  # at once, not when collected: the stream holds a connection
+
+
+async def test_the_watch_waits_for_policies_then_lists_and_watches_on_the_loop() -> None:
+    """Listing before policies are known would remove a policy's fields as an orphan's."""
+    source = Scripted([{"items": [obj("a", "1")], "metadata": {"resourceVersion": "9"}}], [])
+    sink, ready = Recorder(), asyncio.Event()
+    watch = DeploymentWatch(source, sink, after=ready)
+    task = asyncio.ensure_future(watch.run())
+    await asyncio.sleep(0.05)
+    assert watch.state == "waiting for policies" and source.tokens == []
+    ready.set()
+    for _ in range(100):
+        if source.watched_from:
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+    assert sink.changes == [("a", False)] and source.watched_from[0] == "9"

@@ -3,8 +3,11 @@ what policies deleted without their finalizer running left behind (orphans)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+import structlog
 
 from sidecar_operator.core import planner
 from sidecar_operator.core.ownership import policies_with_fields
@@ -12,8 +15,9 @@ from sidecar_operator.engine.flags import Flag
 from sidecar_operator.engine.leadership import Leadership
 from sidecar_operator.engine.reporting import Announcement, Reporter, key_of
 from sidecar_operator.engine.writer import Outcome, Writer
-from sidecar_operator.kube.client import LoopThread
 from sidecar_operator.state.cache import Cache
+
+log = structlog.get_logger()
 
 RELEASED = frozenset({Outcome.WRITTEN, Outcome.GONE, Outcome.NOTHING})
 
@@ -26,15 +30,14 @@ class Cleanup:
         reporter: Reporter,
         *,
         leadership: Leadership,
-        http: LoopThread,
         listed: Flag,
     ) -> None:
         self.cache = cache
         self.writer = writer
         self.reporter = reporter
         self.leadership = leadership
-        self.http = http
         self.listed = listed
+        self._removals: set[asyncio.Task[Outcome]] = set()  # held: the loop keeps tasks weakly
 
     def remove_orphans(self, deployment: Mapping[str, Any], orphans: Iterable[str]) -> None:
         """Policies gone without their finalizer running: their field managers still name them.
@@ -42,11 +45,17 @@ class Cleanup:
         if not self.leadership.active:
             return
         for orphan in sorted(orphans):
-            self.http.spawn(
-                self.writer.execute(
-                    planner.removal(orphan, deployment), deployment, self.reporter.announce
-                )
+            removal = self.writer.execute(
+                planner.removal(orphan, deployment), deployment, self.reporter.announce
             )
+            task = asyncio.create_task(removal)
+            self._removals.add(task)
+            task.add_done_callback(self._removed)
+
+    def _removed(self, task: asyncio.Task[Outcome]) -> None:
+        self._removals.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("Orphan removal failed", error=repr(task.exception()))
 
     def sweep(self) -> None:
         """Remove what deleted policies left on any Deployment."""
@@ -67,10 +76,8 @@ class Cleanup:
         ]
         announced: list[Announcement] = []
         try:
-            outcomes = await self.http.wait(
-                self.writer.execute_all(
-                    ((planner.removal(name, d), d) for d in carrying), announced.append
-                )
+            outcomes = await self.writer.execute_all(
+                ((planner.removal(name, d), d) for d in carrying), announced.append
             )
         finally:
             for announcement in announced:

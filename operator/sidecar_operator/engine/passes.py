@@ -1,9 +1,13 @@
 """What one pass over a policy decides, from the cache alone: its planned action on every
 Deployment it concerns (with what the API server refused or keeps failing taken into account),
-the writes the rollout allows, and the status to write. No I/O: the runtime carries it out."""
+the writes the rollout allows, and the status to write. No I/O: the runtime carries it out.
+
+It runs on the operator's one loop, in slices: a pass walks every Deployment in the cluster, and
+holding the loop for all of them would hold up the watches, the writes and the liveness probe."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import time
 from collections.abc import Mapping
@@ -20,6 +24,29 @@ from sidecar_operator.state.cache import Cache
 from sidecar_operator.state.plans import Plans, plan_inputs
 
 STATUS_INTERVAL = 2.0  # seconds between a policy's status writes while it changes
+SLICE_SECONDS = 0.005  # the longest a pass holds the loop before letting others run
+SLICE_CHECK = 64  # Deployments planned between looks at the clock
+
+
+class Slices:
+    """Yields to the loop every SLICE_SECONDS, and counts the CPU time spent in its own slices
+    (not what others did while it yielded): the worker rests in proportion to it."""
+
+    def __init__(self) -> None:
+        self._cpu = 0.0
+        self._started = time.perf_counter()
+        self._cpu_started = time.thread_time()
+
+    async def pause(self) -> None:
+        if time.perf_counter() - self._started < SLICE_SECONDS:
+            return
+        self._cpu += time.thread_time() - self._cpu_started
+        await asyncio.sleep(0)
+        self._started = time.perf_counter()
+        self._cpu_started = time.thread_time()
+
+    def cpu(self) -> float:
+        return self._cpu + time.thread_time() - self._cpu_started
 
 
 @dataclass(frozen=True)
@@ -38,9 +65,9 @@ class Passes:
         self.plans = plans
         self.reporter = reporter
 
-    def prepare(self, worker: Worker) -> PassPlan:
+    async def prepare(self, worker: Worker) -> PassPlan:
         """Everything a pass decides, from the cache alone."""
-        cpu = time.thread_time()
+        slices = Slices()
         entry = self.cache.policy(worker.name)
         if entry is None:
             return PassPlan(None)
@@ -48,7 +75,13 @@ class Passes:
         worker.generation = policy.generation
         if policy.deleting:
             return PassPlan(None)  # the deletion handler removes everything, holding the finalizer
-        items, shown = self._items(worker.name)
+        items, shown = await self._items(worker.name, slices)
+        now = self.cache.policy(worker.name)
+        if now is None or now[0] != policy:
+            # Changed while the pass yielded: what it planned is partly stale. The change woke
+            # the worker, whose next pass plans it whole.
+            return PassPlan(None, cpu=slices.cpu())
+        body = now[1]  # the latest status, which the new one is compared with
         strategy = policy.spec.update_strategy
         step = rollout.step(
             items,
@@ -66,17 +99,21 @@ class Passes:
         return PassPlan(
             self._status(worker, policy, body, shown, step),
             [(item.action, item.deployment) for item in step.writes],
-            time.thread_time() - cpu,
+            slices.cpu(),
         )
 
-    def _items(self, policy: str) -> tuple[list[rollout.Item], list[rollout.Item]]:
+    async def _items(
+        self, policy: str, slices: Slices
+    ) -> tuple[list[rollout.Item], list[rollout.Item]]:
         """This policy's planned action on every Deployment that matches or carries it: to
         carry out, and to show. They differ only where a reported Deployment whose writes kept
         failing is due another try: it is tried, and shown as the conflict it is until a write
         goes through."""
         items, shown = [], []
         memory = self.reporter.memory(policy)
-        for key, deployment in self.cache.deployments():
+        for index, (key, deployment) in enumerate(self.cache.deployments()):
+            if index % SLICE_CHECK == 0:
+                await slices.pause()
             mine = next((a for a in self.plans.plan(deployment) if a.policy == policy), None)
             if mine is None:
                 memory.no_conflict(key)

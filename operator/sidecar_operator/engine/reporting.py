@@ -3,13 +3,12 @@
 Per policy it remembers what it reported (a conflict, a halt) so that a pass every few seconds
 does not repeat it, what the API server rejected (so the same content is not sent again), and
 what was changed since the last aggregated Event. Events go to an `EventSink`, which posts them
-in the background; any thread may call it.
+in the background.
 """
 
 from __future__ import annotations
 
 import collections
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -72,7 +71,7 @@ class Failing:
 @dataclass
 class Memory:
     """What was reported for one policy. A pass reads it for every Deployment, so it is handed
-    out once per pass rather than looked up under the reporter's lock each time."""
+    out once per pass rather than looked up each time."""
 
     conflicts: dict[Key, str] = field(default_factory=dict)  # last reported, to report once
     rejected: dict[Key, Rejection] = field(default_factory=dict)
@@ -103,15 +102,12 @@ class Reporter:
         self.events = events
         self.cache = cache  # for the policies' uids
         self._memories: dict[str, Memory] = {}
-        self._lock = threading.Lock()  # the HTTP loop records writes; a pass reads and flushes
 
     def memory(self, policy: str) -> Memory:
-        with self._lock:
-            return self._memories.setdefault(policy, Memory())
+        return self._memories.setdefault(policy, Memory())
 
     def forget(self, policy: str) -> None:
-        with self._lock:
-            self._memories.pop(policy, None)
+        self._memories.pop(policy, None)
 
     def policy_ref(self, name: str) -> dict[str, Any]:
         entry = self.cache.policy(name)
@@ -196,9 +192,7 @@ class Reporter:
         Deployment's own Event, which the caller posts after its batch of writes."""
         change = action.change or Change.UPDATE
         reason, verb = _PAST[change]
-        with self._lock:
-            memory = self._memories.setdefault(action.policy, Memory())
-            memory.done[reason].append("/".join(key_of(deployment)))
+        self.memory(action.policy).done[reason].append("/".join(key_of(deployment)))
         return (
             deployment_ref(deployment),
             f"Sidecars{reason}",
@@ -215,8 +209,7 @@ class Reporter:
         memory = self.memory(policy)
         if not now and time.monotonic() - memory.flushed < EVENT_INTERVAL:
             return
-        with self._lock:
-            done, memory.done = memory.done, collections.defaultdict(list)
+        done, memory.done = memory.done, collections.defaultdict(list)
         memory.flushed = time.monotonic()
         for reason, names in done.items():
             if not names:

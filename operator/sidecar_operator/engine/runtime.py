@@ -1,18 +1,16 @@
 """The runtime: the workers of every policy, and the triggers that wake them. Knows nothing of
 Kopf: the handlers feed the watched state in and run one worker coroutine per policy on Kopf's
-loop.
+loop, where everything else runs too (the Deployment watch, the writes, the Events).
 
 A worker waits for a trigger without holding a thread, so any number of policies are served.
-Its pass plans (`passes`) in a worker thread (the asyncio default executor: a few threads,
-whatever the number of policies), since planning thousands of Deployments would stall the loop;
-its writes run as coroutines on the HTTP loop (`kube.client.LoopThread`), `writer.WRITERS` in
-flight. What deleted policies leave behind is `cleanup`'s.
+Its pass plans in slices that yield to the loop (`passes`), so that a pass over thousands of
+Deployments never holds up the watches, the writes or the liveness probe; its writes go
+`writer.WRITERS` at a time. What deleted policies leave behind is `cleanup`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -32,7 +30,7 @@ from sidecar_operator.engine.passes import STATUS_INTERVAL, Passes
 from sidecar_operator.engine.reporting import Announcement, EventSink, Reporter, key_of
 from sidecar_operator.engine.worker import Worker
 from sidecar_operator.engine.writer import Outcome, Writer
-from sidecar_operator.kube.client import ApiError, LoopThread
+from sidecar_operator.kube.client import ApiError
 from sidecar_operator.state.cache import Cache
 from sidecar_operator.state.plans import Plans
 
@@ -47,22 +45,17 @@ class Api(writer.Api, Protocol):
 
 
 class Runtime:
-    """Constructed on the operator's loop, where the workers run."""
-
     def __init__(
         self,
         api: Api,
         events: EventSink,
         *,
-        http: LoopThread,
         leadership: Leadership,
         operator_namespace: str | None,
         resync_seconds: float,
         on_first_listing: Callable[[], object] | None = None,
     ) -> None:
         self.api = api
-        self.http = http  # where the writes run: the loop `api`'s coroutines belong to
-        self.loop = asyncio.get_running_loop()
         self.leadership = leadership
         self.operator_namespace = operator_namespace
         self.resync_seconds = resync_seconds
@@ -71,35 +64,32 @@ class Runtime:
         self.plans = Plans(self.cache, operator_namespace=operator_namespace)
         self.reporter = Reporter(events, self.cache)
         self.writer = Writer(api, self.cache, self.reporter, plans=self.plans)
-        self.indexed = threading.Event()  # every policy and namespace is in the cache
-        self.listed = Flag(self.loop)  # every Deployment listed once: the cache is complete
+        self.indexed = Flag()  # every policy and namespace is in the cache
+        self.listed = Flag()  # every Deployment listed once: the cache is complete
         self.passes = Passes(self.cache, self.plans, self.reporter)
         self.cleanup = Cleanup(
             self.cache,
             self.writer,
             self.reporter,
             leadership=leadership,
-            http=http,
             listed=self.listed,
         )
         self.workers: dict[str, Worker] = {}
-        self._workers_lock = threading.Lock()
 
     # -- state ----------------------------------------------------------------------------
 
     def worker(self, name: str) -> Worker:
-        with self._workers_lock:
-            worker = self.workers.get(name)
-            if worker is None:
-                worker = self.workers[name] = Worker(name, Flag(self.loop), Flag(self.loop))
-            return worker
+        worker = self.workers.get(name)
+        if worker is None:
+            worker = self.workers[name] = Worker(name)
+        return worker
 
     # -- triggers from the watches ---------------------------------------------------------
 
     def deployment_changed(self, deployment: Mapping[str, Any], *, deleted: bool) -> None:
         """Keep the Deployment's snapshot and wake the workers of the policies that match it or
         have fields on it: every Deployment in the cluster is watched, and most concern no
-        policy. Never blocks (called from the watch): writes go to the HTTP loop."""
+        policy. Never waits (called from the watch): removals go on as tasks of their own."""
         key = key_of(deployment)
         if deleted:
             self.cache.drop_deployment(key)
@@ -151,9 +141,7 @@ class Runtime:
         self.poke_all()
 
     def poke_all(self) -> None:
-        with self._workers_lock:
-            workers = list(self.workers.values())
-        for worker in workers:
+        for worker in self.workers.values():
             worker.poke()
 
     # -- one policy's loop -----------------------------------------------------------------
@@ -171,7 +159,7 @@ class Runtime:
         last_pass = -self.resync_seconds
         worker.poke()
         while True:
-            poked = await worker.wake.wait(0.5 if worker.status_due else 1.0)
+            poked = await worker.wake.wait_at_most(0.5 if worker.status_due else 1.0)
             self.reporter.flush(name)
             now = time.monotonic()
             status_due = worker.status_due and now - worker.status_written >= STATUS_INTERVAL
@@ -202,23 +190,21 @@ class Runtime:
             # A pass walks every Deployment the policy concerns, and a rollout's status changes
             # poke it many times a second: back to back, passes took most of a core while the
             # controllers rolled out thousands of Pods. Resting keeps it to a tenth; the writes
-            # ran on the HTTP loop and do not count.
+            # are not counted, only the planning.
             await worker.rest(min(MAX_REST, PASS_REST * done.cpu))
 
     async def run_pass(self, worker: Worker) -> PassResult:
-        """Plan (in a thread), write the status if it changed, send the writes the rollout
-        allows; returns the planning's CPU time and whether any write must be tried again."""
-        planned = await asyncio.to_thread(self.passes.prepare, worker)
+        """Plan, write the status if it changed, send the writes the rollout allows; returns the
+        planning's CPU time and whether any write must be tried again."""
+        planned = await self.passes.prepare(worker)
         if planned.status is not None:
-            await self.http.wait(self.api.patch_policy_status(worker.name, planned.status))
+            await self.api.patch_policy_status(worker.name, planned.status)
             worker.status_written = time.monotonic()
         outcomes: list[Outcome] = []
         if planned.writes:
             announced: list[Announcement] = []
             try:
-                outcomes = await self.http.wait(
-                    self.writer.execute_all(planned.writes, announced.append)
-                )
+                outcomes = await self.writer.execute_all(planned.writes, announced.append)
             finally:
                 # After the batch, so they do not compete with its writes.
                 for announcement in announced:
@@ -227,8 +213,7 @@ class Runtime:
         return PassResult(planned.cpu, failed=Outcome.FAILED in outcomes)
 
     def forget(self, name: str) -> None:
-        with self._workers_lock:
-            self.workers.pop(name, None)
+        self.workers.pop(name, None)
         self.reporter.forget(name)
         metrics.forget(name)
 

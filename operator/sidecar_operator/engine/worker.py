@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sidecar_operator.engine.flags import Flag
 
@@ -15,8 +15,8 @@ class Worker:
     """One policy's triggers and status pacing."""
 
     name: str
-    wake: Flag
-    urgent: Flag  # cuts a rest short: the policy itself changed
+    wake: Flag = field(default_factory=Flag)
+    urgent: Flag = field(default_factory=Flag)  # cuts a rest short: the policy itself changed
     generation: int = 0  # of the policy, as the last pass saw it
     status_written: float = 0.0
     status_due: bool = False  # a changed status waits for STATUS_INTERVAL to pass
@@ -27,7 +27,7 @@ class Worker:
 
     async def rest(self, seconds: float) -> None:
         """Pause between passes; an edit of the policy ends it early."""
-        await self.urgent.wait(seconds)
+        await self.urgent.wait_at_most(seconds)
 
     def failed(self) -> float:
         self.retry = min(RETRY_MAX, max(RETRY_FIRST, 2 * self.retry))

@@ -1,4 +1,4 @@
-"""Every Deployment in the cluster, listed and then watched from a thread of its own.
+"""Every Deployment in the cluster, listed and then watched, as a task on the operator's loop.
 
 Not through Kopf: Kopf gives every watched object an asyncio worker holding its last full body,
 and with an index on a resource it wakes every listed object's worker again for each one listed
@@ -8,13 +8,12 @@ parsed, handed to the runtime (which keeps a compact snapshot) and dropped, one 
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Iterable, Iterator
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, Iterable
 from typing import Any, Protocol
 
 import structlog
-import urllib3
 
 from sidecar_operator.core.types import Key
 from sidecar_operator.kube.client import ApiError
@@ -27,9 +26,11 @@ MAX_BACKOFF = 10.0  # after an API server outage, the watch is back within this 
 
 
 class Source(Protocol):
-    def list_deployments(self, *, limit: int, token: str | None) -> dict[str, Any]: ...
+    async def list_deployments(self, *, limit: int, token: str | None) -> dict[str, Any]: ...
 
-    def watch_deployments(self, version: str, *, timeout: int) -> Iterator[dict[str, Any]]: ...
+    def watch_deployments(
+        self, version: str, *, timeout: int
+    ) -> AsyncGenerator[dict[str, Any], None]: ...
 
 
 class Sink(Protocol):
@@ -43,52 +44,49 @@ class Expired(Exception):
 
 
 class DeploymentWatch:
-    def __init__(self, source: Source, sink: Sink, *, after: threading.Event) -> None:
+    def __init__(self, source: Source, sink: Sink, *, after: asyncio.Event) -> None:
         self.source = source
         self.sink = sink
         self.after = after  # set once policies and namespaces are known
         self.state = "waiting for policies"  # what /healthz reports
 
-    def start(self) -> None:
-        threading.Thread(target=self.run, name="deployments", daemon=True).start()
-
-    def run(self) -> None:
+    async def run(self) -> None:
         """List, then watch until the history expires or the connection fails; list again.
         Not before policies are known: a Deployment naming an unknown one gets it removed."""
-        self.after.wait()
+        await self.after.wait()
         backoff = 0.0
         while True:
             try:
                 self.state = "listing"
-                version = self.list()
+                version = await self.list()
                 backoff = 0.0
                 self.state = "watching"
                 while True:
-                    version = self.watch(version)
+                    version = await self.watch(version)
             except Expired:
                 log.info("Deployment watch expired; listing again")
             except ApiError as error:
                 if error.status == 410:
                     log.info("Deployment watch expired; listing again")
                     continue
-                backoff = self._failed(error, backoff)
-            except (urllib3.exceptions.HTTPError, OSError, ValueError) as error:
-                backoff = self._failed(error, backoff)
+                backoff = await self._failed(error, backoff)
+            except (OSError, ValueError) as error:  # ConnectionError, or a garbled stream
+                backoff = await self._failed(error, backoff)
 
-    def _failed(self, error: Exception, backoff: float) -> float:
+    async def _failed(self, error: Exception, backoff: float) -> float:
         backoff = min(MAX_BACKOFF, max(1.0, backoff * 2))
         log.warning("Deployment watch failed", error=str(error), retry_in=backoff)
         self.state = f"reconnecting: {error}"
-        time.sleep(backoff)
+        await asyncio.sleep(backoff)
         return backoff
 
-    def list(self) -> str:
+    async def list(self) -> str:
         """Hand every Deployment to the sink, then the complete set of keys (so it can forget
         the ones deleted while no watch ran); returns the listing's resourceVersion."""
         keys: list[Key] = []
         token: str | None = None
         while True:
-            page = self.source.list_deployments(limit=PAGE, token=token)
+            page = await self.source.list_deployments(limit=PAGE, token=token)
             for item in page.get("items") or []:
                 self.sink.deployment_changed(item, deleted=False)
                 keys.append((item["metadata"]["namespace"], item["metadata"]["name"]))
@@ -98,15 +96,18 @@ class DeploymentWatch:
         self.sink.deployments_listed(keys)
         return str(page["metadata"]["resourceVersion"])
 
-    def watch(self, version: str) -> str:
+    async def watch(self, version: str) -> str:
         """Hand each event to the sink; returns the version to resume from."""
-        for event in self.source.watch_deployments(version, timeout=WATCH_SECONDS):
-            kind, obj = event.get("type"), event.get("object") or {}
-            if kind == "ERROR":
-                if obj.get("code") == 410:
-                    raise Expired
-                raise ApiError(int(obj.get("code") or 0), str(obj.get("message") or obj))
-            version = obj["metadata"]["resourceVersion"]
-            if kind != "BOOKMARK":
-                self.sink.deployment_changed(obj, deleted=kind == "DELETED")
+        # Closed as soon as this returns or raises, not when collected: it holds a connection.
+        stream = self.source.watch_deployments(version, timeout=WATCH_SECONDS)
+        async with contextlib.aclosing(stream) as events:
+            async for event in events:
+                kind, obj = event.get("type"), event.get("object") or {}
+                if kind == "ERROR":
+                    if obj.get("code") == 410:
+                        raise Expired
+                    raise ApiError(int(obj.get("code") or 0), str(obj.get("message") or obj))
+                version = obj["metadata"]["resourceVersion"]
+                if kind != "BOOKMARK":
+                    self.sink.deployment_changed(obj, deleted=kind == "DELETED")
         return version

@@ -7,7 +7,6 @@ spec and metadata nor any policy or namespace label (the cache's `epoch`) has ch
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,15 +36,13 @@ class Plans:
         self.cache = cache
         self.operator_namespace = operator_namespace
         self._plans: dict[Key, tuple[tuple[Any, ...], int, list[Action]]] = {}
-        self._lock = threading.Lock()  # passes plan in worker threads
 
     def plan(self, deployment: Mapping[str, Any]) -> list[Action]:
         metadata = deployment["metadata"]
         key = metadata["namespace"], metadata["name"]
         inputs = plan_inputs(deployment)
         epoch = self.cache.epoch
-        with self._lock:
-            cached = self._plans.get(key)
+        cached = self._plans.get(key)
         if cached is not None and cached[0] == inputs and cached[1] == epoch and inputs:
             return cached[2]
         policies = [policy for policy, _ in self.cache.policies().values()]
@@ -53,10 +50,8 @@ class Plans:
         actions = planner.plan(
             deployment, labels, policies, operator_namespace=self.operator_namespace
         )
-        with self._lock:
-            self._plans[key] = (inputs, epoch, actions)
+        self._plans[key] = (inputs, epoch, actions)
         return actions
 
     def forget(self, key: Key) -> None:
-        with self._lock:
-            self._plans.pop(key, None)
+        self._plans.pop(key, None)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
@@ -31,15 +30,13 @@ class Shared:
     `sweep` when `due`, so contents no snapshot holds any more are forgotten."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
         self._objects: dict[bytes, Any] = {}
         self._sweep_at = 1024
 
     def __call__(self, value: T) -> T:
         canonical = json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
         digest = hashlib.blake2b(canonical, digest_size=16).digest()
-        with self._lock:
-            shared: T = self._objects.setdefault(digest, value)
+        shared: T = self._objects.setdefault(digest, value)
         return shared
 
     def __len__(self) -> int:
@@ -52,9 +49,8 @@ class Shared:
     def sweep(self, snapshots: Iterable[Mapping[str, Any]]) -> None:
         """Keep only what these (all live) snapshots hold."""
         held = {id(part) for record in snapshots for part in _shared_parts(record)}
-        with self._lock:
-            self._objects = {k: v for k, v in self._objects.items() if id(v) in held}
-            self._sweep_at = max(1024, 2 * len(self._objects))
+        self._objects = {k: v for k, v in self._objects.items() if id(v) in held}
+        self._sweep_at = max(1024, 2 * len(self._objects))
 
 
 def _shared_parts(record: Mapping[str, Any]) -> Iterator[Any]:
