@@ -1,4 +1,5 @@
-"""`make bench`: `python -m bench [--sizes 100,1000,5000] [--rounds 3]`."""
+"""`make bench`: `python -m bench [--sizes 100,1000,5000] [--rounds 3] [--policies 100
+--policies-n 5000]`."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ import time
 from pathlib import Path
 
 from bench import report
-from bench.run import ROOT, run_size, say
+from bench.cluster import ROOT
+from bench.many import run_many
+from bench.measure import say
+from bench.run import run_size
 
 # The limit's fastest in-flight count in `--sizes 1000 --rounds 1 --tune 64,128,256,512`
 # (bench/results/tuning/): inject 3.53, 2.96, 3.73 and 2.92 s, one run each.
@@ -38,13 +42,15 @@ async def main(
     *,
     in_flight: int,
     tune: list[int] | None,
+    policies: int,
+    policies_n: int,
 ) -> None:
     started = time.monotonic()
     results = []
     # The targets are set at the first size of at least 1000 Deployments (or the largest below):
     # only there are the idle window, the restart and the reaction time measured, and the
-    # limit's in-flight count tuned (if asked) and kept for the rest.
-    target = min((n for n in sizes if n >= 1000), default=max(sizes))
+    # limit's in-flight count tuned (if asked) and kept for the rest, the many policies' too.
+    target = min((n for n in sizes if n >= 1000), default=max(sizes, default=0))
     for n in sorted(sizes, key=lambda n: (n != target, n)):
         replicas = 0 if n >= zero_from else 1
         result = await run_size(
@@ -58,20 +64,27 @@ async def main(
         in_flight = result.concurrency
         results.append(result.summary())
         say(f"N={n} done after {time.monotonic() - started:.0f}s in all")
+    many = None
+    if policies:
+        many = await run_many(policies, policies_n, rounds, concurrency=in_flight)
+        say(f"P={policies} done after {time.monotonic() - started:.0f}s in all")
     summary = {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": _machine(),
         "rounds": rounds,
         "seconds": round(time.monotonic() - started),
         "sizes": sorted(results, key=lambda r: r["n"]),
+        "many": many.summary() if many else None,
     }
     print(report.write(summary, out))
-    say(f"wrote {out}/results.json, results.md and rollout.png in {summary['seconds']}s")
+    say(f"wrote {', '.join(report.files(summary))} in {out} in {summary['seconds']}s")
 
 
 def cli() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--sizes", default="100,1000,5000", help="Deployment counts")
+    parser.add_argument(
+        "--sizes", default="100,1000,5000", help="Deployment counts (0: none, policies only)"
+    )
     parser.add_argument(
         "--rounds", type=int, default=3, help="runs of the limit and of the operator"
     )
@@ -88,9 +101,20 @@ def cli() -> None:
         "--tune",
         help="in-flight counts to try first (e.g. 64,128,256,512): the fastest inject is kept",
     )
+    parser.add_argument(
+        "--policies",
+        type=int,
+        default=100,
+        help="SidecarPolicies of the many-policies scenario (0: off, the sizes only)",
+    )
+    parser.add_argument(
+        "--policies-n", type=int, default=5000, help="Deployments of the many-policies scenario"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",")]
+    sizes = [n for n in (int(s) for s in args.sizes.split(",") if s.strip()) if n]
+    if not sizes and not args.policies:
+        parser.error("nothing to run: give --sizes or --policies")
     tune = [int(c) for c in args.tune.split(",")] if args.tune else None
     asyncio.run(
         main(
@@ -100,6 +124,8 @@ def cli() -> None:
             args.out,
             in_flight=args.in_flight,
             tune=tune,
+            policies=args.policies,
+            policies_n=args.policies_n,
         )
     )
 

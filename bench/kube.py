@@ -7,12 +7,13 @@ import asyncio
 import json
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from sidecar_operator.api.names import REVISION_ANNOTATION_PREFIX
 from sidecar_operator.devcluster import Cluster
 from sidecar_operator.kube.client import KEEPALIVE_SECONDS
 
@@ -138,7 +139,7 @@ class Tracker:
         self.api = api
         self.selector = label_selector
         self.annotation = annotation
-        self.values: dict[str, str | None] = {}
+        self.values: dict[str, Any] = {}
         self.unsettled: set[str] = set()
         self.resource_version = ""
         self.wanted: str | None = None
@@ -183,29 +184,33 @@ class Tracker:
                     if event["type"] != "BOOKMARK":
                         self._update(event["type"], obj)
 
-    def _key(self, obj: dict[str, Any]) -> str:
-        return f"{obj['metadata']['namespace']}/{obj['metadata']['name']}"
+    def _value(self, obj: dict[str, Any]) -> Any:
+        """What a Deployment carries that a phase waits for."""
+        return (obj["metadata"].get("annotations") or {}).get(self.annotation)
+
+    def _wants(self, key: str, value: Any) -> bool:
+        return bool(value == self.wanted)
 
     def _update(self, kind: str, obj: dict[str, Any]) -> None:
-        key = self._key(obj)
+        key = key_of(obj)
         old = self.values.get(key, _ABSENT)
         if kind == "DELETED":
             self.values.pop(key, None)
             self.unsettled.discard(key)
-            if old is not _ABSENT and old == self.wanted:
+            if old is not _ABSENT and self._wants(key, old):
                 self.matching -= 1
             return
         if _settled(obj):
             self.unsettled.discard(key)
         else:
             self.unsettled.add(key)
-        new = (obj["metadata"].get("annotations") or {}).get(self.annotation)
+        new = self._value(obj)
         self.values[key] = new
         if old == new:
             return
-        if new == self.wanted:
+        if self._wants(key, new):
             self.matching += 1
-        elif old is not _ABSENT and old == self.wanted:
+        elif old is not _ABSENT and self._wants(key, old):
             self.matching -= 1
         if self.total and self.matching >= self.total and not self.done.is_set():
             self.done_at = time.monotonic()
@@ -214,9 +219,12 @@ class Tracker:
     def expect(self, wanted: str | None, total: int) -> None:
         """From now on, wait for `total` Deployments carrying `wanted` (None: not carrying it)."""
         self.wanted, self.total = wanted, total
-        self.matching = sum(1 for value in self.values.values() if value == wanted)
+        self._recount()
+
+    def _recount(self) -> None:
+        self.matching = sum(1 for key, value in self.values.items() if self._wants(key, value))
         self.done = asyncio.Event()
-        if self.matching >= total:
+        if self.matching >= self.total:
             self.done_at = time.monotonic()
             self.done.set()
 
@@ -239,6 +247,36 @@ class Tracker:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{len(self.unsettled)} Deployments still rolling out")
             await asyncio.sleep(0.1)
+
+
+class Revisions(Tracker):
+    """Every policy's revision annotation at once, against what each Deployment should carry:
+    with several policies one annotation's value cannot say that a Deployment is done, and where
+    a policy lost a name clash its annotation must not be there at all."""
+
+    def __init__(self, api: Api, label_selector: str) -> None:
+        super().__init__(api, label_selector, REVISION_ANNOTATION_PREFIX + "*")
+        self.each: dict[str, frozenset[tuple[str, str]]] = {}
+
+    def _value(self, obj: dict[str, Any]) -> frozenset[tuple[str, str]]:
+        annotations = obj["metadata"].get("annotations") or {}
+        return frozenset(
+            (k, v) for k, v in annotations.items() if k.startswith(REVISION_ANNOTATION_PREFIX)
+        )
+
+    def _wants(self, key: str, value: Any) -> bool:
+        return key in self.each and value == self.each[key]
+
+    def expect_each(self, wanted: Mapping[str, Mapping[str, str]], what: str) -> None:
+        """From now on, wait until every Deployment named in `wanted` carries exactly those
+        annotations (an empty mapping: none)."""
+        self.each = {key: frozenset(annotations.items()) for key, annotations in wanted.items()}
+        self.wanted, self.total = what, len(self.each)
+        self._recount()
+
+
+def key_of(obj: Mapping[str, Any]) -> str:
+    return f"{obj['metadata']['namespace']}/{obj['metadata']['name']}"
 
 
 def _settled(obj: dict[str, Any]) -> bool:

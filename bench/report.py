@@ -1,4 +1,4 @@
-"""The benchmark's output: a Markdown table, the JSON it came from, and a plot."""
+"""The benchmark's output: Markdown tables, the JSON they came from, and a plot of the sizes."""
 
 from __future__ import annotations
 
@@ -19,12 +19,21 @@ def _max(runs: list[dict[str, Any]], key: str) -> str:
 
 
 def markdown(results: dict[str, Any]) -> str:
+    sections = []
+    if results["sizes"]:
+        sections.append(_sizes(results["sizes"]))
+    if results.get("many"):
+        sections.append(_many(results["many"]))
+    return "\n\n".join("\n".join(lines) for lines in sections) + "\n"
+
+
+def _sizes(sizes: list[dict[str, Any]]) -> list[str]:
     lines = [
         "| N | phase | limit s | operator s | ratio | Deployment writes (limit / operator) "
         "| status writes | Deployment PUTs (limit / operator) |",
         "|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for size in results["sizes"]:
+    for size in sizes:
         for name in PHASES:
             phase = size["phases"][name]
             lines.append(
@@ -43,7 +52,7 @@ def markdown(results: dict[str, Any]) -> str:
         "(limit / operator) |",
         "|---:|---:|---:|---|---|---:|---|---|---|",
     ]
-    for size in results["sizes"]:
+    for size in sizes:
         reaction = size["reaction_seconds"]
         reacted = f"{reaction['p50']:.2f} / {reaction['p95']:.2f}" if reaction else "-"
         lines.append(
@@ -55,7 +64,66 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {size['mean_settled_seconds']['limit']:.0f} / "
             f"{size['mean_settled_seconds']['operator']:.0f} |"
         )
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def _many(many: dict[str, Any]) -> list[str]:
+    """Each measurement against its target, and whether it was met (see bench/many.py)."""
+    phases = many["phases"]
+
+    def phase(name: str, label: str) -> str:
+        p = phases[name]
+        target = f"<= {p['target_ratio']}x limit" if "target_ratio" in p else "-"
+        met = ("yes" if p["met"] else "NO") if "met" in p else "-"
+        return (
+            f"| {label} | {_seconds(p['limit'])} | {_seconds(p['operator'])} | {p['ratio']:.2f} "
+            f"| {target} | {met} | {_max(p['limit_runs'], 'deployment_writes')} / "
+            f"{_max(p['operator_runs'], 'deployment_writes')} |"
+        )
+
+    def alone(label: str, value: str, target: str, met: bool) -> str:
+        return f"| {label} | - | {value} | - | {target} | {'yes' if met else 'NO'} | - |"
+
+    restart, writes = many["restart_seconds"], many["restart_writes"]
+    rss, cpu = many["peak_rss_mb"], many["rest_cpu_seconds"]
+    rest = many["rest_writes"]
+    return [
+        f"| {many['policies']} policies over {many['n']} Deployments: {many['pairs']} "
+        f"(policy, Deployment) pairs injected, {many['skipped_pairs']} lost to a higher priority "
+        "| limit s | operator s | ratio | target | met | Deployment writes (limit / operator) |",
+        "|---|---:|---:|---:|---|---|---:|",
+        phase("inject", "inject: every policy applied"),
+        phase(
+            "image",
+            f"image change of {many['changed_policy']} ({many['changed_deployments']} Deployments)",
+        ),
+        phase("remove", "remove: every policy deleted"),
+        alone(
+            "restart: Deployment writes",
+            "/".join(str(r["deployment_writes"]) for r in writes["runs"]),
+            f"{writes['target']:.0f}",
+            writes["met"],
+        ),
+        alone(
+            "restart: every policy's first pass, s",
+            _seconds(restart),
+            f"<= {restart['target']:.0f}",
+            restart["met"],
+        ),
+        alone("peak RSS, MB", f"{rss['max']:.0f}", f"<= {rss['target']:.0f}", rss["met"]),
+        alone(
+            f"CPU s in {cpu['window_seconds']:.0f} s at rest",
+            _seconds(cpu),
+            f"< {cpu['target']}",
+            cpu["met"],
+        ),
+        alone(
+            f"Deployment writes in {cpu['window_seconds']:.0f} s at rest",
+            "/".join(str(r["deployment_writes"]) for r in rest["runs"]),
+            f"{rest['target']:.0f}",
+            rest["met"],
+        ),
+    ]
 
 
 def _writes(counts: dict[str, int] | None) -> str:
@@ -100,10 +168,16 @@ def plot(results: dict[str, Any], path: Path) -> None:
     figure.savefig(path, dpi=100)
 
 
+def files(results: dict[str, Any]) -> list[str]:
+    """What `write` writes: the plot is of the sizes, and a run of many policies alone has none."""
+    return ["results.json", "results.md"] + (["rollout.png"] if results["sizes"] else [])
+
+
 def write(results: dict[str, Any], directory: Path) -> str:
     directory.mkdir(parents=True, exist_ok=True)
     table = markdown(results)
     (directory / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (directory / "results.md").write_text(table)
-    plot(results, directory / "rollout.png")
+    if results["sizes"]:
+        plot(results, directory / "rollout.png")
     return table

@@ -1,6 +1,6 @@
 """What the benchmark puts into the cluster: N Deployments over N/20 namespaces, and the policy
 that matches all of them (a realistic log shipper: a sidecar, a shared volume and a mount into
-the app's container)."""
+the app's container), or many policies whose selectors overlap."""
 
 from __future__ import annotations
 
@@ -12,20 +12,24 @@ from bench.kube import Api, run_bounded
 
 PART_OF = "app.kubernetes.io/part-of"
 SET_LABEL = "bench.sidecars.dev/set"
+SHARD_LABEL = "bench.sidecars.dev/shard"
 POLICY = "bench"
 PER_NAMESPACE = 20
 CREATE_CONCURRENCY = 32
+MATCHED_BY = 3  # of the many policies, how many select each Deployment
+CLASH_EVERY = 25  # policies 0 and 1, 25 and 26, ... add a container of the same name
 
 
-def deployment(namespace: str, name: str, *, replicas: int, set_name: str) -> dict[str, Any]:
+def deployment(
+    namespace: str, name: str, *, replicas: int, set_name: str, shard: int | None = None
+) -> dict[str, Any]:
+    labels = {PART_OF: "bench", SET_LABEL: set_name, "logging": "enabled"}
+    if shard is not None:
+        labels[SHARD_LABEL] = str(shard)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": {PART_OF: "bench", SET_LABEL: set_name, "logging": "enabled"},
-        },
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": {"app": name}},
@@ -78,6 +82,46 @@ def policy(image_tag: str) -> dict[str, Any]:
     }
 
 
+def clashes(index: int, count: int) -> bool:
+    """Whether policy `index` of `count` is one of a pair adding a container of the same name."""
+    first = index - index % CLASH_EVERY
+    return index - first < 2 and first + 1 < count
+
+
+def shard_policy(index: int, count: int, image_tag: str) -> dict[str, Any]:
+    """Policy `index` of `count` selects shards index, index+1 and index+2 (of `count`, around),
+    so every Deployment is matched by MATCHED_BY policies and neighbours share two shards. Where
+    two neighbours clash (`clashes`), the second has the higher priority: on their two shared
+    shards the first skips the Deployments and reports the conflict."""
+    name = f"many-{index:03d}"
+    shards = sorted({str((index + step) % count) for step in range(MATCHED_BY)}, key=int)
+    clash = clashes(index, count)
+    container = {
+        "name": "proxy" if clash else f"agent-{index:03d}",
+        "image": f"registry.example/agents/{name}:{image_tag}",
+        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "32Mi"}},
+        "volumeMounts": [{"name": f"{name}-run", "mountPath": "/run/agent"}],
+    }
+    spec: dict[str, Any] = {
+        "selector": {
+            "matchLabels": {PART_OF: "bench"},
+            "matchExpressions": [{"key": SHARD_LABEL, "operator": "In", "values": shards}],
+        },
+        "containers": [container],
+        "volumes": [{"name": f"{name}-run", "emptyDir": {}}],
+        "volumeMounts": [{"name": f"{name}-run", "mountPath": f"/var/run/sidecars/{name}"}],
+        "updateStrategy": {"maxConcurrent": "100%"},
+    }
+    if clash:
+        spec["priority"] = 10 * (index % CLASH_EVERY)
+    return {
+        "apiVersion": "sidecars.dev/v1alpha1",
+        "kind": "SidecarPolicy",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
 def as_policy_object(body: dict[str, Any], generation: int) -> dict[str, Any]:
     """The policy as the API server would return it, for planning the limit's bodies."""
     obj = copy.deepcopy(body)
@@ -87,11 +131,14 @@ def as_policy_object(body: dict[str, Any], generation: int) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Workload:
-    """One set of Deployments, named by `set_name` (a label the watch selects on)."""
+    """One set of Deployments, named by `set_name` (a label the watch selects on); with
+    `shards`, each also labelled with its number modulo `shards`, so that the shards are the same
+    size and each policy over some of them selects as many Deployments."""
 
     set_name: str
     count: int
     replicas: int
+    shards: int = 0
 
     @property
     def namespaces(self) -> list[str]:
@@ -106,7 +153,8 @@ class Workload:
         return [(namespaces[i // PER_NAMESPACE], f"app-{i}") for i in range(self.count)]
 
     def body(self, key: tuple[str, str]) -> dict[str, Any]:
-        return deployment(*key, replicas=self.replicas, set_name=self.set_name)
+        shard = int(key[1].removeprefix("app-")) % self.shards if self.shards else None
+        return deployment(*key, replicas=self.replicas, set_name=self.set_name, shard=shard)
 
     async def create_namespaces(self, api: Api) -> None:
         for namespace in self.namespaces:
