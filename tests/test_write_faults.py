@@ -461,3 +461,25 @@ async def test_a_pass_that_saw_its_policy_change_meanwhile_decides_nothing() -> 
     state.passes._items = items_then_edit  # type: ignore[method-assign]
     planned = await state.passes.prepare(state.worker("logs"))
     assert planned.status is None and planned.writes == []
+
+
+async def test_a_deployment_event_wakes_the_policies_that_match_it_or_own_fields_on_it() -> None:
+    state, _ = runtime(FakeApi())
+    for name in ("metrics", "proxy"):
+        other = copy.deepcopy(POLICY_OBJECT)
+        other["metadata"]["name"] = name
+        other["spec"]["selector"] = {"matchLabels": {"team": "search"}}  # not the Deployment's
+        state.cache.put_policy(other)
+    logs, metrics, proxy = (state.worker(name) for name in ("logs", "metrics", "proxy"))
+    carrying = copy.deepcopy(DEPLOYMENT)
+    carrying["metadata"]["managedFields"] = [
+        {
+            "manager": field_manager("metrics"),
+            "operation": "Apply",
+            "fieldsV1": {"f:spec": {"f:template": {"f:spec": {"f:volumes": {}}}}},
+        }
+    ]
+    state.deployment_changed(carrying, deleted=False)
+    assert logs.wake.is_set()  # selects it
+    assert metrics.wake.is_set()  # no longer selects it, but has fields to take back
+    assert not proxy.wake.is_set()  # neither: a rollout elsewhere must not wake it

@@ -18,14 +18,16 @@ def selector_matches(selector: LabelSelector, labels: Mapping[str, str]) -> bool
     if any(labels.get(key) != value for key, value in selector.match_labels.items()):
         return False
     for requirement in selector.match_expressions:
-        present = requirement.key in labels
         value = labels.get(requirement.key)
-        holds = {
-            "In": present and value in requirement.values,
-            "NotIn": not present or value not in requirement.values,
-            "Exists": present,
-            "DoesNotExist": not present,
-        }[requirement.operator]
+        match requirement.operator:
+            case "In":
+                holds = value is not None and value in requirement.values
+            case "NotIn":
+                holds = value is None or value not in requirement.values
+            case "Exists":
+                holds = value is not None
+            case "DoesNotExist":
+                holds = value is None
         if not holds:
             return False
     return True

@@ -102,10 +102,16 @@ class Runtime:
         policies = self.cache.policies()
         for name, (policy, _) in policies.items():
             worker = self.workers.get(name)  # none yet: its first pass covers everything
-            if worker is not None and (
-                name in involved
-                or deployment_matches(
-                    policy.spec, record, labels, operator_namespace=self.operator_namespace
+            # One already woken needs no second look: with a hundred policies, matching each
+            # one against every event of a listing or a rollout was most of the watch's CPU.
+            if (
+                worker is not None
+                and not worker.wake.is_set()
+                and (
+                    name in involved
+                    or deployment_matches(
+                        policy.spec, record, labels, operator_namespace=self.operator_namespace
+                    )
                 )
             ):
                 worker.poke()
