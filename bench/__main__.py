@@ -8,6 +8,7 @@ import asyncio
 import datetime
 import os
 import platform
+import subprocess
 import time
 from pathlib import Path
 
@@ -20,6 +21,21 @@ from bench.run import run_size
 # The limit's fastest in-flight count in `--sizes 1000 --rounds 1 --tune 64,128,256,512`
 # (bench/results/tuning/): inject 3.53, 2.96, 3.73 and 2.92 s, one run each.
 IN_FLIGHT = 512
+
+
+def _commit() -> str:
+    """The commit measured, marked `-dirty` when the tree differs from it: figures are only
+    comparable between runs of known code."""
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    changed = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return f"{head or 'unknown'}{'-dirty' if changed else ''}"
 
 
 def _machine() -> str:
@@ -46,6 +62,7 @@ async def main(
     policies_n: int,
 ) -> None:
     started = time.monotonic()
+    commit = _commit()  # the code measured is the code at the start
     results = []
     # The targets are set at the first size of at least 1000 Deployments (or the largest below):
     # only there are the idle window, the restart and the reaction time measured, and the
@@ -69,6 +86,7 @@ async def main(
         many = await run_many(policies, policies_n, rounds, concurrency=in_flight)
         say(f"P={policies} done after {time.monotonic() - started:.0f}s in all")
     summary = {
+        "commit": commit,
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": _machine(),
         "rounds": rounds,

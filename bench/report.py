@@ -19,7 +19,12 @@ def _max(runs: list[dict[str, Any]], key: str) -> str:
 
 
 def markdown(results: dict[str, Any]) -> str:
-    sections = []
+    sections = [
+        [
+            f"At commit `{results['commit']}`, {results['date']}, {results['machine']}, "
+            f"{results['rounds']} rounds, {results['seconds']} s in all."
+        ]
+    ]
     if results["sizes"]:
         sections.append(_sizes(results["sizes"]))
     if results.get("many"):

@@ -120,11 +120,15 @@ def test_the_report_shows_ratio_and_writes_json_and_plot(tmp_path: Path) -> None
     without_extras.limit, without_extras.operator = result.limit, result.operator
     without_extras.cpu_seconds = [9.0]
     summary = {
+        "commit": "abc1234-dirty",
+        "date": "2026-12-02 14:00 UTC",
         "machine": "test",
         "rounds": 3,
+        "seconds": 60,
         "sizes": [result.summary(), without_extras.summary()],
     }
     table = report.write(summary, tmp_path)
+    assert table.startswith("At commit `abc1234-dirty`, 2026-12-02 14:00 UTC, test, 3 rounds")
     assert "| 100 | inject | 2.00 (1.00-3.00) | 2.40 (1.20-3.60) | 1.20 | 100 / 100 | 3 |" in table
     assert (
         "| 100 | 1 | 64 | 0 Deployment, 1 status, 0 policy | 0 Deployment, 0 status, 0 policy "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -27,9 +28,10 @@ DEPLOYMENTS = 4
 
 
 def test_every_policy_is_served_however_many_there_are(
-    kubectl: Kubectl, policies: Policies
+    kubectl: Kubectl, policies: Policies, operator: OperatorProcess
 ) -> None:
-    """Each policy's worker held one of Kopf's threads for good: on two cores six were served."""
+    """Each policy's worker held one of Kopf's threads for good: on two cores six were served.
+    Every worker is a coroutine on the one loop now: no thread per policy."""
     for index in range(DEPLOYMENTS):
         kubectl.apply(deployment(f"web-{index}"))
     specs = {
@@ -48,6 +50,9 @@ def test_every_policy_is_served_however_many_there_are(
     expected = ["app"] + [f"sidecar-{index:02d}" for index in range(POLICIES)]
     for index in range(DEPLOYMENTS):
         assert sorted(names(pod_spec(kubectl, f"web-{index}"), "containers")) == sorted(expected)
+    assert operator.process is not None
+    threads = len(list(Path(f"/proc/{operator.process.pid}/task").iterdir()))
+    assert threads < 10 < POLICIES, f"{threads} threads serve {POLICIES} policies"
 
 
 def test_an_api_server_outage_is_ridden_out_without_a_restart(
