@@ -483,3 +483,34 @@ async def test_a_deployment_event_wakes_the_policies_that_match_it_or_own_fields
     assert logs.wake.is_set()  # selects it
     assert metrics.wake.is_set()  # no longer selects it, but has fields to take back
     assert not proxy.wake.is_set()  # neither: a rollout elsewhere must not wake it
+
+
+async def test_writes_in_flight_are_bounded_across_every_policys_batches(
+    monkeypatch: Any,
+) -> None:
+    """A hundred policies rolling out at once each sent their own 128: 12,800 requests queued
+    on the session's connections until they timed out."""
+    monkeypatch.setattr("sidecar_operator.engine.writer.WRITERS", 4)
+    api = FakeApi()
+    in_flight, most = 0, 0
+    real_apply = api.apply
+
+    async def slow_apply(body: dict[str, Any], *, policy: str, force: bool) -> dict[str, Any]:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0.001)
+        try:
+            return await real_apply(body, policy=policy, force=force)
+        finally:
+            in_flight -= 1
+
+    monkeypatch.setattr(api, "apply", slow_apply)
+    state, _ = runtime(api, *(named(f"app-{index}") for index in range(20)))
+    batches = [
+        execute(state, *(named(f"app-{index}") for index in range(start, start + 10)))
+        for start in (0, 10)
+    ]
+    outcomes = await asyncio.gather(*batches)
+    assert [o for batch in outcomes for o in batch] == [Outcome.WRITTEN] * 20
+    assert most == 4  # the bound is shared: two batches did not make it eight

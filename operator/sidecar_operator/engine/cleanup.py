@@ -77,7 +77,7 @@ class Cleanup:
         announced: list[Announcement] = []
         try:
             outcomes = await self.writer.execute_all(
-                ((planner.removal(name, d), d) for d in carrying), announced.append
+                [(planner.removal(name, d), d) for d in carrying], announced.append
             )
         finally:
             for announcement in announced:
