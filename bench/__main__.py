@@ -11,6 +11,7 @@ import platform
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 from bench import report
 from bench.cluster import ROOT
@@ -63,11 +64,30 @@ async def main(
 ) -> None:
     started = time.monotonic()
     commit = _commit()  # the code measured is the code at the start
-    results = []
+    results: list[dict[str, Any]] = []
+    many: dict[str, Any] | None = None
+
+    def save() -> str:
+        """After each scenario, not only at the end: a later one that fails (an operator that
+        never goes idle, say) must not take the finished ones' figures with it."""
+        summary = {
+            "commit": commit,
+            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": _machine(),
+            "rounds": rounds,
+            "seconds": round(time.monotonic() - started),
+            "sizes": sorted(results, key=lambda r: r["n"]),
+            "many": many,
+        }
+        table = report.write(summary, out)
+        say(f"wrote {', '.join(report.files(summary))} in {out} after {summary['seconds']}s")
+        return table
+
     # The targets are set at the first size of at least 1000 Deployments (or the largest below):
     # only there are the idle window, the restart and the reaction time measured, and the
     # limit's in-flight count tuned (if asked) and kept for the rest, the many policies' too.
     target = min((n for n in sizes if n >= 1000), default=max(sizes, default=0))
+    table = ""
     for n in sorted(sizes, key=lambda n: (n != target, n)):
         replicas = 0 if n >= zero_from else 1
         result = await run_size(
@@ -80,22 +100,11 @@ async def main(
         )
         in_flight = result.concurrency
         results.append(result.summary())
-        say(f"N={n} done after {time.monotonic() - started:.0f}s in all")
-    many = None
+        table = save()
     if policies:
-        many = await run_many(policies, policies_n, rounds, concurrency=in_flight)
-        say(f"P={policies} done after {time.monotonic() - started:.0f}s in all")
-    summary = {
-        "commit": commit,
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": _machine(),
-        "rounds": rounds,
-        "seconds": round(time.monotonic() - started),
-        "sizes": sorted(results, key=lambda r: r["n"]),
-        "many": many.summary() if many else None,
-    }
-    print(report.write(summary, out))
-    say(f"wrote {', '.join(report.files(summary))} in {out} in {summary['seconds']}s")
+        many = (await run_many(policies, policies_n, rounds, concurrency=in_flight)).summary()
+        table = save()
+    print(table)
 
 
 def cli() -> None:
