@@ -15,10 +15,10 @@ from sidecar_operator.core.ownership import field_manager
 from sidecar_operator.core.types import Kind
 from sidecar_operator.engine import passes as engine_passes
 from sidecar_operator.engine import reporting
-from sidecar_operator.engine import runtime as engine_runtime
+from sidecar_operator.engine.flags import Flag
 from sidecar_operator.engine.leadership import Identity, Leadership
+from sidecar_operator.engine.pacing import MAX_REST, Pacer
 from sidecar_operator.engine.runtime import Runtime
-from sidecar_operator.engine.worker import Worker
 from sidecar_operator.engine.writer import Outcome
 from sidecar_operator.kube.client import ApiError
 
@@ -241,7 +241,7 @@ async def test_writes_that_keep_failing_for_one_deployment_neither_stall_nor_hid
     state.cache.put_policy(one_at_a_time)
     worker = state.worker("logs")
 
-    assert (await state.run_pass(worker)).failed  # a-refused comes first, and fails
+    assert await state.run_pass(worker)  # a-refused comes first, and fails
     await state.run_pass(worker)  # it waits for its next try; the slot goes on
     assert written("b-fine") and not written("a-refused")
     assert ("Warning", "SidecarConflict") not in posted  # one failure is not news
@@ -281,8 +281,8 @@ async def test_a_failure_that_may_pass_is_retried_by_the_worker_and_the_batch_go
     assert sorted(outcomes) == sorted([Outcome.FAILED, Outcome.WRITTEN])
     for failing in state.reporter.memory("logs").failing.values():
         failing.retry_at = 0.0  # an answer said "later": the Deployment's wait is over
-    result = await state.run_pass(state.worker("logs"))
-    assert not result.failed and len(api.stored) == 2  # the next pass wrote the other
+    failed = await state.run_pass(state.worker("logs"))
+    assert not failed and len(api.stored) == 2  # the next pass wrote the other
 
 
 async def test_a_worker_survives_an_api_server_outage_and_retries_soon(monkeypatch: Any) -> None:
@@ -330,34 +330,49 @@ async def test_a_plan_outlives_status_changes_but_not_a_spec_change() -> None:
     assert [a.kind for a in state.plans.plan(taken)] == [Kind.CONFLICT]
 
 
-async def test_a_pass_rests_ten_times_its_cpu_time_up_to_the_cap(monkeypatch: Any) -> None:
-    """Under a rollout's storm of status changes passes would run back to back."""
-    api = FakeApi()
-    state, _ = runtime(api)
-    state.listed.set()
-    cpu = iter([0.01, 10.0])
-    rests: list[float] = []
-    real_pass = state.run_pass
+async def test_a_pass_waits_ten_times_the_last_pass_s_cpu_whichever_policy_s_up_to_a_cap(
+    monkeypatch: Any,
+) -> None:
+    """Under a rollout's storm of status changes passes would run back to back, and a hundred
+    policies' passes would each take their own tenth of the loop."""
+    waits: list[float] = []
 
-    async def run_pass(worker: Worker) -> engine_runtime.PassResult:
-        result = await real_pass(worker)
-        return engine_runtime.PassResult(next(cpu), failed=result.failed)
+    async def wait_at_most(self: Flag, seconds: float) -> bool:
+        waits.append(seconds)
+        return False
 
-    async def rest(worker: Worker, seconds: float) -> None:
-        rests.append(seconds)
-        worker.poke()  # something changed meanwhile: pass again at once
-        if len(rests) == 2:
-            raise asyncio.CancelledError
-
-    monkeypatch.setattr(state, "run_pass", run_pass)
-    monkeypatch.setattr(Worker, "rest", rest)
-    with pytest.raises(asyncio.CancelledError):
-        await state.run_worker("logs")
-    assert rests == [10 * 0.01, engine_runtime.MAX_REST]
-    assert api.applies == [("logs", False)]  # the second pass found the Deployment in sync
+    monkeypatch.setattr(Flag, "wait_at_most", wait_at_most)
+    pacer = Pacer()
+    async with pacer.turn(Flag()):  # one policy's pass
+        pacer.spent(0.01)
+    async with pacer.turn(Flag()):  # another's
+        pacer.spent(10.0)
+    async with pacer.turn(Flag()):
+        pass
+    assert waits == [0.0, pytest.approx(10 * 0.01, abs=0.01), pytest.approx(MAX_REST, abs=0.01)]
 
 
-async def test_a_spec_change_cuts_the_rest_short_and_a_status_change_does_not() -> None:
+async def test_passes_take_turns_in_order_and_an_edit_does_not_queue() -> None:
+    pacer = Pacer()
+    order: list[str] = []
+
+    async def plan(name: str, urgent: Flag) -> None:
+        async with pacer.turn(urgent):
+            order.append(name)
+            pacer.spent(0.001)
+
+    urgent = Flag()
+    urgent.set()
+    async with pacer.turn(Flag()):  # a pass under way
+        queued = [asyncio.ensure_future(plan(name, Flag())) for name in ("a", "b", "c")]
+        await asyncio.sleep(0.01)
+        await asyncio.wait_for(plan("edited", urgent), timeout=5)  # while a, b and c queue
+        assert order == ["edited"]
+    await asyncio.gather(*queued)
+    assert order == ["edited", "a", "b", "c"]
+
+
+async def test_a_spec_change_ends_the_wait_for_a_turn_and_a_status_change_does_not() -> None:
     """An edit of the policy must not wait out the pace set for a rollout's status churn."""
     state, _ = runtime(FakeApi())
     worker = state.worker("logs")
@@ -368,12 +383,15 @@ async def test_a_spec_change_cuts_the_rest_short_and_a_status_change_does_not() 
     state.policy_changed("logs")  # its own status write: same generation
     assert worker.wake.is_set() and not worker.urgent.is_set()
 
+    state.pacer.spent(3600)  # the next turn is MAX_REST seconds away
+    waiting = asyncio.ensure_future(state.run_pass(worker))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
     edited = copy.deepcopy(POLICY_OBJECT)
     edited["metadata"]["generation"] = 2
     state.cache.put_policy(edited)
-    resting = asyncio.ensure_future(worker.rest(3600))
     state.policy_changed("logs")
-    await asyncio.wait_for(resting, timeout=60)  # the hour's rest ended on the edit
+    await asyncio.wait_for(waiting, timeout=MAX_REST / 2)  # the wait ended on the edit
 
 
 async def test_a_standby_writes_nothing() -> None:

@@ -2,7 +2,7 @@
 Deployment it concerns (with what the API server refused or keeps failing taken into account),
 the writes the rollout allows, and the status to write. No I/O: the runtime carries it out.
 
-It runs on the operator's one loop, in slices: a pass walks every Deployment in the cluster, and
+It runs on the operator's one loop, in slices: a policy may select thousands of Deployments, and
 holding the loop for all of them would hold up the watches, the writes and the liveness probe."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ SLICE_CHECK = 64  # Deployments planned between looks at the clock
 
 class Slices:
     """Yields to the loop every SLICE_SECONDS, and counts the CPU time spent in its own slices
-    (not what others did while it yielded): the worker rests in proportion to it."""
+    (not what others did while it yielded): the next pass waits in proportion to it (`pacing`)."""
 
     def __init__(self) -> None:
         self._cpu = 0.0
@@ -111,7 +111,10 @@ class Passes:
         goes through."""
         items, shown = [], []
         memory = self.reporter.memory(policy)
-        for index, (key, deployment) in enumerate(self.cache.deployments()):
+        concerning = self.cache.concerning(policy)
+        for key in memory.conflicts.keys() - {key for key, _ in concerning}:
+            memory.no_conflict(key)  # neither selected nor carrying the policy any more
+        for index, (key, deployment) in enumerate(concerning):
             if index % SLICE_CHECK == 0:
                 await slices.pause()
             mine = next((a for a in self.plans.plan(deployment) if a.policy == policy), None)

@@ -3,8 +3,9 @@ Kopf: the handlers feed the watched state in and run one worker coroutine per po
 loop, where everything else runs too (the Deployment watch, the writes, the Events).
 
 A worker waits for a trigger without holding a thread, so any number of policies are served.
-Its pass plans in slices that yield to the loop (`passes`), so that a pass over thousands of
-Deployments never holds up the watches, the writes or the liveness probe; its writes go
+A pass walks only the Deployments its policy concerns (the cache keeps them indexed), plans in
+slices that yield to the loop (`passes`) and in its turn among every policy's passes (`pacing`),
+so planning never holds up the watches, the writes or the liveness probe; writes go
 `writer.WRITERS` at a time. What deleted policies leave behind is `cleanup`'s.
 """
 
@@ -13,19 +14,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import structlog
 
 from sidecar_operator import metrics
-from sidecar_operator.core.ownership import policies_with_fields
-from sidecar_operator.core.selection import deployment_matches
 from sidecar_operator.core.types import Key
 from sidecar_operator.engine import writer
 from sidecar_operator.engine.cleanup import Cleanup
 from sidecar_operator.engine.flags import Flag
 from sidecar_operator.engine.leadership import Leadership
+from sidecar_operator.engine.pacing import Pacer
 from sidecar_operator.engine.passes import STATUS_INTERVAL, Passes
 from sidecar_operator.engine.reporting import Announcement, EventSink, Reporter, key_of
 from sidecar_operator.engine.worker import Worker
@@ -35,9 +34,6 @@ from sidecar_operator.state.cache import Cache
 from sidecar_operator.state.plans import Plans
 
 log = structlog.get_logger()
-
-PASS_REST = 10  # after a pass, rest this many times the CPU time it took, at most MAX_REST s
-MAX_REST = 5.0
 
 
 class Api(writer.Api, Protocol):
@@ -60,13 +56,14 @@ class Runtime:
         self.operator_namespace = operator_namespace
         self.resync_seconds = resync_seconds
         self.on_first_listing = on_first_listing  # the process's hook, once the cache is whole
-        self.cache = Cache()
+        self.cache = Cache(operator_namespace=operator_namespace)
         self.plans = Plans(self.cache, operator_namespace=operator_namespace)
         self.reporter = Reporter(events, self.cache)
         self.writer = Writer(api, self.cache, self.reporter, plans=self.plans)
         self.indexed = Flag()  # every policy and namespace is in the cache
         self.listed = Flag()  # every Deployment listed once: the cache is complete
         self.passes = Passes(self.cache, self.plans, self.reporter)
+        self.pacer = Pacer()
         self.cleanup = Cleanup(
             self.cache,
             self.writer,
@@ -87,36 +84,25 @@ class Runtime:
     # -- triggers from the watches ---------------------------------------------------------
 
     def deployment_changed(self, deployment: Mapping[str, Any], *, deleted: bool) -> None:
-        """Keep the Deployment's snapshot and wake the workers of the policies that match it or
-        have fields on it: every Deployment in the cluster is watched, and most concern no
-        policy. Never waits (called from the watch): removals go on as tasks of their own."""
+        """Keep the Deployment's snapshot and wake the workers of the policies it concerned
+        before or concerns now (one that stopped selecting it counts it no more). Never waits
+        (called from the watch): removals go on as tasks of their own."""
         key = key_of(deployment)
+        before = self.cache.concerned(key)
         if deleted:
             self.cache.drop_deployment(key)
             self.plans.forget(key)
-            record: Mapping[str, Any] = deployment
+            now: frozenset[str] = frozenset()
         else:
             record = self.cache.put_deployment(deployment)
-        involved = policies_with_fields(record)
-        labels = self.cache.namespace_labels(key[0])
-        policies = self.cache.policies()
-        for name, (policy, _) in policies.items():
+            now = self.cache.concerned(key)
+        for name in before | now:
             worker = self.workers.get(name)  # none yet: its first pass covers everything
-            # One already woken needs no second look: with a hundred policies, matching each
-            # one against every event of a listing or a rollout was most of the watch's CPU.
-            if (
-                worker is not None
-                and not worker.wake.is_set()
-                and (
-                    name in involved
-                    or deployment_matches(
-                        policy.spec, record, labels, operator_namespace=self.operator_namespace
-                    )
-                )
-            ):
+            if worker is not None:
                 worker.poke()
-        if not deleted and involved - set(policies):
-            self.cleanup.remove_orphans(record, involved - set(policies))
+        orphans = [name for name in now if self.cache.policy(name) is None]
+        if orphans:
+            self.cleanup.remove_orphans(record, orphans)
 
     def became(self, active: bool) -> None:
         """This replica became the active one (or a standby): catch up on what the other left."""
@@ -125,11 +111,10 @@ class Runtime:
             self.poke_all()
 
     def policy_changed(self, name: str) -> None:
-        """Wake the policy's worker, at once if its spec moved (a new generation) or it is
-        being deleted: the rest between passes paces a rollout's status churn, and an edit that
-        waited it out (up to MAX_REST s) delayed an update's first write (1.55 s against 0.35 s
-        for an inject, once in three at N=1000). Its own status writes change no generation and
-        keep to the pace."""
+        """Wake the policy's worker, without waiting for its turn if its spec moved (a new
+        generation) or it is being deleted: the pace between passes is set for a rollout's
+        status churn, and a user waits on an edit. Its own status writes change no generation
+        and keep to the pace."""
         worker = self.worker(name)
         entry = self.cache.policy(name)
         if entry is None or entry[0].deleting or entry[0].generation != worker.generation:
@@ -174,15 +159,13 @@ class Runtime:
             if not self.leadership.active:
                 await asyncio.sleep(1.0)  # a standby writes nothing; Kopf stops this worker soon
                 continue
-            worker.wake.clear()
-            worker.urgent.clear()
             last_pass = time.monotonic()
             started = time.perf_counter()
             try:
-                done = await self.run_pass(worker)
-                failure = "a write got no answer, or one to try later" if done.failed else ""
+                failed = await self.run_pass(worker)
+                failure = "a write got no answer, or one to try later" if failed else ""
             except (ApiError, ConnectionError) as error:
-                done, failure = PassResult(0.0, failed=True), str(error)
+                failure = str(error)
             finally:
                 metrics.PASS_SECONDS.observe(time.perf_counter() - started)
             metrics.PASSES.labels(policy=name).inc()
@@ -193,16 +176,16 @@ class Runtime:
                 worker.poke()
                 continue
             worker.retry = 0.0
-            # A pass walks every Deployment the policy concerns, and a rollout's status changes
-            # poke it many times a second: back to back, passes took most of a core while the
-            # controllers rolled out thousands of Pods. Resting keeps it to a tenth; the writes
-            # are not counted, only the planning.
-            await worker.rest(min(MAX_REST, PASS_REST * done.cpu))
 
-    async def run_pass(self, worker: Worker) -> PassResult:
-        """Plan, write the status if it changed, send the writes the rollout allows; returns the
-        planning's CPU time and whether any write must be tried again."""
-        planned = await self.passes.prepare(worker)
+    async def run_pass(self, worker: Worker) -> bool:
+        """Plan in its turn (`pacing`), write the status if it changed, send the writes the
+        rollout allows; returns whether any write must be tried again."""
+        async with self.pacer.turn(worker.urgent):
+            # Whatever woke it while it waited for its turn, this pass sees.
+            worker.wake.clear()
+            worker.urgent.clear()
+            planned = await self.passes.prepare(worker)
+            self.pacer.spent(planned.cpu)
         if planned.status is not None:
             await self.api.patch_policy_status(worker.name, planned.status)
             worker.status_written = time.monotonic()
@@ -216,15 +199,9 @@ class Runtime:
                 for announcement in announced:
                     self.reporter.announce(announcement)
             worker.poke()  # the next pass counts what the writes did
-        return PassResult(planned.cpu, failed=Outcome.FAILED in outcomes)
+        return Outcome.FAILED in outcomes
 
     def forget(self, name: str) -> None:
         self.workers.pop(name, None)
         self.reporter.forget(name)
         metrics.forget(name)
-
-
-@dataclass(frozen=True)
-class PassResult:
-    cpu: float  # seconds of CPU the planning took
-    failed: bool  # some write got no answer or a "try later": pass again soon

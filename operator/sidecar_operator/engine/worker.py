@@ -16,7 +16,7 @@ class Worker:
 
     name: str
     wake: Flag = field(default_factory=Flag)
-    urgent: Flag = field(default_factory=Flag)  # cuts a rest short: the policy itself changed
+    urgent: Flag = field(default_factory=Flag)  # plan without waiting: the policy itself changed
     generation: int = 0  # of the policy, as the last pass saw it
     status_written: float = 0.0
     status_due: bool = False  # a changed status waits for STATUS_INTERVAL to pass
@@ -24,10 +24,6 @@ class Worker:
 
     def poke(self) -> None:
         self.wake.set()
-
-    async def rest(self, seconds: float) -> None:
-        """Pause between passes; an edit of the policy ends it early."""
-        await self.urgent.wait_at_most(seconds)
 
     def failed(self) -> float:
         self.retry = min(RETRY_MAX, max(RETRY_FIRST, 2 * self.retry))

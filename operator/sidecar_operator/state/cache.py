@@ -3,21 +3,24 @@ all on the operator's one event loop (so no locks). Pure (no API calls).
 
 Every Deployment in the cluster is watched, so it holds each as a compact snapshot. `epoch`
 moves whenever something that changes every Deployment's plan changes (a policy's spec or
-deletion, a namespace's labels), so per-Deployment plans can be cached between passes.
+deletion, a namespace's labels), so per-Deployment plans can be cached between passes. Which
+policies concern which Deployment (`concerns`) is kept up to date with every change.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from sidecar_operator.api.models import Policy
 from sidecar_operator.core.types import Key
 from sidecar_operator.state import snapshot
+from sidecar_operator.state.concerns import Concerns
 
 
 class Cache:
-    def __init__(self) -> None:
+    def __init__(self, *, operator_namespace: str | None = None) -> None:
+        self._concerns = Concerns(operator_namespace=operator_namespace)
         self._deployments: dict[Key, dict[str, Any]] = {}
         self._namespaces: dict[str, dict[str, str]] = {}
         self._policies: dict[str, tuple[Policy, dict[str, Any]]] = {}
@@ -33,7 +36,7 @@ class Cache:
         key = (record["metadata"]["namespace"], record["metadata"]["name"])
         held = self._deployments.get(key)
         if held is None or _rv(held) <= _rv(record) or _uid(held) != _uid(record):
-            self._deployments[key] = record
+            self._store(key, record)
             held = record
         if self._shared.due:
             self._shared.sweep(self._deployments.values())
@@ -50,28 +53,36 @@ class Cache:
         if held is None or _uid(held) != _uid(record):
             return None
         if _rv(held) <= _rv(record):
-            self._deployments[key] = held = record
+            self._store(key, record)
+            held = record
         return held
+
+    def _store(self, key: Key, record: dict[str, Any]) -> None:
+        self._deployments[key] = record
+        self._concerns.deployment(key, record, self.namespace_labels(key[0]), self._specs())
 
     def drop_deployment(self, key: Key) -> None:
         self._deployments.pop(key, None)
+        self._concerns.drop(key)
 
     def retain_deployments(self, keys: Iterable[Key]) -> list[Key]:
         """Drop every Deployment not in `keys`; returns the dropped."""
         kept = set(keys)
         dropped = [key for key in self._deployments if key not in kept]
         for key in dropped:
-            del self._deployments[key]
+            self.drop_deployment(key)
         return dropped
 
     def put_namespace(self, name: str, labels: Mapping[str, str]) -> None:
         if self._namespaces.get(name) != labels:
             self._namespaces[name] = dict(labels)
             self.epoch += 1
+            self._concerns.namespace(name, labels, self._deployments.items(), self._specs())
 
     def drop_namespace(self, name: str) -> None:
         if self._namespaces.pop(name, None) is not None:
             self.epoch += 1
+            self._concerns.namespace(name, {}, self._deployments.items(), self._specs())
 
     def put_policy(self, body: Mapping[str, Any]) -> Policy:
         policy = Policy.from_object(body)
@@ -80,14 +91,16 @@ class Cache:
             "status": dict(body.get("status") or {}),
         }
         held = self._policies.get(policy.name)
+        self._policies[policy.name] = (policy, extra)
         if held is None or held[0] != policy:
             self.epoch += 1
-        self._policies[policy.name] = (policy, extra)
+            self._concerns.policy(policy, self._deployments.items(), self._namespaces)
         return policy
 
     def drop_policy(self, name: str) -> None:
         if self._policies.pop(name, None) is not None:
             self.epoch += 1
+            self._concerns.policy_gone(name)
 
     # -- readers (the workers) -------------------------------------------------------------
 
@@ -95,6 +108,14 @@ class Cache:
         """Every snapshot, as a list: a pass yields to the loop while it walks them, and the
         watch goes on changing the cache meanwhile."""
         return list(self._deployments.items())
+
+    def concerning(self, policy: str) -> list[tuple[Key, dict[str, Any]]]:
+        """The Deployments the policy selects or owns fields on, as a list (see `deployments`)."""
+        return [(key, self._deployments[key]) for key in self._concerns.deployments(policy)]
+
+    def concerned(self, key: Key) -> frozenset[str]:
+        """The policies that select the Deployment or own fields on it (deleted ones too)."""
+        return self._concerns.policies(key)
 
     def namespace_labels(self, name: str) -> dict[str, str]:
         return self._namespaces.get(name, {})
@@ -104,6 +125,10 @@ class Cache:
 
     def policy(self, name: str) -> tuple[Policy, dict[str, Any]] | None:
         return self._policies.get(name)
+
+    def _specs(self) -> Iterator[Policy]:
+        """Lazily: a Deployment whose labels did not change is not matched against them."""
+        return (policy for policy, _ in self._policies.values())
 
 
 def _rv(record: Mapping[str, Any]) -> int:

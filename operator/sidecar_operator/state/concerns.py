@@ -1,0 +1,129 @@
+"""Which policies concern which Deployment: those that select it and those that still own fields
+on it, the ones the planner returns an action for. Pure (no API calls).
+
+Every Deployment in the cluster is watched, and a policy selects a few of them: with a hundred
+policies over 5000 Deployments, a pass that walked them all to find its own 150 cost 30 ms, and
+a round of every policy's pass 2.9 CPU s. Kept up to date from the watches instead, a pass walks
+only its own, and an event wakes only its own policies without matching every selector again.
+
+What decides a Deployment's concerns is its labels, its opt-out annotation and its policy field
+managers; a rollout's status events change none of them, so they cost a comparison.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sidecar_operator.api.models import Policy
+from sidecar_operator.api.names import INJECT_KEY
+from sidecar_operator.core.ownership import policies_with_fields
+from sidecar_operator.core.selection import deployment_matches
+from sidecar_operator.core.types import Key
+
+NO_POLICIES: frozenset[str] = frozenset()
+
+
+class Concerns:
+    def __init__(self, *, operator_namespace: str | None) -> None:
+        self.operator_namespace = operator_namespace
+        self._of_deployment: dict[Key, frozenset[str]] = {}
+        self._of_policy: dict[str, set[Key]] = {}
+        self._inputs: dict[Key, tuple[Any, ...]] = {}  # what the Deployment's concerns came from
+
+    # -- readers ----------------------------------------------------------------------------
+
+    def policies(self, key: Key) -> frozenset[str]:
+        return self._of_deployment.get(key, NO_POLICIES)
+
+    def deployments(self, policy: str) -> list[Key]:
+        """Sorted, so a pass meets them in the same order whatever the events' order was."""
+        return sorted(self._of_policy.get(policy, ()))
+
+    # -- updates ----------------------------------------------------------------------------
+
+    def deployment(
+        self,
+        key: Key,
+        record: Mapping[str, Any],
+        namespace_labels: Mapping[str, str],
+        policies: Iterable[Policy],
+    ) -> None:
+        """A Deployment was stored: match it again only if what selection reads has changed."""
+        metadata = record["metadata"]
+        inputs = (
+            metadata.get("labels"),
+            (metadata.get("annotations") or {}).get(INJECT_KEY),
+            policies_with_fields(record),
+        )
+        if self._inputs.get(key) == inputs:
+            return
+        self._inputs[key] = inputs
+        matched = {
+            policy.name for policy in policies if self._matches(policy, record, namespace_labels)
+        }
+        self._set(key, frozenset(matched) | inputs[2])
+
+    def namespace(
+        self,
+        namespace: str,
+        labels: Mapping[str, str],
+        deployments: Iterable[tuple[Key, Mapping[str, Any]]],
+        policies: Iterable[Policy],
+    ) -> None:
+        """A Namespace's labels changed: match its Deployments again."""
+        policies = list(policies)
+        for key, record in deployments:
+            if key[0] == namespace:
+                self._inputs.pop(key, None)
+                self.deployment(key, record, labels, policies)
+
+    def policy(
+        self,
+        policy: Policy,
+        deployments: Iterable[tuple[Key, Mapping[str, Any]]],
+        namespace_labels: Mapping[str, Mapping[str, str]],
+    ) -> None:
+        """A policy is new or its spec changed: match every Deployment against it."""
+        for key, record in deployments:
+            concerned = policy.name in self._inputs[key][2] or self._matches(
+                policy, record, namespace_labels.get(key[0], {})
+            )
+            held = self.policies(key)
+            if concerned != (policy.name in held):
+                self._set(key, held | {policy.name} if concerned else held - {policy.name})
+
+    def policy_gone(self, name: str) -> None:
+        """A Deployment that still carries a deleted policy's fields stays its concern (as an
+        orphan, for cleanup) until they are removed."""
+        for key in self.deployments(name):
+            if name not in self._inputs[key][2]:
+                self._set(key, self.policies(key) - {name})
+
+    def drop(self, key: Key) -> None:
+        self._inputs.pop(key, None)
+        self._set(key, NO_POLICIES)
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _matches(
+        self, policy: Policy, record: Mapping[str, Any], namespace_labels: Mapping[str, str]
+    ) -> bool:
+        # A deleting policy selects nothing new (as in the planner); its fields keep it involved.
+        return not policy.deleting and deployment_matches(
+            policy.spec, record, namespace_labels, operator_namespace=self.operator_namespace
+        )
+
+    def _set(self, key: Key, policies: frozenset[str]) -> None:
+        held = self._of_deployment.get(key, NO_POLICIES)
+        for name in held - policies:
+            keys = self._of_policy[name]
+            keys.discard(key)
+            if not keys:
+                del self._of_policy[name]
+        for name in policies - held:
+            self._of_policy.setdefault(name, set()).add(key)
+        if policies:
+            self._of_deployment[key] = policies
+        else:
+            self._of_deployment.pop(key, None)

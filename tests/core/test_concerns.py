@@ -1,0 +1,187 @@
+"""Which policies concern which Deployment, kept up to date change by change, always equals what
+the planner finds from scratch: a pass walks only its policy's Deployments, so one missing from
+the index would never be injected, updated or cleaned."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sidecar_operator.api.names import FIELD_MANAGER_PREFIX, INJECT_KEY
+from sidecar_operator.core import planner
+from sidecar_operator.state.cache import Cache
+
+POLICIES = ("logs", "proxy", "agent")
+LABELS = {"tier": ("web", "db"), "team": ("a",)}
+OPERATOR_NAMESPACE = "sidecar-system"
+NAMESPACES = ("shop", OPERATOR_NAMESPACE)
+
+labels = st.fixed_dictionaries(
+    {}, optional={key: st.sampled_from(values) for key, values in LABELS.items()}
+)
+
+
+@st.composite
+def deployments(draw: st.DrawFn) -> dict[str, Any]:
+    managers = draw(st.lists(st.sampled_from((*POLICIES, "gone")), unique=True, max_size=2))
+    deployment_labels = draw(labels)
+    if draw(st.booleans()):
+        deployment_labels[INJECT_KEY] = draw(st.sampled_from(("false", "true")))
+    return {
+        "metadata": {
+            "name": draw(st.sampled_from(("web", "api"))),
+            "namespace": draw(st.sampled_from(NAMESPACES)),
+            "uid": "u",
+            "generation": 1,
+            "labels": deployment_labels,
+            "managedFields": [
+                {
+                    "manager": f"{FIELD_MANAGER_PREFIX}{name}",
+                    "operation": "Apply",
+                    "fieldsV1": {"f:spec": {}},
+                }
+                for name in managers
+            ],
+        },
+        "spec": {"template": {"spec": {"containers": [{"name": "app", "image": "nginx"}]}}},
+    }
+
+
+@st.composite
+def policies(draw: st.DrawFn) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": draw(labels)},
+        "containers": [{"name": draw(st.sampled_from(POLICIES)), "image": "sidecar"}],
+    }
+    if draw(st.booleans()):
+        spec["namespaceSelector"] = {"matchLabels": draw(labels)}
+    metadata: dict[str, Any] = {
+        "name": draw(st.sampled_from(POLICIES)),
+        "generation": 1,
+        "creationTimestamp": "2026-01-01T00:00:00Z",
+    }
+    if draw(st.booleans()) and draw(st.booleans()):
+        metadata["deletionTimestamp"] = "2026-01-02T00:00:00Z"
+    return {"metadata": metadata, "spec": spec}
+
+
+changes = st.one_of(
+    st.tuples(st.just("put_deployment"), deployments()),
+    st.tuples(st.just("drop_deployment"), st.sampled_from(NAMESPACES), st.sampled_from(("web",))),
+    st.tuples(st.just("put_namespace"), st.sampled_from(NAMESPACES), labels),
+    st.tuples(st.just("drop_namespace"), st.sampled_from(NAMESPACES)),
+    st.tuples(st.just("put_policy"), policies()),
+    st.tuples(st.just("drop_policy"), st.sampled_from(POLICIES)),
+)
+
+
+def from_scratch(cache: Cache) -> dict[str, set[tuple[str, str]]]:
+    """Every policy's Deployments as the planner finds them: those it returns an action for."""
+    found: dict[str, set[tuple[str, str]]] = {}
+    specs = [policy for policy, _ in cache.policies().values()]
+    for key, record in cache.deployments():
+        for action in planner.plan(
+            record,
+            cache.namespace_labels(key[0]),
+            specs,
+            operator_namespace=OPERATOR_NAMESPACE,
+        ):
+            found.setdefault(action.policy, set()).add(key)
+    return found
+
+
+def check(cache: Cache) -> None:
+    expected = from_scratch(cache)
+    for name in {*POLICIES, "gone"}:
+        held = {key for key, _ in cache.concerning(name)}
+        if cache.policy(name) is None:
+            # Gone without its finalizer: the planner knows nothing of it, the index keeps the
+            # Deployments still carrying its fields (the orphans cleanup removes).
+            expected[name] = {
+                key
+                for key, record in cache.deployments()
+                if any(
+                    entry["manager"] == f"{FIELD_MANAGER_PREFIX}{name}"
+                    for entry in record["metadata"]["managedFields"]
+                )
+            }
+        assert held == expected.get(name, set()), name
+        assert all(name in cache.concerned(key) for key in held)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(changes, max_size=30))
+def test_the_index_always_equals_what_the_planner_finds_from_scratch(
+    sequence: list[tuple[Any, ...]],
+) -> None:
+    cache = Cache(operator_namespace=OPERATOR_NAMESPACE)
+    for version, change in enumerate(sequence):
+        match change:
+            case ("put_deployment", body):
+                body["metadata"]["resourceVersion"] = str(version + 1)
+                cache.put_deployment(body)
+            case ("drop_deployment", namespace, name):
+                cache.drop_deployment((namespace, name))
+            case ("put_namespace", name, namespace_labels):
+                cache.put_namespace(name, namespace_labels)
+            case ("drop_namespace", name):
+                cache.drop_namespace(name)
+            case ("put_policy", body):
+                cache.put_policy(body)
+            case ("drop_policy", name):
+                cache.drop_policy(name)
+        check(cache)
+
+
+def test_a_status_change_keeps_the_deployment_s_policies_and_a_label_change_moves_them() -> None:
+    cache = Cache()
+    cache.put_policy(
+        {
+            "metadata": {"name": "logs", "generation": 1},
+            "spec": {
+                "selector": {"matchLabels": {"tier": "web"}},
+                "containers": [{"name": "logs", "image": "fluent-bit"}],
+            },
+        }
+    )
+    body: dict[str, Any] = {
+        "metadata": {
+            "name": "web",
+            "namespace": "shop",
+            "uid": "u",
+            "resourceVersion": "1",
+            "labels": {"tier": "web"},
+        },
+        "spec": {"template": {"spec": {"containers": [{"name": "app", "image": "nginx"}]}}},
+        "status": {"updatedReplicas": 0},
+    }
+    cache.put_deployment(body)
+    assert cache.concerned(("shop", "web")) == {"logs"}
+    body["metadata"]["resourceVersion"] = "2"
+    body["status"] = {"updatedReplicas": 1}
+    cache.put_deployment(body)
+    assert [key for key, _ in cache.concerning("logs")] == [("shop", "web")]
+    body["metadata"]["resourceVersion"] = "3"
+    body["metadata"]["labels"] = {"tier": "db"}
+    cache.put_deployment(body)
+    assert cache.concerning("logs") == []
+    assert cache.concerned(("shop", "web")) == frozenset()
+
+
+def test_the_index_is_the_same_whichever_arrives_first() -> None:
+    policy = {
+        "metadata": {"name": "logs", "generation": 1},
+        "spec": {"selector": {}, "containers": [{"name": "logs", "image": "fluent-bit"}]},
+    }
+    body = {
+        "metadata": {"name": "web", "namespace": "shop", "uid": "u", "resourceVersion": "1"},
+        "spec": {"template": {"spec": {"containers": [{"name": "app", "image": "nginx"}]}}},
+    }
+    first, second = Cache(), Cache()
+    first.put_policy(policy)
+    first.put_deployment(body)
+    second.put_deployment(body)
+    second.put_policy(policy)
+    assert first.concerning("logs") == second.concerning("logs") != []
