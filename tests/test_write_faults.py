@@ -18,7 +18,7 @@ from sidecar_operator.engine import reporting
 from sidecar_operator.engine.flags import Flag
 from sidecar_operator.engine.leadership import Identity, Leadership
 from sidecar_operator.engine.pacing import MAX_REST, Pacer
-from sidecar_operator.engine.runtime import Runtime
+from sidecar_operator.engine.runtime import SETTLE, Runtime
 from sidecar_operator.engine.writer import Outcome
 from sidecar_operator.kube.client import ApiError
 
@@ -392,6 +392,25 @@ async def test_a_spec_change_ends_the_wait_for_a_turn_and_a_status_change_does_n
     state.cache.put_policy(edited)
     state.policy_changed("logs")
     await asyncio.wait_for(waiting, timeout=MAX_REST / 2)  # the wait ended on the edit
+
+
+async def test_a_new_policy_s_first_pass_waits_for_the_policies_applied_with_it() -> None:
+    """Else the loser of a clash injects before the winner arrives, and takes it back."""
+    api = FakeApi()
+    state, _ = runtime(api)
+    state.listed.set()
+    loser = asyncio.ensure_future(state.run_worker("logs"))
+    await asyncio.sleep(SETTLE / 2)
+    winner = copy.deepcopy(POLICY_OBJECT)  # the same container, a higher priority
+    winner["metadata"]["name"] = "fluent"
+    winner["spec"]["priority"] = 10
+    state.cache.put_policy(winner)
+    state.policy_changed("fluent")
+    winning = asyncio.ensure_future(state.run_worker("fluent"))
+    await asyncio.sleep(SETTLE * 4)
+    await stop(loser)
+    await stop(winning)
+    assert api.applies == [("fluent", False)]
 
 
 async def test_a_standby_writes_nothing() -> None:
