@@ -13,22 +13,19 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 import kopf
-import structlog
 
 from sidecar_operator.api import names
 from sidecar_operator.engine.leadership import LIFETIME, Identity, Leadership
 from sidecar_operator.engine.runtime import Runtime
+from sidecar_operator.engine.tasks import spawn
 from sidecar_operator.engine.writer import WRITERS
 from sidecar_operator.kube.client import ApiError, KubeApi
 from sidecar_operator.kube.events import POSTERS, EventPoster
 from sidecar_operator.kube.watch import DeploymentWatch
-
-log = structlog.get_logger()
 
 POLICIES = (f"{names.GROUP}/{names.VERSION}", names.PLURAL)
 NAMESPACES = ("v1", "namespaces")
@@ -102,20 +99,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     )
     leadership.on_change = runtime.became
     memo.deployments = deployments = DeploymentWatch(kube, runtime, after=runtime.indexed)
-    memo.tasks = [_start(leadership.run(kube), "leadership"), _start(deployments.run(), "watch")]
-
-
-def _start(coroutine: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
-    """A task that runs until the operator stops (cancelled by `close`); one that fails is a bug,
-    and said."""
-    task = asyncio.create_task(coroutine, name=name)
-    task.add_done_callback(_ended)
-    return task
-
-
-def _ended(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("Background task failed", task=task.get_name(), error=repr(task.exception()))
+    memo.tasks = [spawn(leadership.run(kube), "leadership"), spawn(deployments.run(), "watch")]
 
 
 def _freeze_heap() -> None:

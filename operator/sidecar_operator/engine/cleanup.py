@@ -7,17 +7,14 @@ import asyncio
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import structlog
-
 from sidecar_operator.core import planner
 from sidecar_operator.core.ownership import policies_with_fields
 from sidecar_operator.engine.flags import Flag
 from sidecar_operator.engine.leadership import Leadership
 from sidecar_operator.engine.reporting import Announcement, Reporter, key_of
+from sidecar_operator.engine.tasks import spawn
 from sidecar_operator.engine.writer import Outcome, Writer
 from sidecar_operator.state.cache import Cache
-
-log = structlog.get_logger()
 
 RELEASED = frozenset({Outcome.WRITTEN, Outcome.GONE, Outcome.NOTHING})
 
@@ -48,14 +45,8 @@ class Cleanup:
             removal = self.writer.execute(
                 planner.removal(orphan, deployment), deployment, self.reporter.announce
             )
-            task = asyncio.create_task(removal)
-            self._removals.add(task)
-            task.add_done_callback(self._removed)
-
-    def _removed(self, task: asyncio.Task[Outcome]) -> None:
-        self._removals.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("Orphan removal failed", error=repr(task.exception()))
+            namespace, name = key_of(deployment)
+            spawn(removal, f"remove orphan {orphan} from {namespace}/{name}", self._removals)
 
     def sweep(self) -> None:
         """Remove what deleted policies left on any Deployment."""
