@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sidecar_operator.api.names import FIELD_MANAGER_PREFIX, INJECT_KEY
-from sidecar_operator.core import planner
+from sidecar_operator.core import planner, selection
+from sidecar_operator.state import concerns
 from sidecar_operator.state.cache import Cache
 
 POLICIES = ("logs", "proxy", "agent")
@@ -185,3 +187,66 @@ def test_the_index_is_the_same_whichever_arrives_first() -> None:
     second.put_deployment(body)
     second.put_policy(policy)
     assert first.concerning("logs") == second.concerning("logs") != []
+
+
+def _deployment(resource_version: str, managers: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": "web",
+            "namespace": "shop",
+            "uid": "u",
+            "resourceVersion": resource_version,
+            "labels": {"tier": "web"},
+            "managedFields": [
+                {"manager": f"{FIELD_MANAGER_PREFIX}{name}", "operation": "Apply"}
+                for name in managers
+            ],
+        },
+        "spec": {"template": {"spec": {"containers": [{"name": "app", "image": "nginx"}]}}},
+    }
+
+
+def _policy(name: str, namespace_labels: dict[str, str] | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": {"tier": "web"}},
+        "containers": [{"name": name, "image": "sidecar"}],
+    }
+    if namespace_labels is not None:
+        spec["namespaceSelector"] = {"matchLabels": namespace_labels}
+    return {"metadata": {"name": name, "generation": 1}, "spec": spec}
+
+
+def test_a_dropped_namespace_leaves_only_the_policies_still_carried() -> None:
+    cache = Cache()
+    cache.put_policy(_policy("logs", {"team": "a"}))
+    cache.put_policy(_policy("proxy", {"team": "a"}))
+    cache.put_namespace("shop", {"team": "a"})
+    cache.put_deployment(_deployment("1", managers=("proxy",)))
+    assert cache.concerned(("shop", "web")) == {"logs", "proxy"}
+    cache.drop_namespace("shop")
+    # Without its labels the namespace is selected by neither; proxy's fields are still there.
+    assert cache.concerned(("shop", "web")) == {"proxy"}
+    assert cache.concerning("logs") == []
+    check(cache)
+
+
+def test_a_policy_write_reads_the_field_managers_without_matching_the_selectors_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cache = Cache()
+    for name in POLICIES:
+        cache.put_policy(_policy(name))
+    cache.put_deployment(_deployment("1"))
+    matched = []
+
+    def counting(*args: Any, **kwargs: Any) -> bool:
+        matched.append(args)
+        return selection.deployment_matches(*args, **kwargs)
+
+    monkeypatch.setattr(concerns, "deployment_matches", counting)
+    cache.put_deployment(_deployment("2", managers=("logs", "gone")))
+    assert matched == []
+    assert cache.concerned(("shop", "web")) == {*POLICIES, "gone"}
+    cache.put_deployment(_deployment("3", managers=("logs",)))
+    assert [key for key, _ in cache.concerning("gone")] == []
+    assert matched == []

@@ -119,6 +119,7 @@ class Passes:
                 await slices.pause()
             mine = next((a for a in self.plans.plan(deployment) if a.policy == policy), None)
             if mine is None:
+                # A namespace's labels changed while the pass yielded: no longer selected.
                 memory.no_conflict(key)
                 continue
             rejected = memory.rejected.get(key)

@@ -6,14 +6,17 @@ policies over 5000 Deployments, a pass that walked them all to find its own 150 
 a round of every policy's pass 2.9 CPU s. Kept up to date from the watches instead, a pass walks
 only its own, and an event wakes only its own policies without matching every selector again.
 
-What decides a Deployment's concerns is its labels, its opt-out annotation and its policy field
-managers; a rollout's status events change none of them, so they cost a comparison.
+Two things decide a Deployment's concerns, kept apart because they change at different rates:
+which policies select it (its labels and opt-out annotation, matched against every policy) and
+which policies own fields on it (its field managers, which every policy write changes). A write
+re-reads the managers without matching the selectors again, and a rollout's status events
+change neither, so they cost a comparison.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from sidecar_operator.api.models import Policy
 from sidecar_operator.api.names import INJECT_KEY
@@ -24,12 +27,20 @@ from sidecar_operator.core.types import Key
 NO_POLICIES: frozenset[str] = frozenset()
 
 
+class _Basis(NamedTuple):
+    """What a Deployment's concerns came from."""
+
+    matched_on: tuple[Any, ...]  # what selection read: its labels and opt-out annotation
+    selected: frozenset[str]  # the policies that select it
+    carrying: frozenset[str]  # the policies whose field managers own something on it
+
+
 class Concerns:
     def __init__(self, *, operator_namespace: str | None) -> None:
         self.operator_namespace = operator_namespace
         self._of_deployment: dict[Key, frozenset[str]] = {}
         self._of_policy: dict[str, set[Key]] = {}
-        self._inputs: dict[Key, tuple[Any, ...]] = {}  # what the Deployment's concerns came from
+        self._basis: dict[Key, _Basis] = {}
 
     # -- readers ----------------------------------------------------------------------------
 
@@ -51,18 +62,20 @@ class Concerns:
     ) -> None:
         """A Deployment was stored: match it again only if what selection reads has changed."""
         metadata = record["metadata"]
-        inputs = (
+        matched_on = (
             metadata.get("labels"),
             (metadata.get("annotations") or {}).get(INJECT_KEY),
-            policies_with_fields(record),
         )
-        if self._inputs.get(key) == inputs:
+        carrying = policies_with_fields(record)
+        held = self._basis.get(key)
+        if held is not None and held.matched_on == matched_on:
+            if held.carrying != carrying:
+                self._update(key, held._replace(carrying=carrying))
             return
-        self._inputs[key] = inputs
-        matched = {
+        selected = frozenset(
             policy.name for policy in policies if self._matches(policy, record, namespace_labels)
-        }
-        self._set(key, frozenset(matched) | inputs[2])
+        )
+        self._update(key, _Basis(matched_on, selected, carrying))
 
     def namespace(
         self,
@@ -75,7 +88,7 @@ class Concerns:
         policies = list(policies)
         for key, record in deployments:
             if key[0] == namespace:
-                self._inputs.pop(key, None)
+                self._basis.pop(key, None)
                 self.deployment(key, record, labels, policies)
 
     def policy(
@@ -86,22 +99,23 @@ class Concerns:
     ) -> None:
         """A policy is new or its spec changed: match every Deployment against it."""
         for key, record in deployments:
-            concerned = policy.name in self._inputs[key][2] or self._matches(
-                policy, record, namespace_labels.get(key[0], {})
-            )
-            held = self.policies(key)
-            if concerned != (policy.name in held):
-                self._set(key, held | {policy.name} if concerned else held - {policy.name})
+            held = self._basis[key]
+            selects = self._matches(policy, record, namespace_labels.get(key[0], {}))
+            if selects != (policy.name in held.selected):
+                selected = (
+                    held.selected | {policy.name} if selects else held.selected - {policy.name}
+                )
+                self._update(key, held._replace(selected=selected))
 
     def policy_gone(self, name: str) -> None:
         """A Deployment that still carries a deleted policy's fields stays its concern (as an
         orphan, for cleanup) until they are removed."""
         for key in self.deployments(name):
-            if name not in self._inputs[key][2]:
-                self._set(key, self.policies(key) - {name})
+            held = self._basis[key]
+            self._update(key, held._replace(selected=held.selected - {name}))
 
     def drop(self, key: Key) -> None:
-        self._inputs.pop(key, None)
+        self._basis.pop(key, None)
         self._set(key, NO_POLICIES)
 
     # -- internals --------------------------------------------------------------------------
@@ -114,8 +128,14 @@ class Concerns:
             policy.spec, record, namespace_labels, operator_namespace=self.operator_namespace
         )
 
+    def _update(self, key: Key, basis: _Basis) -> None:
+        self._basis[key] = basis
+        self._set(key, basis.selected | basis.carrying)
+
     def _set(self, key: Key, policies: frozenset[str]) -> None:
         held = self._of_deployment.get(key, NO_POLICIES)
+        if held == policies:
+            return
         for name in held - policies:
             keys = self._of_policy[name]
             keys.discard(key)
