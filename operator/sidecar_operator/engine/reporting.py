@@ -203,10 +203,19 @@ class Reporter:
         ref, reason, message = announcement
         self.events(ref, type="Normal", reason=reason, message=message)
 
+    def events_due(self, policy: str) -> float | None:
+        """When `flush` has aggregated Events to post (monotonic time), or None: nothing held."""
+        memory = self.memory(policy)
+        if not any(memory.done.values()):
+            return None
+        return memory.flushed + EVENT_INTERVAL
+
     def flush(self, policy: str, *, now: bool = False) -> None:
         """One Event per reason for everything done since the last one, at most every
         EVENT_INTERVAL seconds: a rollout over 800 Deployments makes a handful, not 800."""
         memory = self.memory(policy)
+        if not any(memory.done.values()):
+            return  # and `flushed` stays: after a quiet spell, a change is told at once
         if not now and time.monotonic() - memory.flushed < EVENT_INTERVAL:
             return
         done, memory.done = memory.done, collections.defaultdict(list)

@@ -158,7 +158,7 @@ class Runtime:
         last_pass = -self.resync_seconds
         worker.poke()
         while True:
-            poked = await worker.wake.wait_at_most(0.5 if worker.status_due else 1.0)
+            poked = await worker.wake.wait_at_most(self._next_due(worker, last_pass))
             self.reporter.flush(name)
             now = time.monotonic()
             status_due = worker.status_due and now - worker.status_written >= STATUS_INTERVAL
@@ -184,6 +184,18 @@ class Runtime:
                 worker.poke()
                 continue
             worker.retry = 0.0
+
+    def _next_due(self, worker: Worker, last_pass: float) -> float:
+        """Seconds until the worker has something to do unpoked: its resync pass, a status held
+        back by STATUS_INTERVAL, or aggregated Events. A hundred idle workers that woke every
+        second to find nothing due took a tenth of the operator's CPU at rest."""
+        due = last_pass + self.resync_seconds
+        if worker.status_due:
+            due = min(due, worker.status_written + STATUS_INTERVAL)
+        events = self.reporter.events_due(worker.name)
+        if events is not None:
+            due = min(due, events)
+        return max(0.0, due - time.monotonic())
 
     async def _settled(self) -> None:
         """Policies applied together (`kubectl apply -f` of a directory) arrive one by one. A
