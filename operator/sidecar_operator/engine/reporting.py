@@ -78,7 +78,7 @@ class Memory:
     failing: dict[Key, Failing] = field(default_factory=dict)
     halted_on: list[Key] = field(default_factory=list)
     done: dict[str, list[str]] = field(default_factory=lambda: collections.defaultdict(list))
-    flushed: float = 0.0
+    held_since: float = 0.0  # when the oldest change in `done` was made
 
     def no_conflict(self, key: Key) -> None:
         self.conflicts.pop(key, None)
@@ -192,7 +192,10 @@ class Reporter:
         Deployment's own Event, which the caller posts after its batch of writes."""
         change = action.change or Change.UPDATE
         reason, verb = _PAST[change]
-        self.memory(action.policy).done[reason].append("/".join(key_of(deployment)))
+        memory = self.memory(action.policy)
+        if not any(memory.done.values()):
+            memory.held_since = time.monotonic()
+        memory.done[reason].append("/".join(key_of(deployment)))
         return (
             deployment_ref(deployment),
             f"Sidecars{reason}",
@@ -208,18 +211,16 @@ class Reporter:
         memory = self.memory(policy)
         if not any(memory.done.values()):
             return None
-        return memory.flushed + EVENT_INTERVAL
+        return memory.held_since + EVENT_INTERVAL
 
     def flush(self, policy: str, *, now: bool = False) -> None:
-        """One Event per reason for everything done since the last one, at most every
-        EVENT_INTERVAL seconds: a rollout over 800 Deployments makes a handful, not 800."""
+        """One Event per reason for everything done in the EVENT_INTERVAL seconds after the
+        first change: a rollout over 800 Deployments makes a handful, not 800."""
         memory = self.memory(policy)
-        if not any(memory.done.values()):
-            return  # and `flushed` stays: after a quiet spell, a change is told at once
-        if not now and time.monotonic() - memory.flushed < EVENT_INTERVAL:
+        due = self.events_due(policy)
+        if due is None or (not now and time.monotonic() < due):
             return
         done, memory.done = memory.done, collections.defaultdict(list)
-        memory.flushed = time.monotonic()
         for reason, names in done.items():
             if not names:
                 continue
