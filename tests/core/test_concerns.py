@@ -14,6 +14,7 @@ from sidecar_operator.api.names import FIELD_MANAGER_PREFIX, INJECT_KEY
 from sidecar_operator.core import planner, selection
 from sidecar_operator.state import concerns
 from sidecar_operator.state.cache import Cache
+from sidecar_operator.state.plans import Plans
 
 POLICIES = ("logs", "proxy", "agent")
 LABELS = {"tier": ("web", "db"), "team": ("a",)}
@@ -95,7 +96,16 @@ def from_scratch(cache: Cache) -> dict[str, set[tuple[str, str]]]:
 
 
 def check(cache: Cache) -> None:
+    """The index equals the planner's findings, and the plans made with the policies it names
+    equal those made with every policy."""
     expected = from_scratch(cache)
+    plans = Plans(cache, operator_namespace=OPERATOR_NAMESPACE)
+    specs = [policy for policy, _ in cache.policies().values()]
+    for key, record in cache.deployments():
+        everyone = planner.plan(
+            record, cache.namespace_labels(key[0]), specs, operator_namespace=OPERATOR_NAMESPACE
+        )
+        assert plans.plan(record) == everyone
     for name in {*POLICIES, "gone"}:
         held = {key for key, _ in cache.concerning(name)}
         if cache.policy(name) is None:

@@ -60,35 +60,69 @@ def removal_body(deployment: Mapping[str, Any]) -> dict[str, Any]:
 
 def apply_body(deployment: Mapping[str, Any], policy: Policy, pod: _Pod) -> dict[str, Any]:
     """Everything `policy` adds to this Deployment, as one server-side-apply body."""
-    spec = policy.spec
+    body = _identity(deployment)
+    body["metadata"]["annotations"] = _annotations(policy)
+    body["spec"] = _spec(
+        policy,
+        tuple(c["name"] for c in pod.app_containers("initContainers")),
+        tuple(c["name"] for c in pod.app_containers("containers")),
+    )
+    return body
+
+
+# Bodies share what depends only on the policy and the app's container names: a hundred
+# policies planned over 5000 Deployments held 14600 bodies, 27 MB of them copies. Callers never
+# modify a body (as with `to_api`). Keyed by revision, so an edited policy renders anew.
+_SpecKey = tuple[str, str, tuple[str, ...], tuple[str, ...]]
+_SPECS: dict[_SpecKey, dict[str, Any]] = {}
+_ANNOTATIONS: dict[tuple[str, str], dict[str, str]] = {}
+SHARED_KEPT = 4096  # distinct entries kept before starting over
+
+
+def _annotations(policy: Policy) -> dict[str, str]:
+    key = policy.name, policy.spec.revision
+    shared = _ANNOTATIONS.get(key)
+    if shared is None:
+        if len(_ANNOTATIONS) >= SHARED_KEPT:
+            _ANNOTATIONS.clear()
+        shared = _ANNOTATIONS[key] = {revision_annotation(policy.name): policy.spec.revision}
+    return shared
+
+
+def _spec(policy: Policy, app_init: tuple[str, ...], app: tuple[str, ...]) -> dict[str, Any]:
+    key = policy.name, policy.spec.revision, app_init, app
+    shared = _SPECS.get(key)
+    if shared is None:
+        if len(_SPECS) >= SHARED_KEPT:
+            _SPECS.clear()
+        shared = _SPECS[key] = {"template": {"spec": _pod_spec(policy.spec, app_init, app)}}
+    return shared
+
+
+def _pod_spec(
+    spec: SidecarPolicySpec, app_init: tuple[str, ...], app: tuple[str, ...]
+) -> dict[str, Any]:
     mounts = [m.to_api() for m in spec.volume_mounts]
     pod_spec: dict[str, Any] = {}
 
-    app_init = pod.app_containers("initContainers")
     init = [c.to_api() for c in spec.init_containers]
     if mounts:
-        init += [{"name": c["name"], "volumeMounts": mounts} for c in app_init]
+        init += [{"name": name, "volumeMounts": mounts} for name in app_init]
     elif init and app_init:
         # Naming the app's first init container after ours places ours before the app's.
-        init.append({"name": app_init[0]["name"]})
+        init.append({"name": app_init[0]})
     if init:
         pod_spec["initContainers"] = init
 
     containers: list[dict[str, Any]] = []
     if mounts:
-        containers += [
-            {"name": c["name"], "volumeMounts": mounts} for c in pod.app_containers("containers")
-        ]
+        containers += [{"name": name, "volumeMounts": mounts} for name in app]
     containers += [c.to_api() for c in spec.containers]
     if containers:
         pod_spec["containers"] = containers
     if spec.volumes:
         pod_spec["volumes"] = [v.to_api() for v in spec.volumes]
-
-    body = _identity(deployment)
-    body["metadata"]["annotations"] = {revision_annotation(policy.name): spec.revision}
-    body["spec"] = {"template": {"spec": pod_spec}}
-    return body
+    return pod_spec
 
 
 # -- comparing what is there with what a policy wants ---------------------------------------

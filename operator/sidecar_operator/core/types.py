@@ -25,7 +25,7 @@ class Change(StrEnum):
     REMOVE = "remove"  # the policy lets go of everything it added
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # thousands are held in the plan memo
 class Action:
     policy: str
     kind: Kind
