@@ -9,10 +9,11 @@ rollout status.
 from __future__ import annotations
 
 import hashlib
-import json
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
+
+import orjson
 
 from sidecar_operator.api.names import FIELD_MANAGER_PREFIX, INJECT_KEY, REVISION_ANNOTATION_PREFIX
 
@@ -34,7 +35,7 @@ class Shared:
         self._sweep_at = 1024
 
     def __call__(self, value: T) -> T:
-        canonical = json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+        canonical = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
         digest = hashlib.blake2b(canonical, digest_size=16).digest()
         shared: T = self._objects.setdefault(digest, value)
         return shared
