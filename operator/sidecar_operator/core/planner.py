@@ -15,6 +15,7 @@ from typing import Any
 
 from sidecar_operator.api import podsecurity
 from sidecar_operator.api.models import Policy, SidecarPolicySpec
+from sidecar_operator.core import bodies
 from sidecar_operator.core.ownership import (
     POD_LISTS,
     Ownership,
@@ -42,87 +43,6 @@ class _Pod:
 
     def find(self, pod_list: str, name: str) -> Mapping[str, Any] | None:
         return next((item for item in self.items(pod_list) if item["name"] == name), None)
-
-
-def _identity(deployment: Mapping[str, Any]) -> dict[str, Any]:
-    metadata = deployment["metadata"]
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": metadata["name"], "namespace": metadata["namespace"]},
-    }
-
-
-def removal_body(deployment: Mapping[str, Any]) -> dict[str, Any]:
-    """Applying nothing with a policy's field manager removes every field only it owned."""
-    return _identity(deployment)
-
-
-def apply_body(deployment: Mapping[str, Any], policy: Policy, pod: _Pod) -> dict[str, Any]:
-    """Everything `policy` adds to this Deployment, as one server-side-apply body."""
-    body = _identity(deployment)
-    body["metadata"]["annotations"] = _annotations(policy)
-    body["spec"] = _spec(
-        policy,
-        tuple(c["name"] for c in pod.app_containers("initContainers")),
-        tuple(c["name"] for c in pod.app_containers("containers")),
-    )
-    return body
-
-
-# Bodies share what depends only on the policy and the app's container names: a hundred
-# policies planned over 5000 Deployments held 14600 bodies, 27 MB of them copies. Callers never
-# modify a body (as with `to_api`). Keyed by revision, so an edited policy renders anew.
-_SpecKey = tuple[str, str, tuple[str, ...], tuple[str, ...]]
-_SPECS: dict[_SpecKey, dict[str, Any]] = {}
-_ANNOTATIONS: dict[tuple[str, str], dict[str, str]] = {}
-SHARED_KEPT = 4096  # distinct entries kept before starting over
-
-
-def _annotations(policy: Policy) -> dict[str, str]:
-    key = policy.name, policy.spec.revision
-    shared = _ANNOTATIONS.get(key)
-    if shared is None:
-        if len(_ANNOTATIONS) >= SHARED_KEPT:
-            _ANNOTATIONS.clear()
-        shared = _ANNOTATIONS[key] = {revision_annotation(policy.name): policy.spec.revision}
-    return shared
-
-
-def _spec(policy: Policy, app_init: tuple[str, ...], app: tuple[str, ...]) -> dict[str, Any]:
-    key = policy.name, policy.spec.revision, app_init, app
-    shared = _SPECS.get(key)
-    if shared is None:
-        if len(_SPECS) >= SHARED_KEPT:
-            _SPECS.clear()
-        shared = _SPECS[key] = {"template": {"spec": _pod_spec(policy.spec, app_init, app)}}
-    return shared
-
-
-def _pod_spec(
-    spec: SidecarPolicySpec, app_init: tuple[str, ...], app: tuple[str, ...]
-) -> dict[str, Any]:
-    mounts = [m.to_api() for m in spec.volume_mounts]
-    pod_spec: dict[str, Any] = {}
-
-    init = [c.to_api() for c in spec.init_containers]
-    if mounts:
-        init += [{"name": name, "volumeMounts": mounts} for name in app_init]
-    elif init and app_init:
-        # Naming the app's first init container after ours places ours before the app's.
-        init.append({"name": app_init[0]})
-    if init:
-        pod_spec["initContainers"] = init
-
-    containers: list[dict[str, Any]] = []
-    if mounts:
-        containers += [{"name": name, "volumeMounts": mounts} for name in app]
-    containers += [c.to_api() for c in spec.containers]
-    if containers:
-        pod_spec["containers"] = containers
-    if spec.volumes:
-        pod_spec["volumes"] = [v.to_api() for v in spec.volumes]
-    return pod_spec
 
 
 # -- comparing what is there with what a policy wants ---------------------------------------
@@ -359,7 +279,7 @@ def plan(
             policy, pod, deployment["metadata"]["namespace"], namespace_labels
         )
         if conflicts:
-            release = None if owned.empty else removal_body(deployment)
+            release = None if owned.empty else bodies.removal_body(deployment)
             actions.append(
                 Action(
                     policy.name,
@@ -386,7 +306,12 @@ def plan(
             Action(
                 policy.name,
                 Kind.APPLY,
-                apply_body(deployment, policy, pod),
+                bodies.apply_body(
+                    deployment,
+                    policy,
+                    app_init=tuple(c["name"] for c in pod.app_containers("initContainers")),
+                    app=tuple(c["name"] for c in pod.app_containers("containers")),
+                ),
                 force=force,
                 change=change,
                 revision=current,
@@ -401,4 +326,4 @@ def plan(
 
 def removal(policy: str, deployment: Mapping[str, Any]) -> Action:
     """Release everything `policy` owns on the Deployment."""
-    return Action(policy, Kind.REMOVE, removal_body(deployment), change=Change.REMOVE)
+    return Action(policy, Kind.REMOVE, bodies.removal_body(deployment), change=Change.REMOVE)
