@@ -47,7 +47,7 @@ def fill(cache: Cache, plans: Plans, n: int, *, version: int) -> None:
         applied = ssa.apply(live, field_manager(POLICY), copy.deepcopy(action.body))
         applied["metadata"].update(resourceVersion=str((version + 1) * n + index + 1))
         applied["metadata"]["generation"] = 2 + version
-        plans.plan(cache.put_deployment(applied))
+        plans.plan(cache.put_workload(applied))
 
 
 def full_pass_ms() -> float:
@@ -66,7 +66,7 @@ def main() -> None:
     cache = Cache()
     plans = Plans(cache, operator_namespace=None)
     fill(cache, plans, n, version=0)
-    print(f"{len(cache.deployments())} Deployments held; a full collection (median of {ROUNDS}):")
+    print(f"{len(cache.workloads())} Deployments held; a full collection (median of {ROUNDS}):")
     print(f"  without gc.freeze():                  {full_pass_ms():6.1f} ms")
     gc.freeze()
     frozen = gc.get_freeze_count()

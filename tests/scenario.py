@@ -136,11 +136,17 @@ def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
 def ready(policies: Policies, name: str, matched: int) -> dict[str, Any] | None:
     status = policies.status(name)
     done = (
-        status.get("matchedDeployments") == matched
-        and status.get("readyDeployments") == matched
+        status.get("matchedWorkloads") == matched
+        and status.get("readyWorkloads") == matched
         and condition(status, "Ready").get("status") == "True"
     )
     return status if done else None
+
+
+def halted(policies: Policies, name: str) -> dict[str, Any] | None:
+    """The policy's status once its rollout is halted."""
+    status = policies.status(name)
+    return status if condition(status, "Progressing").get("reason") == "RolloutHalted" else None
 
 
 def policy_events(kubectl: Kubectl, name: str, reason: str) -> list[dict[str, Any]]:

@@ -82,7 +82,7 @@ def test_the_opt_out_label_keeps_a_deployment_out_and_takes_sidecars_back_out(
     kubectl("label", "deployment", "web", "sidecars.dev/inject=false")
     eventually(lambda: not has_container(kubectl, "web", "fluent-bit"), what="removal")
     assert names(pod_spec(kubectl, "web"), "volumes") == []
-    eventually(lambda: policies.status(name).get("matchedDeployments") == 0, what="unmatched")
+    eventually(lambda: policies.status(name).get("matchedWorkloads") == 0, what="unmatched")
 
 
 def test_a_copied_revision_annotation_is_not_taken_for_the_policy_s(

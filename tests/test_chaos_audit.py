@@ -83,9 +83,9 @@ def test_a_status_that_disagrees_with_the_cluster_is_found() -> None:
         "status": {
             "observedGeneration": 2,
             "revision": revision,
-            "matchedDeployments": 1,
-            "updatedDeployments": 1,
-            "readyDeployments": 1,
+            "matchedWorkloads": 1,
+            "updatedWorkloads": 1,
+            "readyWorkloads": 1,
             "conflicts": 0,
             "conditions": [
                 {"type": "Ready", "status": "True"},
@@ -95,7 +95,7 @@ def test_a_status_that_disagrees_with_the_cluster_is_found() -> None:
         "spec": spec,
     }
     found = audit.status(policy, [done], {done["metadata"]["name"]})
-    assert any("readyDeployments" in d for d in found)
+    assert any("readyWorkloads" in d for d in found)
     assert any("condition Ready" in d for d in found)
 
 

@@ -213,6 +213,23 @@ REJECTED = {
         {"containers": [{"name": "shipper", "image": " fluent/fluent-bit:3.1 "}]},
         "spec.containers[0].image in body should match",
     ),
+    "an unknown kind": (
+        {"kinds": ["Deployment", "Job"]},
+        'spec.kinds[1]: Unsupported value: "Job": supported values: "Deployment", '
+        '"StatefulSet", "DaemonSet", "CronJob"',
+    ),
+    "no kinds": (
+        {"kinds": []},
+        "spec.kinds: Invalid value: 0: spec.kinds in body should have at least 1 items",
+    ),
+    "a kind twice": (
+        {"kinds": ["CronJob", "CronJob"]},
+        'spec.kinds[1]: Duplicate value: "CronJob"',
+    ),
+    "a progress deadline of 0": (
+        {"updateStrategy": {"progressDeadlineSeconds": 0}},
+        "spec.updateStrategy.progressDeadlineSeconds in body should be greater than or equal to 1",
+    ),
     "nothing to add": (
         {"containers": []},
         "a policy must add something: set at least one of containers, initContainers, "
@@ -282,6 +299,7 @@ ACCEPTED = {
         "containers": [{**SIDECAR, "volumeMounts": [{"name": "app-data", "mountPath": "/d"}]}]
     },
     "empty selector": {"selector": {}},
+    "every kind": {"kinds": ["Deployment", "StatefulSet", "DaemonSet", "CronJob"]},
 }
 
 
@@ -300,7 +318,12 @@ def test_defaults_are_filled_in(crd_installed: Kubectl) -> None:
         crd_installed("delete", "sidecarpolicy", policy["metadata"]["name"], "--wait=false")
     assert stored["priority"] == 0
     assert stored["allowPrivileged"] is False
-    assert stored["updateStrategy"] == {"maxConcurrent": "25%", "paused": False}
+    assert stored["updateStrategy"] == {
+        "maxConcurrent": "25%",
+        "paused": False,
+        "progressDeadlineSeconds": 600,
+    }
+    assert stored["kinds"] == ["Deployment"]
     assert stored["initContainers"] == [] and stored["volumes"] == []
 
 

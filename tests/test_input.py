@@ -33,7 +33,7 @@ def reported(
         eventually(
             lambda: (
                 (s := policies.status(name)).get("conflicts") == conflicts
-                and s.get("readyDeployments") == ready
+                and s.get("readyWorkloads") == ready
                 and s
             ),
             timeout=timeout,

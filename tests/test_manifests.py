@@ -48,7 +48,7 @@ def test_the_manifests_render_and_pass_a_server_side_dry_run(installed: Kubectl)
     installed("apply", "--server-side", "--dry-run=server", "--force-conflicts", "-k", MANIFESTS)
 
 
-def test_the_cluster_role_has_no_wildcards_and_deployments_only_read_and_patch(
+def test_the_cluster_role_has_no_wildcards_and_workloads_only_read_and_patch(
     crd_installed: Kubectl,
 ) -> None:
     rendered = yaml.safe_load_all(crd_installed("kustomize", MANIFESTS).stdout)
@@ -57,12 +57,16 @@ def test_the_cluster_role_has_no_wildcards_and_deployments_only_read_and_patch(
         for doc in rendered
         if doc["kind"] == "ClusterRole" and doc["metadata"]["name"] == "sidecar-operator"
     )
+    workloads = {"deployments", "statefulsets", "daemonsets", "cronjobs"}
+    granted = set()
     for rule in role["rules"]:
         assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
-        if "deployments" in rule["resources"]:
+        if workloads & set(rule["resources"]):
             assert sorted(rule["verbs"]) == ["get", "list", "patch", "watch"]
+            granted |= set(rule["resources"])
         if "events" in rule["resources"]:  # posted, never updated; core/v1 only
             assert rule["apiGroups"] == [""] and rule["verbs"] == ["create"]
+    assert granted == workloads
 
 
 def test_the_operator_deployment_runs_under_restricted_pod_security(installed: Kubectl) -> None:
@@ -167,7 +171,7 @@ def test_the_operator_injects_updates_and_removes_with_its_cluster_role(
         ),
         what="updated and Ready",
     )
-    assert second["updatedDeployments"] == 1
+    assert second["updatedWorkloads"] == 1
 
     policies.delete(name)
     assert not has_container(kubectl, "web", "fluent-bit")
@@ -188,6 +192,9 @@ def test_the_cluster_role_cannot_read_secrets_or_write_pods(
         ("create", "pods"),
         ("delete", "deployments"),
         ("update", "deployments"),
+        ("delete", "statefulsets"),
+        ("create", "jobs"),
+        ("update", "cronjobs"),
     ):
         answer = installed(
             "auth", "can-i", verb, resource, f"--as={SERVICE_ACCOUNT}", "-A", check=False

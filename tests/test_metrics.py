@@ -8,6 +8,9 @@ from tests.conftest import OperatorProcess
 from tests.kube import Kubectl, eventually
 from tests.scenario import FLUENT_BIT, LOG_VOLUME, Policies, deployment, ready
 
+WRITES = "sidecar_operator_writes_total"
+WORKLOADS = "sidecar_operator_policy_workloads"
+
 
 def _value(text: str, name: str, **labels: str) -> float | None:
     for line in text.splitlines():
@@ -29,20 +32,18 @@ def test_metrics_count_what_the_operator_did(
 
     def scraped() -> str | None:
         text = operator.metrics()
-        ready_gauge = _value(
-            text, "sidecar_operator_policy_deployments", policy=name, state="ready"
-        )
+        ready_gauge = _value(text, WORKLOADS, policy=name, kind="Deployment", state="ready")
         return text if ready_gauge == 2 else None
 
     text = eventually(scraped, what="gauges caught up")
-    assert (
-        _value(
-            text, "sidecar_operator_writes_total", policy=name, action="inject", outcome="written"
-        )
-        == 2
+    written = _value(
+        text, WRITES, policy=name, kind="Deployment", action="inject", outcome="written"
     )
-    assert _value(text, "sidecar_operator_policy_deployments", policy=name, state="matched") == 2
-    assert _value(text, "sidecar_operator_policy_deployments", policy=name, state="conflicts") == 0
+    assert written == 2
+    # Only the kinds the policy targets are counted.
+    assert _value(text, WORKLOADS, policy=name, kind="StatefulSet", state="matched") is None
+    assert _value(text, WORKLOADS, policy=name, kind="Deployment", state="matched") == 2
+    assert _value(text, WORKLOADS, policy=name, kind="Deployment", state="conflicts") == 0
     assert (_value(text, "sidecar_operator_reconciles_total", policy=name) or 0) >= 1
     assert "sidecar_operator_reconcile_seconds_bucket" in text
 
@@ -54,9 +55,7 @@ def test_metrics_count_what_the_operator_did(
         )
         == 2
     )
-    assert (
-        _value(after, "sidecar_operator_policy_deployments", policy=name, state="matched") is None
-    )
+    assert _value(after, WORKLOADS, policy=name, kind="Deployment", state="matched") is None
 
 
 def test_a_policy_that_loses_a_clash_labels_its_release_as_a_removal(

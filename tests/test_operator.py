@@ -44,7 +44,7 @@ def test_only_matching_deployments_get_the_sidecar(kubectl: Kubectl, policies: P
 
     eventually(lambda: has_container(kubectl, "chosen", "fluent-bit"), what="injection")
     status = eventually(lambda: ready(policies, name, matched=1), what="policy Ready")
-    assert status["updatedDeployments"] == 1 and status["conflicts"] == 0
+    assert status["updatedWorkloads"] == 1 and status["conflicts"] == 0
     assert names(pod_spec(kubectl, "other"), "containers") == ["app"]
 
 
@@ -63,7 +63,7 @@ def test_namespace_labels_decide_matching(
     eventually(lambda: has_container(kubectl, "web", "exporter"), what="injection")
     kubectl_admin("label", "namespace", namespace, "team-")
     eventually(lambda: not has_container(kubectl, "web", "exporter"), what="removal")
-    assert eventually(lambda: policies.status(name).get("matchedDeployments") == 0)
+    assert eventually(lambda: policies.status(name).get("matchedWorkloads") == 0)
 
 
 def test_opt_out_annotation_removes_and_keeps_out(kubectl: Kubectl, policies: Policies) -> None:
@@ -439,20 +439,20 @@ def test_kubectl_get_shows_where_the_rollout_stands(
     assert table[0].split() == ["NAME", "MATCHED", "UPDATED", "READY", "CONFLICTS", "AGE"]
     assert table[1].split()[:5] == [name, "2", "2", "2", "0"]
     wide = kubectl_admin("get", "scp", name, "-o", "wide").stdout.split("\n")
-    assert wide[0].split()[-2:] == ["PRIORITY", "PAUSED"]
-    assert wide[1].split()[-2:] == ["3", "false"]
+    assert wide[0].split()[-3:] == ["PRIORITY", "PAUSED", "KINDS"]
+    assert wide[1].split()[-3:] == ["3", "false", '["Deployment"]']
     injected = eventually(
         lambda: policy_events(kubectl, name, "Injected"),
         what="aggregated Event",
     )
     counted = sum(
-        int(re.search(r"in (\d+) Deployments", e["message"]).group(1))  # type: ignore[union-attr]
+        int(re.search(r"in (\d+) workloads", e["message"]).group(1))  # type: ignore[union-attr]
         for e in injected
         for _ in range(e.get("count", 1))
     )
     assert counted == 2
     described = kubectl_admin("describe", "sidecarpolicy", name).stdout
-    assert re.search(r"Ready Deployments:\s+2\n", described)
+    assert re.search(r"Ready Workloads:\s+2\n", described)
     assert re.search(r"Normal\s+Injected\s+.*Injected sidecars in", described)
 
 
@@ -464,7 +464,7 @@ def test_a_paused_policy_touches_nothing_until_resumed(
         containers=[FLUENT_BIT], volumes=[LOG_VOLUME], updateStrategy={"paused": True}
     )
     status = eventually(
-        lambda: (s := policies.status(name)).get("matchedDeployments") == 1 and s, what="status"
+        lambda: (s := policies.status(name)).get("matchedWorkloads") == 1 and s, what="status"
     )
     time.sleep(2)
     assert not has_container(kubectl, "web", "fluent-bit")

@@ -27,7 +27,23 @@ def test_offline_preview_shows_the_matched_deployment_as_a_diff() -> None:
     assert "+- name: fluent-bit\n" in out and "+  image: fluent/fluent-bit:3.1.9\n" in out
     assert "+  volumeMounts:\n+  - name: app-logs\n+    mountPath: /var/log/app\n" in out
     assert "payments" not in out and "storefront" not in out
-    assert out.endswith("1 Deployments matched or affected, 0 conflicts\n")
+    assert out.endswith("1 workloads matched or affected, 0 conflicts\n")
+
+
+def test_offline_preview_covers_every_kind_the_policy_targets() -> None:
+    code, out = preview(
+        "-f", str(SAMPLES / "statefulset-exporter.yaml"), "--workloads", str(SAMPLES)
+    )
+    assert code == 0
+    assert out.startswith("CHANGE StatefulSet/demo-shop/orders-db\n")
+    assert "+- name: postgres-exporter\n" in out
+    assert out.endswith("1 workloads matched or affected, 0 conflicts\n")
+    code, out = preview(
+        "-f", str(SAMPLES / "cronjob-native-sidecar.yaml"), "--workloads", str(SAMPLES)
+    )
+    assert code == 0
+    assert out.startswith("CHANGE CronJob/demo-shop/nightly-report\n")
+    assert "+- name: vault-proxy\n" in out and "+  restartPolicy: Always\n" in out
 
 
 def test_offline_preview_reports_conflicts_with_exit_code_1(tmp_path: Path) -> None:

@@ -83,7 +83,7 @@ def test_an_api_server_outage_is_ridden_out_without_a_restart(
         code, report = eventually(
             lambda: (
                 (h := operator.health())
-                and str(h[1].get("deployments", "")).startswith("reconnecting")
+                and "deployments: reconnecting" in str(h[1].get("workloads", ""))
                 and h
             ),
             timeout=30,
@@ -98,11 +98,14 @@ def test_an_api_server_outage_is_ridden_out_without_a_restart(
     kubectl.apply(deployment("after"))
     eventually(lambda: has_container(kubectl, "after", "fluent-bit"), timeout=60, what="injection")
     print(f"a new Deployment injected {time.monotonic() - back:.1f}s after the outage")
-    eventually(lambda: operator.health()[1].get("deployments") == "watching", what="watching")
+    eventually(
+        lambda: "deployments: watching" in str(operator.health()[1].get("workloads")),
+        what="watching",
+    )
     # The API server's watch cache takes a while to fill after a restart; events wait for it.
     status = eventually(
         lambda: ready(policies, name, matched=2), timeout=180, what="status caught up"
     )
-    assert status["matchedDeployments"] == 2
+    assert status["matchedWorkloads"] == 2
     since = operator.log()[log_before:]
     assert "failed with an exception" not in since, since[-3000:]  # no worker crashed

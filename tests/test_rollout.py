@@ -17,7 +17,7 @@ import yaml
 
 from tests.conftest import OperatorProcess
 from tests.kube import Kubectl, eventually
-from tests.scenario import Policies, condition, policy_events, ready
+from tests.scenario import Policies, condition, halted, policy_events, ready
 from tests.timeline import Timeline
 
 pytestmark = pytest.mark.usefixtures("operator")
@@ -120,15 +120,7 @@ def test_a_broken_sidecar_halts_the_rollout_until_fixed(
     name = policies.apply(containers=[BROKEN], updateStrategy={"maxConcurrent": 2})
     revision = _revision(policies, name)
 
-    status = eventually(
-        lambda: (
-            (s := policies.status(name))
-            and condition(s, "Progressing").get("reason") == "RolloutHalted"
-            and s
-        ),
-        timeout=90,
-        what="RolloutHalted",
-    )
+    status = eventually(lambda: halted(policies, name), timeout=90, what="RolloutHalted")
     assert condition(status, "Progressing")["status"] == "False"
     first_batch = timeline.carrying(name, revision)
     assert len(first_batch) == 2
@@ -168,8 +160,8 @@ def test_pausing_mid_rollout_lets_in_flight_finish_and_touches_no_more(
     status = eventually(
         lambda: (
             (s := policies.status(name))
-            and s.get("updatedDeployments", 0) >= 1
-            and s.get("readyDeployments") == s.get("updatedDeployments")
+            and s.get("updatedWorkloads", 0) >= 1
+            and s.get("readyWorkloads") == s.get("updatedWorkloads")
             and condition(s, "Progressing").get("reason") == "Paused"
             and s
         ),
@@ -179,7 +171,7 @@ def test_pausing_mid_rollout_lets_in_flight_finish_and_touches_no_more(
     time.sleep(6)
     touched = timeline.carrying(name, revision)
     assert len(touched) <= paused_at + 1  # at most one pass already under way
-    assert policies.status(name)["updatedDeployments"] == status["updatedDeployments"]
+    assert policies.status(name)["updatedWorkloads"] == status["updatedWorkloads"]
     assert len(touched) < 6
 
 

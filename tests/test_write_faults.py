@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
+from sidecar_operator.api.kinds import WorkloadKind
 from sidecar_operator.core import planner, ssa
 from sidecar_operator.core.ownership import field_manager
-from sidecar_operator.core.types import Kind
+from sidecar_operator.core.types import Key, Kind
 from sidecar_operator.engine import passes as engine_passes
 from sidecar_operator.engine import reporting
 from sidecar_operator.engine.flags import Flag
@@ -36,6 +37,9 @@ def named(name: str) -> dict[str, Any]:
     other = copy.deepcopy(DEPLOYMENT)
     other["metadata"].update(name=name, uid=f"u-{name}")
     return other
+
+
+DEPLOYMENTS = (WorkloadKind.DEPLOYMENT,)
 
 
 class FakeApi:
@@ -68,7 +72,8 @@ class FakeApi:
         self.stored[name] = stored
         return copy.deepcopy(stored)
 
-    async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+    async def get_workload(self, key: Key) -> dict[str, Any] | None:
+        name = key.name
         if name in self.deleted:
             return None
         return copy.deepcopy(self.stored.get(name) or named(name))
@@ -93,7 +98,7 @@ def runtime(api: FakeApi, *deployments: dict[str, Any]) -> tuple[Runtime, list[t
     )
     state.cache.put_policy(POLICY_OBJECT)
     for deployment in deployments or (DEPLOYMENT,):
-        state.cache.put_deployment(deployment)
+        state.cache.put_workload(deployment)
     return state, posted
 
 
@@ -110,8 +115,8 @@ def action_for(state: Runtime, deployment: dict[str, Any]) -> planner.Action:
 
 async def execute(state: Runtime, *deployments: dict[str, Any]) -> list[Outcome]:
     """Write the policy's actions for these Deployments, as held in the cache (as a pass does)."""
-    held = dict(state.cache.deployments())
-    records = [held[("shop", d["metadata"]["name"])] for d in deployments or (DEPLOYMENT,)]
+    held = dict(state.cache.workloads())
+    records = [held[Key("shop", d["metadata"]["name"])] for d in deployments or (DEPLOYMENT,)]
     work = [(action_for(state, record), record) for record in records]
     return await state.writer.execute_all(work, lambda announcement: None)
 
@@ -146,7 +151,7 @@ async def test_a_rejected_patch_is_a_conflict_until_the_policy_or_deployment_cha
 
     relabelled = copy.deepcopy(DEPLOYMENT)
     relabelled["metadata"].update(resourceVersion="11", labels={"fixed": "yes"})
-    state.cache.put_deployment(relabelled)
+    state.cache.put_workload(relabelled)
     await state.run_pass(state.worker("logs"))
     assert len(api.applies) == 2  # the Deployment changed: tried once more, and written
 
@@ -204,14 +209,14 @@ async def test_a_write_answered_after_the_watch_saw_the_deletion_does_not_bring_
 
     async def deleted_meanwhile(body: dict[str, Any], *, policy: str, force: bool) -> Any:
         written = await apply(body, policy=policy, force=force)
-        state.cache.drop_deployment(("shop", "web"))  # the watch's DELETED, first
+        state.cache.drop_workload(Key("shop", "web"))  # the watch's DELETED, first
         return written
 
     api.apply = deleted_meanwhile  # type: ignore[method-assign]
     assert await execute(state) == [Outcome.GONE]
-    assert state.cache.deployments() == []
+    assert state.cache.workloads() == []
     await state.run_pass(state.worker("logs"))
-    assert api.statuses[-1]["matchedDeployments"] == 0
+    assert api.statuses[-1]["matchedWorkloads"] == 0
 
 
 async def test_writes_that_keep_failing_for_one_deployment_neither_stall_nor_hide(
@@ -248,7 +253,7 @@ async def test_writes_that_keep_failing_for_one_deployment_neither_stall_nor_hid
     failing = state.reporter.memory("logs").failing
 
     monkeypatch.setattr(reporting, "FAILING_REPORTED_AFTER", 0.0)
-    failing[("shop", "a-refused")].retry_at = 0.0
+    failing[Key("shop", "a-refused")].retry_at = 0.0
     await state.run_pass(worker)  # failing still: now the user is told
     await state.run_pass(worker)
     assert ("Warning", "SidecarConflict") in posted
@@ -256,7 +261,7 @@ async def test_writes_that_keep_failing_for_one_deployment_neither_stall_nor_hid
     assert "failed calling webhook" in api.statuses[-1]["conditions"][2]["message"]
 
     api.refuse.clear()  # the webhook is back
-    failing[("shop", "a-refused")].retry_at = 0.0
+    failing[Key("shop", "a-refused")].retry_at = 0.0
     await state.run_pass(worker)
     await state.run_pass(worker)
     assert written("a-refused") and not failing
@@ -298,7 +303,7 @@ async def test_a_worker_survives_an_api_server_outage_and_retries_soon(monkeypat
     monkeypatch.setattr(api, "patch_policy_status", status)
     monkeypatch.setattr("sidecar_operator.engine.worker.RETRY_FIRST", 0.01)
     state, _ = runtime(api)
-    state.listed.set()
+    state.listings.listed(WorkloadKind.DEPLOYMENT)
     worker = asyncio.ensure_future(state.run_worker("logs"))
     try:
         for _ in range(200):
@@ -379,7 +384,7 @@ async def test_a_spec_change_ends_the_wait_for_a_turn_and_a_status_change_does_n
     await state.run_pass(worker)  # the worker has seen generation 0
     assert not worker.urgent.is_set()
 
-    state.cache.put_policy({**POLICY_OBJECT, "status": {"matchedDeployments": 1}})
+    state.cache.put_policy({**POLICY_OBJECT, "status": {"matchedWorkloads": 1}})
     state.policy_changed("logs")  # its own status write: same generation
     assert worker.wake.is_set() and not worker.urgent.is_set()
 
@@ -398,7 +403,7 @@ async def test_a_new_policy_s_first_pass_waits_for_the_policies_applied_with_it(
     """Else the loser of a clash injects before the winner arrives, and takes it back."""
     api = FakeApi()
     state, _ = runtime(api)
-    state.listed.set()
+    state.listings.listed(WorkloadKind.DEPLOYMENT)
     loser = asyncio.ensure_future(state.run_worker("logs"))
     await asyncio.sleep(SETTLE / 2)
     winner = copy.deepcopy(POLICY_OBJECT)  # the same container, a higher priority
@@ -417,7 +422,7 @@ async def test_a_standby_writes_nothing() -> None:
     api = FakeApi()
     state, _ = runtime(api)
     state.leadership.active = False
-    state.listed.set()
+    state.listings.listed(WorkloadKind.DEPLOYMENT)
     worker = asyncio.ensure_future(state.run_worker("logs"))
     await asyncio.sleep(1.5)
     await stop(worker)
@@ -427,12 +432,12 @@ async def test_a_standby_writes_nothing() -> None:
 async def test_the_first_complete_listing_calls_the_process_hook_once() -> None:
     calls: list[bool] = []
     state, _ = runtime(FakeApi())
-    state.on_first_listing = lambda: calls.append(state.listed.is_set())
-    key = (DEPLOYMENT["metadata"]["namespace"], DEPLOYMENT["metadata"]["name"])
-    state.deployments_listed([key])
-    state.deployments_listed([key])  # a relist after the watch expired
+    state.on_first_listing = lambda: calls.append(state.listings.complete(DEPLOYMENTS))
+    key = Key.of(DEPLOYMENT)
+    state.workloads_listed(WorkloadKind.DEPLOYMENT, [key])
+    state.workloads_listed(WorkloadKind.DEPLOYMENT, [key])  # a relist after the watch expired
     assert calls == [False]  # once, before the workers may count on the cache
-    assert state.listed.is_set()
+    assert state.listings.complete(DEPLOYMENTS)
 
 
 async def test_cleanup_releases_what_a_deleted_policy_added_and_a_standby_leaves_orphans() -> None:
@@ -440,7 +445,7 @@ async def test_cleanup_releases_what_a_deleted_policy_added_and_a_standby_leaves
     state, _ = runtime(api)
     assert await execute(state) == [Outcome.WRITTEN]
     assert "fluent-bit" in [c["name"] for c in pod(api.stored["web"])]
-    injected = dict(state.cache.deployments())[("shop", "web")]
+    injected = dict(state.cache.workloads())[Key("shop", "web")]
 
     state.leadership.active = False
     state.cleanup.remove_orphans(injected, ["logs"])  # the policy is gone; a standby writes nothing
@@ -516,7 +521,7 @@ async def test_a_deployment_event_wakes_the_policies_that_match_it_or_own_fields
             "fieldsV1": {"f:spec": {"f:template": {"f:spec": {"f:volumes": {}}}}},
         }
     ]
-    state.deployment_changed(carrying, deleted=False)
+    state.workload_changed(carrying, deleted=False)
     assert logs.wake.is_set()  # selects it
     assert metrics.wake.is_set()  # no longer selects it, but has fields to take back
     assert not proxy.wake.is_set()  # neither: a rollout elsewhere must not wake it
@@ -568,12 +573,12 @@ async def test_an_idle_worker_sleeps_until_its_aggregated_events_are_due(monkeyp
         return await wait_at_most(seconds)
 
     monkeypatch.setattr(worker.wake, "wait_at_most", counted)
-    state.listed.set()
+    state.listings.listed(WorkloadKind.DEPLOYMENT)
     task = asyncio.ensure_future(state.run_worker("logs"))
     await asyncio.sleep(SETTLE + 0.2)
     assert posted.count(("Normal", "SidecarsInjected")) == 1
     assert posted.count(("Normal", "Injected")) == 0  # held for EVENT_INTERVAL
-    state.deployment_changed(named("api"), deleted=False)  # a new Deployment: the pass injects
+    state.workload_changed(named("api"), deleted=False)  # a new Deployment: the pass injects
     await asyncio.sleep(0.5)
     assert posted.count(("Normal", "SidecarsInjected")) == 2
     assert posted.count(("Normal", "Injected")) == 1  # both, due and posted without a poke

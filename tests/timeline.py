@@ -1,24 +1,36 @@
-"""Every Deployment event in one namespace, in the order the API server sent them: what the
-cluster really saw, to count a rollout's concurrency from."""
+"""Every event of one kind of workload in one namespace, in the order the API server sent them:
+what the cluster really saw, to count a rollout's concurrency from."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
-from sidecar_operator.core.status import rolled_out
+from sidecar_operator.api.kinds import WorkloadKind
+from sidecar_operator.core.workloads import rolled_out
 
 
 class Timeline:
-    """Every Deployment event in one namespace, in the order the API server sent them."""
+    """Every event of one kind in one namespace, in the order the API server sent them."""
 
-    def __init__(self, kubeconfig: str, namespace: str) -> None:
-        api_client = config.new_client_from_config(config_file=kubeconfig)
-        self.apps = client.AppsV1Api(api_client)
+    def __init__(
+        self, kubeconfig: str, namespace: str, kind: WorkloadKind = WorkloadKind.DEPLOYMENT
+    ) -> None:
+        self.api_client = config.new_client_from_config(config_file=kubeconfig)
+        apps, batch = client.AppsV1Api(self.api_client), client.BatchV1Api(self.api_client)
+        lists: dict[WorkloadKind, Callable[..., Any]] = {
+            WorkloadKind.DEPLOYMENT: apps.list_namespaced_deployment,
+            WorkloadKind.STATEFUL_SET: apps.list_namespaced_stateful_set,
+            WorkloadKind.DAEMON_SET: apps.list_namespaced_daemon_set,
+            WorkloadKind.CRON_JOB: batch.list_namespaced_cron_job,
+        }
+        self.list = lists[kind]
+        self.kind = kind
         self.namespace = namespace
         self.events: list[dict[str, Any]] = []
         self.times: list[float] = []  # time.monotonic() when each event arrived
@@ -32,12 +44,12 @@ class Timeline:
         while not self._stop.is_set():
             try:
                 if version is None:
-                    listed = self.apps.list_namespaced_deployment(self.namespace)
+                    listed = self.list(self.namespace)
                     for item in listed.items:
                         self._record(self._plain(item))
                     version = listed.metadata.resource_version
                 stream = watch.Watch().stream(
-                    self.apps.list_namespaced_deployment,
+                    self.list,
                     self.namespace,
                     resource_version=version,
                     timeout_seconds=2,
@@ -59,7 +71,8 @@ class Timeline:
         self.events.append(obj)
 
     def _plain(self, obj: Any) -> dict[str, Any]:
-        return dict(self.apps.api_client.sanitize_for_serialization(obj))
+        """As JSON, naming its kind (a list's items name none)."""
+        return {**self.api_client.sanitize_for_serialization(obj), "kind": self.kind.value}
 
     def __enter__(self) -> Timeline:
         self._thread.start()
@@ -96,7 +109,7 @@ class Timeline:
 
     def max_in_flight_any_revision(self, policy: str) -> int:
         """In flight from the event where the policy's annotation changed (its write) until an
-        event shows the Deployment rolled out, whatever revision it carries."""
+        event shows the workload rolled out, whatever revision it carries."""
         key = f"policy.sidecars.dev/{policy}"
         last: dict[str, str | None] = {}
         in_flight: set[str] = set()

@@ -99,7 +99,7 @@ def run(
         help="The operator's own namespace, never matched without a namespaceSelector.",
     ),
     resync_seconds: float = typer.Option(
-        60.0, min=1, help="How often every Deployment is checked for drift."
+        60.0, min=1, help="How often every workload is checked for drift."
     ),
     peering: str | None = typer.Option(
         None,
@@ -153,15 +153,17 @@ def preview_command(
         dir_okay=False,
         help="The SidecarPolicy manifest to preview.",
     ),
-    deployments: Path | None = typer.Option(
+    workloads: Path | None = typer.Option(
         None,
+        "--workloads",
+        "--deployments",
         exists=True,
-        help="Read Deployments (and Namespaces) from these manifest files "
+        help="Read workloads of every kind (and Namespaces) from these manifest files "
         "instead of the current cluster: works offline.",
     ),
     operator_namespace: str | None = typer.Option(None, envvar="OPERATOR_NAMESPACE"),
 ) -> None:
-    """Show, read-only, what a policy would change: the Deployments it matches, a diff of each
+    """Show, read-only, what a policy would change: the workloads it matches, a diff of each
     pod template, and the conflicts. Exit code 1 if there are conflicts."""
     from sidecar_operator import preview
     from sidecar_operator.api.models import Policy
@@ -178,9 +180,9 @@ def preview_command(
         typer.echo(f"invalid {KIND}: {error}", err=True)
         raise typer.Exit(2) from None
     others: list[Policy] = []
-    if deployments is not None:
-        documents = preview.load_documents(deployments)
-        objects = [d for d in documents if d.get("kind") == "Deployment"]
+    if workloads is not None:
+        documents = preview.load_documents(workloads)
+        objects = [d for d in documents if preview.is_workload(d)]
         namespaces = [d for d in documents if d.get("kind") == "Namespace"]
     else:
         from sidecar_operator.kube.client import read_cluster
@@ -204,4 +206,4 @@ def preview_command(
 
 @app.callback()
 def main() -> None:
-    """Adds, updates and removes sidecar containers on live Deployments."""
+    """Adds, updates and removes sidecar containers on live workloads."""

@@ -3,9 +3,10 @@
 
 Kopf watches SidecarPolicies and Namespaces; Namespaces are only indexed and observed, so Kopf
 writes no annotations or finalizers on them, and its bookkeeping stays on SidecarPolicies.
-Deployments, the many, are watched by `kube.watch.DeploymentWatch` (see there why not by Kopf).
-Every handler is a coroutine on Kopf's loop, where everything else of the operator runs too: the
-Deployment watch, the leadership check and the Event posters are tasks started here.
+Workloads, the many, are watched by `kube.watch.WorkloadWatch` (see there why not by Kopf), one
+per kind some policy needs (`engine.watches`). Every handler is a coroutine on Kopf's loop, where
+everything else of the operator runs too: the workload watches, the leadership check and the
+Event posters are tasks started here.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ from sidecar_operator.api import names
 from sidecar_operator.engine.leadership import LIFETIME, Identity, Leadership
 from sidecar_operator.engine.runtime import Runtime
 from sidecar_operator.engine.tasks import spawn
+from sidecar_operator.engine.watches import Watches
 from sidecar_operator.engine.writer import WRITERS
 from sidecar_operator.kube.client import ApiError, KubeApi
 from sidecar_operator.kube.events import POSTERS, EventPoster
-from sidecar_operator.kube.watch import DeploymentWatch
 
 POLICIES = (f"{names.GROUP}/{names.VERSION}", names.PLURAL)
 NAMESPACES = ("v1", "namespaces")
@@ -98,12 +99,15 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         on_first_listing=_freeze_heap,
     )
     leadership.on_change = runtime.became
-    memo.deployments = deployments = DeploymentWatch(kube, runtime, after=runtime.indexed)
-    memo.tasks = [spawn(leadership.run(kube), "leadership"), spawn(deployments.run(), "watch")]
+    memo.watches = watches = Watches(
+        kube, runtime, after=runtime.indexed, dropped=runtime.kind_dropped
+    )
+    runtime.watch_kinds = watches.want
+    memo.tasks = [spawn(leadership.run(kube), "leadership")]
 
 
 def _freeze_heap() -> None:
-    """What is alive after the first listing (Kopf, the modules, a snapshot of every Deployment)
+    """What is alive after the first listing (Kopf, the modules, a snapshot of every workload)
     mostly lives as long as the process: frozen, the cyclic collector's full passes stop walking
     it, and every full pass holds the one loop for as long as it walks. `python -m bench.heap`
     (2 cores): a full pass over the modules alone takes 70 ms, 0 frozen; with 5000 snapshots
@@ -120,18 +124,20 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    if "watches" in memo:
+        await memo.watches.stop()
     if "events" in memo:
         await memo.events.close()
     if "kube" in memo:
         await memo.kube.close()
 
 
-@kopf.on.probe(id="deployments")
-async def deployment_watch(memo: kopf.Memo, **_: Any) -> str:
-    """What /healthz reports: the Deployment watch's state, named as it is. An API server that
+@kopf.on.probe(id="workloads")
+async def workload_watches(memo: kopf.Memo, **_: Any) -> str:
+    """What /healthz reports: each workload watch's state, named as it is. An API server that
     is away is not the operator's fault, and a restart would not bring it back: the probe stays
-    healthy and says so, while the watch and the workers retry by themselves."""
-    return memo.deployments.state if "deployments" in memo else "starting"
+    healthy and says so, while the watches and the workers retry by themselves."""
+    return memo.watches.state if "watches" in memo else "starting"
 
 
 @kopf.on.probe(id="role")
@@ -142,8 +148,8 @@ async def role(memo: kopf.Memo, **_: Any) -> str:
 # -- the watch caches ------------------------------------------------------------------------
 # Kopf calls indexers for every object of the initial listings before any other handler or
 # daemon, so Namespaces and policies are in the cache before the first worker pass (which also
-# waits for the Deployment watch's first listing). They keep nothing in Kopf's own indexes
-# (they return None) and never block.
+# waits for the first listing of every kind its policy needs). They keep nothing in Kopf's own
+# indexes (they return None) and never block.
 
 
 @kopf.index(*NAMESPACES)
@@ -186,13 +192,13 @@ async def policy_worker(name: str, memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.delete(*POLICIES)
 async def policy_deleted(name: str, memo: kopf.Memo, **_: Any) -> None:
-    """Holds the policy (by its finalizer) until no Deployment carries anything of it."""
+    """Holds the policy (by its finalizer) until no workload carries anything of it."""
     state = _runtime(memo)
-    if not await state.listed.wait_at_most(30):
-        raise kopf.TemporaryError("still listing Deployments", delay=1)
+    if not await state.listings.wait(state.cache.kinds_of(name), 30):
+        raise kopf.TemporaryError("still listing workloads", delay=1)
     failures = await state.cleanup.remove_everywhere(name)
     if failures:
         raise kopf.TemporaryError(
-            f"could not clean up {len(failures)} Deployments: {'; '.join(failures[:5])}", delay=5
+            f"could not clean up {len(failures)} workloads: {'; '.join(failures[:5])}", delay=5
         )
     state.forget(name)

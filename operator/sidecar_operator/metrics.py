@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 WRITES = Counter(
     "sidecar_operator_writes",
-    "Server-side applies to Deployments, by policy, action (inject, update, repair, remove) and "
-    "outcome (written, nothing, gone, rejected, conflict, failed).",
-    ["policy", "action", "outcome"],
+    "Server-side applies to workloads, by policy, kind, action (inject, update, repair, "
+    "remove) and outcome (written, nothing, gone, rejected, conflict, failed).",
+    ["policy", "kind", "action", "outcome"],
 )
 REQUESTS = Counter(
     "sidecar_operator_api_requests",
@@ -22,38 +23,41 @@ ACTIVE = Gauge(
     "1 while this replica is the one that writes, 0 while it stands by (see --peering).",
 )
 PASSES = Counter(
-    "sidecar_operator_reconciles", "Reconcile passes over a policy's Deployments.", ["policy"]
+    "sidecar_operator_reconciles", "Reconcile passes over a policy's workloads.", ["policy"]
 )
 PASS_SECONDS = Histogram(
     "sidecar_operator_reconcile_seconds",
-    "How long one reconcile pass over a policy's Deployments took, writes included.",
+    "How long one reconcile pass over a policy's workloads took, writes included.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 CONFLICTS = Counter(
     "sidecar_operator_conflicts",
-    "Deployments found newly skipped by a policy because of a clash or a rejected patch.",
+    "Workloads found newly skipped by a policy because of a clash or a rejected patch.",
     ["policy"],
 )
 API_ERRORS = Counter(
     "sidecar_operator_api_errors", "Error answers from the API server, by HTTP status.", ["status"]
 )
-DEPLOYMENTS = Gauge(
-    "sidecar_operator_policy_deployments",
-    "Deployments per policy and state: matched, updated, ready, conflicts.",
-    ["policy", "state"],
+WORKLOADS = Gauge(
+    "sidecar_operator_policy_workloads",
+    "Workloads per policy, kind and state: matched, updated, ready, conflicts.",
+    ["policy", "kind", "state"],
 )
+STATES = ("matched", "updated", "ready", "conflicts")
 
 
 def serve(port: int) -> None:
     start_http_server(port)
 
 
-def set_counts(policy: str, **counts: int) -> None:
+def set_counts(policy: str, kind: str, **counts: int) -> None:
     for state, value in counts.items():
-        DEPLOYMENTS.labels(policy=policy, state=state).set(value)
+        WORKLOADS.labels(policy=policy, kind=kind, state=state).set(value)
 
 
-def forget(policy: str) -> None:
-    for state in ("matched", "updated", "ready", "conflicts"):
-        with contextlib.suppress(KeyError):
-            DEPLOYMENTS.remove(policy, state)
+def forget(policy: str, kinds: Iterable[str]) -> None:
+    """Drop the policy's counts for these kinds."""
+    for kind in kinds:
+        for state in STATES:
+            with contextlib.suppress(KeyError):
+                WORKLOADS.remove(policy, kind, state)

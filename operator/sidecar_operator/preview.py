@@ -11,24 +11,28 @@ from typing import Any
 
 import yaml
 
+from sidecar_operator.api.kinds import WorkloadKind
 from sidecar_operator.api.models import Policy
-from sidecar_operator.core import planner, ssa
+from sidecar_operator.core import planner, ssa, workloads
 from sidecar_operator.core.ownership import field_manager
-from sidecar_operator.core.types import Kind
+from sidecar_operator.core.types import Key, Kind
 
 
 @dataclass(frozen=True)
 class Entry:
-    namespace: str
-    name: str
+    key: Key
     kind: Kind
-    diff: str = ""  # unified diff of spec.template.spec, for writes
+    diff: str = ""  # unified diff of the pod template's spec, for writes
     conflict: str = ""
 
 
-def _template_yaml(deployment: Mapping[str, Any]) -> list[str]:
-    pod = deployment.get("spec", {}).get("template", {}).get("spec", {})
-    return yaml.safe_dump(pod, sort_keys=False, width=100).splitlines(keepends=True)
+def _template_yaml(workload: Mapping[str, Any]) -> list[str]:
+    pod = workloads.pod_spec(workload)
+    return yaml.safe_dump(dict(pod), sort_keys=False, width=100).splitlines(keepends=True)
+
+
+def is_workload(document: Mapping[str, Any]) -> bool:
+    return document.get("kind") in {kind.value for kind in WorkloadKind}
 
 
 def preview(
@@ -39,7 +43,7 @@ def preview(
     other_policies: Iterable[Policy] = (),
     operator_namespace: str | None = None,
 ) -> list[Entry]:
-    """One Entry per Deployment the policy matches or would remove itself from."""
+    """One Entry per workload the policy matches or would remove itself from."""
     others = [p for p in other_policies if p.name != policy.name]
     entries = []
     for deployment in deployments:
@@ -58,7 +62,7 @@ def preview(
         diff = ""
         if mine.body is not None:
             after = ssa.apply(placed, field_manager(policy.name), mine.body)
-            label = f"{namespace}/{metadata['name']}"
+            label = str(Key.of(placed))
             diff = "".join(
                 difflib.unified_diff(
                     _template_yaml(placed),
@@ -68,8 +72,8 @@ def preview(
                 )
             )
         conflict = mine.conflict if mine.kind is Kind.CONFLICT else ""
-        entries.append(Entry(namespace, metadata["name"], mine.kind, diff, conflict))
-    return sorted(entries, key=lambda entry: (entry.namespace, entry.name))
+        entries.append(Entry(Key.of(placed), mine.kind, diff, conflict))
+    return sorted(entries, key=lambda entry: entry.key)
 
 
 def load_documents(path: Path) -> list[dict[str, Any]]:
@@ -92,7 +96,7 @@ def load_documents(path: Path) -> list[dict[str, Any]]:
 def report(entries: list[Entry]) -> str:
     lines = []
     for entry in entries:
-        where = f"{entry.namespace}/{entry.name}"
+        where = str(entry.key)
         if entry.kind is Kind.CONFLICT:
             lines.append(f"CONFLICT {where}: {entry.conflict}\n")
         elif entry.kind is Kind.IN_SYNC:
@@ -102,5 +106,5 @@ def report(entries: list[Entry]) -> str:
         else:
             lines.append(f"CHANGE {where}\n{entry.diff}")
     conflicts = sum(1 for entry in entries if entry.kind is Kind.CONFLICT)
-    lines.append(f"{len(entries)} Deployments matched or affected, {conflicts} conflicts\n")
+    lines.append(f"{len(entries)} workloads matched or affected, {conflicts} conflicts\n")
     return "".join(lines)

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sidecar_operator.core.planner import contains
-from sidecar_operator.core.status import rolled_out
+from sidecar_operator.core.workloads import rolled_out
 
 POD_LISTS = ("initContainers", "containers")
 Template = dict[str, Any]
@@ -130,9 +130,9 @@ def status(
     updated = [d for d in mine if carrying(d, name) == revision]
     expected = {
         "observedGeneration": policy["metadata"].get("generation"),
-        "matchedDeployments": len(matched),
-        "updatedDeployments": len(updated),
-        "readyDeployments": sum(1 for d in updated if rolled_out(d)),
+        "matchedWorkloads": len(matched),
+        "updatedWorkloads": len(updated),
+        "readyWorkloads": sum(1 for d in updated if rolled_out(d)),
         "conflicts": 0,
     }
     found = [
@@ -141,7 +141,7 @@ def status(
         if current.get(key) != value
     ]
     conditions = {c["type"]: c["status"] for c in current.get("conditions") or []}
-    settled = expected["readyDeployments"] == len(matched)
+    settled = expected["readyWorkloads"] == len(matched)
     if conditions.get("Ready") != ("True" if settled else "False"):
         found.append(f"condition Ready is {conditions.get('Ready')!r} with {expected}")
     if conditions.get("Degraded") != "False":

@@ -27,7 +27,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from sidecar_operator.core.status import rolled_out
+from sidecar_operator.core.workloads import rolled_out
 from tests.chaos import audit
 from tests.kube import Kubectl
 
@@ -73,7 +73,7 @@ class Expect(_Strict):
         default_factory=list, alias="policyEvents", description="Reasons of Events on the policy."
     )
     matched: int | None = Field(
-        default=None, description="status.matchedDeployments, when not injected + conflicts."
+        default=None, description="status.matchedWorkloads, when not injected + conflicts."
     )
 
 
@@ -305,9 +305,9 @@ class Run:
             matched = expect.matched
         done = (
             status.get("observedGeneration") == status.get("_generation")
-            and status.get("matchedDeployments") == matched
+            and status.get("matchedWorkloads") == matched
             and status.get("conflicts") == len(expect.conflicts)
-            and status.get("readyDeployments") == len(expect.injected)
+            and status.get("readyWorkloads") == len(expect.injected)
         )
         return status if done else None
 

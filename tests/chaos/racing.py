@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from sidecar_operator.core.status import rolled_out
+from sidecar_operator.core.workloads import rolled_out
 from tests.chaos import audit, workloads
 from tests.chaos.trials import IMAGES, Row, Setting, wait
 from tests.kube import Kubectl
@@ -149,7 +149,7 @@ class Racers:
         """Undo each Deployment once, as soon as it rolled out with the sidecars."""
         waiting = set(self.names[GROUPS[3]])
         while waiting and not self._stop.wait(0.5):
-            for deployment in self.setting.deployments():
+            for deployment in self.setting.workloads():
                 name = deployment["metadata"]["name"]
                 if (
                     name in waiting
@@ -185,7 +185,7 @@ def racing(setting: Setting) -> list[Row]:
         defects = [] if settled else ["did not settle"]
         defects += [e for e in racers.errors if group_name in e]
         extra = total = 0
-        for deployment in setting.deployments():
+        for deployment in setting.workloads():
             name = deployment["metadata"]["name"]
             if group(int(name.split("-")[1])) != group_name:
                 continue

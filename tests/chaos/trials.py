@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from sidecar_operator.core.status import rolled_out
+from sidecar_operator.core.workloads import rolled_out
 from tests.chaos import audit, workloads
 from tests.conftest import OperatorProcess
 from tests.kube import SIDECAR_OPERATOR, Kubectl, eventually
@@ -61,7 +61,7 @@ class Setting:
         kubectl.apply(yaml.safe_dump_all([workloads.deployment(i) for i in range(self.size)]))
         for index in range(self.size):
             kubectl("rollout", "status", f"deployment/app-{index:02d}", "--timeout=180s")
-        self.snapshot = {d["metadata"]["name"]: audit.template(d) for d in self.deployments()}
+        self.snapshot = {d["metadata"]["name"]: audit.template(d) for d in self.workloads()}
         return kubectl
 
     def deployments(self) -> list[dict[str, Any]]:
@@ -85,7 +85,7 @@ class Setting:
     def matched(self) -> set[str]:
         return {
             d["metadata"]["name"]
-            for d in self.deployments()
+            for d in self.workloads()
             if d["metadata"]["labels"].get("group") in workloads.GROUPS
         }
 
@@ -100,7 +100,7 @@ class Setting:
         ready = {c["type"]: c["status"] for c in status.get("conditions") or []}.get("Ready")
         return (
             ready == "True"
-            and status.get("readyDeployments") == len(matched)
+            and status.get("readyWorkloads") == len(matched)
             and policy["spec"]["containers"][0]["image"] == image
         )
 
@@ -108,7 +108,7 @@ class Setting:
         policy = self.policy_object()
         if policy is None:
             return ["the policy is gone"]
-        return audit.status(policy, self.deployments(), self.matched())
+        return audit.status(policy, self.workloads(), self.matched())
 
     def audit_injected(self) -> list[str]:
         policy = self.policy_object()
@@ -116,8 +116,8 @@ class Setting:
             return ["the policy is gone"]
         revision = (policy.get("status") or {}).get("revision", "")
         matched = self.matched()
-        found = audit.status(policy, self.deployments(), matched)
-        for deployment in self.deployments():
+        found = audit.status(policy, self.workloads(), matched)
+        for deployment in self.workloads():
             name = deployment["metadata"]["name"]
             if name in matched:
                 found += audit.injected(
@@ -129,7 +129,7 @@ class Setting:
 
     def audit_removed(self) -> list[str]:
         found = []
-        for deployment in self.deployments():
+        for deployment in self.workloads():
             name = deployment["metadata"]["name"]
             found += audit.removed(deployment, self.snapshot[name], self.policy)
         return found
@@ -284,7 +284,7 @@ def sigkills(setting: Setting, operator: OperatorProcess) -> list[Row]:
                 setting.settled(third)
                 and not any(
                     audit.carrying(d, setting.policy)
-                    for d in setting.deployments()
+                    for d in setting.workloads()
                     if d["metadata"]["labels"]["group"] == workloads.UNMATCHED
                 )
             ),
@@ -350,7 +350,7 @@ def _health(operator: OperatorProcess) -> tuple[int, str]:
         code, report = operator.health()
     except OSError as error:
         return 0, repr(error)
-    return code, str(report.get("deployments", ""))
+    return code, str(report.get("workloads", ""))
 
 
 def control_plane(setting: Setting, operator: OperatorProcess) -> list[Row]:
@@ -389,7 +389,7 @@ def control_plane(setting: Setting, operator: OperatorProcess) -> list[Row]:
             moved = next((t - back for t, count in progress if count > progress[0][1]), None)
             unhealthy = [s for s in health if s[1][0] != 200]
             truthful = component != "kube-apiserver" or any(
-                s[1][1].startswith("reconnecting") for s in health if s[0] < back
+                "reconnecting" in s[1][1] for s in health if s[0] < back
             )
             defects = [] if settled else [f"the rollout did not settle after {component} came back"]
             if unhealthy:
@@ -425,7 +425,7 @@ def _progress(setting: Setting) -> int:
     revision = (policy.get("status") or {}).get("revision")
     return sum(
         1
-        for d in setting.deployments()
+        for d in setting.workloads()
         if audit.carrying(d, setting.policy) == revision and rolled_out(d)
     )
 

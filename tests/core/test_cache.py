@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sidecar_operator.api.kinds import WorkloadKind
+from sidecar_operator.core.types import Key
 from sidecar_operator.state import snapshot
 from sidecar_operator.state.cache import Cache
 
@@ -28,37 +30,37 @@ def policy(image: str, generation: int, status: dict[str, Any] | None = None) ->
 
 
 def image(cache: Cache) -> str:
-    held = dict(cache.deployments())[("shop", "web")]
+    held = dict(cache.workloads())[Key("shop", "web")]
     return str(held["spec"]["template"]["spec"]["containers"][0]["image"])
 
 
 def test_a_write_s_answer_never_brings_back_what_the_watch_dropped() -> None:
     cache = Cache()
-    cache.put_deployment(deployment("10"))
-    cache.drop_deployment(("shop", "web"))  # deleted while our write was in flight
-    assert cache.refresh_deployment(deployment("11", image="nginx:2")) is None
-    assert cache.deployments() == []
-    cache.put_deployment(deployment("20", uid="u2"))  # created again under the same name
-    assert cache.refresh_deployment(deployment("12", image="nginx:2")) is None  # the old one's
+    cache.put_workload(deployment("10"))
+    cache.drop_workload(Key("shop", "web"))  # deleted while our write was in flight
+    assert cache.refresh_workload(deployment("11", image="nginx:2")) is None
+    assert cache.workloads() == []
+    cache.put_workload(deployment("20", uid="u2"))  # created again under the same name
+    assert cache.refresh_workload(deployment("12", image="nginx:2")) is None  # the old one's
     assert image(cache) == "nginx"
 
 
 def test_an_older_snapshot_never_replaces_a_newer_one() -> None:
     cache = Cache()
-    cache.put_deployment(deployment("10", image="nginx:1"))  # the watch
-    cache.refresh_deployment(deployment("12", image="nginx:2"))  # our own write's response
-    returned = cache.put_deployment(deployment("11", image="nginx:1"))  # the watch, behind
+    cache.put_workload(deployment("10", image="nginx:1"))  # the watch
+    cache.refresh_workload(deployment("12", image="nginx:2"))  # our own write's response
+    returned = cache.put_workload(deployment("11", image="nginx:1"))  # the watch, behind
     assert image(cache) == "nginx:2"
     assert returned["metadata"]["resourceVersion"] == "12"
 
 
 def test_a_recreated_deployment_replaces_the_old_one_whatever_its_version() -> None:
     cache = Cache()
-    cache.put_deployment(deployment("50", uid="old", image="nginx:1"))
-    cache.put_deployment(deployment("7", uid="new", image="nginx:2"))
+    cache.put_workload(deployment("50", uid="old", image="nginx:1"))
+    cache.put_workload(deployment("7", uid="new", image="nginx:2"))
     assert image(cache) == "nginx:2"
-    cache.drop_deployment(("shop", "web"))
-    assert cache.deployments() == []
+    cache.drop_workload(Key("shop", "web"))
+    assert cache.workloads() == []
 
 
 def test_epoch_moves_with_policy_specs_and_namespace_labels_only() -> None:
@@ -66,9 +68,9 @@ def test_epoch_moves_with_policy_specs_and_namespace_labels_only() -> None:
     cache.put_policy(policy("fluent-bit:3", 1))
     cache.put_namespace("shop", {"team": "a"})
     start = cache.epoch
-    cache.put_policy(policy("fluent-bit:3", 1, status={"matchedDeployments": 4}))
+    cache.put_policy(policy("fluent-bit:3", 1, status={"matchedWorkloads": 4}))
     cache.put_namespace("shop", {"team": "a"})
-    cache.put_deployment(deployment("3"))
+    cache.put_workload(deployment("3"))
     assert cache.epoch == start  # our own status writes and Deployment events re-plan nothing
     cache.put_policy(policy("fluent-bit:4", 2))
     assert cache.epoch == start + 1
@@ -80,14 +82,30 @@ def test_epoch_moves_with_policy_specs_and_namespace_labels_only() -> None:
     assert cache.policies() == {} and cache.namespace_labels("shop") == {}
 
 
-def test_a_complete_listing_forgets_deployments_deleted_while_no_watch_ran() -> None:
+def test_a_complete_listing_forgets_what_it_lacks_of_its_own_kind_only() -> None:
     cache = Cache()
-    cache.put_deployment(deployment("3"))
-    cache.put_deployment(
+    cache.put_workload(deployment("3"))
+    cache.put_workload(
         {**deployment("4"), "metadata": {**deployment("4")["metadata"], "name": "db"}}
     )
-    assert cache.retain_deployments([("shop", "db")]) == [("shop", "web")]
-    assert [key for key, _ in cache.deployments()] == [("shop", "db")]
+    cache.put_workload({**deployment("5"), "kind": "StatefulSet"})
+    listed = [Key("shop", "db")]
+    assert cache.retain_workloads(WorkloadKind.DEPLOYMENT, listed) == [Key("shop", "web")]
+    stateful_set = Key("shop", "web", WorkloadKind.STATEFUL_SET)
+    assert [key for key, _ in cache.workloads()] == [Key("shop", "db"), stateful_set]
+
+
+def test_the_kinds_watched_are_those_policies_target_or_still_have_workloads_of() -> None:
+    cache = Cache()
+    assert cache.kinds_wanted() == frozenset()
+    cache.put_policy(policy("fluent-bit:3.0", 1))
+    assert cache.kinds_wanted() == {WorkloadKind.DEPLOYMENT}
+    targets = policy("fluent-bit:3.0", 2, status={"workloadKinds": ["DaemonSet", "Pod"]})
+    targets["spec"]["kinds"] = ["CronJob"]
+    cache.put_policy(targets)
+    assert cache.kinds_of("logs") == {WorkloadKind.CRON_JOB, WorkloadKind.DAEMON_SET}
+    cache.drop_policy("logs")
+    assert cache.kinds_wanted() == frozenset()
 
 
 def test_identical_parts_of_many_snapshots_are_one_object() -> None:
@@ -104,6 +122,6 @@ def test_identical_parts_of_many_snapshots_are_one_object() -> None:
 def test_shared_parts_no_snapshot_holds_are_forgotten() -> None:
     cache = Cache()
     for index in range(3000):  # one Deployment whose image keeps changing
-        cache.put_deployment(deployment(str(index), image=f"nginx:{index}"))
+        cache.put_workload(deployment(str(index), image=f"nginx:{index}"))
     assert image(cache) == "nginx:2999"
     assert len(cache._shared) < 1100

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from sidecar_operator.api.names import FIELD_MANAGER_PREFIX, INJECT_KEY
 from sidecar_operator.core import planner, selection
+from sidecar_operator.core.types import Key
 from sidecar_operator.state import concerns
 from sidecar_operator.state.cache import Cache
 from sidecar_operator.state.plans import Plans
@@ -71,8 +72,8 @@ def policies(draw: st.DrawFn) -> dict[str, Any]:
 
 
 changes = st.one_of(
-    st.tuples(st.just("put_deployment"), deployments()),
-    st.tuples(st.just("drop_deployment"), st.sampled_from(NAMESPACES), st.sampled_from(("web",))),
+    st.tuples(st.just("put_workload"), deployments()),
+    st.tuples(st.just("drop_workload"), st.sampled_from(NAMESPACES), st.sampled_from(("web",))),
     st.tuples(st.just("put_namespace"), st.sampled_from(NAMESPACES), labels),
     st.tuples(st.just("drop_namespace"), st.sampled_from(NAMESPACES)),
     st.tuples(st.just("put_policy"), policies()),
@@ -84,7 +85,7 @@ def from_scratch(cache: Cache) -> dict[str, set[tuple[str, str]]]:
     """Every policy's Deployments as the planner finds them: those it returns an action for."""
     found: dict[str, set[tuple[str, str]]] = {}
     specs = [policy for policy, _ in cache.policies().values()]
-    for key, record in cache.deployments():
+    for key, record in cache.workloads():
         for action in planner.plan(
             record,
             cache.namespace_labels(key[0]),
@@ -101,7 +102,7 @@ def check(cache: Cache) -> None:
     expected = from_scratch(cache)
     plans = Plans(cache, operator_namespace=OPERATOR_NAMESPACE)
     specs = [policy for policy, _ in cache.policies().values()]
-    for key, record in cache.deployments():
+    for key, record in cache.workloads():
         everyone = planner.plan(
             record, cache.namespace_labels(key[0]), specs, operator_namespace=OPERATOR_NAMESPACE
         )
@@ -113,7 +114,7 @@ def check(cache: Cache) -> None:
             # Deployments still carrying its fields (the orphans cleanup removes).
             expected[name] = {
                 key
-                for key, record in cache.deployments()
+                for key, record in cache.workloads()
                 if any(
                     entry["manager"] == f"{FIELD_MANAGER_PREFIX}{name}"
                     for entry in record["metadata"]["managedFields"]
@@ -131,11 +132,11 @@ def test_the_index_always_equals_what_the_planner_finds_from_scratch(
     cache = Cache(operator_namespace=OPERATOR_NAMESPACE)
     for version, change in enumerate(sequence):
         match change:
-            case ("put_deployment", body):
+            case ("put_workload", body):
                 body["metadata"]["resourceVersion"] = str(version + 1)
-                cache.put_deployment(body)
-            case ("drop_deployment", namespace, name):
-                cache.drop_deployment((namespace, name))
+                cache.put_workload(body)
+            case ("drop_workload", namespace, name):
+                cache.drop_workload((namespace, name))
             case ("put_namespace", name, namespace_labels):
                 cache.put_namespace(name, namespace_labels)
             case ("drop_namespace", name):
@@ -169,17 +170,17 @@ def test_a_status_change_keeps_the_deployment_s_policies_and_a_label_change_move
         "spec": {"template": {"spec": {"containers": [{"name": "app", "image": "nginx"}]}}},
         "status": {"updatedReplicas": 0},
     }
-    cache.put_deployment(body)
-    assert cache.concerned(("shop", "web")) == {"logs"}
+    cache.put_workload(body)
+    assert cache.concerned(Key("shop", "web")) == {"logs"}
     body["metadata"]["resourceVersion"] = "2"
     body["status"] = {"updatedReplicas": 1}
-    cache.put_deployment(body)
-    assert [key for key, _ in cache.concerning("logs")] == [("shop", "web")]
+    cache.put_workload(body)
+    assert [key for key, _ in cache.concerning("logs")] == [Key("shop", "web")]
     body["metadata"]["resourceVersion"] = "3"
     body["metadata"]["labels"] = {"tier": "db"}
-    cache.put_deployment(body)
+    cache.put_workload(body)
     assert cache.concerning("logs") == []
-    assert cache.concerned(("shop", "web")) == frozenset()
+    assert cache.concerned(Key("shop", "web")) == frozenset()
 
 
 def test_the_index_is_the_same_whichever_arrives_first() -> None:
@@ -193,8 +194,8 @@ def test_the_index_is_the_same_whichever_arrives_first() -> None:
     }
     first, second = Cache(), Cache()
     first.put_policy(policy)
-    first.put_deployment(body)
-    second.put_deployment(body)
+    first.put_workload(body)
+    second.put_workload(body)
     second.put_policy(policy)
     assert first.concerning("logs") == second.concerning("logs") != []
 
@@ -231,11 +232,11 @@ def test_a_dropped_namespace_leaves_only_the_policies_still_carried() -> None:
     cache.put_policy(_policy("logs", {"team": "a"}))
     cache.put_policy(_policy("proxy", {"team": "a"}))
     cache.put_namespace("shop", {"team": "a"})
-    cache.put_deployment(_deployment("1", managers=("proxy",)))
-    assert cache.concerned(("shop", "web")) == {"logs", "proxy"}
+    cache.put_workload(_deployment("1", managers=("proxy",)))
+    assert cache.concerned(Key("shop", "web")) == {"logs", "proxy"}
     cache.drop_namespace("shop")
     # Without its labels the namespace is selected by neither; proxy's fields are still there.
-    assert cache.concerned(("shop", "web")) == {"proxy"}
+    assert cache.concerned(Key("shop", "web")) == {"proxy"}
     assert cache.concerning("logs") == []
     check(cache)
 
@@ -246,17 +247,17 @@ def test_a_policy_write_reads_the_field_managers_without_matching_the_selectors_
     cache = Cache()
     for name in POLICIES:
         cache.put_policy(_policy(name))
-    cache.put_deployment(_deployment("1"))
+    cache.put_workload(_deployment("1"))
     matched = []
 
     def counting(*args: Any, **kwargs: Any) -> bool:
         matched.append(args)
-        return selection.deployment_matches(*args, **kwargs)
+        return selection.workload_matches(*args, **kwargs)
 
-    monkeypatch.setattr(concerns, "deployment_matches", counting)
-    cache.put_deployment(_deployment("2", managers=("logs", "gone")))
+    monkeypatch.setattr(concerns, "workload_matches", counting)
+    cache.put_workload(_deployment("2", managers=("logs", "gone")))
     assert matched == []
-    assert cache.concerned(("shop", "web")) == {*POLICIES, "gone"}
-    cache.put_deployment(_deployment("3", managers=("logs",)))
+    assert cache.concerned(Key("shop", "web")) == {*POLICIES, "gone"}
+    cache.put_workload(_deployment("3", managers=("logs",)))
     assert [key for key, _ in cache.concerning("gone")] == []
     assert matched == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 import pytest
@@ -10,6 +11,11 @@ from sidecar_operator.core.rollout import Item, budget, step
 from sidecar_operator.core.types import Action, Change, Kind
 
 POLICY_CREATED = "2026-01-01T00:00:00Z"
+# A Deployment fails by its own condition: the deadline for the other kinds is never reached.
+TIMING: dict[str, Any] = {
+    "progress_deadline_seconds": 600,
+    "now": datetime.datetime(2026, 3, 1, 10, 0, 1, tzinfo=datetime.UTC),
+}
 BODY = {"apiVersion": "apps/v1"}
 SPEC: dict[str, Any] = {"f:spec": {"f:template": {}}}
 
@@ -83,7 +89,7 @@ def item(name: str, kind: Kind, change: str = "", **state: Any) -> Item:
 
 
 def written(items: list[Item], **options: Any) -> list[str]:
-    settings = {"max_concurrent": 2, "paused": False, "policy_created": POLICY_CREATED}
+    settings = {"max_concurrent": 2, "paused": False, "policy_created": POLICY_CREATED, **TIMING}
     return [i.key[1] for i in step(items, **{**settings, **options}).writes]
 
 
@@ -109,7 +115,7 @@ def test_a_failed_rollout_halts_paced_writes_but_not_removal() -> None:
         item("next", Kind.APPLY, "update"),
         item("gone", Kind.REMOVE, "remove"),
     ]
-    result = step(items, max_concurrent=5, paused=False, policy_created=POLICY_CREATED)
+    result = step(items, max_concurrent=5, paused=False, policy_created=POLICY_CREATED, **TIMING)
     assert [i.key[1] for i in result.writes] == ["gone"]
     assert result.failing == [("shop", "broken")] and result.waiting == 1
 
@@ -142,7 +148,11 @@ def test_deployments_still_rolling_an_older_revision_count_against_the_budget() 
     ]
     waiting = [item(name, Kind.APPLY, "update", carries="old") for name in ("c", "d", "e")]
     result = step(
-        rolling_old + waiting, max_concurrent=3, paused=False, policy_created=POLICY_CREATED
+        rolling_old + waiting,
+        max_concurrent=3,
+        paused=False,
+        policy_created=POLICY_CREATED,
+        **TIMING,
     )
     assert result.in_flight == [("shop", "a"), ("shop", "b")]
     # a and b move on to the new revision without a further slot; one newcomer gets the last.
@@ -162,7 +172,9 @@ def test_an_owner_rollout_after_the_policy_wrote_is_not_the_policy_s() -> None:
         owner_wrote="2026-03-01T10:05:00Z",
     )
     nexts = [item(name, Kind.APPLY, "update", carries="old") for name in ("x", "y")]
-    result = step([owners, *nexts], max_concurrent=2, paused=False, policy_created=POLICY_CREATED)
+    result = step(
+        [owners, *nexts], max_concurrent=2, paused=False, policy_created=POLICY_CREATED, **TIMING
+    )
     assert result.in_flight == []
     assert [i.key[1] for i in result.writes] == ["deploying", "x"]
 
@@ -172,6 +184,6 @@ def test_a_halted_rollout_moves_nothing_further_onto_the_current_revision() -> N
         item("broken", Kind.IN_SYNC, rolled_out=False, failed=True, carries="new"),
         item("rolling-old", Kind.APPLY, "update", rolled_out=False, carries="old"),
     ]
-    result = step(items, max_concurrent=5, paused=False, policy_created=POLICY_CREATED)
+    result = step(items, max_concurrent=5, paused=False, policy_created=POLICY_CREATED, **TIMING)
     assert result.writes == [] and result.waiting == 1
     assert result.in_flight == [("shop", "broken"), ("shop", "rolling-old")]

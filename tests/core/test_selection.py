@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from sidecar_operator.api.models import LabelSelector, SidecarPolicySpec
-from sidecar_operator.core.selection import deployment_matches, selector_matches
+from sidecar_operator.core.selection import selector_matches, workload_matches
 
 SIDECAR = [{"name": "s", "image": "busybox"}]
 
@@ -65,18 +65,18 @@ def test_protected_namespaces_need_an_explicit_namespace_selector(namespace: str
         selector={}, namespaceSelector={"matchLabels": {"kubernetes.io/metadata.name": namespace}}
     )
     labels = {"kubernetes.io/metadata.name": namespace}
-    assert not deployment_matches(without, deployment(namespace), labels, operator_namespace="ops")
-    assert deployment_matches(named, deployment(namespace), labels, operator_namespace="ops")
+    assert not workload_matches(without, deployment(namespace), labels, operator_namespace="ops")
+    assert workload_matches(named, deployment(namespace), labels, operator_namespace="ops")
 
 
 def test_the_opt_out_annotation_wins_over_the_selector() -> None:
     opted_out = deployment(annotations={"sidecars.dev/inject": "false"})
-    assert not deployment_matches(spec(selector={}), opted_out, {}, operator_namespace=None)
+    assert not workload_matches(spec(selector={}), opted_out, {}, operator_namespace=None)
     opted_in = deployment(annotations={"sidecars.dev/inject": "true"})
-    assert deployment_matches(spec(selector={}), opted_in, {}, operator_namespace=None)
+    assert workload_matches(spec(selector={}), opted_in, {}, operator_namespace=None)
 
 
 def test_namespace_selector_reads_namespace_labels() -> None:
     policy = spec(selector={}, namespaceSelector={"matchLabels": {"team": "shop"}})
-    assert deployment_matches(policy, deployment(), {"team": "shop"}, operator_namespace=None)
-    assert not deployment_matches(policy, deployment(), {"team": "search"}, operator_namespace=None)
+    assert workload_matches(policy, deployment(), {"team": "shop"}, operator_namespace=None)
+    assert not workload_matches(policy, deployment(), {"team": "search"}, operator_namespace=None)

@@ -20,7 +20,7 @@ def test_complete_rollout_is_ready() -> None:
 def test_rolling_out_says_how_far() -> None:
     conditions = by_type(status.conditions(Counts(12, 9, 8, 0), paused=False))
     assert conditions["Ready"]["reason"] == "RollingOut"
-    assert conditions["Ready"]["message"] == "8/12 Deployments ready, 9/12 updated"
+    assert conditions["Ready"]["message"] == "8/12 workloads ready, 9/12 updated"
     assert conditions["Progressing"]["status"] == "True"
 
 
@@ -63,24 +63,3 @@ def test_transition_time_is_kept_while_status_holds() -> None:
         generation=2,
     )
     assert by_type(flipped)["Ready"]["lastTransitionTime"] == "2026-01-03T00:00:00Z"
-
-
-def test_rolled_out_needs_the_controller_caught_up_and_available() -> None:
-    base = {
-        "metadata": {"generation": 2},
-        "spec": {"replicas": 2},
-        "status": {
-            "observedGeneration": 2,
-            "replicas": 2,
-            "updatedReplicas": 2,
-            "availableReplicas": 2,
-            "conditions": [{"type": "Available", "status": "True"}],
-        },
-    }
-    assert status.rolled_out(base)
-    assert not status.rolled_out({**base, "status": {**base["status"], "observedGeneration": 1}})
-    assert not status.rolled_out({**base, "status": {**base["status"], "updatedReplicas": 1}})
-    old_pod_left = {**base["status"], "replicas": 3}
-    assert not status.rolled_out({**base, "status": old_pod_left})
-    new_pod_unavailable = {**base["status"], "availableReplicas": 1}
-    assert not status.rolled_out({**base, "status": new_pod_unavailable})

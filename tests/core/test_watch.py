@@ -1,4 +1,4 @@
-"""The Deployment watch's bookkeeping, against a scripted API: pages, resumption, expiry."""
+"""A workload watch's bookkeeping, against a scripted API: pages, resumption, expiry."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ from typing import Any
 
 import pytest
 
+from sidecar_operator.api.kinds import WorkloadKind
 from sidecar_operator.core.types import Key
-from sidecar_operator.kube.watch import PAGE, DeploymentWatch, Expired
+from sidecar_operator.kube.watch import PAGE, Expired, WorkloadWatch
+
+KIND = WorkloadKind.STATEFUL_SET  # any kind: the watch lists and watches the one it is given
 
 
 def obj(name: str, rv: str) -> dict[str, Any]:
@@ -24,14 +27,17 @@ class Scripted:
         self.watched_from: list[str] = []
         self.closed = 0
 
-    async def list_deployments(self, *, limit: int, token: str | None) -> dict[str, Any]:
-        assert limit == PAGE
+    async def list_workloads(
+        self, kind: WorkloadKind, *, limit: int, token: str | None
+    ) -> dict[str, Any]:
+        assert limit == PAGE and kind is KIND
         self.tokens.append(token)
         return self.pages[len(self.tokens) - 1]
 
-    async def watch_deployments(
-        self, version: str, *, timeout: int
+    async def watch_workloads(
+        self, kind: WorkloadKind, version: str, *, timeout: int
     ) -> AsyncGenerator[dict[str, Any], None]:
+        assert kind is KIND
         self.watched_from.append(version)
         await asyncio.sleep(0.01)  # a connection's round trip: the loop goes on meanwhile
         try:
@@ -44,13 +50,13 @@ class Scripted:
 class Recorder:
     def __init__(self) -> None:
         self.changes: list[tuple[str, bool]] = []
-        self.listed: list[list[Key]] = []
+        self.listed: list[tuple[WorkloadKind, list[Key]]] = []
 
-    def deployment_changed(self, deployment: dict[str, Any], *, deleted: bool) -> None:
-        self.changes.append((deployment["metadata"]["name"], deleted))
+    def workload_changed(self, workload: dict[str, Any], *, deleted: bool) -> None:
+        self.changes.append((workload["metadata"]["name"], deleted))
 
-    def deployments_listed(self, keys: Iterable[Key]) -> None:
-        self.listed.append(list(keys))
+    def workloads_listed(self, kind: WorkloadKind, keys: Iterable[Key]) -> None:
+        self.listed.append((kind, list(keys)))
 
 
 async def test_a_listing_follows_every_page_and_reports_the_complete_set() -> None:
@@ -62,10 +68,10 @@ async def test_a_listing_follows_every_page_and_reports_the_complete_set() -> No
         [],
     )
     sink = Recorder()
-    assert await DeploymentWatch(source, sink, after=asyncio.Event()).list() == "9"
+    assert await WorkloadWatch(source, sink, KIND, after=asyncio.Event()).list() == "9"
     assert source.tokens == [None, "next"]
     assert sink.changes == [("a", False), ("b", False)]
-    assert sink.listed == [[("shop", "a"), ("shop", "b")]]
+    assert sink.listed == [(KIND, [Key("shop", "a", KIND), Key("shop", "b", KIND)])]
 
 
 async def test_a_watch_resumes_after_its_last_event_or_bookmark() -> None:
@@ -75,7 +81,7 @@ async def test_a_watch_resumes_after_its_last_event_or_bookmark() -> None:
         {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "15"}}},
     ]
     sink = Recorder()
-    watch = DeploymentWatch(Scripted([], events), sink, after=asyncio.Event())
+    watch = WorkloadWatch(Scripted([], events), sink, KIND, after=asyncio.Event())
     assert await watch.watch("9") == "15"
     assert sink.changes == [("a", False), ("b", True)]
 
@@ -87,7 +93,7 @@ async def test_an_expired_watch_asks_for_a_new_listing_and_lets_go_of_its_stream
     ]
     source = Scripted([], events)
     with pytest.raises(Expired):
-        await DeploymentWatch(source, Recorder(), after=asyncio.Event()).watch("9")
+        await WorkloadWatch(source, Recorder(), KIND, after=asyncio.Event()).watch("9")
     assert source.closed == 1  # at once, not when collected: the stream holds a connection
 
 
@@ -95,7 +101,7 @@ async def test_the_watch_waits_for_policies_then_lists_and_watches_on_the_loop()
     """Listing before policies are known would remove a policy's fields as an orphan's."""
     source = Scripted([{"items": [obj("a", "1")], "metadata": {"resourceVersion": "9"}}], [])
     sink, ready = Recorder(), asyncio.Event()
-    watch = DeploymentWatch(source, sink, after=ready)
+    watch = WorkloadWatch(source, sink, KIND, after=ready)
     task = asyncio.ensure_future(watch.run())
     await asyncio.sleep(0.05)
     assert watch.state == "waiting for policies" and source.tokens == []

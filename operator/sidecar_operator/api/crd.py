@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema
-from pydantic_core import core_schema
+from pydantic_core import core_schema, to_jsonable_python
 
 from sidecar_operator.api import models, names
 
@@ -44,7 +44,7 @@ class _WithFactoryDefaults(GenerateJsonSchema):
         value = factory()  # type: ignore[call-arg]
         if isinstance(value, BaseModel):
             value = value.model_dump(mode="json", by_alias=True)
-        return {**inner, "default": value}
+        return {**inner, "default": to_jsonable_python(value)}
 
 
 class _CoreSchemas:
@@ -154,13 +154,14 @@ def _printer_columns() -> list[Schema]:
         return entry
 
     return [
-        column("Matched", ".status.matchedDeployments", description="Deployments selected"),
-        column("Updated", ".status.updatedDeployments", description="carrying the revision"),
-        column("Ready", ".status.readyDeployments", description="updated and rolled out"),
+        column("Matched", ".status.matchedWorkloads", description="workloads selected"),
+        column("Updated", ".status.updatedWorkloads", description="carrying the revision"),
+        column("Ready", ".status.readyWorkloads", description="updated and rolled out"),
         column("Conflicts", ".status.conflicts", description="skipped because of a clash"),
         column("Age", ".metadata.creationTimestamp", kind="date"),
         column("Priority", ".spec.priority", priority=1),
         column("Paused", ".spec.updateStrategy.paused", kind="boolean", priority=1),
+        column("Kinds", ".spec.kinds", kind="string", priority=1),
     ]
 
 
@@ -170,8 +171,8 @@ def build(openapi: Schema) -> Schema:
     root: Schema = {
         "type": "object",
         "description": "SidecarPolicy adds sidecar containers, init containers, volumes and "
-        "volume mounts to every Deployment it selects, and removes them again when the "
-        "Deployment stops matching or the policy is deleted.",
+        "volume mounts to every workload it selects, and removes them again when the "
+        "workload stops matching or the policy is deleted.",
         "required": ["spec"],
         "properties": {
             "apiVersion": {

@@ -19,6 +19,7 @@ from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
 
 from sidecar_operator.api import podsecurity, rules
+from sidecar_operator.api.kinds import WorkloadKind
 
 CORE_SCHEMA_KEY = "x-sidecars-core-v1"  # marks a model whose CRD schema comes from core/v1
 
@@ -132,8 +133,8 @@ class LabelSelector(_Model):
 class UpdateStrategy(_Model):
     max_concurrent: int | str = Field(
         default="25%",
-        description="How many matched Deployments may be rolling out this policy's change at "
-        "once: a positive integer, or a percentage of matched Deployments from 1% to 100% "
+        description="How many matched workloads may be rolling out this policy's change at "
+        "once: a positive integer, or a percentage of matched workloads from 1% to 100% "
         "(rounded up, at least 1). Default 25%.",
         json_schema_extra={
             "x-kubernetes-validations": [
@@ -147,13 +148,20 @@ class UpdateStrategy(_Model):
     )
     paused: bool = Field(
         default=False,
-        description="true stops the policy from touching further Deployments; Deployments "
+        description="true stops the policy from touching further workloads; workloads "
         "already rolling out finish. Removal is never paused.",
+    )
+    progress_deadline_seconds: int = Field(
+        default=600,
+        ge=1,
+        description="A StatefulSet or DaemonSet still rolling out the policy's change this long "
+        "after the policy wrote it halts the rollout, as a Deployment's own "
+        "progressDeadlineSeconds does.",
     )
 
 
 class SidecarPolicySpec(_Model):
-    """What to add to every Deployment the policy selects."""
+    """What to add to every workload the policy selects."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -179,9 +187,19 @@ class SidecarPolicySpec(_Model):
         }
     )
 
+    kinds: list[WorkloadKind] = Field(
+        default_factory=lambda: [WorkloadKind.DEPLOYMENT],
+        min_length=1,
+        max_length=len(WorkloadKind),
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+        description="The kinds of workload the policy targets. A CronJob's pod template is "
+        "its jobTemplate's; regular containers are a conflict there (a Job would never "
+        "finish): add native sidecars, init containers with restartPolicy: Always.",
+    )
     selector: LabelSelector = Field(
-        description="Selects Deployments by their metadata.labels. Required; {} selects every "
-        "Deployment in the matched namespaces (the policy then gets a Warning Event)."
+        description="Selects workloads by their metadata.labels. Required; {} selects every "
+        "workload of the targeted kinds in the matched namespaces (the policy then gets a "
+        "Warning Event)."
     )
     namespace_selector: LabelSelector | None = Field(
         default=None,
@@ -191,8 +209,8 @@ class SidecarPolicySpec(_Model):
     priority: int = Field(
         default=0,
         description="When two policies add a container, init container or volume of the same "
-        "name to one Deployment, the higher priority wins; on a tie the older policy wins. "
-        "The loser skips that Deployment.",
+        "name to one workload, the higher priority wins; on a tie the older policy wins. "
+        "The loser skips that workload.",
     )
     containers: list[Container] = Field(
         default_factory=list,
@@ -227,12 +245,12 @@ class SidecarPolicySpec(_Model):
         "hostPath volumes, hostPort, procMount other than Default, Unconfined seccomp or "
         "AppArmor, custom SELinux options, hostProcess, probes or lifecycle handlers aimed at "
         "another host), or a sidecar with allowPrivilegeEscalation: true. A namespace "
-        "enforcing a stricter Pod Security level still refuses such sidecars: its Deployments "
+        "enforcing a stricter Pod Security level still refuses such sidecars: its workloads "
         "are reported as conflicts.",
     )
     update_strategy: UpdateStrategy = Field(
         default_factory=UpdateStrategy,
-        description="How fast a change rolls out across matched Deployments.",
+        description="How fast a change rolls out across matched workloads.",
     )
 
     @cached_property
@@ -253,7 +271,7 @@ class SidecarPolicySpec(_Model):
     def revision(self) -> str:
         """A short stable hash of what the policy puts into a pod template (not of its selector,
         priority or update strategy, so changing those rolls nothing out). Computed once per
-        spec: every Deployment's plan compares against it."""
+        spec: every workload's plan compares against it."""
         content = {
             "containers": [c.to_api() for c in self.containers],
             "initContainers": [c.to_api() for c in self.init_containers],
@@ -286,17 +304,26 @@ class SidecarPolicyStatus(_Model):
     revision: str | None = Field(
         default=None,
         description="Short hash of the current spec's rendered sidecar content; matched "
-        "Deployments carry it in annotation policy.sidecars.dev/<policy name>.",
+        "workloads carry it in annotation policy.sidecars.dev/<policy name>.",
     )
-    matched_deployments: int = Field(default=0, description="Deployments the policy selects.")
-    updated_deployments: int = Field(
-        default=0, description="Matched Deployments carrying the current revision."
+    matched_workloads: int = Field(
+        default=0, description="Workloads of the targeted kinds the policy selects."
     )
-    ready_deployments: int = Field(
-        default=0, description="Updated Deployments whose rollout has finished."
+    updated_workloads: int = Field(
+        default=0, description="Matched workloads carrying the current revision."
+    )
+    ready_workloads: int = Field(
+        default=0, description="Updated workloads whose rollout has finished."
     )
     conflicts: int = Field(
-        default=0, description="Matched Deployments skipped because of a conflict."
+        default=0, description="Matched workloads skipped because of a conflict."
+    )
+    workload_kinds: list[WorkloadKind] = Field(
+        default_factory=list,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+        description="The kinds of the workloads the policy selects or still has fields on. "
+        "These kinds stay watched while listed here, so the sidecars on a kind dropped from "
+        "spec.kinds are removed, across restarts too.",
     )
     conditions: list[Condition] = Field(
         default_factory=list, description="Ready, Progressing and Degraded."

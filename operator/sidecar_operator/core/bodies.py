@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any, TypeVar
 
+from sidecar_operator.api.kinds import WorkloadKind, nest
 from sidecar_operator.api.models import Policy, SidecarPolicySpec
 from sidecar_operator.core.ownership import revision_annotation
 
@@ -19,29 +20,29 @@ T = TypeVar("T")
 _SHARED: dict[Hashable, Any] = {}
 
 
-def removal_body(deployment: Mapping[str, Any]) -> dict[str, Any]:
+def removal_body(workload: Mapping[str, Any]) -> dict[str, Any]:
     """Applying nothing with a policy's field manager removes every field only it owned."""
-    return _identity(deployment)
+    return _identity(workload)
 
 
 def apply_body(
-    deployment: Mapping[str, Any],
+    workload: Mapping[str, Any],
     policy: Policy,
     *,
     app_init: tuple[str, ...],
     app: tuple[str, ...],
 ) -> dict[str, Any]:
-    """Everything `policy` adds to this Deployment, as one server-side-apply body; `app_init`
-    and `app` name the Deployment's own init containers and containers."""
-    revision = policy.spec.revision
-    body = _identity(deployment)
+    """Everything `policy` adds to this workload, as one server-side-apply body; `app_init`
+    and `app` name the workload's own init containers and containers."""
+    revision, kind = policy.spec.revision, WorkloadKind.of(workload)
+    body = _identity(workload)
     body["metadata"]["annotations"] = _shared(
         ("annotations", policy.name, revision),
         lambda: {revision_annotation(policy.name): revision},
     )
     body["spec"] = _shared(
-        ("spec", policy.name, revision, app_init, app),
-        lambda: {"template": {"spec": _pod_spec(policy.spec, app_init, app)}},
+        ("spec", policy.name, revision, kind, app_init, app),
+        lambda: nest((*kind.template_path[1:], "spec"), _pod_spec(policy.spec, app_init, app)),
     )
     return body
 
@@ -55,11 +56,11 @@ def _shared(key: Hashable, make: Callable[[], T]) -> T:
     return part
 
 
-def _identity(deployment: Mapping[str, Any]) -> dict[str, Any]:
-    metadata = deployment["metadata"]
+def _identity(workload: Mapping[str, Any]) -> dict[str, Any]:
+    metadata, kind = workload["metadata"], WorkloadKind.of(workload)
     return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
+        "apiVersion": kind.api_version,
+        "kind": kind.value,
         "metadata": {"name": metadata["name"], "namespace": metadata["namespace"]},
     }
 

@@ -8,11 +8,13 @@ is still found. Pure: parses the managedFields JSON.
 
 from __future__ import annotations
 
+import datetime
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sidecar_operator.api.kinds import WorkloadKind, dig
 from sidecar_operator.api.names import FIELD_MANAGER_PREFIX, REVISION_ANNOTATION_PREFIX
 
 POD_LISTS = ("initContainers", "containers")
@@ -77,10 +79,11 @@ def ownership(deployment: Mapping[str, Any], policy: str) -> Ownership:
     added: dict[str, set[str]] = {name: set() for name in POD_LISTS}
     volumes: set[str] = set()
     mounts: set[tuple[str, str, str]] = set()
+    pod_fields = (*WorkloadKind.of(deployment).fields_path, "f:spec")
     for fields in _merge_entries(deployment, field_manager(policy)):
         annotations = fields.get("f:metadata", {}).get("f:annotations", {})
         annotation = annotation or f"f:{revision_annotation(policy)}" in annotations
-        pod = fields.get("f:spec", {}).get("f:template", {}).get("f:spec", {})
+        pod = dig(fields, pod_fields)
         for pod_list in POD_LISTS:
             for element, item in pod.get(f"f:{pod_list}", {}).items():
                 name = _key(element, "name")
@@ -137,3 +140,16 @@ def wrote_last(deployment: Mapping[str, Any], policy: str) -> bool:
         ):
             theirs = max(theirs, stamp)
     return bool(ours) and ours >= theirs
+
+
+def written_at(workload: Mapping[str, Any], policy: str) -> datetime.datetime | None:
+    """When `policy` last changed the workload: the API server's stamp on its manager's entry
+    (to the second), or None if it owns nothing there."""
+    stamps = [
+        entry["time"]
+        for entry in workload.get("metadata", {}).get("managedFields") or []
+        if entry.get("manager") == field_manager(policy)
+        and entry.get("operation") == "Apply"
+        and entry.get("time")
+    ]
+    return datetime.datetime.fromisoformat(max(stamps)) if stamps else None

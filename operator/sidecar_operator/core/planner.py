@@ -14,8 +14,9 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from sidecar_operator.api import podsecurity
+from sidecar_operator.api.kinds import WorkloadKind
 from sidecar_operator.api.models import Policy, SidecarPolicySpec
-from sidecar_operator.core import bodies
+from sidecar_operator.core import bodies, workloads
 from sidecar_operator.core.ownership import (
     POD_LISTS,
     Ownership,
@@ -23,14 +24,15 @@ from sidecar_operator.core.ownership import (
     policies_with_fields,
     revision_annotation,
 )
-from sidecar_operator.core.selection import deployment_matches
+from sidecar_operator.core.selection import workload_matches
 from sidecar_operator.core.types import Action, Change, Kind
 
 
 @dataclass(frozen=True)
 class _Pod:
-    """The Deployment's pod template split into what the app has and what policies added."""
+    """The workload's pod template split into what the app has and what policies added."""
 
+    kind: WorkloadKind
     spec: Mapping[str, Any]
     added_by_policies: Mapping[str, frozenset[str]]  # pod list -> container names
 
@@ -132,14 +134,14 @@ def _app_claims(pod: _Pod, owners: Mapping[str, Ownership]) -> _Claims:
     policy_volumes = {name for owned in owners.values() for name in owned.volumes}
     for pod_list in POD_LISTS:
         for container in pod.app_containers(pod_list):
-            claims.names[container["name"]] = "the Deployment"
+            claims.names[container["name"]] = f"the {pod.kind}"
             for mount in container.get("volumeMounts") or []:
                 key = (pod_list, container["name"], mount["mountPath"])
                 if key not in policy_mounts:
-                    claims.mounts[key] = "the Deployment"
+                    claims.mounts[key] = f"the {pod.kind}"
     for volume in pod.items("volumes"):
         if volume["name"] not in policy_volumes:
-            claims.volumes[volume["name"]] = "the Deployment"
+            claims.volumes[volume["name"]] = f"the {pod.kind}"
     return claims
 
 
@@ -166,8 +168,15 @@ def _conflicts(policy: Policy, pod: _Pod, claims: _Claims) -> list[str]:
             if mount.get("name") not in known_volumes:
                 found.append(
                     f"sidecar {container.name} mounts volume {mount.get('name')}, "
-                    "which neither the policy nor the Deployment defines"
+                    f"which neither the policy nor the {pod.kind} defines"
                 )
+    if pod.kind is WorkloadKind.CRON_JOB and spec.containers:
+        names = ", ".join(container.name for container in spec.containers)
+        found.append(
+            f"a Job never finishes while regular containers ({names}) run beside its own: "
+            "add them as initContainers with restartPolicy: Always (native sidecars), which "
+            "Kubernetes stops when the Job's containers exit"
+        )
     return found
 
 
@@ -255,7 +264,7 @@ def plan(
             policy
             for policy in by_name.values()
             if not policy.deleting
-            and deployment_matches(
+            and workload_matches(
                 policy.spec, deployment, namespace_labels, operator_namespace=operator_namespace
             )
         ),
@@ -263,7 +272,8 @@ def plan(
     )
     owners = {name: ownership(deployment, name) for name in involved | {p.name for p in matched}}
     pod = _Pod(
-        spec=deployment.get("spec", {}).get("template", {}).get("spec", {}),
+        kind=WorkloadKind.of(deployment),
+        spec=workloads.pod_spec(deployment),
         added_by_policies={
             pod_list: frozenset().union(*(o.added(pod_list) for o in owners.values()))
             for pod_list in POD_LISTS

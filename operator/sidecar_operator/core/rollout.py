@@ -9,16 +9,15 @@ the budget.
 
 from __future__ import annotations
 
+import datetime
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sidecar_operator.core import workloads
 from sidecar_operator.core.ownership import revision_annotation, wrote_last
-from sidecar_operator.core.status import rolled_out
-from sidecar_operator.core.types import Action, Change, Kind
-
-Key = tuple[str, str]
+from sidecar_operator.core.types import Action, Change, Key, Kind
 
 
 @dataclass(frozen=True)
@@ -46,28 +45,17 @@ def budget(max_concurrent: int | str, matched: int) -> int:
     return max(1, max_concurrent)
 
 
-def nothing_to_disrupt(deployment: Mapping[str, Any], *, policy_created: str) -> bool:
-    """A Deployment born while the policy existed should have had its sidecars from the start,
+def nothing_to_disrupt(workload: Mapping[str, Any], *, policy_created: str) -> bool:
+    """A workload born while the policy existed should have had its sidecars from the start,
     and one with no available pods has nothing running to disrupt: neither waits its turn."""
-    created = deployment["metadata"].get("creationTimestamp") or ""
-    available = (deployment.get("status") or {}).get("availableReplicas") or 0
-    return available == 0 or (bool(policy_created) and created > policy_created)
-
-
-def failed(deployment: Mapping[str, Any]) -> bool:
-    conditions = (deployment.get("status") or {}).get("conditions") or []
-    return any(
-        c.get("type") == "Progressing"
-        and c.get("status") == "False"
-        and c.get("reason") == "ProgressDeadlineExceeded"
-        for c in conditions
-    )
+    created = workload["metadata"].get("creationTimestamp") or ""
+    return workloads.running(workload) == 0 or (bool(policy_created) and created > policy_created)
 
 
 def _paced(item: Item, policy_created: str) -> bool:
-    """Injecting into or updating a running Deployment restarts its pods: that is paced.
-    Removal, repairs and injection into Deployments with nothing to disrupt are not."""
-    if item.action.kind is not Kind.APPLY:
+    """Injecting into or updating a running workload restarts its pods: that is paced.
+    Removal, repairs, CronJobs and injection into workloads with nothing to disrupt are not."""
+    if item.action.kind is not Kind.APPLY or not workloads.disruptible(item.deployment):
         return False
     if item.action.change is Change.UPDATE:
         return True
@@ -79,7 +67,7 @@ def _paced(item: Item, policy_created: str) -> bool:
 def _rolling(item: Item) -> bool:
     """Rolling out a revision of this policy: it carries the current one, or an older one that
     the policy wrote after the owners' last change, and its rollout has not finished."""
-    if rolled_out(item.deployment):
+    if workloads.rolled_out(item.deployment):
         return False
     if item.action.kind is Kind.IN_SYNC:
         return True
@@ -90,12 +78,26 @@ def _rolling(item: Item) -> bool:
 
 
 def step(
-    items: Sequence[Item], *, max_concurrent: int | str, paused: bool, policy_created: str
+    items: Sequence[Item],
+    *,
+    max_concurrent: int | str,
+    paused: bool,
+    policy_created: str,
+    progress_deadline_seconds: int,
+    now: datetime.datetime,
 ) -> Step:
     matched = [item for item in items if item.action.kind is not Kind.REMOVE]
     in_flight = sorted(item.key for item in matched if _rolling(item))
     failing = sorted(
-        item.key for item in matched if item.action.kind is Kind.IN_SYNC and failed(item.deployment)
+        item.key
+        for item in matched
+        if item.action.kind is Kind.IN_SYNC
+        and workloads.failed(
+            item.deployment,
+            item.action.policy,
+            deadline_seconds=progress_deadline_seconds,
+            now=now,
+        )
     )
     allowed = budget(max_concurrent, len(matched))
     pending = [item for item in items if item.action.body is not None]

@@ -1,10 +1,11 @@
-"""Which Deployments a policy selects. Pure: labels in, a decision out."""
+"""Which workloads a policy selects. Pure: labels and kinds in, a decision out."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
+from sidecar_operator.api.kinds import WorkloadKind
 from sidecar_operator.api.models import LabelSelector, SidecarPolicySpec
 from sidecar_operator.api.names import INJECT_KEY
 
@@ -62,26 +63,27 @@ def namespace_matches(
     return selector is None or selector_matches(selector, namespace_labels)
 
 
-def opted_out(deployment: Mapping[str, Any]) -> bool:
+def opted_out(workload: Mapping[str, Any]) -> bool:
     """`sidecars.dev/inject: "false"` as an annotation or a label: other injectors' users reach
     for a label, and a label can be set from a kustomization's commonLabels."""
-    metadata = deployment.get("metadata", {})
+    metadata = workload.get("metadata", {})
     annotations = metadata.get("annotations") or {}
     labels = metadata.get("labels") or {}
     return "false" in (annotations.get(INJECT_KEY), labels.get(INJECT_KEY))
 
 
-def deployment_matches(
+def workload_matches(
     spec: SidecarPolicySpec,
-    deployment: Mapping[str, Any],
+    workload: Mapping[str, Any],
     namespace_labels: Mapping[str, str],
     *,
     operator_namespace: str | None,
 ) -> bool:
-    """The contract's definition of a matched Deployment."""
-    metadata = deployment.get("metadata", {})
+    """The contract's definition of a matched workload: of a kind the policy targets."""
+    metadata = workload.get("metadata", {})
     return (
-        not opted_out(deployment)
+        WorkloadKind.of(workload) in spec.kinds
+        and not opted_out(workload)
         and namespace_matches(
             spec,
             metadata.get("namespace", ""),

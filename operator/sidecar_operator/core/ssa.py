@@ -13,6 +13,8 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from sidecar_operator.api.kinds import WorkloadKind, dig, nest
+from sidecar_operator.core import workloads
 from sidecar_operator.core.ownership import POD_LISTS, Ownership, ownership
 
 Item = dict[str, Any]
@@ -157,7 +159,8 @@ def fields_v1(body: Mapping[str, Any]) -> dict[str, Any]:
     if annotations:
         metadata["f:annotations"] = {f"f:{key}": {} for key in annotations}
     pod_fields: dict[str, Any] = {}
-    pod = body.get("spec", {}).get("template", {}).get("spec", {})
+    kind = WorkloadKind.of(body)
+    pod = dig(body, (*kind.template_path, "spec"))
 
     def keyed(field: str, value: str) -> str:
         return "k:" + json.dumps({field: value}, separators=(",", ":"))
@@ -182,7 +185,7 @@ def fields_v1(body: Mapping[str, Any]) -> dict[str, Any]:
     if metadata:
         fields["f:metadata"] = metadata
     if pod_fields:
-        fields["f:spec"] = {"f:template": {"f:spec": pod_fields}}
+        fields.update(nest((*kind.fields_path, "f:spec"), pod_fields))
     return fields
 
 
@@ -201,12 +204,10 @@ def apply(deployment: Mapping[str, Any], manager: str, body: Mapping[str, Any]) 
         metadata["annotations"] = annotations
     else:
         metadata.pop("annotations", None)
-    template = result.setdefault("spec", {}).setdefault("template", {})
-    template["spec"] = apply_to_pod_spec(
-        template.get("spec", {}),
-        before,
-        body.get("spec", {}).get("template", {}).get("spec", {}),
-    )
+    template = result
+    for key in WorkloadKind.of(deployment).template_path:
+        template = template.setdefault(key, {})
+    template["spec"] = apply_to_pod_spec(template.get("spec", {}), before, workloads.pod_spec(body))
     fields = fields_v1(body)
     managed = [
         entry for entry in metadata.get("managedFields") or [] if entry.get("manager") != manager

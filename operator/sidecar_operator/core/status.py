@@ -1,29 +1,15 @@
-"""A policy's status, computed from the plans of every Deployment. Pure."""
+"""A policy's status, computed from the plans of every workload it concerns. Pure."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from typing import Any
 
+from sidecar_operator.api.kinds import WorkloadKind
 from sidecar_operator.api.models import Policy
-from sidecar_operator.core.types import Action, Kind
-
-
-def rolled_out(deployment: Mapping[str, Any]) -> bool:
-    """The contract's test (observedGeneration caught up, updatedReplicas == replicas, Available)
-    plus what `kubectl rollout status` waits for: no old pods left, and every new one available."""
-    metadata, spec = deployment.get("metadata", {}), deployment.get("spec", {})
-    status = deployment.get("status") or {}
-    conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
-    updated = status.get("updatedReplicas", 0)
-    return (
-        status.get("observedGeneration", 0) >= metadata.get("generation", 0)
-        and updated == spec.get("replicas", 1)
-        and status.get("replicas", 0) == updated
-        and status.get("availableReplicas", 0) >= updated
-        and conditions.get("Available") == "True"
-    )
+from sidecar_operator.core import workloads
+from sidecar_operator.core.types import Action, Key, Kind
 
 
 @dataclass(frozen=True)
@@ -35,9 +21,9 @@ class Counts:
 
 
 def count(outcomes: Iterable[tuple[Action, Mapping[str, Any]]]) -> Counts:
-    """Counts over (this policy's action, Deployment) pairs; REMOVE means not matched."""
+    """Counts over (this policy's action, workload) pairs; REMOVE means not matched."""
     matched = updated = ready = conflicts = 0
-    for action, deployment in outcomes:
+    for action, workload in outcomes:
         if action.kind is Kind.REMOVE:
             continue
         matched += 1
@@ -45,8 +31,13 @@ def count(outcomes: Iterable[tuple[Action, Mapping[str, Any]]]) -> Counts:
             conflicts += 1
         elif action.kind is Kind.IN_SYNC:
             updated += 1
-            ready += rolled_out(deployment)
+            ready += workloads.rolled_out(workload)
     return Counts(matched, updated, ready, conflicts)
+
+
+def total(parts: Iterable[Counts]) -> Counts:
+    """Counts added up (a policy's, from those of each kind)."""
+    return Counts(*(sum(values) for values in zip(*(astuple(p) for p in parts), strict=True)))
 
 
 def _condition(kind: str, status: bool, reason: str, message: str) -> dict[str, Any]:
@@ -58,12 +49,13 @@ def _condition(kind: str, status: bool, reason: str, message: str) -> dict[str, 
     }
 
 
-def halted_message(failing: Sequence[tuple[str, str]]) -> str:
-    names = ", ".join(f"{namespace}/{name}" for namespace, name in failing[:10])
+def halted_message(failing: Sequence[Key]) -> str:
+    names = ", ".join(str(key) for key in failing[:10])
     more = f" and {len(failing) - 10} more" if len(failing) > 10 else ""
     return (
-        f"rollout halted: {names}{more} failed to progress (ProgressDeadlineExceeded) "
-        "with the current revision; fix or exclude them, or change the policy, to resume"
+        f"rollout halted: {names}{more} failed to progress with the current revision "
+        "(ProgressDeadlineExceeded, or still rolling out after progressDeadlineSeconds); "
+        "fix or exclude them, or change the policy, to resume"
     )
 
 
@@ -71,20 +63,20 @@ def conditions(
     counts: Counts,
     *,
     paused: bool,
-    failing: Sequence[tuple[str, str]] = (),
+    failing: Sequence[Key] = (),
     conflict_examples: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """Ready / Progressing / Degraded, following the Available/Progressing/Degraded
     conventions, without timestamps (merged in by `merge_conditions`)."""
     wanted = counts.matched - counts.conflicts
     done = counts.ready == wanted and counts.updated == wanted
-    progress = f"{counts.ready}/{wanted} Deployments ready, {counts.updated}/{wanted} updated"
+    progress = f"{counts.ready}/{wanted} workloads ready, {counts.updated}/{wanted} updated"
     if done:
         ready = _condition(
             "Ready",
             True,
             "Complete",
-            f"all {wanted} matched Deployments carry the current revision and are rolled out",
+            f"all {wanted} matched workloads carry the current revision and are rolled out",
         )
         progressing = _condition("Progressing", False, "Complete", progress)
     elif failing:
@@ -104,10 +96,10 @@ def conditions(
             "Degraded",
             True,
             "Conflicts",
-            f"{counts.conflicts} matched Deployments skipped: {examples}",
+            f"{counts.conflicts} matched workloads skipped: {examples}",
         )
     else:
-        degraded = _condition("Degraded", False, "NoConflicts", "no matched Deployment skipped")
+        degraded = _condition("Degraded", False, "NoConflicts", "no matched workload skipped")
     return [ready, progressing, degraded]
 
 
@@ -130,7 +122,8 @@ def policy_status(
     counts: Counts,
     old: Mapping[str, Any],
     *,
-    failing: Sequence[tuple[str, str]],
+    kinds: Iterable[WorkloadKind],
+    failing: Sequence[Key],
     conflict_examples: Sequence[str],
     now: str,
 ) -> dict[str, Any]:
@@ -138,10 +131,11 @@ def policy_status(
     return {
         "observedGeneration": policy.generation,
         "revision": policy.spec.revision,
-        "matchedDeployments": counts.matched,
-        "updatedDeployments": counts.updated,
-        "readyDeployments": counts.ready,
+        "matchedWorkloads": counts.matched,
+        "updatedWorkloads": counts.updated,
+        "readyWorkloads": counts.ready,
         "conflicts": counts.conflicts,
+        "workloadKinds": sorted({kind.value for kind in kinds}),
         "conditions": merge_conditions(
             old.get("conditions") or [],
             conditions(

@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
-Key = tuple[str, str]  # a workload's (namespace, name)
+from sidecar_operator.api.kinds import WorkloadKind
+
+
+class Key(NamedTuple):
+    """A workload: a Deployment and a StatefulSet may share a namespace and a name."""
+
+    namespace: str
+    name: str
+    kind: WorkloadKind = WorkloadKind.DEPLOYMENT
+
+    @classmethod
+    def of(cls, workload: Mapping[str, Any]) -> Key:
+        metadata = workload["metadata"]
+        return cls(metadata["namespace"], metadata["name"], WorkloadKind.of(workload))
+
+    def __str__(self) -> str:
+        """As messages name it: `namespace/name`, after the kind unless a Deployment."""
+        path = f"{self.namespace}/{self.name}"
+        return path if self.kind is WorkloadKind.DEPLOYMENT else f"{self.kind}/{path}"
 
 
 class Kind(StrEnum):

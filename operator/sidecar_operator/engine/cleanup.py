@@ -9,10 +9,10 @@ from typing import Any
 
 from sidecar_operator.core import planner
 from sidecar_operator.core.ownership import policies_with_fields
-from sidecar_operator.engine.flags import Flag
 from sidecar_operator.engine.leadership import Leadership
 from sidecar_operator.engine.reporting import Announcement, Reporter, key_of
 from sidecar_operator.engine.tasks import spawn
+from sidecar_operator.engine.watches import Listings
 from sidecar_operator.engine.writer import Outcome, Writer
 from sidecar_operator.state.cache import Cache
 
@@ -27,42 +27,40 @@ class Cleanup:
         reporter: Reporter,
         *,
         leadership: Leadership,
-        listed: Flag,
+        listings: Listings,
     ) -> None:
         self.cache = cache
         self.writer = writer
         self.reporter = reporter
         self.leadership = leadership
-        self.listed = listed
+        self.listings = listings
         self._removals: set[asyncio.Task[Outcome]] = set()  # held: the loop keeps tasks weakly
 
-    def remove_orphans(self, deployment: Mapping[str, Any], orphans: Iterable[str]) -> None:
+    def remove_orphans(self, workload: Mapping[str, Any], orphans: Iterable[str]) -> None:
         """Policies gone without their finalizer running: their field managers still name them.
-        Only the active replica writes; it sweeps every Deployment when it becomes active."""
+        Only the active replica writes; it sweeps every workload when it becomes active."""
         if not self.leadership.active:
             return
         for orphan in sorted(orphans):
             removal = self.writer.execute(
-                planner.removal(orphan, deployment), deployment, self.reporter.announce
+                planner.removal(orphan, workload), workload, self.reporter.announce
             )
-            namespace, name = key_of(deployment)
-            spawn(removal, f"remove orphan {orphan} from {namespace}/{name}", self._removals)
+            spawn(removal, f"remove orphan {orphan} from {key_of(workload)}", self._removals)
 
     def sweep(self) -> None:
-        """Remove what deleted policies left on any Deployment."""
-        if not self.listed.is_set():
-            return  # not before the cache is complete; the first listing removes them as it goes
+        """Remove what deleted policies left on any workload of a kind listed whole (a listing
+        still under way removes them as it goes, once policies are known)."""
         known = set(self.cache.policies())
-        for _, deployment in self.cache.deployments():
-            orphans = policies_with_fields(deployment) - known
-            if orphans:
-                self.remove_orphans(deployment, orphans)
+        for key, workload in self.cache.workloads():
+            orphans = policies_with_fields(workload) - known
+            if orphans and self.listings.complete((key.kind,)):
+                self.remove_orphans(workload, orphans)
 
     async def remove_everywhere(self, name: str) -> list[str]:
-        """Release everything the policy owns on every Deployment; returns the failures."""
+        """Release everything the policy owns on every workload; returns the failures."""
         carrying = [
             deployment
-            for _, deployment in self.cache.deployments()
+            for _, deployment in self.cache.workloads()
             if name in policies_with_fields(deployment)
         ]
         announced: list[Announcement] = []
@@ -75,7 +73,7 @@ class Cleanup:
                 self.reporter.announce(announcement)
             self.reporter.flush(name, now=True)
         return [
-            "/".join(key_of(deployment)) + f": {outcome}"
+            f"{key_of(deployment)}: {outcome}"
             for deployment, outcome in zip(carrying, outcomes, strict=True)
             if outcome not in RELEASED
         ]

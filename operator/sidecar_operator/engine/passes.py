@@ -11,10 +11,11 @@ import asyncio
 import datetime
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from sidecar_operator import metrics
+from sidecar_operator.api.kinds import WorkloadKind
 from sidecar_operator.api.models import Policy
 from sidecar_operator.core import rollout, status
 from sidecar_operator.core.types import Action, Kind
@@ -88,6 +89,8 @@ class Passes:
             max_concurrent=strategy.max_concurrent,
             paused=strategy.paused,
             policy_created=policy.created,
+            progress_deadline_seconds=strategy.progress_deadline_seconds,
+            now=datetime.datetime.now(datetime.UTC),
         )
         memory = self.reporter.memory(worker.name)
         for item in shown:
@@ -161,22 +164,30 @@ class Passes:
     ) -> dict[str, Any] | None:
         """The status to write now, or None: unchanged, or a rollout's moving counts that wait
         for STATUS_INTERVAL to pass (then `status_due` says so)."""
-        counts = status.count((item.action, item.deployment) for item in items)
-        metrics.set_counts(
-            worker.name,
-            matched=counts.matched,
-            updated=counts.updated,
-            ready=counts.ready,
-            conflicts=counts.conflicts,
-        )
+        by_kind: dict[WorkloadKind, list[tuple[Action, Mapping[str, Any]]]] = {
+            kind: [] for kind in policy.spec.kinds
+        }
+        for item in items:
+            by_kind.setdefault(item.key.kind, []).append((item.action, item.deployment))
+        per_kind = {kind: status.count(pairs) for kind, pairs in by_kind.items()}
+        for kind, counted in per_kind.items():
+            metrics.set_counts(worker.name, kind.value, **asdict(counted))
+        metrics.forget(worker.name, (kind.value for kind in WorkloadKind if kind not in by_kind))
+        counts = status.total(per_kind.values())
         examples = sorted(
-            f"{item.key[0]}/{item.key[1]}: {item.action.conflict}"
+            f"{item.key}: {item.action.conflict}"
             for item in items
             if item.action.kind is Kind.CONFLICT
         )
         old = body.get("status") or {}
         new = status.policy_status(
-            policy, counts, old, failing=step.failing, conflict_examples=examples, now=_now()
+            policy,
+            counts,
+            old,
+            kinds=(kind for kind, pairs in by_kind.items() if pairs),
+            failing=step.failing,
+            conflict_examples=examples,
+            now=_now(),
         )
         if {k: old.get(k) for k in new} == new:
             worker.status_due = False

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sidecar_operator import metrics
+from sidecar_operator.api.kinds import WorkloadKind
 from sidecar_operator.api.names import GROUP, KIND, VERSION
-from sidecar_operator.core import status
+from sidecar_operator.core import status, workloads
 from sidecar_operator.core.types import Action, Change, Key
 from sidecar_operator.state.cache import Cache
 
@@ -84,17 +85,17 @@ class Memory:
         self.conflicts.pop(key, None)
 
 
-def deployment_ref(deployment: Mapping[str, Any]) -> dict[str, Any]:
-    metadata = deployment["metadata"]
+def workload_ref(workload: Mapping[str, Any]) -> dict[str, Any]:
+    metadata, kind = workload["metadata"], WorkloadKind.of(workload)
     return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
+        "apiVersion": kind.api_version,
+        "kind": kind.value,
         "metadata": {k: metadata.get(k) for k in ("name", "namespace", "uid")},
     }
 
 
-def key_of(deployment: Mapping[str, Any]) -> Key:
-    return deployment["metadata"]["namespace"], deployment["metadata"]["name"]
+def key_of(workload: Mapping[str, Any]) -> Key:
+    return Key.of(workload)
 
 
 class Reporter:
@@ -120,25 +121,25 @@ class Reporter:
 
     # -- conflicts and rejections ------------------------------------------------------------
 
-    def conflict(self, policy: str, deployment: Mapping[str, Any], message: str) -> None:
-        """A Warning on the Deployment and on the policy, once per distinct message."""
-        key = key_of(deployment)
+    def conflict(self, policy: str, workload: Mapping[str, Any], message: str) -> None:
+        """A Warning on the workload and on the policy, once per distinct message."""
+        key = key_of(workload)
         memory = self.memory(policy)
         if memory.conflicts.get(key) == message:
             return
         memory.conflicts[key] = message
         metrics.CONFLICTS.labels(policy=policy).inc()
         self.events(
-            deployment_ref(deployment),
+            workload_ref(workload),
             type="Warning",
             reason="SidecarConflict",
-            message=f"SidecarPolicy {policy} skipped this Deployment: {message}",
+            message=f"SidecarPolicy {policy} skipped this {key.kind}: {message}",
         )
         self.events(
             self.policy_ref(policy),
             type="Warning",
             reason="Conflict",
-            message=f"Skipped Deployment {key[0]}/{key[1]}: {message}",
+            message=f"Skipped {key}: {message}",
         )
 
     def rejected(
@@ -181,26 +182,25 @@ class Reporter:
             self.policy_ref(policy),
             type="Warning",
             reason="SelectsEverything",
-            message="spec.selector is empty: every Deployment in the matched namespaces gets "
-            "this policy's sidecars",
+            message="spec.selector is empty: every workload of its kinds in the matched "
+            "namespaces gets this policy's sidecars",
         )
 
     # -- changes -----------------------------------------------------------------------------
 
-    def changed(self, action: Action, deployment: Mapping[str, Any]) -> Announcement:
+    def changed(self, action: Action, workload: Mapping[str, Any]) -> Announcement:
         """Count a written change towards the policy's next aggregated Event; returns the
-        Deployment's own Event, which the caller posts after its batch of writes."""
+        workload's own Event, which the caller posts after its batch of writes."""
         change = action.change or Change.UPDATE
         reason, verb = _PAST[change]
         memory = self.memory(action.policy)
         if not any(memory.done.values()):
             memory.held_since = time.monotonic()
-        memory.done[reason].append("/".join(key_of(deployment)))
-        return (
-            deployment_ref(deployment),
-            f"Sidecars{reason}",
-            f"Sidecars of SidecarPolicy {action.policy} {verb}",
-        )
+        memory.done[reason].append(str(key_of(workload)))
+        message = f"Sidecars of SidecarPolicy {action.policy} {verb}"
+        if workloads.on_delete(workload):
+            message += "; its pods change when they are deleted (updateStrategy OnDelete)"
+        return workload_ref(workload), f"Sidecars{reason}", message
 
     def announce(self, announcement: Announcement) -> None:
         ref, reason, message = announcement
@@ -231,5 +231,5 @@ class Reporter:
                 self.policy_ref(policy),
                 type="Normal",
                 reason=reason,
-                message=f"{reason} sidecars in {len(names)} Deployments: {shown}{suffix}",
+                message=f"{reason} sidecars in {len(names)} workloads: {shown}{suffix}",
             )

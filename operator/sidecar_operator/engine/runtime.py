@@ -1,9 +1,9 @@
 """The runtime: the workers of every policy, and the triggers that wake them. Knows nothing of
 Kopf: the handlers feed the watched state in and run one worker coroutine per policy on Kopf's
-loop, where everything else runs too (the Deployment watch, the writes, the Events).
+loop, where everything else runs too (the workload watches, the writes, the Events).
 
 A worker waits for a trigger without holding a thread, so any number of policies are served.
-A pass walks only the Deployments its policy concerns (the cache keeps them indexed), plans in
+A pass walks only the workloads its policy concerns (the cache keeps them indexed), plans in
 slices that yield to the loop (`passes`) and in its turn among every policy's passes (`pacing`),
 so planning never holds up the watches, the writes or the liveness probe; writes go
 `writer.WRITERS` at a time. What deleted policies leave behind is `cleanup`'s.
@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import structlog
 
 from sidecar_operator import metrics
+from sidecar_operator.api.kinds import WorkloadKind
 from sidecar_operator.core.types import Key
 from sidecar_operator.engine import writer
 from sidecar_operator.engine.cleanup import Cleanup
@@ -27,6 +28,7 @@ from sidecar_operator.engine.leadership import Leadership
 from sidecar_operator.engine.pacing import Pacer
 from sidecar_operator.engine.passes import STATUS_INTERVAL, Passes
 from sidecar_operator.engine.reporting import Announcement, EventSink, Reporter, key_of
+from sidecar_operator.engine.watches import Listings
 from sidecar_operator.engine.worker import Worker
 from sidecar_operator.engine.writer import Outcome, Writer
 from sidecar_operator.kube.client import ApiError
@@ -66,7 +68,9 @@ class Runtime:
         self.reporter = Reporter(events, self.cache)
         self.writer = Writer(api, self.cache, self.reporter, plans=self.plans)
         self.indexed = Flag()  # every policy and namespace is in the cache
-        self.listed = Flag()  # every Deployment listed once: the cache is complete
+        self.listings = Listings()  # per kind: is the cache complete
+        # Called with the kinds to watch whenever they may have changed (`engine.watches`).
+        self.watch_kinds: Callable[[frozenset[WorkloadKind]], None] | None = None
         self.passes = Passes(self.cache, self.plans, self.reporter)
         self.pacer = Pacer()
         self.cleanup = Cleanup(
@@ -74,7 +78,7 @@ class Runtime:
             self.writer,
             self.reporter,
             leadership=leadership,
-            listed=self.listed,
+            listings=self.listings,
         )
         self.workers: dict[str, Worker] = {}
         self.arrived = 0.0  # monotonic time the latest new policy's worker was made
@@ -90,18 +94,18 @@ class Runtime:
 
     # -- triggers from the watches ---------------------------------------------------------
 
-    def deployment_changed(self, deployment: Mapping[str, Any], *, deleted: bool) -> None:
-        """Keep the Deployment's snapshot and wake the workers of the policies it concerned
+    def workload_changed(self, workload: Mapping[str, Any], *, deleted: bool) -> None:
+        """Keep the workload's snapshot and wake the workers of the policies it concerned
         before or concerns now (one that stopped selecting it counts it no more). Never waits
-        (called from the watch): removals go on as tasks of their own."""
-        key = key_of(deployment)
+        (called from a watch): removals go on as tasks of their own."""
+        key = key_of(workload)
         before = self.cache.concerned(key)
         if deleted:
-            self.cache.drop_deployment(key)
+            self.cache.drop_workload(key)
             self.plans.forget(key)
             now: frozenset[str] = frozenset()
         else:
-            record = self.cache.put_deployment(deployment)
+            record = self.cache.put_workload(workload)
             now = self.cache.concerned(key)
         for name in before | now:
             worker = self.workers.get(name)  # none yet: its first pass covers everything
@@ -127,16 +131,25 @@ class Runtime:
         if entry is None or entry[0].deleting or entry[0].generation != worker.generation:
             worker.urgent.set()
         worker.poke()
+        if self.watch_kinds is not None:
+            self.watch_kinds(self.cache.kinds_wanted())
 
-    def deployments_listed(self, keys: Iterable[Key]) -> None:
-        """A complete listing: forget what it lacks (deleted while no watch ran); from now on
-        the workers may count on the cache."""
-        for key in self.cache.retain_deployments(keys):
+    def workloads_listed(self, kind: WorkloadKind, keys: Iterable[Key]) -> None:
+        """A complete listing of a kind: forget what it lacks (deleted while no watch ran);
+        from now on the workers may count on the cache for it."""
+        for key in self.cache.retain_workloads(kind, keys):
             self.plans.forget(key)
-        if not self.listed.is_set() and self.on_first_listing is not None:
+        if self.on_first_listing is not None:
             self.on_first_listing()
-        self.listed.set()
+            self.on_first_listing = None
+        self.listings.listed(kind)
         self.poke_all()
+
+    def kind_dropped(self, kind: WorkloadKind) -> None:
+        """No policy needs this kind any more: its watch stopped, and its snapshots go."""
+        self.listings.unlisted(kind)
+        for key in self.cache.retain_workloads(kind, ()):
+            self.plans.forget(key)
 
     def poke_all(self) -> None:
         for worker in self.workers.values():
@@ -153,7 +166,7 @@ class Runtime:
             entry[0].spec.selector.match_labels or entry[0].spec.selector.match_expressions
         ):
             self.reporter.selects_everything(name)
-        await self.listed.wait()
+        await self.listings.wait(self.cache.kinds_of(name))
         await self._settled()
         last_pass = -self.resync_seconds
         worker.poke()
@@ -166,6 +179,11 @@ class Runtime:
                 continue
             if not self.leadership.active:
                 await asyncio.sleep(1.0)  # a standby writes nothing; Kopf stops this worker soon
+                continue
+            if not self.listings.complete(kinds := self.cache.kinds_of(name)):
+                # A kind the policy now needs is being listed; its listing wakes the worker.
+                await self.listings.wait(kinds)
+                worker.poke()
                 continue
             last_pass = time.monotonic()
             started = time.perf_counter()
@@ -233,4 +251,4 @@ class Runtime:
     def forget(self, name: str) -> None:
         self.workers.pop(name, None)
         self.reporter.forget(name)
-        metrics.forget(name)
+        metrics.forget(name, (kind.value for kind in WorkloadKind))

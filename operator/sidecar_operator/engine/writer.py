@@ -45,7 +45,7 @@ class Outcome(StrEnum):
 class Api(Protocol):
     async def apply(self, body: dict[str, Any], *, policy: str, force: bool) -> dict[str, Any]: ...
 
-    async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    async def get_workload(self, key: Key) -> dict[str, Any] | None: ...
 
 
 class Writer:
@@ -75,7 +75,9 @@ class Writer:
         """Send one action's body; on a 409, re-read and re-plan. The Deployment's Event goes
         to `announce`."""
         key = key_of(deployment)
-        bound = log.bind(policy=action.policy, namespace=key[0], deployment=key[1])
+        bound = log.bind(
+            policy=action.policy, kind=key.kind.value, namespace=key.namespace, workload=key.name
+        )
         current: Action | None = action
         last_error = ""
         for _ in range(MAX_ATTEMPTS):
@@ -93,11 +95,11 @@ class Writer:
                     return await self._refused(current, deployment, error, bound)
                 last_error = error.message
                 try:
-                    fresh = await self.api.get_deployment(*key)
+                    fresh = await self.api.get_workload(key)
                 except (ApiError, ConnectionError) as failure:
                     bound.warning("Re-read failed", error=str(failure))
-                    return _count(current, Outcome.FAILED)
-                held = None if fresh is None else self.cache.refresh_deployment(fresh)
+                    return _count(current, key, Outcome.FAILED)
+                held = None if fresh is None else self.cache.refresh_workload(fresh)
                 if held is None:
                     return self._done(current, key, Outcome.GONE)
                 deployment = held
@@ -107,8 +109,8 @@ class Writer:
                 continue
             except ConnectionError as error:
                 bound.warning("Write failed", change=current.change, error=str(error))
-                return _count(current, Outcome.FAILED)
-            record = self.cache.refresh_deployment(written)
+                return _count(current, key, Outcome.FAILED)
+            record = self.cache.refresh_workload(written)
             if record is None:  # deleted while the write was in flight
                 return self._done(current, key, Outcome.GONE)
             bound.info("Applied", change=current.change, revision=current.revision or None)
@@ -118,7 +120,7 @@ class Writer:
         self.reporter.conflict(
             action.policy, deployment, f"the API server keeps reporting a conflict: {last_error}"
         )
-        return _count(action, Outcome.CONFLICT)
+        return _count(action, key, Outcome.CONFLICT)
 
     async def _refused(
         self,
@@ -127,27 +129,28 @@ class Writer:
         error: ApiError,
         bound: structlog.stdlib.BoundLogger,
     ) -> Outcome:
+        key = key_of(deployment)
         if error.status in TRANSIENT or error.status >= 500:
             bound.warning("Write failed", status=error.status, error=error.message)
             self.reporter.failing(action, deployment, error.message)
-            return _count(action, Outcome.FAILED)
-        # Server-side apply creates what does not exist: to a Deployment deleted meanwhile, our
-        # partial body is refused as an invalid new Deployment (422), or as new content in a
-        # terminating namespace (403). Neither is the Deployment's problem: it is gone.
+            return _count(action, key, Outcome.FAILED)
+        # Server-side apply creates what does not exist: to a workload deleted meanwhile, our
+        # partial body is refused as an invalid new one (422), or as new content in a
+        # terminating namespace (403). Neither is the workload's problem: it is gone.
         try:
-            exists = await self.api.get_deployment(*key_of(deployment)) is not None
+            exists = await self.api.get_workload(key) is not None
         except (ApiError, ConnectionError) as failure:
             bound.warning("Re-read failed", error=str(failure))
-            return _count(action, Outcome.FAILED)
+            return _count(action, key, Outcome.FAILED)
         if not exists:
-            return self._done(action, key_of(deployment), Outcome.GONE)
+            return self._done(action, key, Outcome.GONE)
         bound.warning("Patch rejected", status=error.status, error=error.message)
         self.reporter.rejected(action, deployment, error.message, plan_inputs(deployment))
-        return _count(action, Outcome.REJECTED)
+        return _count(action, key, Outcome.REJECTED)
 
     def _done(self, action: Action, key: Key, outcome: Outcome) -> Outcome:
         self.reporter.written(action.policy, key)
-        return _count(action, outcome)
+        return _count(action, key, outcome)
 
     async def execute_all(
         self,
@@ -178,7 +181,9 @@ class Writer:
         return [outcomes[index] for index in range(len(outcomes))]
 
 
-def _count(action: Action, outcome: Outcome) -> Outcome:
+def _count(action: Action, key: Key, outcome: Outcome) -> Outcome:
     change = action.change.value if action.change else "none"
-    metrics.WRITES.labels(policy=action.policy, action=change, outcome=outcome.value).inc()
+    metrics.WRITES.labels(
+        policy=action.policy, kind=key.kind.value, action=change, outcome=outcome.value
+    ).inc()
     return outcome

@@ -20,7 +20,9 @@ from kubernetes.aio.client import Configuration
 
 from sidecar_operator import metrics
 from sidecar_operator.api import names
+from sidecar_operator.api.kinds import WorkloadKind
 from sidecar_operator.core.ownership import field_manager
+from sidecar_operator.core.types import Key
 
 log = structlog.get_logger()
 # asyncio gives every TLS connection a zero-filled 256 KiB receive buffer, all of it resident:
@@ -33,8 +35,6 @@ TLS_BUFFER = 32 * 1024
 # one it closed first is sent on again (`_request`).
 KEEPALIVE_SECONDS = 60.0
 
-ALL_DEPLOYMENTS = "/apis/apps/v1/deployments"
-DEPLOYMENTS = "/apis/apps/v1/namespaces/{namespace}/deployments/{name}"
 POLICIES = f"/apis/{names.GROUP}/{names.VERSION}/{names.PLURAL}"
 POLICY_STATUS = f"{POLICIES}/{{name}}/status"
 CLUSTER_PEERINGS = "/apis/kopf.dev/v1/clusterkopfpeerings"
@@ -52,6 +52,21 @@ class ApiError(Exception):
         except (TypeError, ValueError, AttributeError):
             message = ""
         return cls(status, message or data[:200].decode(errors="replace"))
+
+
+def _every(kind: WorkloadKind) -> str:
+    return f"/apis/{kind.api_version}/{kind.plural}"
+
+
+def _one(key: Key) -> str:
+    return f"/apis/{key.kind.api_version}/namespaces/{key.namespace}/{key.kind.plural}/{key.name}"
+
+
+def _kinded(listing: dict[str, Any], kind: WorkloadKind) -> dict[str, Any]:
+    """A list's items name no kind (the list does): each snapshot must know its own."""
+    for item in listing.get("items") or []:
+        item["kind"] = kind.value
+    return listing
 
 
 def _resource(path: str) -> str:
@@ -188,21 +203,22 @@ class KubeApi:
             return response.status, await response.read()
 
     async def apply(self, body: dict[str, Any], *, policy: str, force: bool) -> dict[str, Any]:
-        """Server-side apply `body` to a Deployment with the policy's own field manager."""
+        """Server-side apply `body` to the workload it names, with the policy's own field
+        manager."""
         query = {"fieldManager": field_manager(policy)}
         if force:
             query["force"] = "true"
         return await self._request(
             "PATCH",
-            DEPLOYMENTS.format(**body["metadata"]),
+            _one(Key.of(body)),
             body,
             query=query,
             content_type="application/apply-patch+yaml",
         )
 
-    async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+    async def get_workload(self, key: Key) -> dict[str, Any] | None:
         try:
-            return await self._request("GET", DEPLOYMENTS.format(namespace=namespace, name=name))
+            return await self._request("GET", _one(key))
         except ApiError as error:
             if error.status == 404:
                 return None
@@ -211,9 +227,13 @@ class KubeApi:
     async def list_all(
         self,
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-        """Deployments, Namespaces and SidecarPolicies, read once (for `preview`). Without the
-        CRD installed there are simply no policies yet."""
-        deployments = await self._request("GET", ALL_DEPLOYMENTS)
+        """Workloads of every kind, Namespaces and SidecarPolicies, read once (for `preview`).
+        Without the CRD installed there are simply no policies yet."""
+        workloads = [
+            item
+            for kind in WorkloadKind
+            for item in _kinded(await self._request("GET", _every(kind)), kind)["items"] or []
+        ]
         namespaces = await self._request("GET", "/api/v1/namespaces")
         try:
             policies = await self._request("GET", POLICIES)
@@ -222,22 +242,24 @@ class KubeApi:
                 raise
             policies = {}
         return (
-            list(deployments.get("items") or []),
+            workloads,
             list(namespaces.get("items") or []),
             list(policies.get("items") or []),
         )
 
-    async def list_deployments(self, *, limit: int, token: str | None) -> dict[str, Any]:
-        """One page of every Deployment in the cluster."""
+    async def list_workloads(
+        self, kind: WorkloadKind, *, limit: int, token: str | None
+    ) -> dict[str, Any]:
+        """One page of every workload of this kind in the cluster, each item naming its kind."""
         query = {"limit": str(limit)}
         if token:
             query["continue"] = token
-        return await self._request("GET", ALL_DEPLOYMENTS, query=query)
+        return _kinded(await self._request("GET", _every(kind), query=query), kind)
 
-    async def watch_deployments(
-        self, version: str, *, timeout: int
+    async def watch_workloads(
+        self, kind: WorkloadKind, version: str, *, timeout: int
     ) -> AsyncGenerator[dict[str, Any], None]:
-        """Every Deployment's watch events from `version` on, one parsed event at a time, until
+        """Every watch event of this kind from `version` on, one parsed event at a time, until
         the server ends the watch after `timeout` seconds. Raises like `_request`."""
         query = {
             "watch": "true",
@@ -245,10 +267,11 @@ class KubeApi:
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(timeout),
         }
-        metrics.REQUESTS.labels(method="WATCH", resource="deployments").inc()
+        metrics.REQUESTS.labels(method="WATCH", resource=kind.plural).inc()
+        path = _every(kind)
         try:
             async with self._session().get(
-                self._configuration.host + ALL_DEPLOYMENTS,
+                self._configuration.host + path,
                 params=query,
                 headers=await self._headers("application/json"),
                 proxy=self._configuration.proxy,
@@ -267,7 +290,7 @@ class KubeApi:
                         if line.strip():
                             yield orjson.loads(line)
         except (aiohttp.ClientError, TimeoutError) as error:
-            raise ConnectionError(f"watch {ALL_DEPLOYMENTS}: {error!r}") from error
+            raise ConnectionError(f"watch {path}: {error!r}") from error
 
     async def patch_policy_status(self, name: str, status: dict[str, Any]) -> None:
         try:

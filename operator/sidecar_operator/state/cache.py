@@ -1,10 +1,10 @@
 """The watched state the operator keeps in memory: fed by the watches, read by the policy workers,
 all on the operator's one event loop (so no locks). Pure (no API calls).
 
-Every Deployment in the cluster is watched, so it holds each as a compact snapshot. `epoch`
-moves whenever something that changes every Deployment's plan changes (a policy's spec or
-deletion, a namespace's labels), so per-Deployment plans can be cached between passes. Which
-policies concern which Deployment (`concerns`) is kept up to date with every change.
+Every workload of a watched kind is in it, as a compact snapshot. `epoch` moves whenever
+something that changes every workload's plan changes (a policy's spec or deletion, a namespace's
+labels), so per-workload plans can be cached between passes. Which policies concern which
+workload (`concerns`) is kept up to date with every change.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from sidecar_operator.api.kinds import WorkloadKind
 from sidecar_operator.api.models import Policy
 from sidecar_operator.core.types import Key
 from sidecar_operator.state import snapshot
@@ -21,7 +22,7 @@ from sidecar_operator.state.concerns import Concerns
 class Cache:
     def __init__(self, *, operator_namespace: str | None = None) -> None:
         self._concerns = Concerns(operator_namespace=operator_namespace)
-        self._deployments: dict[Key, dict[str, Any]] = {}
+        self._workloads: dict[Key, dict[str, Any]] = {}
         self._namespaces: dict[str, dict[str, str]] = {}
         self._policies: dict[str, tuple[Policy, dict[str, Any]]] = {}
         self._shared = snapshot.Shared()
@@ -29,27 +30,27 @@ class Cache:
 
     # -- writers (the watch handlers) ------------------------------------------------------
 
-    def put_deployment(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        """Store the compact snapshot of a watched Deployment unless a newer one is held (our
+    def put_workload(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Store the compact snapshot of a watched workload unless a newer one is held (our
         own write's response can arrive before the watch event of an older version)."""
         record = snapshot.compact(body, self._shared)
-        key = (record["metadata"]["namespace"], record["metadata"]["name"])
-        held = self._deployments.get(key)
+        key = Key.of(record)
+        held = self._workloads.get(key)
         if held is None or _rv(held) <= _rv(record) or _uid(held) != _uid(record):
             self._store(key, record)
             held = record
         if self._shared.due:
-            self._shared.sweep(self._deployments.values())
+            self._shared.sweep(self._workloads.values())
         return held
 
-    def refresh_deployment(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
+    def refresh_workload(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
         """Store our own write's answer, newer than the watch's copy, but only over that copy:
-        a Deployment the watch dropped while the write was in flight was deleted, and its
+        a workload the watch dropped while the write was in flight was deleted, and its
         answer must not bring it back (it would be counted, and cleaned up, forever after).
-        Returns what is held, or None when the Deployment is gone."""
+        Returns what is held, or None when the workload is gone."""
         record = snapshot.compact(body, self._shared)
-        key = (record["metadata"]["namespace"], record["metadata"]["name"])
-        held = self._deployments.get(key)
+        key = Key.of(record)
+        held = self._workloads.get(key)
         if held is None or _uid(held) != _uid(record):
             return None
         if _rv(held) <= _rv(record):
@@ -58,31 +59,31 @@ class Cache:
         return held
 
     def _store(self, key: Key, record: dict[str, Any]) -> None:
-        self._deployments[key] = record
-        self._concerns.deployment(key, record, self.namespace_labels(key[0]), self._specs())
+        self._workloads[key] = record
+        self._concerns.workload(key, record, self.namespace_labels(key[0]), self._specs())
 
-    def drop_deployment(self, key: Key) -> None:
-        self._deployments.pop(key, None)
+    def drop_workload(self, key: Key) -> None:
+        self._workloads.pop(key, None)
         self._concerns.drop(key)
 
-    def retain_deployments(self, keys: Iterable[Key]) -> list[Key]:
-        """Drop every Deployment not in `keys`; returns the dropped."""
+    def retain_workloads(self, kind: WorkloadKind, keys: Iterable[Key]) -> list[Key]:
+        """Drop every workload of this kind not in `keys`; returns the dropped."""
         kept = set(keys)
-        dropped = [key for key in self._deployments if key not in kept]
+        dropped = [key for key in self._workloads if key.kind is kind and key not in kept]
         for key in dropped:
-            self.drop_deployment(key)
+            self.drop_workload(key)
         return dropped
 
     def put_namespace(self, name: str, labels: Mapping[str, str]) -> None:
         if self._namespaces.get(name) != labels:
             self._namespaces[name] = dict(labels)
             self.epoch += 1
-            self._concerns.namespace(name, labels, self._deployments.items(), self._specs())
+            self._concerns.namespace(name, labels, self._workloads.items(), self._specs())
 
     def drop_namespace(self, name: str) -> None:
         if self._namespaces.pop(name, None) is not None:
             self.epoch += 1
-            self._concerns.namespace(name, {}, self._deployments.items(), self._specs())
+            self._concerns.namespace(name, {}, self._workloads.items(), self._specs())
 
     def put_policy(self, body: Mapping[str, Any]) -> Policy:
         policy = Policy.from_object(body)
@@ -94,7 +95,7 @@ class Cache:
         self._policies[policy.name] = (policy, extra)
         if held is None or held[0] != policy:
             self.epoch += 1
-            self._concerns.policy(policy, self._deployments.items(), self._namespaces)
+            self._concerns.policy(policy, self._workloads.items(), self._namespaces)
         return policy
 
     def drop_policy(self, name: str) -> None:
@@ -104,17 +105,17 @@ class Cache:
 
     # -- readers (the workers) -------------------------------------------------------------
 
-    def deployments(self) -> list[tuple[Key, dict[str, Any]]]:
+    def workloads(self) -> list[tuple[Key, dict[str, Any]]]:
         """Every snapshot, as a list: a pass yields to the loop while it walks them, and the
         watch goes on changing the cache meanwhile."""
-        return list(self._deployments.items())
+        return list(self._workloads.items())
 
     def concerning(self, policy: str) -> list[tuple[Key, dict[str, Any]]]:
-        """The Deployments the policy selects or owns fields on, as a list (see `deployments`)."""
-        return [(key, self._deployments[key]) for key in self._concerns.deployments(policy)]
+        """The workloads the policy selects or owns fields on, as a list (see `workloads`)."""
+        return [(key, self._workloads[key]) for key in self._concerns.workloads(policy)]
 
     def concerned(self, key: Key) -> frozenset[str]:
-        """The policies that select the Deployment or own fields on it (deleted ones too)."""
+        """The policies that select the workload or own fields on it (deleted ones too)."""
         return self._concerns.policies(key)
 
     def namespace_labels(self, name: str) -> dict[str, str]:
@@ -126,8 +127,24 @@ class Cache:
     def policy(self, name: str) -> tuple[Policy, dict[str, Any]] | None:
         return self._policies.get(name)
 
+    def kinds_of(self, name: str) -> frozenset[WorkloadKind]:
+        """The kinds the policy targets, and those its status says it still has workloads of
+        (a kind dropped from `spec.kinds` keeps being watched until its sidecars are removed,
+        across restarts too)."""
+        entry = self._policies.get(name)
+        if entry is None:
+            return frozenset()
+        policy, extra = entry
+        reported = extra["status"].get("workloadKinds") or []
+        known = {kind.value for kind in WorkloadKind}
+        return frozenset(policy.spec.kinds) | {WorkloadKind(k) for k in reported if k in known}
+
+    def kinds_wanted(self) -> frozenset[WorkloadKind]:
+        """The kinds to list and watch: those some policy needs (`kinds_of`)."""
+        return frozenset().union(*(self.kinds_of(name) for name in self._policies))
+
     def _specs(self) -> Iterator[Policy]:
-        """Lazily: a Deployment whose labels did not change is not matched against them."""
+        """Lazily: a workload whose labels did not change is not matched against them."""
         return (policy for policy, _ in self._policies.values())
 
 

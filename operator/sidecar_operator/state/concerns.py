@@ -1,4 +1,4 @@
-"""Which policies concern which Deployment: those that select it and those that still own fields
+"""Which policies concern which workload: those that select it and those that still own fields
 on it, the ones the planner returns an action for. Pure (no API calls).
 
 Every Deployment in the cluster is watched, and a policy selects a few of them: with a hundred
@@ -21,14 +21,14 @@ from typing import Any, NamedTuple
 from sidecar_operator.api.models import Policy
 from sidecar_operator.api.names import INJECT_KEY
 from sidecar_operator.core.ownership import policies_with_fields
-from sidecar_operator.core.selection import deployment_matches
+from sidecar_operator.core.selection import workload_matches
 from sidecar_operator.core.types import Key
 
 NO_POLICIES: frozenset[str] = frozenset()
 
 
 class _Basis(NamedTuple):
-    """What a Deployment's concerns came from."""
+    """What a workload's concerns came from."""
 
     matched_on: tuple[Any, ...]  # what selection read: its labels and opt-out annotation
     selected: frozenset[str]  # the policies that select it
@@ -38,29 +38,29 @@ class _Basis(NamedTuple):
 class Concerns:
     def __init__(self, *, operator_namespace: str | None) -> None:
         self.operator_namespace = operator_namespace
-        self._of_deployment: dict[Key, frozenset[str]] = {}
+        self._of_workload: dict[Key, frozenset[str]] = {}
         self._of_policy: dict[str, set[Key]] = {}
         self._basis: dict[Key, _Basis] = {}
 
     # -- readers ----------------------------------------------------------------------------
 
     def policies(self, key: Key) -> frozenset[str]:
-        return self._of_deployment.get(key, NO_POLICIES)
+        return self._of_workload.get(key, NO_POLICIES)
 
-    def deployments(self, policy: str) -> list[Key]:
+    def workloads(self, policy: str) -> list[Key]:
         """Sorted, so a pass meets them in the same order whatever the events' order was."""
         return sorted(self._of_policy.get(policy, ()))
 
     # -- updates ----------------------------------------------------------------------------
 
-    def deployment(
+    def workload(
         self,
         key: Key,
         record: Mapping[str, Any],
         namespace_labels: Mapping[str, str],
         policies: Iterable[Policy],
     ) -> None:
-        """A Deployment was stored: match it again only if what selection reads has changed."""
+        """A workload was stored: match it again only if what selection reads has changed."""
         metadata = record["metadata"]
         matched_on = (
             metadata.get("labels"),
@@ -84,12 +84,12 @@ class Concerns:
         deployments: Iterable[tuple[Key, Mapping[str, Any]]],
         policies: Iterable[Policy],
     ) -> None:
-        """A Namespace's labels changed: match its Deployments again."""
+        """A Namespace's labels changed: match its workloads again."""
         policies = list(policies)
         for key, record in deployments:
             if key[0] == namespace:
                 self._basis.pop(key, None)
-                self.deployment(key, record, labels, policies)
+                self.workload(key, record, labels, policies)
 
     def policy(
         self,
@@ -97,7 +97,7 @@ class Concerns:
         deployments: Iterable[tuple[Key, Mapping[str, Any]]],
         namespace_labels: Mapping[str, Mapping[str, str]],
     ) -> None:
-        """A policy is new or its spec changed: match every Deployment against it."""
+        """A policy is new or its spec changed: match every workload against it."""
         for key, record in deployments:
             held = self._basis[key]
             selects = self._matches(policy, record, namespace_labels.get(key[0], {}))
@@ -108,9 +108,9 @@ class Concerns:
                 self._update(key, held._replace(selected=selected))
 
     def policy_gone(self, name: str) -> None:
-        """A Deployment that still carries a deleted policy's fields stays its concern (as an
+        """A workload that still carries a deleted policy's fields stays its concern (as an
         orphan, for cleanup) until they are removed."""
-        for key in self.deployments(name):
+        for key in self.workloads(name):
             held = self._basis[key]
             self._update(key, held._replace(selected=held.selected - {name}))
 
@@ -124,7 +124,7 @@ class Concerns:
         self, policy: Policy, record: Mapping[str, Any], namespace_labels: Mapping[str, str]
     ) -> bool:
         # A deleting policy selects nothing new (as in the planner); its fields keep it involved.
-        return not policy.deleting and deployment_matches(
+        return not policy.deleting and workload_matches(
             policy.spec, record, namespace_labels, operator_namespace=self.operator_namespace
         )
 
@@ -133,7 +133,7 @@ class Concerns:
         self._set(key, basis.selected | basis.carrying)
 
     def _set(self, key: Key, policies: frozenset[str]) -> None:
-        held = self._of_deployment.get(key, NO_POLICIES)
+        held = self._of_workload.get(key, NO_POLICIES)
         if held == policies:
             return
         for name in held - policies:
@@ -144,6 +144,6 @@ class Concerns:
         for name in policies - held:
             self._of_policy.setdefault(name, set()).add(key)
         if policies:
-            self._of_deployment[key] = policies
+            self._of_workload[key] = policies
         else:
-            self._of_deployment.pop(key, None)
+            self._of_workload.pop(key, None)

@@ -38,8 +38,7 @@ class Plans:
         self._plans: dict[Key, tuple[tuple[Any, ...], int, list[Action]]] = {}
 
     def plan(self, deployment: Mapping[str, Any]) -> list[Action]:
-        metadata = deployment["metadata"]
-        key = metadata["namespace"], metadata["name"]
+        key = Key.of(deployment)
         inputs = plan_inputs(deployment)
         epoch = self.cache.epoch
         cached = self._plans.get(key)

@@ -15,7 +15,9 @@ from typing import Any, TypeVar
 
 import orjson
 
+from sidecar_operator.api.kinds import WorkloadKind, nest
 from sidecar_operator.api.names import FIELD_MANAGER_PREFIX, INJECT_KEY, REVISION_ANNOTATION_PREFIX
+from sidecar_operator.core import workloads
 
 _POD_FIELDS = ("initContainers", "containers", "volumes")
 _POD_SECURITY_FIELDS = ("securityContext", "hostUsers", "os")
@@ -56,25 +58,25 @@ class Shared:
 
 def _shared_parts(record: Mapping[str, Any]) -> Iterator[Any]:
     yield from (entry["fieldsV1"] for entry in record["metadata"]["managedFields"])
-    pod = record["spec"]["template"]["spec"]
+    pod = workloads.pod_spec(record)
     for key in _POD_FIELDS:
         yield from pod.get(key, ())
     yield from (pod[key] for key in _POD_SECURITY_FIELDS if key in pod)
-    yield record["status"]["conditions"]
+    if "conditions" in record["status"]:
+        yield record["status"]["conditions"]
 
 
 def _unshared(value: T) -> T:
     return value
 
 
-def compact(
-    deployment: Mapping[str, Any], share: Callable[[Any], Any] = _unshared
-) -> dict[str, Any]:
+def compact(workload: Mapping[str, Any], share: Callable[[Any], Any] = _unshared) -> dict[str, Any]:
     """`share` (a `Shared`) lets identical parts of many snapshots be one object."""
-    metadata = deployment.get("metadata", {})
-    spec = deployment.get("spec", {})
-    status = deployment.get("status") or {}
-    pod = spec.get("template", {}).get("spec", {})
+    kind = WorkloadKind.of(workload)
+    metadata = workload.get("metadata", {})
+    spec = workload.get("spec", {})
+    status = workload.get("status") or {}
+    pod = workloads.pod_spec(workload)
     template: dict[str, Any] = {
         key: [share(item) for item in pod[key]] for key in _POD_FIELDS if key in pod
     }
@@ -87,6 +89,7 @@ def compact(
         if key.startswith(REVISION_ANNOTATION_PREFIX) or key == INJECT_KEY
     }
     return {
+        "kind": kind.value,
         "metadata": {
             "name": metadata.get("name"),
             "namespace": metadata.get("namespace"),
@@ -103,22 +106,50 @@ def compact(
             ],
         },
         "spec": {
-            "replicas": spec.get("replicas", 1),
-            "template": {"spec": template},
+            **{key: spec[key] for key in _SPEC_KEPT[kind] if key in spec},
+            **nest((*kind.template_path[1:], "spec"), template),
         },
-        "status": {
-            "observedGeneration": status.get("observedGeneration", 0),
-            "replicas": status.get("replicas", 0),
-            "updatedReplicas": status.get("updatedReplicas", 0),
-            "availableReplicas": status.get("availableReplicas", 0),
-            "conditions": share(
-                [
-                    {"type": c.get("type"), "status": c.get("status"), "reason": c.get("reason")}
-                    for c in status.get("conditions") or []
-                ]
-            ),
-        },
+        "status": _status(kind, status, share),
     }
+
+
+# What `core.workloads` reads to tell whether a workload has rolled out.
+_SPEC_KEPT = {
+    WorkloadKind.DEPLOYMENT: ("replicas",),
+    WorkloadKind.STATEFUL_SET: ("replicas", "updateStrategy"),
+    WorkloadKind.DAEMON_SET: ("updateStrategy",),
+    WorkloadKind.CRON_JOB: (),
+}
+_STATUS_KEPT = {
+    WorkloadKind.DEPLOYMENT: ("replicas", "updatedReplicas", "availableReplicas"),
+    WorkloadKind.STATEFUL_SET: (
+        "availableReplicas",
+        "updatedReplicas",
+        "currentRevision",
+        "updateRevision",
+    ),
+    WorkloadKind.DAEMON_SET: (
+        "desiredNumberScheduled",
+        "updatedNumberScheduled",
+        "numberAvailable",
+    ),
+    WorkloadKind.CRON_JOB: (),
+}
+
+
+def _status(
+    kind: WorkloadKind, status: Mapping[str, Any], share: Callable[[Any], Any]
+) -> dict[str, Any]:
+    kept = {key: status[key] for key in _STATUS_KEPT[kind] if key in status}
+    kept["observedGeneration"] = status.get("observedGeneration", 0)
+    if kind is WorkloadKind.DEPLOYMENT:
+        kept["conditions"] = share(
+            [
+                {"type": c.get("type"), "status": c.get("status"), "reason": c.get("reason")}
+                for c in status.get("conditions") or []
+            ]
+        )
+    return kept
 
 
 def _managed_entry(entry: Mapping[str, Any], share: Callable[[Any], Any]) -> dict[str, Any] | None:

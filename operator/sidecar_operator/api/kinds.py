@@ -1,0 +1,54 @@
+"""The kinds of workload a policy can target, and where each keeps its pod template."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any
+
+
+class WorkloadKind(StrEnum):
+    DEPLOYMENT = "Deployment"
+    STATEFUL_SET = "StatefulSet"
+    DAEMON_SET = "DaemonSet"
+    CRON_JOB = "CronJob"
+
+    @property
+    def api_version(self) -> str:
+        return "batch/v1" if self is WorkloadKind.CRON_JOB else "apps/v1"
+
+    @property
+    def plural(self) -> str:
+        return f"{self.value.lower()}s"
+
+    @property
+    def template_path(self) -> tuple[str, ...]:
+        """Where the pod template is: a CronJob's shapes every Job it starts."""
+        if self is WorkloadKind.CRON_JOB:
+            return ("spec", "jobTemplate", "spec", "template")
+        return ("spec", "template")
+
+    @property
+    def fields_path(self) -> tuple[str, ...]:
+        """`template_path` as managedFields' fieldsV1 spells it."""
+        return tuple(f"f:{key}" for key in self.template_path)
+
+    @classmethod
+    def of(cls, workload: Mapping[str, Any]) -> WorkloadKind:
+        """The kind an object names (the snapshots keep it); Deployment, the default target,
+        where it names none."""
+        return cls(workload.get("kind") or cls.DEPLOYMENT)
+
+
+def dig(node: Mapping[str, Any], path: tuple[str, ...]) -> Mapping[str, Any]:
+    """The mapping at `path`, or {} where any step is missing."""
+    for key in path:
+        node = node.get(key) or {}
+    return node
+
+
+def nest(path: tuple[str, ...], leaf: Any) -> Any:
+    """`leaf` wrapped in one mapping per step of `path`."""
+    for key in reversed(path):
+        leaf = {key: leaf}
+    return leaf
