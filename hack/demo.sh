@@ -35,13 +35,14 @@ else
 fi
 "${kubectl[@]}" apply -f manifests/samples/
 echo "demo: waiting for the policies to report Ready ..."
-"${kubectl[@]}" wait --for=condition=Ready sidecarpolicy/log-shipper sidecarpolicy/statsd-exporter \
-  sidecarpolicy/config-sync --timeout=180s >/dev/null
+policies=(log-shipper statsd-exporter config-sync postgres-exporter vault-proxy)
+"${kubectl[@]}" wait --for=condition=Ready "${policies[@]/#/sidecarpolicy/}" --timeout=180s >/dev/null
 
 echo
-"${kubectl[@]}" get sidecarpolicies log-shipper statsd-exporter config-sync -o wide
+"${kubectl[@]}" get sidecarpolicies "${policies[@]}" -o wide
 echo
-"${kubectl[@]}" get deployments -n demo-shop -o custom-columns='DEPLOYMENT:.metadata.name,INIT CONTAINERS:.spec.template.spec.initContainers[*].name,CONTAINERS:.spec.template.spec.containers[*].name,VOLUMES:.spec.template.spec.volumes[*].name'
+"${kubectl[@]}" get deployments,statefulsets -n demo-shop -o custom-columns='WORKLOAD:.metadata.name,INIT CONTAINERS:.spec.template.spec.initContainers[*].name,CONTAINERS:.spec.template.spec.containers[*].name,VOLUMES:.spec.template.spec.volumes[*].name'
+"${kubectl[@]}" get cronjobs -n demo-shop -o custom-columns='CRONJOB:.metadata.name,INIT CONTAINERS:.spec.jobTemplate.spec.template.spec.initContainers[*].name,CONTAINERS:.spec.jobTemplate.spec.template.spec.containers[*].name'
 cat <<EOT
 
 Look further:
