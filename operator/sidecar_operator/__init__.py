@@ -1,1 +1,1 @@
-"""sidecar-operator: sidecars added to, updated on and removed from live Deployments."""
+"""sidecar-operator: sidecars added to, updated on and removed from live workloads."""

@@ -188,7 +188,7 @@ def build(openapi: Schema) -> Schema:
             {
                 "rule": "size(self.metadata.name) <= 63",
                 "message": "a SidecarPolicy name must be at most 63 characters: it becomes part "
-                "of the annotation policy.sidecars.dev/<name> on every Deployment it touches",
+                "of the annotation policy.sidecars.dev/<name> on every workload it touches",
             }
         ],
     }

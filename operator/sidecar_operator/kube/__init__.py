@@ -1,1 +1,1 @@
-"""The cluster, reached: the one API client, the Deployment list/watch, Events."""
+"""The cluster, reached: the one API client, the workload lists and watches, Events."""
