@@ -76,7 +76,7 @@ def test_a_policy_that_loses_a_clash_labels_its_release_as_a_removal(
         if line.startswith("sidecar_operator_writes_total{")
         for found in [dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))]
     }
-    assert actions <= {"inject", "update", "repair", "remove", "none"}, actions
+    assert actions <= {"inject", "update", "repair", "remove", "adopt", "none"}, actions
     released = _value(
         text, "sidecar_operator_writes_total", policy=low, action="remove", outcome="written"
     )

@@ -35,6 +35,12 @@ CONFLICTS = Counter(
     "Workloads found newly skipped by a policy because of a clash or a rejected patch.",
     ["policy"],
 )
+INJECTED_AFTER_CREATION = Counter(
+    "sidecar_operator_injected_after_creation",
+    "Workloads created while the policy existed that reached the controller without its "
+    "sidecars (admission did not add them): their first pods ran without them.",
+    ["policy", "kind"],
+)
 API_ERRORS = Counter(
     "sidecar_operator_api_errors", "Error answers from the API server, by HTTP status.", ["status"]
 )

@@ -20,11 +20,13 @@ from sidecar_operator.core import bodies, workloads
 from sidecar_operator.core.ownership import (
     POD_LISTS,
     Ownership,
+    field_manager,
     ownership,
     policies_with_fields,
     revision_annotation,
 )
 from sidecar_operator.core.selection import workload_matches
+from sidecar_operator.core.ssa import fields_v1
 from sidecar_operator.core.types import Action, Change, Kind
 
 
@@ -271,6 +273,17 @@ def plan(
         key=lambda policy: policy.rank,
     )
     owners = {name: ownership(deployment, name) for name in involved | {p.name for p in matched}}
+    annotations = deployment.get("metadata", {}).get("annotations") or {}
+    admitted = {
+        policy.name
+        for policy in matched
+        if owners[policy.name].empty
+        and annotations.get(revision_annotation(policy.name)) == policy.spec.revision
+        and _carries_items(policy, workloads.pod_spec(deployment))
+    }
+    for policy in matched:
+        if policy.name in admitted:
+            owners[policy.name] = _as_applied(policy, deployment, owners)
     pod = _Pod(
         kind=WorkloadKind.of(deployment),
         spec=workloads.pod_spec(deployment),
@@ -279,7 +292,6 @@ def plan(
             for pod_list in POD_LISTS
         },
     )
-    annotations = deployment.get("metadata", {}).get("annotations") or {}
     claims = _app_claims(pod, owners)
     actions: list[Action] = []
     for policy in matched:
@@ -303,10 +315,13 @@ def plan(
             continue
         claims.take(policy, pod)
         in_sync, force = _drift(policy, pod, owned)
-        if in_sync and annotations.get(revision_annotation(policy.name)) == current:
+        if policy.name in admitted:
+            # Admission added it as this revision; applying it changes nothing but ownership.
+            change = Change.ADOPT if in_sync else Change.REPAIR
+        elif in_sync and annotations.get(revision_annotation(policy.name)) == current:
             actions.append(Action(policy.name, Kind.IN_SYNC, revision=current))
             continue
-        if owned.empty:
+        elif owned.empty:
             change = Change.INJECT
         elif annotations.get(revision_annotation(policy.name)) != current:
             change = Change.UPDATE
@@ -332,6 +347,46 @@ def plan(
     for name in sorted(involved - {policy.name for policy in matched}):
         actions.append(removal(name, deployment))
     return actions
+
+
+def _carries_items(policy: Policy, pod: Mapping[str, Any]) -> bool:
+    """Every container, init container and volume the policy adds is there, by name."""
+    spec = policy.spec
+    return all(
+        {item.name for item in wanted} <= {item["name"] for item in pod.get(pod_list) or []}
+        for pod_list, wanted in (
+            ("containers", spec.containers),
+            ("initContainers", spec.init_containers),
+            ("volumes", spec.volumes),
+        )
+    )
+
+
+def _as_applied(
+    policy: Policy, workload: Mapping[str, Any], owners: Mapping[str, Ownership]
+) -> Ownership:
+    """What the policy would own had it applied its body: admission added the items (with the
+    revision annotation), and the API server records no manager for what admission adds."""
+    spec, pod = policy.spec, workloads.pod_spec(workload)
+    own = {
+        "containers": {c.name for c in spec.containers},
+        "initContainers": {c.name for c in spec.init_containers},
+    }
+
+    def app(pod_list: str) -> tuple[str, ...]:
+        taken = own[pod_list].union(*(o.added(pod_list) for o in owners.values()))
+        return tuple(c["name"] for c in pod.get(pod_list) or [] if c["name"] not in taken)
+
+    body = bodies.apply_body(
+        workload, policy, app_init=app("initContainers"), app=app("containers")
+    )
+    entry = {
+        "manager": field_manager(policy.name),
+        "operation": "Apply",
+        "fieldsV1": fields_v1(body),
+    }
+    applied = {"kind": WorkloadKind.of(workload).value, "metadata": {"managedFields": [entry]}}
+    return ownership(applied, policy.name)
 
 
 def removal(policy: str, deployment: Mapping[str, Any]) -> Action:

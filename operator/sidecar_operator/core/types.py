@@ -42,6 +42,7 @@ class Change(StrEnum):
     UPDATE = "update"  # it carries an older revision
     REPAIR = "repair"  # it carries the current revision, but something was edited or deleted
     REMOVE = "remove"  # the policy lets go of everything it added
+    ADOPT = "adopt"  # admission added it as the current revision: the write takes ownership
 
 
 @dataclass(frozen=True, slots=True)  # thousands are held in the plan memo

@@ -35,6 +35,7 @@ _PAST = {
     Change.UPDATE: ("Updated", "updated"),
     Change.REPAIR: ("Repaired", "restored"),
     Change.REMOVE: ("Removed", "removed"),
+    Change.ADOPT: ("Admitted", "added at admission; its field manager now owns them"),
 }
 
 
@@ -198,9 +199,23 @@ class Reporter:
             memory.held_since = time.monotonic()
         memory.done[reason].append(str(key_of(workload)))
         message = f"Sidecars of SidecarPolicy {action.policy} {verb}"
+        if change is Change.INJECT and self._born_after(action.policy, workload):
+            # Admission should have added them (the operator was down, or the webhook timed
+            # out or is not installed): its first pods ran without them.
+            metrics.INJECTED_AFTER_CREATION.labels(
+                policy=action.policy, kind=key_of(workload).kind.value
+            ).inc()
+            message += " after the workload was created: its first pods ran without them"
         if workloads.on_delete(workload):
             message += "; its pods change when they are deleted (updateStrategy OnDelete)"
         return workload_ref(workload), f"Sidecars{reason}", message
+
+    def _born_after(self, policy: str, workload: Mapping[str, Any]) -> bool:
+        """Created while the policy existed (timestamps are to the second: the same second
+        counts, since a workload created then was not seen before the policy either)."""
+        entry = self.cache.policy(policy)
+        created = workload["metadata"].get("creationTimestamp") or ""
+        return entry is not None and bool(entry[0].created) and created >= entry[0].created
 
     def announce(self, announcement: Announcement) -> None:
         ref, reason, message = announcement

@@ -20,6 +20,7 @@ import structlog
 
 from sidecar_operator import metrics
 from sidecar_operator.api.kinds import WorkloadKind
+from sidecar_operator.core import admission
 from sidecar_operator.core.types import Key
 from sidecar_operator.engine import writer
 from sidecar_operator.engine.cleanup import Cleanup
@@ -247,6 +248,19 @@ class Runtime:
                     self.reporter.announce(announcement)
             worker.poke()  # the next pass counts what the writes did
         return Outcome.FAILED in outcomes
+
+    def admit(self, workload: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The workload being created as the controller would leave it now (`core.admission`),
+        or None: nothing to add, or the policies are not known yet (the controller adds them
+        once they are)."""
+        if not self.indexed.is_set():
+            return None
+        return admission.admitted(
+            workload,
+            self.cache.namespace_labels(workload["metadata"]["namespace"]),
+            [policy for policy, _ in self.cache.policies().values()],
+            operator_namespace=self.operator_namespace,
+        )
 
     def forget(self, name: str) -> None:
         self.workers.pop(name, None)
