@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -35,6 +37,8 @@ TEST_CLUSTER = os.environ.get("SIDECAR_OPERATOR_TEST_CLUSTER", "test")
 # can be started beside it), with an own namespace that no policy reaches without naming it.
 PEERING = "sidecar-operator-tests"
 OPERATOR_NAMESPACE = "sidecar-operator-tests"
+ADMISSION_CONFIGURATION = "sidecar-operator-tests"
+ADMITTED = "sidecars.dev/test-admission"  # the namespaces the tests' webhook covers
 
 
 @pytest.fixture(scope="session")
@@ -160,19 +164,86 @@ class OperatorProcess:
 
 
 @pytest.fixture(scope="session")
+def webhook_certs(kubectl_admin: Kubectl, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The operator on the host serves admission at https://localhost: the API server's own
+    serving certificate names localhost, and the cluster's CA signed it. Laid out as a TLS
+    Secret mounts them."""
+    pki = kubectl_admin.kubeconfig.parent / "pki"
+    certs = tmp_path_factory.mktemp("webhook-certs")
+    for source, target in (("apiserver.crt", "tls.crt"), ("apiserver.key", "tls.key")):
+        shutil.copy(pki / source, certs / target)
+    shutil.copy(pki / "ca.crt", certs / "ca.crt")
+    return certs
+
+
+@pytest.fixture(scope="session")
+def webhook_port() -> int:
+    return _free_port()
+
+
+@pytest.fixture(scope="session")
 def operator(
-    crd_installed: Kubectl, tmp_path_factory: pytest.TempPathFactory
+    crd_installed: Kubectl,
+    webhook_certs: Path,
+    webhook_port: int,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:
     process = OperatorProcess(
         crd_installed.kubeconfig,
         tmp_path_factory.mktemp("operator") / "operator.log",
         f"--peering={PEERING}",
         f"--operator-namespace={OPERATOR_NAMESPACE}",
+        f"--webhook-port={webhook_port}",
+        f"--webhook-certs={webhook_certs}",
     )
     process.start()
     yield process
     process.stop()
     print(f"operator log: {process.log_path}")
+
+
+@pytest.fixture(scope="session")
+def admission(
+    operator: OperatorProcess, crd_installed: Kubectl, webhook_certs: Path, webhook_port: int
+) -> Iterator[str]:
+    """The webhook configuration, as an installer writes it (not Kopf), for namespaces labelled
+    ADMITTED only: the other tests see the controller alone. Yields the label."""
+    ca = base64.b64encode((webhook_certs / "ca.crt").read_bytes()).decode()
+    rules = [
+        {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets", "daemonsets"]},
+        {"apiGroups": ["batch"], "resources": ["cronjobs"]},
+    ]
+    configuration = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": ADMISSION_CONFIGURATION},
+        "webhooks": [
+            {
+                "name": "inject.sidecars.dev",
+                "clientConfig": {
+                    "url": f"https://localhost:{webhook_port}/inject.sidecars.dev",
+                    "caBundle": ca,
+                },
+                "rules": [
+                    {**rule, "apiVersions": ["v1"], "operations": ["CREATE"]} for rule in rules
+                ],
+                "namespaceSelector": {"matchLabels": {ADMITTED: "yes"}},
+                "objectSelector": {
+                    "matchExpressions": [
+                        {"key": "sidecars.dev/inject", "operator": "NotIn", "values": ["false"]}
+                    ]
+                },
+                "failurePolicy": "Ignore",
+                "timeoutSeconds": 5,
+                "sideEffects": "None",
+                "admissionReviewVersions": ["v1"],
+                "reinvocationPolicy": "IfNeeded",
+            }
+        ],
+    }
+    crd_installed.apply(json.dumps(configuration))
+    yield ADMITTED
+    crd_installed("delete", "mutatingwebhookconfiguration", ADMISSION_CONFIGURATION)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
 from pathlib import Path
 from typing import Any
@@ -17,18 +16,6 @@ dev = typer.Typer(
 app.add_typer(dev, name="dev")
 
 ClusterName = typer.Option("dev", "--name", help="Which local cluster (each has its own ports).")
-
-
-@dev.callback()
-def dev_needs_the_local_extra() -> None:
-    """The local control plane signs its certificates with `cryptography`, which the operator
-    itself never needs: it comes with the `local` extra, and the image leaves it out."""
-    if importlib.util.find_spec("cryptography") is None:
-        typer.echo(
-            "`sidecar-operator dev` needs the local extra: pip install 'sidecar-operator[local]'",
-            err=True,
-        )
-        raise typer.Exit(1)
 
 
 @dev.command("up")
@@ -112,6 +99,28 @@ def run(
     metrics_port: int | None = typer.Option(
         None, help="Serve Prometheus metrics on this port at /metrics."
     ),
+    webhook_port: int | None = typer.Option(
+        None,
+        help="Serve the mutating admission webhook on this port (HTTPS, path "
+        "/inject.sidecars.dev), so new workloads are stored with their sidecars.",
+    ),
+    webhook_certs: Path | None = typer.Option(
+        None,
+        file_okay=False,
+        help="With --webhook-port: a directory with tls.crt, tls.key and ca.crt (a TLS Secret).",
+    ),
+    webhook_secret: str | None = typer.Option(
+        None,
+        help="With --webhook-port, instead of --webhook-certs: a Secret in the operator's "
+        "namespace holding the certificate every replica serves; the first replica creates it.",
+    ),
+    webhook_service: str = typer.Option(
+        "sidecar-operator-webhook", help="The Service the generated certificate is for."
+    ),
+    webhook_configuration: str | None = typer.Option(
+        None,
+        help="The MutatingWebhookConfiguration whose caBundle gets the Secret's CA.",
+    ),
 ) -> None:
     """Run the operator against the current kubeconfig (or in-cluster config), cluster-wide."""
     import kopf
@@ -125,7 +134,17 @@ def run(
         "json" if log_format == "json" else "console", logging.DEBUG if verbose else logging.INFO
     )
     identity = Identity.of_this_process()
-    options = handlers.Options(identity, operator_namespace, resync_seconds, peering)
+    webhook = None
+    if webhook_port is not None:
+        if (webhook_certs is None) == (webhook_secret is None):
+            raise typer.BadParameter(
+                "needs one of --webhook-certs and --webhook-secret", param_hint="--webhook-port"
+            )
+        webhook = handlers.Webhook(
+            webhook_port, webhook_certs, webhook_secret, webhook_service, webhook_configuration
+        )
+        handlers.serve_admission()
+    options = handlers.Options(identity, operator_namespace, resync_seconds, peering, webhook)
     if metrics_port:
         metrics.serve(metrics_port)
     # Naming a peering makes it mandatory in Kopf (it starts paused until it has seen its peers);

@@ -15,11 +15,14 @@ import asyncio
 import gc
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import kopf
+import structlog
 
 from sidecar_operator.api import names
+from sidecar_operator.api.kinds import WorkloadKind, dig
 from sidecar_operator.engine.leadership import LIFETIME, Identity, Leadership
 from sidecar_operator.engine.runtime import Runtime
 from sidecar_operator.engine.tasks import spawn
@@ -28,9 +31,24 @@ from sidecar_operator.engine.writer import WRITERS
 from sidecar_operator.kube.client import ApiError, KubeApi
 from sidecar_operator.kube.events import POSTERS, EventPoster
 
+log = structlog.get_logger()
 POLICIES = (f"{names.GROUP}/{names.VERSION}", names.PLURAL)
 NAMESPACES = ("v1", "namespaces")
 LIST_CHUNK = 100
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """Where admission is served, and with which certificate, the same in every replica:
+    `certs`, a directory holding `tls.crt`, `tls.key` and `ca.crt` (a TLS Secret's layout), or
+    `secret`, a Secret in the operator's namespace that the first replica creates for `service`
+    (`kube.webhook_tls`), whose CA goes into the webhook `configuration`."""
+
+    port: int
+    certs: Path | None = None
+    secret: str | None = None
+    service: str = "sidecar-operator-webhook"
+    configuration: str | None = None
 
 
 @dataclass(frozen=True)
@@ -41,6 +59,7 @@ class Options:
     operator_namespace: str | None = None
     resync_seconds: float = 60.0
     peering: str | None = None
+    webhook: Webhook | None = None
 
 
 class NoDiffBase(kopf.DiffBaseStorage):
@@ -88,6 +107,18 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
             raise kopf.TemporaryError(
                 f"cannot create the peering object: {error.message}", delay=2
             ) from None
+    if options.webhook is not None:
+        # The webhook configuration is the installer's (its selectors, timeout and failure
+        # policy are not Kopf's to set), so Kopf only serves it.
+        certs = await _webhook_certs(kube, options.webhook, options.operator_namespace)
+        settings.admission.managed = None
+        settings.admission.server = kopf.WebhookServer(
+            addr="0.0.0.0",  # the API server calls in from outside the pod
+            port=options.webhook.port,
+            certfile=str(certs / "tls.crt"),
+            pkeyfile=str(certs / "tls.key"),
+            cafile=str(certs / "ca.crt"),
+        )
     memo.leadership = leadership = Leadership(options.identity, peering=options.peering)
     memo.events = events = EventPoster(kube)
     memo.runtime = runtime = Runtime(
@@ -104,6 +135,28 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     )
     runtime.watch_kinds = watches.want
     memo.tasks = [spawn(leadership.run(kube), "leadership")]
+
+
+async def _webhook_certs(kube: KubeApi, webhook: Webhook, namespace: str | None) -> Path:
+    if webhook.certs is not None:
+        return webhook.certs
+    if webhook.secret is None or namespace is None:
+        raise kopf.PermanentError("--webhook-secret needs --operator-namespace")
+    # Only here: generating a certificate is the one use of `cryptography` on the run path.
+    from sidecar_operator.kube import webhook_tls
+
+    try:
+        return await webhook_tls.prepare(
+            kube,
+            namespace=namespace,
+            secret=webhook.secret,
+            service=webhook.service,
+            configuration=webhook.configuration,
+        )
+    except (ApiError, ConnectionError) as error:
+        raise kopf.TemporaryError(
+            f"cannot prepare the webhook's certificate: {error}", delay=2
+        ) from None
 
 
 def _freeze_heap() -> None:
@@ -202,3 +255,52 @@ async def policy_deleted(name: str, memo: kopf.Memo, **_: Any) -> None:
             f"could not clean up {len(failures)} workloads: {'; '.join(failures[:5])}", delay=5
         )
     state.forget(name)
+
+
+# -- admission -------------------------------------------------------------------------------
+
+ADMISSION_ID = "inject.sidecars.dev"  # the webhook's URL path; a DNS name, as service paths need
+WORKLOAD_RESOURCES = frozenset(
+    {
+        ("apps", "deployments"),
+        ("apps", "statefulsets"),
+        ("apps", "daemonsets"),
+        ("batch", "cronjobs"),
+    }
+)
+
+
+def serve_admission() -> None:
+    """Register the mutating webhook (only when served: Kopf refuses to start with admission
+    handlers and no server)."""
+    kopf.on.mutate(
+        lambda resource: (resource.group, resource.plural) in WORKLOAD_RESOURCES,
+        id=ADMISSION_ID,
+        operations=["CREATE"],
+        ignore_failures=True,
+    )(admit)
+
+
+async def admit(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    """Adds to a workload being created what the controller would add now. Never denies: Kopf
+    answers a handler's exception with a denial, so any failure lets the workload in unchanged
+    (the controller adds the sidecars after)."""
+    try:
+        runtime: Runtime | None = memo.get("runtime")
+        changed = None if runtime is None else runtime.admit(dict(body))
+    except Exception as error:  # admission must never block a deploy
+        log.warning("Admission failed; the workload goes in unchanged", error=repr(error))
+        return
+    if changed is not None:
+        patch.fns.append(lambda obj: _take(obj, changed))
+
+
+def _take(obj: dict[str, Any], changed: dict[str, Any]) -> None:
+    """What admission changes: the pod template's spec and the revision annotations, nothing
+    else (not the managedFields `core.ssa` models)."""
+    obj["metadata"]["annotations"] = changed["metadata"].get("annotations") or {}
+    path = WorkloadKind.of(changed).template_path
+    template = obj
+    for key in path:
+        template = template.setdefault(key, {})
+    template["spec"] = dig(changed, (*path, "spec"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import asyncio.sslproto
+import base64
 import ssl
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ KEEPALIVE_SECONDS = 60.0
 POLICIES = f"/apis/{names.GROUP}/{names.VERSION}/{names.PLURAL}"
 POLICY_STATUS = f"{POLICIES}/{{name}}/status"
 CLUSTER_PEERINGS = "/apis/kopf.dev/v1/clusterkopfpeerings"
+WEBHOOK_CONFIGURATIONS = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
 
 
 @dataclass
@@ -324,6 +326,40 @@ class KubeApi:
             if error.status == 404:
                 return None
             raise
+
+    async def get_secret(self, namespace: str, name: str) -> dict[str, bytes] | None:
+        """A Secret's data, decoded; None when there is no such Secret."""
+        try:
+            secret = await self._request("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise
+        return {key: base64.b64decode(value) for key, value in (secret.get("data") or {}).items()}
+
+    async def create_secret(self, namespace: str, name: str, data: dict[str, bytes]) -> None:
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "namespace": namespace},
+            "type": "kubernetes.io/tls",
+            "data": {key: base64.b64encode(value).decode() for key, value in data.items()},
+        }
+        await self._request("POST", f"/api/v1/namespaces/{namespace}/secrets", body)
+
+    async def set_webhook_ca(self, configuration: str, ca_bundle: str) -> None:
+        """Every webhook of the MutatingWebhookConfiguration trusts this CA."""
+        path = f"{WEBHOOK_CONFIGURATIONS}/{configuration}"
+        webhooks = (await self._request("GET", path)).get("webhooks") or []
+        operations = [
+            {"op": "add", "path": f"/webhooks/{index}/clientConfig/caBundle", "value": ca_bundle}
+            for index, webhook in enumerate(webhooks)
+            if webhook.get("clientConfig", {}).get("caBundle") != ca_bundle
+        ]
+        if operations:
+            await self._request(
+                "PATCH", path, operations, content_type="application/json-patch+json"
+            )
 
     async def post_event(self, body: dict[str, Any]) -> None:
         """A core/v1 Event, in the namespace its body names."""

@@ -1,0 +1,294 @@
+"""Admission on the real control plane: a workload created while a policy exists is stored with
+its sidecars (one ReplicaSet), the policy's field manager then owns them alone, the owner's
+re-apply keeps them, removal gives the owner's template back, and nothing blocks a deploy."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import ssl
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import OperatorProcess
+from tests.kube import Kubectl, eventually
+from tests.scenario import (
+    FLUENT_BIT,
+    LOG_MOUNT,
+    LOG_VOLUME,
+    Policies,
+    events,
+    names,
+    pod_spec,
+    ready,
+)
+
+SIDECAR_KEY = 'k:{"name":"fluent-bit"}'
+INJECTED = "SidecarsInjected"
+
+
+@pytest.fixture
+def admitted(kubectl_admin: Kubectl, namespace: str, admission: str) -> Iterator[str]:
+    """This test's namespace, covered by the webhook."""
+    kubectl_admin("label", "namespace", namespace, f"{admission}=yes")
+    yield namespace
+
+
+def app(name: str = "web", replicas: int = 1) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "labels": {"sidecar-test": "yes"}},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]},
+            },
+        },
+    }
+
+
+def create(kubectl: Kubectl, how: str, manifest: dict[str, Any]) -> None:
+    text = yaml.safe_dump(manifest)
+    if how == "create":
+        kubectl("create", "-f", "-", input=text)
+    elif how == "client-side apply":
+        kubectl("apply", "-f", "-", input=text)
+    else:
+        kubectl("apply", "--server-side", "--field-manager=gitops", "-f", "-", input=text)
+
+
+def replica_sets(kubectl: Kubectl) -> list[dict[str, Any]]:
+    return list(kubectl.json("replicasets")["items"])
+
+
+def sidecar_owners(kubectl: Kubectl, name: str) -> set[str]:
+    stored = kubectl.json("deployment", name, "--show-managed-fields")
+    owners = set()
+    for entry in stored["metadata"]["managedFields"]:
+        containers = (
+            entry.get("fieldsV1", {})
+            .get("f:spec", {})
+            .get("f:template", {})
+            .get("f:spec", {})
+            .get("f:containers", {})
+        )
+        if SIDECAR_KEY in containers:
+            owners.add(entry["manager"])
+    return owners
+
+
+@pytest.mark.usefixtures("admitted")
+@pytest.mark.parametrize("how", ["create", "client-side apply", "server-side apply"])
+def test_a_new_deployment_starts_with_its_sidecars_and_the_policy_alone_owns_them(
+    kubectl: Kubectl, policies: Policies, how: str
+) -> None:
+    name = policies.apply(containers=[FLUENT_BIT], volumes=[LOG_VOLUME], volumeMounts=[LOG_MOUNT])
+    eventually(lambda: ready(policies, name, matched=0), what="the policy Ready")
+    create(kubectl, how, app())
+
+    (first,) = eventually(lambda: replica_sets(kubectl), what="the first ReplicaSet")
+    pod = first["spec"]["template"]["spec"]
+    assert names(pod, "containers") == ["app", "fluent-bit"]
+    assert pod["containers"][0]["volumeMounts"] == [{**LOG_MOUNT}]
+    eventually(lambda: sidecar_owners(kubectl, "web") == {f"sidecars.dev/{name}"}, what="adopted")
+    eventually(lambda: ready(policies, name, matched=1), what="counted Ready")
+    assert len(replica_sets(kubectl)) == 1  # no second rollout
+
+    if how != "create":  # the owner applies again, without the sidecars, and scales
+        create(kubectl, how, app(replicas=2))
+        stored = kubectl.json("deployment", "web")
+        assert stored["spec"]["replicas"] == 2
+        assert names(stored["spec"]["template"]["spec"], "containers") == ["app", "fluent-bit"]
+        assert len(replica_sets(kubectl)) == 1
+
+    policies.delete(name)
+    assert pod_spec(kubectl, "web")["containers"] == [
+        {
+            "name": "app",
+            "image": "nginx:1.27",
+            "imagePullPolicy": "IfNotPresent",
+            "resources": {},
+            "terminationMessagePath": "/dev/termination-log",
+            "terminationMessagePolicy": "File",
+        }
+    ]
+    assert "volumes" not in pod_spec(kubectl, "web")
+
+
+@pytest.mark.usefixtures("admitted")
+def test_a_paused_policy_adds_nothing_at_admission(kubectl: Kubectl, policies: Policies) -> None:
+    paused = {"maxConcurrent": 1, "paused": True}
+    name = policies.apply(containers=[FLUENT_BIT], volumes=[LOG_VOLUME], updateStrategy=paused)
+    eventually(lambda: policies.status(name).get("observedGeneration"), what="seen")
+    create(kubectl, "create", app())
+    assert names(pod_spec(kubectl, "web"), "containers") == ["app"]
+
+
+def test_with_the_operator_down_creates_go_through_and_get_their_sidecars_after(
+    kubectl: Kubectl, policies: Policies, admitted: str, operator: OperatorProcess
+) -> None:
+    name = policies.apply(containers=[FLUENT_BIT], volumes=[LOG_VOLUME])
+    eventually(lambda: ready(policies, name, matched=0), what="the policy Ready")
+    operator.stop()
+    try:
+        create(kubectl, "create", app())  # the webhook does not answer: Ignore lets it in
+        assert names(pod_spec(kubectl, "web"), "containers") == ["app"]
+    finally:
+        operator.start()
+    eventually(lambda: "fluent-bit" in names(pod_spec(kubectl, "web"), "containers"), what="late")
+    assert sidecar_owners(kubectl, "web") == {f"sidecars.dev/{name}"}
+    injected = eventually(
+        lambda: [e for e in events(kubectl, "Deployment", "web") if e["reason"] == INJECTED],
+        what="the Event",
+    )
+    assert "after the workload was created: its first pods ran" in injected[0]["message"]
+    counted = [
+        line
+        for line in operator.metrics().splitlines()
+        if line.startswith("sidecar_operator_injected_after_creation_total{")
+        and f'policy="{name}"' in line
+    ]
+    assert counted and float(counted[0].rsplit(" ", 1)[1]) == 1
+
+
+@pytest.mark.usefixtures("operator")
+def test_a_bad_review_is_never_a_denial(webhook_port: int, webhook_certs: Path) -> None:
+    """A body Kopf cannot read is a call failure (the configuration's Ignore lets the workload
+    in), never an answer that denies it."""
+    context = ssl.create_default_context(cafile=str(webhook_certs / "ca.crt"))
+    request = urllib.request.Request(
+        f"https://localhost:{webhook_port}/inject.sidecars.dev",
+        data=json.dumps({"request": {"uid": "1"}}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=5) as response:
+            answer = json.loads(response.read())
+        assert answer["response"]["allowed"] is True
+    except urllib.error.HTTPError as error:
+        assert error.code >= 400  # a failed call, which failurePolicy Ignore admits
+
+
+@dataclass
+class Replica:
+    process: OperatorProcess
+    port: int
+
+
+@pytest.fixture
+def replicas(
+    operator: OperatorProcess, kubectl_admin: Kubectl, namespace: str, tmp_path: Path
+) -> Iterator[tuple[list[Replica], str]]:
+    """Two more replicas in the session operator's peering (so they stand by), serving the
+    webhook with a certificate from a Secret in this test's namespace, for a configuration of
+    their own that selects no namespace."""
+    configuration = f"{namespace}-webhook"
+    rule = {
+        "apiGroups": ["apps"],
+        "apiVersions": ["v1"],
+        "resources": ["deployments"],
+        "operations": ["CREATE"],
+    }
+    service = {"name": "sidecar-operator-webhook", "namespace": namespace, "path": "/x"}
+    webhook = {
+        "name": "inject.sidecars.dev",
+        "clientConfig": {"service": service},
+        "rules": [rule],
+        "namespaceSelector": {"matchLabels": {"selects": "nothing"}},
+        "failurePolicy": "Ignore",
+        "sideEffects": "None",
+        "admissionReviewVersions": ["v1"],
+    }
+    kubectl_admin.apply(
+        yaml.safe_dump(
+            {
+                "apiVersion": "admissionregistration.k8s.io/v1",
+                "kind": "MutatingWebhookConfiguration",
+                "metadata": {"name": configuration},
+                "webhooks": [webhook],
+            }
+        )
+    )
+    peering = [arg for arg in operator.extra_args if arg.startswith("--peering")]
+    started = []
+    for index in range(2):
+        port = _port()
+        process = OperatorProcess(
+            kubectl_admin.kubeconfig,
+            tmp_path / f"replica-{index}.log",
+            *peering,
+            f"--operator-namespace={namespace}",
+            f"--webhook-port={port}",
+            "--webhook-secret=webhook-certificate",
+            f"--webhook-configuration={configuration}",
+        )
+        started.append(Replica(process, port))
+    try:
+        yield started, configuration
+    finally:
+        for replica in started:
+            replica.process.stop()
+        kubectl_admin("delete", "mutatingwebhookconfiguration", configuration)
+
+
+def _port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _served_certificate(port: int, ca: Path, host: str) -> bytes | None:
+    """The certificate the webhook on this port serves, verified for the Service's name."""
+    context = ssl.create_default_context(cafile=str(ca))
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=2) as raw,
+            context.wrap_socket(raw, server_hostname=host) as tls,
+        ):
+            return tls.getpeercert(binary_form=True)
+    except OSError:
+        return None
+
+
+def test_replicas_share_one_certificate_and_the_ca_bundle_never_flips(
+    replicas: tuple[list[Replica], str], kubectl_admin: Kubectl, namespace: str, tmp_path: Path
+) -> None:
+    (first, second), configuration = replicas
+    system = kubectl_admin.in_namespace(namespace)
+    host = f"sidecar-operator-webhook.{namespace}.svc"
+
+    def ca_bundle() -> str:
+        webhook = kubectl_admin.json("mutatingwebhookconfiguration", configuration)["webhooks"][0]
+        return str(webhook["clientConfig"].get("caBundle") or "")
+
+    def serving(replica: Replica) -> bytes | None:
+        return _served_certificate(replica.port, ca, host)
+
+    first.process.start()
+    bundle = eventually(ca_bundle, what="the caBundle set by the first replica")
+    secret = system.json("secret", "webhook-certificate")
+    ca = tmp_path / "ca.crt"
+    ca.write_bytes(base64.b64decode(secret["data"]["ca.crt"]))
+    assert base64.b64decode(bundle) == ca.read_bytes()
+
+    second.process.start()
+    served = [eventually(lambda r=r: serving(r), what="serving") for r in (first, second)]
+    assert served[0] == served[1]  # one certificate, verified by the one CA for the Service
+    first.process.stop()
+    first.process.start()  # a restarted replica takes the same Secret
+    eventually(lambda: serving(first), what="serving again")
+    assert ca_bundle() == bundle
+    assert (
+        system.json("secret", "webhook-certificate")["metadata"]["uid"] == secret["metadata"]["uid"]
+    )
