@@ -26,9 +26,12 @@ SERVICE_ACCOUNT = f"system:serviceaccount:{NAMESPACE}:sidecar-operator"
 
 
 @pytest.fixture(scope="module")
-def installed(crd_installed: Kubectl) -> Kubectl:
+def installed(crd_installed: Kubectl) -> Iterator[Kubectl]:
     crd_installed("apply", "--server-side", "--force-conflicts", "-k", MANIFESTS)
-    return crd_installed
+    yield crd_installed
+    # On kwok the operator's pods never run: its webhook would make every later create wait
+    # for the call to time out (and then let it in).
+    crd_installed("delete", "mutatingwebhookconfiguration", "sidecar-operator")
 
 
 def test_the_manifests_render_and_pass_a_server_side_dry_run(installed: Kubectl) -> None:
@@ -44,6 +47,9 @@ def test_the_manifests_render_and_pass_a_server_side_dry_run(installed: Kubectl)
         "CustomResourceDefinition",
         "Deployment",
         "Service",
+        "MutatingWebhookConfiguration",
+        "Role",
+        "RoleBinding",
     } <= kinds
     installed("apply", "--server-side", "--dry-run=server", "--force-conflicts", "-k", MANIFESTS)
 
@@ -187,6 +193,17 @@ def test_the_cluster_role_cannot_read_secrets_or_write_pods(
     assert secrets.returncode != 0 and "forbidden" in secrets.stderr.lower()
     pod = limited("run", "intruder", "--image=busybox:1.36", "-n", namespace, check=False)
     assert pod.returncode != 0 and "forbidden" in pod.stderr.lower()
+    for verb, resource, namespace_, answer in (
+        ("get", "secrets/sidecar-operator-webhook", NAMESPACE, "yes"),
+        ("get", "secrets/another", NAMESPACE, "no"),
+        ("patch", "mutatingwebhookconfigurations/sidecar-operator", None, "yes"),
+        ("patch", "mutatingwebhookconfigurations/another", None, "no"),
+    ):
+        where = [f"--namespace={namespace_}"] if namespace_ else []
+        granted = installed(
+            "auth", "can-i", verb, resource, f"--as={SERVICE_ACCOUNT}", *where, check=False
+        )
+        assert granted.stdout.strip() == answer, (verb, resource)
     for verb, resource in (
         ("get", "secrets"),
         ("create", "pods"),
