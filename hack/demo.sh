@@ -26,10 +26,13 @@ for _ in $(seq 30); do
     >/dev/null 2>&1 && break
   sleep 1
 done
+# Admission: the API server calls the operator on this host at https://localhost:9443.
+"$bin/sidecar-operator" dev webhook --port 9443 2>/dev/null | "${kubectl[@]}" apply -f - >/dev/null
 if operator_running; then
   echo "demo: the operator is already running (pid $(cat "$pid_file"))"
 else
-  nohup "$bin/sidecar-operator" run >"$log_file" 2>&1 &
+  nohup "$bin/sidecar-operator" run --webhook-port 9443 --webhook-certs "$cluster_dir/webhook-certs" \
+    >"$log_file" 2>&1 &
   echo $! >"$pid_file"
   echo "demo: operator started (pid $!, log $log_file)"
 fi

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -19,9 +17,12 @@ from typing import Any
 
 import pytest
 
+from sidecar_operator.devcluster import Cluster
+from sidecar_operator.devcluster import admission as admission_on_host
 from tests.kube import (
     CRD_FILE,
     PEERING_CRD_FILE,
+    REPO,
     SIDECAR_OPERATOR,
     Kubectl,
     dev,
@@ -164,16 +165,10 @@ class OperatorProcess:
 
 
 @pytest.fixture(scope="session")
-def webhook_certs(kubectl_admin: Kubectl, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The operator on the host serves admission at https://localhost: the API server's own
-    serving certificate names localhost, and the cluster's CA signed it. Laid out as a TLS
-    Secret mounts them."""
-    pki = kubectl_admin.kubeconfig.parent / "pki"
-    certs = tmp_path_factory.mktemp("webhook-certs")
-    for source, target in (("apiserver.crt", "tls.crt"), ("apiserver.key", "tls.key")):
-        shutil.copy(pki / source, certs / target)
-    shutil.copy(pki / "ca.crt", certs / "ca.crt")
-    return certs
+def webhook_certs(kubectl_admin: Kubectl) -> Path:
+    """The operator on the host serves admission at https://localhost (`devcluster.admission`),
+    with the PKI of the cluster `kubectl_admin` brought up."""
+    return admission_on_host.certs(Cluster.named(TEST_CLUSTER))
 
 
 @pytest.fixture(scope="session")
@@ -206,41 +201,16 @@ def operator(
 def admission(
     operator: OperatorProcess, crd_installed: Kubectl, webhook_certs: Path, webhook_port: int
 ) -> Iterator[str]:
-    """The webhook configuration, as an installer writes it (not Kopf), for namespaces labelled
-    ADMITTED only: the other tests see the controller alone. Yields the label."""
-    ca = base64.b64encode((webhook_certs / "ca.crt").read_bytes()).decode()
-    rules = [
-        {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets", "daemonsets"]},
-        {"apiGroups": ["batch"], "resources": ["cronjobs"]},
-    ]
-    configuration = {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": ADMISSION_CONFIGURATION},
-        "webhooks": [
-            {
-                "name": "inject.sidecars.dev",
-                "clientConfig": {
-                    "url": f"https://localhost:{webhook_port}/inject.sidecars.dev",
-                    "caBundle": ca,
-                },
-                "rules": [
-                    {**rule, "apiVersions": ["v1"], "operations": ["CREATE"]} for rule in rules
-                ],
-                "namespaceSelector": {"matchLabels": {ADMITTED: "yes"}},
-                "objectSelector": {
-                    "matchExpressions": [
-                        {"key": "sidecars.dev/inject", "operator": "NotIn", "values": ["false"]}
-                    ]
-                },
-                "failurePolicy": "Ignore",
-                "timeoutSeconds": 5,
-                "sideEffects": "None",
-                "admissionReviewVersions": ["v1"],
-                "reinvocationPolicy": "IfNeeded",
-            }
-        ],
-    }
+    """The webhook configuration of `manifests/webhook.yaml` (an installer's, not Kopf's),
+    pointed at the operator on the host and narrowed to namespaces labelled ADMITTED: the other
+    tests see the controller alone. Yields the label."""
+    configuration = admission_on_host.configuration(
+        Cluster.named(TEST_CLUSTER),
+        REPO / "manifests" / "webhook.yaml",
+        port=webhook_port,
+        name=ADMISSION_CONFIGURATION,
+        namespace_selector={"matchLabels": {ADMITTED: "yes"}},
+    )
     crd_installed.apply(json.dumps(configuration))
     yield ADMITTED
     crd_installed("delete", "mutatingwebhookconfiguration", ADMISSION_CONFIGURATION)

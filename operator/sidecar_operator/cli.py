@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from sidecar_operator.devcluster import Cluster
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 dev = typer.Typer(
@@ -39,6 +42,11 @@ def dev_up(
 @dev.command("env")
 def dev_env(name: str = ClusterName) -> None:
     """Print the `export KUBECONFIG=...` line of a running cluster."""
+    typer.echo(_running_cluster(name).export_line())
+
+
+def _running_cluster(name: str) -> Cluster:
+    """The named local cluster, which must be up."""
     from sidecar_operator import devcluster
 
     cluster = devcluster.Cluster.named(name)
@@ -47,7 +55,7 @@ def dev_env(name: str = ClusterName) -> None:
             f"cluster {name!r} is not running; start it with `sidecar-operator dev up`", err=True
         )
         raise typer.Exit(1)
-    typer.echo(cluster.export_line())
+    return cluster
 
 
 @dev.command("down")
@@ -56,6 +64,26 @@ def dev_down(name: str = ClusterName) -> None:
     from sidecar_operator import devcluster
 
     devcluster.down(devcluster.Cluster.named(name))
+
+
+@dev.command("webhook")
+def dev_webhook(
+    manifest: Path = typer.Option(
+        Path("manifests/webhook.yaml"), exists=True, help="The webhook configuration to point."
+    ),
+    port: int = typer.Option(9443, help="Where `run --webhook-port` serves on this host."),
+    name: str = ClusterName,
+) -> None:
+    """Print the webhook configuration for an operator on this host (pipe it to `kubectl apply
+    -f -`), and lay out its certificate for `run --webhook-certs`."""
+    import yaml
+
+    from sidecar_operator.devcluster import admission
+
+    cluster = _running_cluster(name)
+    certs = admission.certs(cluster)
+    typer.echo(f"dev: serve it with --webhook-port {port} --webhook-certs {certs}", err=True)
+    typer.echo(yaml.safe_dump(admission.configuration(cluster, manifest, port=port)))
 
 
 @dev.command("restart")
