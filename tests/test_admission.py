@@ -8,6 +8,7 @@ import base64
 import json
 import socket
 import ssl
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -133,6 +134,67 @@ def test_a_paused_policy_adds_nothing_at_admission(kubectl: Kubectl, policies: P
     eventually(lambda: policies.status(name).get("observedGeneration"), what="seen")
     create(kubectl, "create", app())
     assert names(pod_spec(kubectl, "web"), "containers") == ["app"]
+
+
+BROKEN = {**FLUENT_BIT, "image": "fluent/fluent-bit:never-ready"}
+
+
+def revision(kubectl: Kubectl, deployment: str, policy: str) -> str | None:
+    annotations = kubectl.json("deployment", deployment)["metadata"].get("annotations") or {}
+    return annotations.get(f"policy.sidecars.dev/{policy}")
+
+
+def owned_by_replica_sets(kubectl: Kubectl, deployment: str) -> int:
+    return sum(
+        1
+        for rs in replica_sets(kubectl)
+        if rs["metadata"]["ownerReferences"][0]["name"] == deployment
+    )
+
+
+@pytest.mark.usefixtures("admitted")
+@pytest.mark.parametrize("how", ["replace", "client-side apply"])
+def test_an_owners_update_keeps_the_revision_it_carries_while_the_budget_is_used_up(
+    kubectl: Kubectl, policies: Policies, how: str
+) -> None:
+    """The new revision is stuck on one Deployment (its sidecar never gets ready) with
+    maxConcurrent 1: an owner's update of another rolls its app out with the sidecars it
+    carries, even when it leaves them out of a replace, and the policy still owns them alone."""
+    budget = {"maxConcurrent": 1}
+    name = policies.apply(containers=[FLUENT_BIT], volumes=[LOG_VOLUME], updateStrategy=budget)
+    eventually(lambda: ready(policies, name, matched=0), what="the policy Ready")
+    for deployment in ("web-0", "web-1"):
+        kubectl("apply", "-f", "-", input=yaml.safe_dump(app(deployment)))
+    eventually(lambda: ready(policies, name, matched=2), what="both injected and Ready")
+    old = revision(kubectl, "web-0", name)
+
+    policies.apply(name, containers=[BROKEN], volumes=[LOG_VOLUME], updateStrategy=budget)
+    new = eventually(
+        lambda: {d: r for d in ("web-0", "web-1") if (r := revision(kubectl, d, name)) != old},
+        what="the new revision on one Deployment",
+    )
+    (stuck,) = new
+    (other,) = {"web-0", "web-1"} - set(new)
+
+    manifest = app(other)
+    manifest["spec"]["template"]["spec"]["containers"][0]["image"] = "nginx:1.28"
+    text = yaml.safe_dump(manifest)
+    kubectl("replace" if how == "replace" else "apply", "-f", "-", input=text)
+
+    stored = kubectl.json("deployment", other)
+    containers = stored["spec"]["template"]["spec"]["containers"]
+    assert [(c["name"], c["image"]) for c in containers] == [
+        ("app", "nginx:1.28"),
+        ("fluent-bit", FLUENT_BIT["image"]),
+    ]
+    assert revision(kubectl, other, name) == old
+    assert sidecar_owners(kubectl, other) == {f"sidecars.dev/{name}"}
+    # The owner's update is the only rollout since its creation: two ReplicaSets, not three.
+    eventually(lambda: owned_by_replica_sets(kubectl, other) == 2, what="the owner's rollout")
+    time.sleep(2)
+    assert revision(kubectl, other, name) == old  # the controller holds it back too
+    assert owned_by_replica_sets(kubectl, other) == 2
+    assert revision(kubectl, stuck, name) != old
 
 
 def test_with_the_operator_down_creates_go_through_and_get_their_sidecars_after(

@@ -276,29 +276,41 @@ def serve_admission() -> None:
     kopf.on.mutate(
         lambda resource: (resource.group, resource.plural) in WORKLOAD_RESOURCES,
         id=ADMISSION_ID,
-        operations=["CREATE"],
+        operations=["CREATE", "UPDATE"],
         ignore_failures=True,
     )(admit)
 
 
-async def admit(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    """Adds to a workload being created what the controller would add now. Never denies: Kopf
-    answers a handler's exception with a denial, so any failure lets the workload in unchanged
-    (the controller adds the sidecars after)."""
+async def admit(
+    body: kopf.Body,
+    old: kopf.Body | None,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    subresource: str | None,
+    **_: Any,
+) -> None:
+    """Does to a workload being created, or updated by its owner, what the controller would do
+    now. Never denies: Kopf answers a handler's exception with a denial, so any failure lets the
+    workload in unchanged (the controller catches up after)."""
+    if subresource:  # scale and status: no pod template there
+        return
     try:
         runtime: Runtime | None = memo.get("runtime")
-        changed = None if runtime is None else runtime.admit(dict(body))
+        before = None if old is None else dict(old)
+        changed = None if runtime is None else runtime.admit(dict(body), before)
     except Exception as error:  # admission must never block a deploy
         log.warning("Admission failed; the workload goes in unchanged", error=repr(error))
         return
     if changed is not None:
-        patch.fns.append(lambda obj: _take(obj, changed))
+        patch.fns.append(lambda obj: _take(obj, changed, updated=old is not None))
 
 
-def _take(obj: dict[str, Any], changed: dict[str, Any]) -> None:
-    """What admission changes: the pod template's spec and the revision annotations, nothing
-    else (not the managedFields `core.ssa` models)."""
+def _take(obj: dict[str, Any], changed: dict[str, Any], *, updated: bool) -> None:
+    """What admission changes: the pod template's spec, the revision annotations and, on an
+    update, which policies' managedFields entries stand (`core.admission`)."""
     obj["metadata"]["annotations"] = changed["metadata"].get("annotations") or {}
+    if updated:
+        obj["metadata"]["managedFields"] = changed["metadata"]["managedFields"]
     path = WorkloadKind.of(changed).template_path
     template = obj
     for key in path:

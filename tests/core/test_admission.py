@@ -101,3 +101,138 @@ def test_an_app_container_named_like_a_sidecar_is_never_adopted() -> None:
     own["spec"]["template"]["spec"]["containers"].append({"name": "fluent-bit", "image": "mine"})
     (action,) = planner.plan(own, {}, policies)
     assert action.kind is Kind.CONFLICT
+
+
+# -- an owner's update ------------------------------------------------------------------------
+
+V1 = policy("logs", containers=[FLUENT_BIT], volumes=[LOGS], volumeMounts=[MOUNT])
+V2_SPEC: dict[str, Any] = {
+    "containers": [{**FLUENT_BIT, "image": "fluent/fluent-bit:3.2"}],
+    "volumes": [LOGS],
+    "volumeMounts": [MOUNT],
+}
+V2 = policy("logs", **V2_SPEC)
+V2_PAUSED = policy("logs", **V2_SPEC, updateStrategy={"maxConcurrent": 1, "paused": True})
+
+
+def stored_with(policies: list[Any]) -> dict[str, Any]:
+    """A workload the controller injected, with the managedFields its applies left, and the
+    owner's own entry."""
+    injected = controller(workload(), policies)
+    injected["metadata"]["managedFields"].append(
+        {"manager": "gitops", "operation": "Apply", "fieldsV1": {"f:spec": {}}}
+    )
+    return injected
+
+
+def owners_update(old: dict[str, Any], *, replace: bool) -> dict[str, Any]:
+    """The owner changes the app's image: by a patch or apply that leaves the sidecars alone,
+    or by a replace from the owner's manifest, which drops them and the policy's entry."""
+    new = workload() if replace else copy.deepcopy(old)
+    if replace:
+        new["metadata"]["managedFields"] = [
+            e for e in old["metadata"]["managedFields"] if e["manager"] == "gitops"
+        ]
+    workloads.pod_spec(new)["containers"][0]["image"] = "nginx:2"
+    return new
+
+
+def entries(workload: dict[str, Any], manager: str) -> list[dict[str, Any]]:
+    return [e for e in workload["metadata"]["managedFields"] if e["manager"] == manager]
+
+
+@pytest.mark.parametrize("replace", [False, True], ids=["apply", "replace"])
+def test_an_owners_update_held_by_the_budget_keeps_the_revision_it_carries(replace: bool) -> None:
+    old = stored_with([V1])
+    new = owners_update(old, replace=replace)
+    asked: list[Any] = []
+    admitted = admission.admitted(
+        new, {}, [V2], operator_namespace=None, old=old, may_roll=lambda a: asked.append(a) or False
+    )
+    assert [(a.policy, a.change) for a in asked] == [("logs", Change.UPDATE)]
+    if not replace:
+        assert admitted is None  # it still carries the old revision
+        return
+    assert admitted is not None
+    assert workloads.pod_spec(admitted) == {
+        **workloads.pod_spec(old),
+        "containers": [
+            {**workloads.pod_spec(old)["containers"][0], "image": "nginx:2"},
+            *workloads.pod_spec(old)["containers"][1:],
+        ],
+    }
+    assert admitted["metadata"]["annotations"] == old["metadata"]["annotations"]
+    assert entries(admitted, field_manager("logs")) == entries(old, field_manager("logs"))
+    (action,) = planner.plan(admitted, {}, [V2])
+    assert action.change is Change.UPDATE  # waits its turn, as before the owner's update
+
+
+@pytest.mark.parametrize("replace", [False, True], ids=["apply", "replace"])
+def test_an_owners_update_the_budget_allows_takes_the_new_revision_in_the_same_rollout(
+    replace: bool,
+) -> None:
+    old = stored_with([V1])
+    new = owners_update(old, replace=replace)
+    admitted = admission.admitted(new, {}, [V2], operator_namespace=None, old=old)
+    assert admitted is not None
+    assert entries(admitted, field_manager("logs")) == []  # the controller adopts it
+    (action,) = planner.plan(admitted, {}, [V2])
+    assert action.change is Change.ADOPT and action.body is not None
+    adopted = ssa.apply(admitted, field_manager("logs"), action.body)
+    assert workloads.pod_spec(adopted) == workloads.pod_spec(admitted)
+    alone = controller(owners_update(old, replace=False), [V2])
+    assert workloads.pod_spec(adopted) == workloads.pod_spec(alone)
+    assert ownership(adopted, "logs") == ownership(alone, "logs")
+
+
+def test_a_paused_policy_keeps_what_an_owners_replace_left_out_and_adds_no_revision() -> None:
+    old = stored_with([V1])
+    admitted = admission.admitted(
+        owners_update(old, replace=True), {}, [V2_PAUSED], operator_namespace=None, old=old
+    )
+    assert admitted is not None
+    assert admitted["metadata"]["annotations"] == old["metadata"]["annotations"]
+    assert ownership(admitted, "logs") == ownership(old, "logs")
+
+
+def test_an_owner_opting_out_gets_the_sidecars_removed_in_the_same_rollout() -> None:
+    old = stored_with([V1])
+    new = owners_update(old, replace=False)
+    new["metadata"]["annotations"]["sidecars.dev/inject"] = "false"
+    admitted = admission.admitted(new, {}, [V1], operator_namespace=None, old=old)
+    assert admitted is not None
+    assert workloads.pod_spec(admitted) == {
+        "containers": [{"name": "app", "image": "nginx:2"}],
+        "initContainers": APP["initContainers"],
+    }
+    assert planner.plan(admitted, {}, [V1]) == []
+
+
+def test_updates_that_roll_no_pods_or_are_the_controllers_own_are_left_alone() -> None:
+    old = stored_with([V1])
+    scaled = copy.deepcopy(old)
+    scaled["spec"]["replicas"] = 5
+    assert admission.admitted(scaled, {}, [V2], operator_namespace=None, old=old) is None
+    # The controller's own apply of the new revision: its manager's entry changed.
+    (action,) = planner.plan(old, {}, [V2])
+    assert action.body is not None
+    own = ssa.apply(old, field_manager("logs"), action.body)
+    own["metadata"]["managedFields"][-1]["time"] = "2026-12-03T06:00:00Z"
+    other = policy("other", initContainers=[PROXY])
+    assert admission.admitted(own, {}, [V2, other], operator_namespace=None, old=old) is None
+
+
+def test_a_replace_gets_back_the_current_revision_it_carried_budget_or_pause_aside() -> None:
+    old = stored_with([V2])
+    admitted = admission.admitted(
+        owners_update(old, replace=True),
+        {},
+        [V2_PAUSED],
+        operator_namespace=None,
+        old=old,
+        may_roll=lambda _: False,
+    )
+    assert admitted is not None
+    assert workloads.pod_spec(admitted) == workloads.pod_spec(owners_update(old, replace=False))
+    (action,) = planner.plan(admitted, {}, [V2_PAUSED])
+    assert action.change is Change.ADOPT

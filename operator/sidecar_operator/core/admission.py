@@ -1,43 +1,170 @@
-"""What admission adds to a workload being created: exactly what the controller would apply to it
-at that moment, so its first pods carry the sidecars and there is no second rollout. Pure.
+"""What admission does to a workload being created or updated: exactly what the controller would
+apply to it at that moment, so its pods carry the sidecars from the start and there is no second
+rollout. Pure.
 
 The planner decides, as it does for the controller (priority, conflicts, opt-out, Pod Security):
-one code path. The API server records no field manager for what admission adds, so the workload
-also carries each policy's revision annotation; the controller then finds the sidecars of the
-current revision unowned and applies them with the policy's manager (`Change.ADOPT`), which
-changes nothing but ownership.
+one code path. The API server records no field manager for what a webhook adds, and admission
+does not model the entry an apply would leave: a policy whose content it changed is left owning
+nothing there, with its revision annotation, and the controller's first look adopts the items
+(`Change.ADOPT`: one apply of the same content, which changes nothing but ownership).
+
+An owner's update is judged as the controller would judge a write: a paused policy touches
+nothing further and a new revision waits for the budget (`may_roll`). Until then the workload
+keeps what it carries, even through a `kubectl replace` that left it out: admission puts back
+the old object's items, and the policy's managedFields entry exactly as the API server had it
+(a webhook may set managedFields; checked on the real control plane).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import copy
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
+from sidecar_operator.api.kinds import WorkloadKind, nest
 from sidecar_operator.api.models import Policy
-from sidecar_operator.core import planner, ssa
-from sidecar_operator.core.ownership import field_manager
-from sidecar_operator.core.types import Change, Kind
+from sidecar_operator.api.names import FIELD_MANAGER_PREFIX
+from sidecar_operator.core import bodies, planner, ssa, workloads
+from sidecar_operator.core.ownership import POD_LISTS, field_manager, ownership, revision_annotation
+from sidecar_operator.core.types import Action, Change, Kind
+
+Workload = Mapping[str, Any]
 
 
 def admitted(
-    workload: Mapping[str, Any],
+    workload: Workload,
     namespace_labels: Mapping[str, str],
     policies: Iterable[Policy],
     *,
     operator_namespace: str | None,
+    old: Workload | None = None,
+    may_roll: Callable[[Action], bool] = lambda _: True,
 ) -> dict[str, Any] | None:
-    """The new workload with what every matching policy adds now, or None when nothing is added.
-    A paused policy adds nothing (it touches no further workload); a halted or budget-limited
-    rollout still gives a new workload the current revision, as the controller does, since
-    nothing runs yet that it would disrupt."""
-    policies = list(policies)
-    paused = {policy.name for policy in policies if policy.spec.update_strategy.paused}
+    """The workload with what the policies change at admission, or None when nothing changes.
+
+    `old` is the stored workload when an owner updates it (None at creation); `may_roll` says
+    whether the policy's budget lets the controller write this action to it now."""
+    if old is not None and not _owners_rollout(old, workload):
+        return None
+    by_name = {policy.name: policy for policy in policies}
     result: dict[str, Any] | None = None
-    actions = planner.plan(
-        workload, namespace_labels, policies, operator_namespace=operator_namespace
-    )
-    for action in actions:
-        adds = action.kind is Kind.APPLY and action.change is Change.INJECT
-        if adds and action.body is not None and action.policy not in paused:
-            result = ssa.apply(result or workload, field_manager(action.policy), action.body)
+    for action in planner.plan(
+        workload, namespace_labels, by_name.values(), operator_namespace=operator_namespace
+    ):
+        policy = by_name.get(action.policy)
+        body = _written(action, policy, old, may_roll) if policy is not None else None
+        if body is not None:
+            result = _without_entry(
+                ssa.apply(result or workload, field_manager(action.policy), body), action.policy
+            )
+        elif (
+            old is not None
+            and action.kind is Kind.APPLY
+            and ownership(result or workload, action.policy).empty
+        ):
+            # Held back, and the update left out what it carried (a replace, say).
+            result = _kept(result or workload, old, action.policy) or result
     return result
+
+
+def _owners_rollout(old: Workload, new: Workload) -> bool:
+    """Whether an update is the owners' and rolls the pods anyway: the pod template changed, and
+    not by a policy's own apply (its manager's entry is new or changed), which is the
+    controller's write, paced by the controller. Any other update, such as a scale or the
+    controller's revision annotation, leaves the pods alone and is left alone."""
+    if workloads.pod_template(old) == workloads.pod_template(new):
+        return False
+    before = _policy_entries(old)
+    return all(entry in before for entry in _policy_entries(new))
+
+
+def _policy_entries(workload: Workload) -> list[Mapping[str, Any]]:
+    return [
+        entry
+        for entry in workload["metadata"].get("managedFields") or []
+        if entry.get("manager", "").startswith(FIELD_MANAGER_PREFIX)
+    ]
+
+
+def _written(
+    action: Action, policy: Policy, old: Workload | None, may_roll: Callable[[Action], bool]
+) -> dict[str, Any] | None:
+    """The body the controller would send now, or None: it would wait, or do nothing."""
+    if action.body is None:
+        return None
+    if action.kind is Kind.REMOVE:
+        return action.body if old is not None else None
+    if action.kind is not Kind.APPLY:
+        return None  # a conflict's release is the controller's, with its Event
+    if action.change is Change.ADOPT:
+        return action.body
+    if old is None:
+        # A new workload gets the current revision even from a halted or budget-limited
+        # rollout: nothing runs yet to disrupt. Paused touches no further workload.
+        paused = policy.spec.update_strategy.paused
+        return action.body if action.change is Change.INJECT and not paused else None
+    if action.change is Change.REPAIR:
+        return action.body  # unpaced, paused or not, as the controller repairs
+    carried = _carried_revision(old, action.policy)
+    if carried == action.revision:
+        return action.body  # what it carried, which a replace left out
+    if policy.spec.update_strategy.paused:
+        return None
+    if carried is not None:  # a new revision for what it carried, however the update sent it
+        action = replace(action, change=Change.UPDATE)
+    return action.body if may_roll(action) else None
+
+
+def _carried_revision(old: Workload, policy: str) -> str | None:
+    if ownership(old, policy).empty:
+        return None
+    return (old["metadata"].get("annotations") or {}).get(revision_annotation(policy))
+
+
+def _without_entry(workload: dict[str, Any], policy: str) -> dict[str, Any]:
+    manager = field_manager(policy)
+    workload["metadata"]["managedFields"] = [
+        entry for entry in workload["metadata"]["managedFields"] if entry["manager"] != manager
+    ]
+    return workload
+
+
+def _kept(workload: Workload, old: Workload, policy: str) -> dict[str, Any] | None:
+    """The workload with what the policy had on `old` put back, with the policy's managedFields
+    entries as the API server had them; None if it had nothing there."""
+    owned = ownership(old, policy)
+    if owned.empty:
+        return None
+    kind, old_pod, pod = WorkloadKind.of(old), workloads.pod_spec(old), workloads.pod_spec(workload)
+    spec: dict[str, Any] = {}
+    for pod_list in POD_LISTS:
+        items = []
+        app = {c["name"] for c in pod.get(pod_list) or []}
+        for container in old_pod.get(pod_list) or []:  # in the old order, which apply keeps
+            mounts = [
+                mount
+                for mount in container.get("volumeMounts") or []
+                if (pod_list, container["name"], mount["mountPath"]) in owned.mounts
+            ]
+            if container["name"] in owned.added(pod_list):
+                items.append(container)
+            elif mounts and container["name"] in app:
+                items.append({"name": container["name"], "volumeMounts": mounts})
+        if items:
+            spec[pod_list] = items
+    volumes = [v for v in old_pod.get("volumes") or [] if v["name"] in owned.volumes]
+    if volumes:
+        spec["volumes"] = volumes
+    body = bodies.removal_body(workload)
+    revision = _carried_revision(old, policy)
+    if owned.annotation and revision is not None:
+        body["metadata"]["annotations"] = {revision_annotation(policy): revision}
+    body["spec"] = nest((*kind.template_path[1:], "spec"), spec)
+    kept = _without_entry(ssa.apply(workload, field_manager(policy), body), policy)
+    kept["metadata"]["managedFields"] += [
+        copy.deepcopy(entry)
+        for entry in old["metadata"]["managedFields"]
+        if entry["manager"] == field_manager(policy)
+    ]
+    return kept

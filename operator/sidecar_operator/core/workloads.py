@@ -16,9 +16,13 @@ from sidecar_operator.api.kinds import WorkloadKind, dig
 from sidecar_operator.core.ownership import written_at, wrote_last
 
 
+def pod_template(workload: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The pod template, wherever the workload's kind keeps it: what its pods are made from."""
+    return dig(workload, WorkloadKind.of(workload).template_path)
+
+
 def pod_spec(workload: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The pod template's spec, wherever the workload's kind keeps it."""
-    return dig(workload, (*WorkloadKind.of(workload).template_path, "spec"))
+    return pod_template(workload).get("spec") or {}
 
 
 def on_delete(workload: Mapping[str, Any]) -> bool:

@@ -18,7 +18,7 @@ from sidecar_operator import metrics
 from sidecar_operator.api.kinds import WorkloadKind
 from sidecar_operator.api.models import Policy
 from sidecar_operator.core import rollout, status
-from sidecar_operator.core.types import Action, Kind
+from sidecar_operator.core.types import Action, Key, Kind
 from sidecar_operator.engine.reporting import Reporter
 from sidecar_operator.engine.worker import Worker
 from sidecar_operator.state.cache import Cache
@@ -83,15 +83,7 @@ class Passes:
             # the worker, whose next pass plans it whole.
             return PassPlan(None, cpu=slices.cpu())
         body = now[1]  # the latest status, which the new one is compared with
-        strategy = policy.spec.update_strategy
-        step = rollout.step(
-            items,
-            max_concurrent=strategy.max_concurrent,
-            paused=strategy.paused,
-            policy_created=policy.created,
-            progress_deadline_seconds=strategy.progress_deadline_seconds,
-            now=datetime.datetime.now(datetime.UTC),
-        )
+        step = _step(policy, items)
         memory = self.reporter.memory(worker.name)
         for item in shown:
             if item.action.kind is Kind.CONFLICT:
@@ -104,6 +96,25 @@ class Passes:
             [(item.action, item.deployment) for item in step.writes],
             slices.cpu(),
         )
+
+    def may_write(self, policy: str, workload: Mapping[str, Any], action: Action) -> bool:
+        """Whether the policy's rollout would let this write go to the workload now (admission
+        asks, for an owner's update): the same `rollout.step` a pass takes, over the cache, with
+        the workload as the update would leave it. A burst of updates admitted before the watch
+        shows the first of them can go past the budget by the updates in that burst."""
+        entry = self.cache.policy(policy)
+        if entry is None:
+            return False
+        key = Key.of(workload)
+        items = [
+            rollout.Item(other, deployment, mine)
+            for other, deployment in self.cache.concerning(policy)
+            if other != key
+            for mine in self.plans.plan(deployment)
+            if mine.policy == policy
+        ]
+        items.append(rollout.Item(key, workload, action))
+        return any(item.key == key for item in _step(entry[0], items).writes)
 
     async def _items(
         self, policy: str, slices: Slices
@@ -202,6 +213,18 @@ class Passes:
             return None
         worker.status_due = False
         return new
+
+
+def _step(policy: Policy, items: list[rollout.Item]) -> rollout.Step:
+    strategy = policy.spec.update_strategy
+    return rollout.step(
+        items,
+        max_concurrent=strategy.max_concurrent,
+        paused=strategy.paused,
+        policy_created=policy.created,
+        progress_deadline_seconds=strategy.progress_deadline_seconds,
+        now=datetime.datetime.now(datetime.UTC),
+    )
 
 
 def _now() -> str:

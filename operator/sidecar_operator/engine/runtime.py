@@ -249,10 +249,12 @@ class Runtime:
             worker.poke()  # the next pass counts what the writes did
         return Outcome.FAILED in outcomes
 
-    def admit(self, workload: Mapping[str, Any]) -> dict[str, Any] | None:
-        """The workload being created as the controller would leave it now (`core.admission`),
-        or None: nothing to add, or the policies are not known yet (the controller adds them
-        once they are)."""
+    def admit(
+        self, workload: Mapping[str, Any], old: Mapping[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        """The workload being created, or updated by its owner from `old`, as the controller
+        would leave it now (`core.admission`), or None: nothing changes, or the policies are
+        not known yet (the controller adds what they add once they are)."""
         if not self.indexed.is_set():
             return None
         return admission.admitted(
@@ -260,6 +262,8 @@ class Runtime:
             self.cache.namespace_labels(workload["metadata"]["namespace"]),
             [policy for policy, _ in self.cache.policies().values()],
             operator_namespace=self.operator_namespace,
+            old=old,
+            may_roll=lambda action: self.passes.may_write(action.policy, workload, action),
         )
 
     def forget(self, name: str) -> None:
