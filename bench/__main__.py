@@ -1,5 +1,5 @@
 """`make bench`: `python -m bench [--sizes 100,1000,5000] [--rounds 3] [--policies 100
---policies-n 5000]`."""
+--policies-n 5000] [--admission 1000]`."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
+from bench.admission import run_admission
 from bench.cluster import ROOT
 from bench.many import run_many
 from bench.measure import say
@@ -61,11 +62,13 @@ async def main(
     tune: list[int] | None,
     policies: int,
     policies_n: int,
+    admission: int,
 ) -> None:
     started = time.monotonic()
     commit = _commit()  # the code measured is the code at the start
     results: list[dict[str, Any]] = []
     many: dict[str, Any] | None = None
+    admitted: dict[str, Any] | None = None
 
     def save() -> str:
         """After each scenario, not only at the end: a later one that fails (an operator that
@@ -78,6 +81,7 @@ async def main(
             "seconds": round(time.monotonic() - started),
             "sizes": sorted(results, key=lambda r: r["n"]),
             "many": many,
+            "admission": admitted,
         }
         table = report.write(summary, out)
         say(f"wrote {', '.join(report.files(summary))} in {out} after {summary['seconds']}s")
@@ -103,6 +107,9 @@ async def main(
         table = save()
     if policies:
         many = (await run_many(policies, policies_n, rounds, concurrency=in_flight)).summary()
+        table = save()
+    if admission:
+        admitted = (await run_admission(admission)).summary()
         table = save()
     print(table)
 
@@ -137,11 +144,17 @@ def cli() -> None:
     parser.add_argument(
         "--policies-n", type=int, default=5000, help="Deployments of the many-policies scenario"
     )
+    parser.add_argument(
+        "--admission",
+        type=int,
+        default=1000,
+        help="new Deployments of the admission scenario (0: off)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
     sizes = [n for n in (int(s) for s in args.sizes.split(",") if s.strip()) if n]
-    if not sizes and not args.policies:
-        parser.error("nothing to run: give --sizes or --policies")
+    if not sizes and not args.policies and not args.admission:
+        parser.error("nothing to run: give --sizes, --policies or --admission")
     tune = [int(c) for c in args.tune.split(",")] if args.tune else None
     asyncio.run(
         main(
@@ -153,6 +166,7 @@ def cli() -> None:
             tune=tune,
             policies=args.policies,
             policies_n=args.policies_n,
+            admission=args.admission,
         )
     )
 

@@ -38,9 +38,17 @@ def free_port() -> int:
 
 
 class OperatorProcess:
-    def __init__(self, kubeconfig: Path, log_path: Path, *, metrics: bool = False) -> None:
+    def __init__(
+        self,
+        kubeconfig: Path,
+        log_path: Path,
+        *,
+        metrics: bool = False,
+        args: tuple[str, ...] = (),
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.log_path = log_path
+        self.args = args
         self.metrics_port = free_port() if metrics else None
         self.process: subprocess.Popen[bytes] | None = None
         self.started = 0.0  # monotonic time of `start`
@@ -51,7 +59,7 @@ class OperatorProcess:
         self.started = time.monotonic()
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [str(executable), "run", "--log-format", "json", *metrics],
+                [str(executable), "run", "--log-format", "json", *metrics, *self.args],
                 env={**os.environ, "KUBECONFIG": str(self.kubeconfig)},
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -29,6 +29,8 @@ def markdown(results: dict[str, Any]) -> str:
         sections.append(_sizes(results["sizes"]))
     if results.get("many"):
         sections.append(_many(results["many"]))
+    if results.get("admission"):
+        sections.append(_admission(results["admission"]))
     return "\n\n".join("\n".join(lines) for lines in sections) + "\n"
 
 
@@ -70,6 +72,25 @@ def _sizes(sizes: list[dict[str, Any]]) -> list[str]:
             f"{size['mean_settled_seconds']['operator']:.0f} |"
         )
     return lines
+
+
+def _admission(result: dict[str, Any]) -> list[str]:
+    """Admission's figures against its targets (see bench/admission.py)."""
+    without, admitted = result["create_ms"]["without"], result["create_ms"]["with"]
+    calls = ", ".join(f"{share:.1%} {bound}" for bound, share in result["webhook_calls"].items())
+    met = "yes" if result["met"] else "NO"
+    return [
+        f"| admission: {result['creates']} creates, {result['at_once']} at once "
+        "| without webhook | with webhook | target | met |",
+        "|---|---:|---:|---|---|",
+        f"| create p50 / p99, ms | {without['p50']} / {without['p99']} "
+        f"| {admitted['p50']} / {admitted['p99']} "
+        f"| p99 added < {result['target_p99_ms']:g} ms ({result['added_p99_ms']:g}) | {met} |",
+        f"| ReplicaSets of {result['n']} new Deployments | {result['replica_sets']['without']} "
+        f"| {result['replica_sets']['with']} | {result['n']} with | {met} |",
+        "",
+        f"The API server's webhook calls: {calls or 'none counted'}.",
+    ]
 
 
 def _many(many: dict[str, Any]) -> list[str]:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
+from bench.admission import AdmissionResult, _shares
 from bench.kube import Tracker, write_counts
 from bench.run import Phase, SizeResult, _percentile, delta
 
@@ -137,3 +138,29 @@ def test_the_report_shows_ratio_and_writes_json_and_plot(tmp_path: Path) -> None
     assert "| 5000 | 0 | 64 | - | - | 0 | 9 | - | 32 / 42 |" in table
     assert json.loads((tmp_path / "results.json").read_text())["sizes"][0]["n"] == 100
     assert (tmp_path / "rollout.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_admission_report_judges_the_added_p99_and_the_replica_sets() -> None:
+    before = {0.005: 10.0, 0.025: 10.0, float("inf"): 10.0}
+    after = {0.005: 400.0, 0.025: 505.0, float("inf"): 510.0}
+    calls = _shares(before, after)
+    assert calls == {"<= 5 ms": 0.78, "<= 25 ms": 0.99}
+    result = AdmissionResult(
+        n=1000,
+        replica_sets={"without": 2000, "with": 1000},
+        create_ms={"without": {"p50": 9.0, "p99": 30.0}, "with": {"p50": 12.0, "p99": 41.5}},
+        webhook_calls=calls,
+    ).summary()
+    assert result["added_p99_ms"] == 11.5 and result["met"]
+    table = report.markdown(
+        {"commit": "abc", "date": "d", "machine": "m", "rounds": 1, "seconds": 1, "sizes": []}
+        | {"admission": result}
+    )
+    assert (
+        "| create p50 / p99, ms | 9.0 / 30.0 | 12.0 / 41.5 | p99 added < 20 ms (11.5) | yes |"
+        in table
+    )
+    assert "| ReplicaSets of 1000 new Deployments | 2000 | 1000 | 1000 with | yes |" in table
+    assert "78.0% <= 5 ms, 99.0% <= 25 ms" in table
+    slow = AdmissionResult(1000, {"without": 2000, "with": 1001}, result["create_ms"], calls)
+    assert not slow.summary()["met"]

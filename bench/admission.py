@@ -1,0 +1,175 @@
+"""Admission: what the webhook adds to a create's latency, with 50 creates at once, and how many
+rollouts new matched Deployments cause with admission and without.
+
+Without admission a new Deployment is stored as written and the operator injects it a moment
+later, so it rolls out twice: two ReplicaSets. With admission it is stored with its sidecars:
+one. The latency is a create's, as the client sees it, with the webhook and without (the same
+creates, 0 replicas, in batches of 50 at once); the API server's own histogram of the webhook
+call is read too, though its buckets (5 ms, 25 ms, 100 ms, ...) only bound it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from bench import cluster
+from bench.cluster import ROOT
+from bench.kube import Api, families
+from bench.measure import TIMEOUT, say
+from bench.process import OperatorProcess, free_port
+from bench.workload import POLICY, Workload, deployment, policy
+from sidecar_operator.devcluster import admission
+
+AT_ONCE = 50
+BATCHES = 10
+TARGET_P99_MS = 20.0
+WEBHOOK_SECONDS = "apiserver_admission_webhook_admission_duration_seconds"
+CONFIGURATIONS = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
+REVISION = f"policy.sidecars.dev/{POLICY}"
+
+
+@dataclass
+class AdmissionResult:
+    n: int
+    replica_sets: dict[str, int]  # "without" / "with" admission: ReplicaSets of N new Deployments
+    create_ms: dict[str, dict[str, float]]  # p50 / p99 of a create, without and with
+    webhook_calls: dict[str, float]  # the API server's histogram: share of calls within each bound
+
+    def summary(self) -> dict[str, Any]:
+        added = self.create_ms["with"]["p99"] - self.create_ms["without"]["p99"]
+        return {
+            "n": self.n,
+            "at_once": AT_ONCE,
+            "creates": AT_ONCE * BATCHES,
+            "replica_sets": self.replica_sets,
+            "create_ms": self.create_ms,
+            "added_p99_ms": round(added, 1),
+            "target_p99_ms": TARGET_P99_MS,
+            "met": added < TARGET_P99_MS and self.replica_sets["with"] == self.n,
+            "webhook_calls": self.webhook_calls,
+        }
+
+
+async def run_admission(n: int) -> AdmissionResult:
+    async with cluster.fresh() as (local, api):
+        port = free_port()
+        operator = OperatorProcess(
+            local.kubeconfig,
+            cluster.operator_log("admission"),
+            args=("--webhook-port", str(port), "--webhook-certs", str(admission.certs(local))),
+        )
+        operator.start()
+        try:
+            await api.apply(f"{cluster.POLICIES}/{POLICY}", policy("1.0.0"), manager="bench")
+            await operator.warm()
+            without = await _creates(api, "latency-without")
+            plain = await _replica_sets(api, Workload("without", n, replicas=1))
+
+            configuration = admission.configuration(
+                local, ROOT / "manifests" / "webhook.yaml", port=port
+            )
+            await api.request("POST", CONFIGURATIONS, configuration)
+            await _admitting(api)
+            before = await _webhook_buckets(api)
+            admitted = await _creates(api, "latency-with")
+            calls = _shares(before, await _webhook_buckets(api))
+            with_admission = await _replica_sets(api, Workload("with", n, replicas=1))
+        finally:
+            operator.stop()
+    return AdmissionResult(
+        n=n,
+        replica_sets={"without": plain, "with": with_admission},
+        create_ms={"without": without, "with": admitted},
+        webhook_calls=calls,
+    )
+
+
+async def _creates(api: Api, namespace: str) -> dict[str, float]:
+    """p50 and p99 of a create's latency, in milliseconds, over BATCHES batches of AT_ONCE."""
+    await api.request("POST", "/api/v1/namespaces", {"metadata": {"name": namespace}})
+    path = f"/apis/apps/v1/namespaces/{namespace}/deployments"
+    latencies: list[float] = []
+
+    async def create(index: int) -> None:
+        body = deployment(namespace, f"app-{index}", replicas=0, set_name=namespace)
+        started = time.perf_counter()
+        await api.request("POST", path, body)
+        latencies.append((time.perf_counter() - started) * 1000)
+
+    for batch in range(BATCHES):
+        await asyncio.gather(*(create(batch * AT_ONCE + i) for i in range(AT_ONCE)))
+        await asyncio.sleep(1)  # the operator's own writes for the batch do not overlap the next
+    cuts = statistics.quantiles(latencies, n=100)
+    result = {"p50": round(cuts[49], 1), "p99": round(cuts[98], 1)}
+    say(f"admission: creates in {namespace}: p50 {result['p50']} ms, p99 {result['p99']} ms")
+    return result
+
+
+async def _replica_sets(api: Api, workload: Workload) -> int:
+    """The ReplicaSets `workload`'s new Deployments have once each is injected and rolled out."""
+    await workload.create(api)
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        listing = await api.request(
+            "GET", "/apis/apps/v1/deployments", params={"labelSelector": workload.selector}
+        )
+        if sum(map(_done, listing["items"])) == workload.count:
+            break
+        await asyncio.sleep(1)
+    else:
+        raise TimeoutError(f"{workload.set_name}: not every Deployment injected and rolled out")
+    namespaces = set(workload.namespaces)
+    replica_sets = await api.request("GET", "/apis/apps/v1/replicasets")
+    count = sum(1 for rs in replica_sets["items"] if rs["metadata"]["namespace"] in namespaces)
+    say(f"admission: {workload.count} new Deployments {workload.set_name} it: {count} ReplicaSets")
+    return count
+
+
+def _done(item: dict[str, Any]) -> bool:
+    status, spec = item.get("status") or {}, item["spec"]
+    return (
+        REVISION in (item["metadata"].get("annotations") or {})
+        and status.get("observedGeneration") == item["metadata"]["generation"]
+        and status.get("updatedReplicas", 0) == spec["replicas"]
+        and status.get("availableReplicas", 0) == spec["replicas"]
+    )
+
+
+async def _admitting(api: Api) -> None:
+    """Until the API server calls the webhook: it picks a new configuration up a moment later."""
+    await api.request("POST", "/api/v1/namespaces", {"metadata": {"name": "probe"}})
+    path = "/apis/apps/v1/namespaces/probe/deployments"
+    for attempt in range(100):
+        body = deployment("probe", f"probe-{attempt}", replicas=0, set_name="probe")
+        stored = await api.request("POST", path, body)
+        if REVISION in (stored["metadata"].get("annotations") or {}):
+            return
+        await asyncio.sleep(0.2)
+    raise TimeoutError("the API server never called the webhook")
+
+
+async def _webhook_buckets(api: Api) -> dict[float, float]:
+    """The API server's cumulative histogram of the webhook's CREATE calls: bound -> count."""
+    buckets: dict[float, float] = {}
+    for family in families(await api.request("GET", "/metrics"), WEBHOOK_SECONDS):
+        for sample in family.samples:
+            labels = sample.labels
+            if sample.name.endswith("_bucket") and labels.get("operation") == "CREATE":
+                bound = float(labels["le"])
+                buckets[bound] = buckets.get(bound, 0.0) + sample.value
+    return buckets
+
+
+def _shares(before: dict[float, float], after: dict[float, float]) -> dict[str, float]:
+    """The share of the calls between two readings that took at most each bound."""
+    counts = {bound: after[bound] - before.get(bound, 0.0) for bound in sorted(after)}
+    total = counts.get(float("inf"), 0.0)
+    return {
+        f"<= {bound * 1000:g} ms": round(count / total, 4)
+        for bound, count in counts.items()
+        if total and bound != float("inf")
+    }
