@@ -3,9 +3,10 @@ rollouts new matched Deployments cause with admission and without.
 
 Without admission a new Deployment is stored as written and the operator injects it a moment
 later, so it rolls out twice: two ReplicaSets. With admission it is stored with its sidecars:
-one. The latency is a create's, as the client sees it, with the webhook and without (the same
-creates, 0 replicas, in batches of 50 at once); the API server's own histogram of the webhook
-call is read too, though its buckets (5 ms, 25 ms, 100 ms, ...) only bound it.
+one. The webhook's latency is the API server's own histogram of its calls, over batches of 50
+creates at once (0 replicas); its buckets are coarse (5, 25, 100, 500 ms, ...), so p50 and p99
+are interpolated within them as Prometheus' `histogram_quantile` does. A create's latency as the
+client sees it, with the webhook and without, is shown beside it.
 """
 
 from __future__ import annotations
@@ -37,20 +38,25 @@ class AdmissionResult:
     n: int
     replica_sets: dict[str, int]  # "without" / "with" admission: ReplicaSets of N new Deployments
     create_ms: dict[str, dict[str, float]]  # p50 / p99 of a create, without and with
-    webhook_calls: dict[str, float]  # the API server's histogram: share of calls within each bound
+    webhook_calls: dict[float, float]  # the API server's histogram of them: bound -> count
 
     def summary(self) -> dict[str, Any]:
-        added = self.create_ms["with"]["p99"] - self.create_ms["without"]["p99"]
+        webhook = {
+            f"p{q}": round(quantile(self.webhook_calls, q / 100) * 1000, 1) for q in (50, 99)
+        }
         return {
             "n": self.n,
             "at_once": AT_ONCE,
             "creates": AT_ONCE * BATCHES,
             "replica_sets": self.replica_sets,
+            "replica_sets_met": self.replica_sets["with"] == self.n,
             "create_ms": self.create_ms,
-            "added_p99_ms": round(added, 1),
+            "webhook_ms": webhook,
             "target_p99_ms": TARGET_P99_MS,
-            "met": added < TARGET_P99_MS and self.replica_sets["with"] == self.n,
-            "webhook_calls": self.webhook_calls,
+            "latency_met": webhook["p99"] < TARGET_P99_MS,
+            "webhook_calls": {
+                f"<= {bound * 1000:g} ms": count for bound, count in self.webhook_calls.items()
+            },
         }
 
 
@@ -76,7 +82,8 @@ async def run_admission(n: int) -> AdmissionResult:
             await _admitting(api)
             before = await _webhook_buckets(api)
             admitted = await _creates(api, "latency-with")
-            calls = _shares(before, await _webhook_buckets(api))
+            after = await _webhook_buckets(api)
+            calls = {bound: after[bound] - before.get(bound, 0.0) for bound in sorted(after)}
             with_admission = await _replica_sets(api, Workload("with", n, replicas=1))
         finally:
             operator.stop()
@@ -164,12 +171,20 @@ async def _webhook_buckets(api: Api) -> dict[float, float]:
     return buckets
 
 
-def _shares(before: dict[float, float], after: dict[float, float]) -> dict[str, float]:
-    """The share of the calls between two readings that took at most each bound."""
-    counts = {bound: after[bound] - before.get(bound, 0.0) for bound in sorted(after)}
-    total = counts.get(float("inf"), 0.0)
-    return {
-        f"<= {bound * 1000:g} ms": round(count / total, 4)
-        for bound, count in counts.items()
-        if total and bound != float("inf")
-    }
+def quantile(buckets: dict[float, float], q: float) -> float:
+    """The q-quantile of a cumulative histogram (bound -> count), interpolated linearly within
+    its bucket as Prometheus' `histogram_quantile` does; the highest finite bound if it falls in
+    the last, open bucket."""
+    bounds = sorted(buckets)
+    total = buckets.get(float("inf"), 0.0)
+    if not total:
+        return float("nan")
+    rank, lower, below = q * total, 0.0, 0.0
+    for bound in bounds:
+        if buckets[bound] >= rank:
+            if bound == float("inf"):
+                return lower
+            inside = buckets[bound] - below
+            return lower + (bound - lower) * (rank - below) / inside
+        lower, below = bound, buckets[bound]
+    return lower
