@@ -225,21 +225,94 @@ def test_with_the_operator_down_creates_go_through_and_get_their_sidecars_after(
 
 
 @pytest.mark.usefixtures("operator")
-def test_a_bad_review_is_never_a_denial(webhook_port: int, webhook_certs: Path) -> None:
-    """A body Kopf cannot read is a call failure (the configuration's Ignore lets the workload
-    in), never an answer that denies it."""
+def _review(webhook_port: int, webhook_certs: Path, body: Any) -> tuple[int, dict[str, Any]]:
+    eventually(lambda: _listening(webhook_port), what="the webhook served")
     context = ssl.create_default_context(cafile=str(webhook_certs / "ca.crt"))
     request = urllib.request.Request(
         f"https://localhost:{webhook_port}/inject.sidecars.dev",
-        data=json.dumps({"request": {"uid": "1"}}).encode(),
+        data=json.dumps(body).encode(),
         headers={"Content-Type": "application/json"},
     )
     try:
         with urllib.request.urlopen(request, context=context, timeout=5) as response:
-            answer = json.loads(response.read())
-        assert answer["response"]["allowed"] is True
+            return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
-        assert error.code >= 400  # a failed call, which failurePolicy Ignore admits
+        return error.code, {}
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("localhost", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def _request(obj: Any, *, group: str = "apps", resource: str = "deployments") -> dict[str, Any]:
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "b5a6e1c0-0000-4000-8000-000000000001",
+            "kind": {"group": group, "version": "v1", "kind": "Whatever"},
+            "resource": {"group": group, "version": "v1", "resource": resource},
+            "operation": "CREATE",
+            "userInfo": {"username": "someone"},
+            "object": obj,
+        },
+    }
+
+
+@pytest.mark.usefixtures("operator")
+@pytest.mark.parametrize(
+    "review",
+    [
+        _request(
+            {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}},
+            group="",
+            resource="pods",
+        ),
+        _request(
+            {"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "r"}},
+            resource="replicasets",
+        ),
+        _request(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": "d"},
+                "spec": {"template": "not a template"},
+            }
+        ),
+        _request(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {},
+                "spec": {"template": {"spec": {"containers": [{"name": "app"}]}}},
+            }
+        ),
+    ],
+    ids=["a pod", "an unknown kind", "a broken template", "no name or namespace"],
+)
+def test_a_review_the_operator_cannot_use_is_allowed_unchanged(
+    webhook_port: int, webhook_certs: Path, review: dict[str, Any]
+) -> None:
+    status, answer = _review(webhook_port, webhook_certs, review)
+    assert status == 200
+    assert answer["response"]["uid"] == review["request"]["uid"]
+    assert answer["response"]["allowed"] is True
+    assert "patch" not in answer["response"]
+
+
+@pytest.mark.usefixtures("operator")
+def test_a_body_that_is_no_review_fails_the_call_and_denies_nothing(
+    webhook_port: int, webhook_certs: Path
+) -> None:
+    """Kopf cannot answer without the request's uid: the call fails, and the configuration's
+    failurePolicy Ignore lets the workload in."""
+    status, answer = _review(webhook_port, webhook_certs, {"request": {"uid": "1"}})
+    assert status >= 400 and answer == {}
 
 
 @dataclass

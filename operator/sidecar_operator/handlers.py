@@ -274,7 +274,10 @@ def serve_admission() -> None:
     """Register the mutating webhook (only when served: Kopf refuses to start with admission
     handlers and no server)."""
     kopf.on.mutate(
-        lambda resource: (resource.group, resource.plural) in WORKLOAD_RESOURCES,
+        # Every resource, not only workloads: Kopf answers a review of a resource without
+        # handlers with a 404, which a configuration with failurePolicy Fail would turn into a
+        # denial. `admit` allows what it does not handle, unchanged.
+        kopf.EVERYTHING,
         id=ADMISSION_ID,
         operations=["CREATE", "UPDATE"],
         ignore_failures=True,
@@ -286,14 +289,15 @@ async def admit(
     old: kopf.Body | None,
     patch: kopf.Patch,
     memo: kopf.Memo,
+    resource: kopf.Resource,
     subresource: str | None,
     **_: Any,
 ) -> None:
     """Does to a workload being created, or updated by its owner, what the controller would do
     now. Never denies: Kopf answers a handler's exception with a denial, so any failure lets the
     workload in unchanged (the controller catches up after)."""
-    if subresource:  # scale and status: no pod template there
-        return
+    if subresource or (resource.group, resource.plural) not in WORKLOAD_RESOURCES:
+        return  # scale and status have no pod template; other resources are not ours
     try:
         runtime: Runtime | None = memo.get("runtime")
         before = None if old is None else dict(old)
