@@ -1,5 +1,5 @@
 """`make bench`: `python -m bench [--sizes 100,1000,5000] [--rounds 3] [--policies 100
---policies-n 5000] [--admission 1000]`."""
+--policies-n 5000] [--admission 1000] [--peers 100,1000]`."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from bench.admission import run_admission
 from bench.cluster import ROOT
 from bench.many import run_many
 from bench.measure import say
+from bench.peers.scenario import KOPF_TEXTBOOK, kyverno_peers, run_peer
 from bench.run import run_size
 
 # The limit's fastest in-flight count in `--sizes 1000 --rounds 1 --tune 64,128,256,512`
@@ -63,12 +64,14 @@ async def main(
     policies: int,
     policies_n: int,
     admission: int,
+    peers: list[int],
 ) -> None:
     started = time.monotonic()
     commit = _commit()  # the code measured is the code at the start
     results: list[dict[str, Any]] = []
     many: dict[str, Any] | None = None
     admitted: dict[str, Any] | None = None
+    compared: list[dict[str, Any]] = []
 
     def save() -> str:
         """After each scenario, not only at the end: a later one that fails (an operator that
@@ -82,6 +85,7 @@ async def main(
             "sizes": sorted(results, key=lambda r: r["n"]),
             "many": many,
             "admission": admitted,
+            "peers": compared,
         }
         table = report.write(summary, out)
         say(f"wrote {', '.join(report.files(summary))} in {out} after {summary['seconds']}s")
@@ -111,6 +115,10 @@ async def main(
     if admission:
         admitted = (await run_admission(admission)).summary()
         table = save()
+    for peer in [KOPF_TEXTBOOK, *kyverno_peers()] if peers else []:
+        for n in peers:
+            compared.append((await run_peer(peer, n, rounds)).summary())
+            table = save()
     print(table)
 
 
@@ -150,11 +158,17 @@ def cli() -> None:
         default=1000,
         help="new Deployments of the admission scenario (0: off)",
     )
+    parser.add_argument(
+        "--peers",
+        default="",
+        help="Deployment counts the peers (a textbook Kopf operator, Kyverno) run at: 100,1000",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
     sizes = [n for n in (int(s) for s in args.sizes.split(",") if s.strip()) if n]
-    if not sizes and not args.policies and not args.admission:
-        parser.error("nothing to run: give --sizes, --policies or --admission")
+    peers = [int(s) for s in args.peers.split(",") if s.strip()]
+    if not sizes and not args.policies and not args.admission and not peers:
+        parser.error("nothing to run: give --sizes, --policies, --admission or --peers")
     tune = [int(c) for c in args.tune.split(",")] if args.tune else None
     asyncio.run(
         main(
@@ -167,6 +181,7 @@ def cli() -> None:
             policies=args.policies,
             policies_n=args.policies_n,
             admission=args.admission,
+            peers=peers,
         )
     )
 

@@ -31,6 +31,8 @@ def markdown(results: dict[str, Any]) -> str:
         sections.append(_many(results["many"]))
     if results.get("admission"):
         sections.append(_admission(results["admission"]))
+    if results.get("peers"):
+        sections.append(_peers(results["peers"]))
     return "\n\n".join("\n".join(lines) for lines in sections) + "\n"
 
 
@@ -92,6 +94,33 @@ def _admission(result: dict[str, Any]) -> list[str]:
         "",
         f"The API server's histogram of the webhook calls (cumulative): {calls}.",
     ]
+
+
+def _peers(peers: list[dict[str, Any]]) -> list[str]:
+    """Each peer's phases (see bench/peers/scenario.py); the operator's are in the sizes table."""
+    lines = [
+        "| peer | N | inject s | update s | Deployment writes (inject / update) "
+        "| other writes (inject / update) | still carrying after removal | writes in 60 s at rest "
+        "| CPU s per round | peak RSS MB |",
+        "|---|---:|---:|---:|---|---|---|---|---|---:|",
+    ]
+    for peer in peers:
+        phases = peer["phases"]
+
+        def writes(phase: str, key: str, phases: dict[str, Any] = phases) -> str:
+            return "/".join(str(v) for v in sorted({run[key] for run in phases[phase]["runs"]}))
+
+        rest = "/".join(str(int(sum(counts.values()))) for counts in peer["rest_writes"])
+        lines.append(
+            f"| {peer['peer']} | {peer['n']} | {_seconds(phases['inject']['seconds'])} "
+            f"| {_seconds(phases['update']['seconds'])} "
+            f"| {writes('inject', 'deployment_writes')} / {writes('update', 'deployment_writes')} "
+            f"| {writes('inject', 'other_writes')} / {writes('update', 'other_writes')} "
+            f"| {'/'.join(map(str, peer['removal_left']))} of {peer['n']} "
+            f"| {rest} | {', '.join(f'{c:.0f}' for c in peer['cpu_seconds_per_round'])} "
+            f"| {peer['peak_rss_mb']:.0f} |"
+        )
+    return lines
 
 
 def _met(met: bool) -> str:

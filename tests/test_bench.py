@@ -11,6 +11,7 @@ import pytest
 from bench import report
 from bench.admission import AdmissionResult, quantile
 from bench.kube import Tracker, write_counts
+from bench.peers.scenario import PeerResult, other_writes
 from bench.run import Phase, SizeResult, _percentile, delta
 
 from tests.kube import Kubectl
@@ -167,3 +168,36 @@ def test_the_admission_report_judges_the_webhooks_p99_and_the_replica_sets() -> 
     assert AdmissionResult(1000, {"without": 1100, "with": 1001}, creates, fast).summary()[
         "latency_met"
     ]
+
+
+def test_a_peers_other_writes_leave_out_kubernetes_own_and_the_deployments() -> None:
+    counts = {
+        "PATCH deployments": 100.0,
+        "PUT deployments/status": 250.0,
+        "POST replicasets": 100.0,
+        "PUT replicasets/status": 300.0,
+        "POST pods": 100.0,
+        "POST pods/binding": 100.0,
+        "PUT leases": 40.0,
+        "PATCH nodes/status": 6.0,
+        "POST events": 30.0,
+        "POST updaterequests": 100.0,
+        "PATCH sidecarpolicies": 2.0,
+    }
+    assert other_writes(counts) == 132
+
+
+def test_the_peers_table_shows_each_peers_phases_and_what_removal_left() -> None:
+    result = PeerResult("kopf-textbook", 100)
+    for name, seconds in (("inject", 8.0), ("update", 7.0)):
+        result.phases[name].append(Phase(seconds, {"PATCH deployments": 300.0}, seconds + 4))
+    result.removal_left, result.rest_writes = [100], [{"PATCH deployments": 6.0}]
+    result.cpu_seconds, result.peak_rss_mb = [6.2], 141.4
+    table = report.markdown(
+        {"commit": "abc", "date": "d", "machine": "m", "rounds": 1, "seconds": 1, "sizes": []}
+        | {"peers": [result.summary()]}
+    )
+    assert (
+        "| kopf-textbook | 100 | 8.00 (8.00-8.00) | 7.00 (7.00-7.00) | 300 / 300 | 0 / 0 "
+        "| 100 of 100 | 6 | 6 | 141 |"
+    ) in table
