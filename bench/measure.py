@@ -71,10 +71,12 @@ class Phase:
     seconds: float
     counts: Counts
     settled: float = 0.0  # from the phase's start until the cluster had settled: its wall time
+    cpu_seconds: float | None = None  # of the process that did the work, when it is measured
 
     def summary(self) -> dict[str, Any]:
         return {
             "seconds": round(self.seconds, 3),
+            "cpu_seconds": None if self.cpu_seconds is None else round(self.cpu_seconds, 2),
             "settled_seconds": round(self.settled, 1),
             "deployment_writes": deployment_writes(self.counts),
             "deployment_puts": int(self.counts.get("PUT deployments", 0)),
@@ -113,6 +115,7 @@ async def measure(
     cluster (and the operator, if given) has settled and `finished` (if given) has returned, so
     that a phase's tail is counted in it and not in the next."""
     before = await api.write_counts()
+    cpu_before = None if quiet is None else quiet.usage().cpu_seconds
     started = time.monotonic()
     await action()
     done = await tracker.wait(TIMEOUT)
@@ -122,7 +125,8 @@ async def measure(
     if quiet is not None:
         await quiet.warm(at_least=0)
     counts = delta(before, await api.write_counts())
-    phase = Phase(done - started, counts, time.monotonic() - started)
+    cpu = None if quiet is None or cpu_before is None else quiet.usage().cpu_seconds - cpu_before
+    phase = Phase(done - started, counts, time.monotonic() - started, cpu)
     say(
         f"    {phase.seconds:.2f}s to carry {wanted}, settled after {phase.settled:.0f}s, "
         f"{phase.summary()['deployment_writes']} writes"

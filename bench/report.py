@@ -100,9 +100,9 @@ def _peers(peers: list[dict[str, Any]]) -> list[str]:
     """Each peer's phases (see bench/peers/scenario.py); the operator's are in the sizes table."""
     lines = [
         "| peer | N | inject s | update s | Deployment writes (inject / update) "
-        "| other writes (inject / update) | still carrying after removal | writes in 60 s at rest "
-        "| CPU s per round | peak RSS MB |",
-        "|---|---:|---:|---:|---|---|---|---|---|---:|",
+        "| other writes (inject / update) | CPU s (inject / update) "
+        "| still carrying after removal | writes in 60 s at rest | CPU s per round | peak RSS MB |",
+        "|---|---:|---:|---:|---|---|---|---|---|---|---:|",
     ]
     for peer in peers:
         phases = peer["phases"]
@@ -110,12 +110,16 @@ def _peers(peers: list[dict[str, Any]]) -> list[str]:
         def writes(phase: str, key: str, phases: dict[str, Any] = phases) -> str:
             return "/".join(str(v) for v in sorted({run[key] for run in phases[phase]["runs"]}))
 
+        def cpu(phase: str, phases: dict[str, Any] = phases) -> str:
+            return "/".join(f"{run['cpu_seconds']:.1f}" for run in phases[phase]["runs"])
+
         rest = "/".join(str(int(sum(counts.values()))) for counts in peer["rest_writes"])
         lines.append(
             f"| {peer['peer']} | {peer['n']} | {_seconds(phases['inject']['seconds'])} "
             f"| {_seconds(phases['update']['seconds'])} "
             f"| {writes('inject', 'deployment_writes')} / {writes('update', 'deployment_writes')} "
             f"| {writes('inject', 'other_writes')} / {writes('update', 'other_writes')} "
+            f"| {cpu('inject')} / {cpu('update')} "
             f"| {'/'.join(map(str, peer['removal_left']))} of {peer['n']} "
             f"| {rest} | {', '.join(f'{c:.0f}' for c in peer['cpu_seconds_per_round'])} "
             f"| {peer['peak_rss_mb']:.0f} |"

@@ -190,7 +190,9 @@ def test_a_peers_other_writes_leave_out_kubernetes_own_and_the_deployments() -> 
 def test_the_peers_table_shows_each_peers_phases_and_what_removal_left() -> None:
     result = PeerResult("kopf-textbook", 100)
     for name, seconds in (("inject", 8.0), ("update", 7.0)):
-        result.phases[name].append(Phase(seconds, {"PATCH deployments": 300.0}, seconds + 4))
+        result.phases[name].append(
+            Phase(seconds, {"PATCH deployments": 300.0}, seconds + 4, seconds / 2)
+        )
     result.removal_left, result.rest_writes = [100], [{"PATCH deployments": 6.0}]
     result.cpu_seconds, result.peak_rss_mb = [6.2], 141.4
     table = report.markdown(
@@ -199,5 +201,5 @@ def test_the_peers_table_shows_each_peers_phases_and_what_removal_left() -> None
     )
     assert (
         "| kopf-textbook | 100 | 8.00 (8.00-8.00) | 7.00 (7.00-7.00) | 300 / 300 | 0 / 0 "
-        "| 100 of 100 | 6 | 6 | 141 |"
+        "| 4.0 / 3.5 | 100 of 100 | 6 | 6 | 141 |"
     ) in table
