@@ -12,6 +12,7 @@ from sidecar_operator.core import admission, planner, ssa, workloads
 from sidecar_operator.core.ownership import field_manager, ownership
 from sidecar_operator.core.types import Change, Kind
 from tests.core.test_planner import FLUENT_BIT, policy
+from tests.core.test_planner_properties import converge
 
 LOGS = {"name": "logs", "emptyDir": {}}
 MOUNT = {"name": "logs", "mountPath": "/var/log/app"}
@@ -28,17 +29,6 @@ def workload(kind: WorkloadKind = WorkloadKind.DEPLOYMENT) -> dict[str, Any]:
     if kind is WorkloadKind.CRON_JOB:
         spec = {"jobTemplate": {"spec": {"template": template}}}
     return {"kind": kind.value, "metadata": {"name": "web", "namespace": "shop"}, "spec": spec}
-
-
-def controller(workload: dict[str, Any], policies: list[Any]) -> dict[str, Any]:
-    """What the controller leaves after writing every action it plans, until nothing is left."""
-    for _ in range(3):
-        writes = [a for a in planner.plan(workload, {}, policies) if a.body is not None]
-        if not writes:
-            return workload
-        for action in writes:
-            workload = ssa.apply(workload, field_manager(action.policy), action.body)
-    raise AssertionError("the controller never settled")
 
 
 def created_with(admitted: dict[str, Any]) -> dict[str, Any]:
@@ -67,7 +57,7 @@ def test_the_controller_adopts_what_admission_added_without_changing_the_templat
     assert workloads.pod_spec(adopted) == workloads.pod_spec(stored)  # no second rollout
     assert [a.kind for a in planner.plan(adopted, {}, policies)] == [Kind.IN_SYNC]
     # The same end state, ownership included, as the controller reaches without admission.
-    alone = controller(workload(kind), policies)
+    alone = converge(workload(kind), policies)
     assert workloads.pod_spec(adopted) == workloads.pod_spec(alone)
     assert ownership(adopted, "logs") == ownership(alone, "logs")
 
@@ -118,7 +108,7 @@ V2_PAUSED = policy("logs", **V2_SPEC, updateStrategy={"maxConcurrent": 1, "pause
 def stored_with(policies: list[Any]) -> dict[str, Any]:
     """A workload the controller injected, with the managedFields its applies left, and the
     owner's own entry."""
-    injected = controller(workload(), policies)
+    injected = converge(workload(), policies)
     injected["metadata"]["managedFields"].append(
         {"manager": "gitops", "operation": "Apply", "fieldsV1": {"f:spec": {}}}
     )
@@ -180,7 +170,7 @@ def test_an_owners_update_the_budget_allows_takes_the_new_revision_in_the_same_r
     assert action.change is Change.ADOPT and action.body is not None
     adopted = ssa.apply(admitted, field_manager("logs"), action.body)
     assert workloads.pod_spec(adopted) == workloads.pod_spec(admitted)
-    alone = controller(owners_update(old, replace=False), [V2])
+    alone = converge(owners_update(old, replace=False), [V2])
     assert workloads.pod_spec(adopted) == workloads.pod_spec(alone)
     assert ownership(adopted, "logs") == ownership(alone, "logs")
 
