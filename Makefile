@@ -54,7 +54,7 @@ lint: install  ## Static checks.
 test: install binaries lint  ## Everything CI runs: install, build, lint and the whole test suite.
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-bench: install binaries  ## Rollout time against a bare client, API writes, memory (`BENCH_ARGS=--sizes 100`).
+bench: install binaries  ## Rollout time against a bare client and the peers (Kyverno, textbook Kopf), API writes, memory (`BENCH_ARGS=--sizes 100`).
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 chaos: install binaries  ## Faults and bad input, each trial audited (not in `make test`; `CHAOS_ARGS=--seed 1`).

@@ -18,7 +18,7 @@ from bench.admission import run_admission
 from bench.cluster import ROOT
 from bench.many import run_many
 from bench.measure import say
-from bench.peers.scenario import KOPF_TEXTBOOK, kyverno_peers, run_peer
+from bench.peers.scenario import KOPF_TEXTBOOK, kyverno_peers
 from bench.run import run_size
 
 # The limit's fastest in-flight count in `--sizes 1000 --rounds 1 --tune 64,128,256,512`
@@ -71,7 +71,6 @@ async def main(
     results: list[dict[str, Any]] = []
     many: dict[str, Any] | None = None
     admitted: dict[str, Any] | None = None
-    compared: list[dict[str, Any]] = []
 
     def save() -> str:
         """After each scenario, not only at the end: a later one that fails (an operator that
@@ -85,7 +84,6 @@ async def main(
             "sizes": sorted(results, key=lambda r: r["n"]),
             "many": many,
             "admission": admitted,
-            "peers": compared,
         }
         table = report.write(summary, out)
         say(f"wrote {', '.join(report.files(summary))} in {out} after {summary['seconds']}s")
@@ -95,6 +93,7 @@ async def main(
     # only there are the idle window, the restart and the reaction time measured, and the
     # limit's in-flight count tuned (if asked) and kept for the rest, the many policies' too.
     target = min((n for n in sizes if n >= 1000), default=max(sizes, default=0))
+    compared = [KOPF_TEXTBOOK, *kyverno_peers()] if peers else []
     table = ""
     for n in sorted(sizes, key=lambda n: (n != target, n)):
         replicas = 0 if n >= zero_from else 1
@@ -105,6 +104,7 @@ async def main(
             tune=tune if n == target else None,
             concurrency=in_flight,
             extras=n == target,
+            peers=compared if n in peers else (),
         )
         in_flight = result.concurrency
         results.append(result.summary())
@@ -115,10 +115,6 @@ async def main(
     if admission:
         admitted = (await run_admission(admission)).summary()
         table = save()
-    for peer in [KOPF_TEXTBOOK, *kyverno_peers()] if peers else []:
-        for n in peers:
-            compared.append((await run_peer(peer, n, rounds)).summary())
-            table = save()
     print(table)
 
 
@@ -160,14 +156,16 @@ def cli() -> None:
     )
     parser.add_argument(
         "--peers",
-        default="",
-        help="Deployment counts the peers (a textbook Kopf operator, Kyverno) run at: 100,1000",
+        default="100,1000",
+        help="sizes at which the peers (a textbook Kopf operator, Kyverno) run between the "
+        "operator's rounds; each is added to --sizes (empty or 0: no peers)",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
     sizes = [n for n in (int(s) for s in args.sizes.split(",") if s.strip()) if n]
-    peers = [int(s) for s in args.peers.split(",") if s.strip()]
-    if not sizes and not args.policies and not args.admission and not peers:
+    peers = [n for n in (int(s) for s in args.peers.split(",") if s.strip()) if n]
+    sizes = sorted({*sizes, *peers})
+    if not sizes and not args.policies and not args.admission:
         parser.error("nothing to run: give --sizes, --policies, --admission or --peers")
     tune = [int(c) for c in args.tune.split(",")] if args.tune else None
     asyncio.run(

@@ -47,6 +47,23 @@ def policy_writes(counts: Counts) -> int:
     return int(sum(v for k, v in counts.items() if k.endswith(" sidecarpolicies")))
 
 
+# What Kubernetes writes itself, for any rollout and at any time: not the writer's doing.
+KUBERNETES_OWN = ("deployments/status", "replicasets", "pods", "leases", "nodes")
+
+
+def other_writes(counts: Counts) -> int:
+    """Writes beside the Deployments' own that are not Kubernetes' rollout or heartbeat: the
+    writer's Events, bookkeeping objects and status (the rollout's Events included)."""
+    return int(
+        sum(
+            value
+            for key, value in counts.items()
+            if not key.endswith(" deployments")
+            and not key.split(" ", 1)[1].startswith(KUBERNETES_OWN)
+        )
+    )
+
+
 def writes_by_kind(counts: Counts | None) -> dict[str, int] | None:
     """The writes a window without a user's action shows: each of them is the operator's."""
     if counts is None:
@@ -55,6 +72,7 @@ def writes_by_kind(counts: Counts | None) -> dict[str, int] | None:
         "deployment_writes": deployment_writes(counts),
         "status_writes": status_writes(counts),
         "policy_writes": policy_writes(counts),
+        "other_writes": other_writes(counts),
     }
 
 
@@ -82,6 +100,7 @@ class Phase:
             "deployment_puts": int(self.counts.get("PUT deployments", 0)),
             "status_writes": status_writes(self.counts),
             "policy_writes": policy_writes(self.counts),
+            "other_writes": other_writes(self.counts),
         }
 
 

@@ -31,8 +31,9 @@ def markdown(results: dict[str, Any]) -> str:
         sections.append(_many(results["many"]))
     if results.get("admission"):
         sections.append(_admission(results["admission"]))
-    if results.get("peers"):
-        sections.append(_peers(results["peers"]))
+    compared = [size for size in results["sizes"] if size.get("peers")]
+    if compared:
+        sections += [_side_by_side(compared), _peers(compared), _peer_targets(compared)]
     return "\n\n".join("\n".join(lines) for lines in sections) + "\n"
 
 
@@ -96,34 +97,126 @@ def _admission(result: dict[str, Any]) -> list[str]:
     ]
 
 
-def _peers(peers: list[dict[str, Any]]) -> list[str]:
-    """Each peer's phases (see bench/peers/scenario.py); the operator's are in the sizes table."""
+def _side_by_side(sizes: list[dict[str, Any]]) -> list[str]:
+    """Each phase's seconds for the limit, the operator and each peer, alternated in one session
+    on one cluster; a peer's removal is what it left behind (see bench/peers/scenario.py)."""
+    names = [peer["peer"] for peer in sizes[0]["peers"]]
     lines = [
-        "| peer | N | inject s | update s | Deployment writes (inject / update) "
-        "| other writes (inject / update) | CPU s (inject / update) "
-        "| still carrying after removal | writes in 60 s at rest | CPU s per round | peak RSS MB |",
-        "|---|---:|---:|---:|---|---|---|---|---|---|---:|",
+        "| N | phase | limit s | operator s | " + " | ".join(f"{n} s" for n in names) + " |",
+        "|---:|---|" + "---:|" * (2 + len(names)),
     ]
-    for peer in peers:
-        phases = peer["phases"]
+    for size in sizes:
+        for name in PHASES:
+            phase = size["phases"][name]
+            cells = [_seconds(phase["limit"]), _seconds(phase["operator"])]
+            for peer in size["peers"]:
+                if name == "remove":
+                    left = "/".join(map(str, peer["removal_left"]))
+                    cells.append(
+                        f"{left} of {size['n']} left {peer['removal_wait_seconds']:.0f} s on"
+                    )
+                else:
+                    cells.append(_seconds(peer["phases"][name]["seconds"]))
+            lines.append(f"| {size['n']} | {name} | " + " | ".join(cells) + " |")
+    return lines
 
-        def writes(phase: str, key: str, phases: dict[str, Any] = phases) -> str:
-            return "/".join(str(v) for v in sorted({run[key] for run in phases[phase]["runs"]}))
 
-        def cpu(phase: str, phases: dict[str, Any] = phases) -> str:
-            return "/".join(f"{run['cpu_seconds']:.1f}" for run in phases[phase]["runs"])
+def _as_peer(size: dict[str, Any]) -> dict[str, Any]:
+    """The operator's figures at one size in the shape of a peer's summary."""
+    idle = size["idle_60s_writes"]
+    return {
+        "peer": "operator",
+        "n": size["n"],
+        "phases": {
+            name: {"runs": size["phases"][name]["operator_runs"]} for name in ("inject", "update")
+        },
+        "removal_left": [0] * len(size["phases"]["remove"]["operator_runs"]),
+        "rest_writes": [idle["deployment_writes"] + idle["other_writes"]] if idle else [],
+        "cpu_seconds_per_round": size["cpu_seconds_per_round"],
+        "peak_rss_mb": size["peak_rss_mb"],
+    }
 
-        rest = "/".join(str(int(sum(counts.values()))) for counts in peer["rest_writes"])
+
+def _peers(sizes: list[dict[str, Any]]) -> list[str]:
+    """The writes and the cost of each phase, the operator's beside the peers'."""
+    lines = [
+        "| who | N | Deployment writes (inject / update) | other writes (inject / update) "
+        "| CPU s (inject / update) | still carrying after removal | writes in 60 s at rest "
+        "| CPU s per round | peak RSS MB |",
+        "|---|---:|---|---|---|---|---|---|---:|",
+    ]
+    for size in sizes:
+        for peer in [_as_peer(size), *size["peers"]]:
+            phases = peer["phases"]
+
+            def runs(phase: str, key: str, phases: dict[str, Any] = phases) -> str:
+                return _max(phases[phase]["runs"], key)
+
+            def cpu(phase: str, phases: dict[str, Any] = phases) -> str:
+                return "/".join(f"{run['cpu_seconds']:.1f}" for run in phases[phase]["runs"])
+
+            rest = "/".join(map(str, peer["rest_writes"])) or "-"
+            lines.append(
+                f"| {peer['peer']} | {peer['n']} "
+                f"| {runs('inject', 'deployment_writes')} / {runs('update', 'deployment_writes')} "
+                f"| {runs('inject', 'other_writes')} / {runs('update', 'other_writes')} "
+                f"| {cpu('inject')} / {cpu('update')} "
+                f"| {'/'.join(map(str, peer['removal_left']))} of {peer['n']} | {rest} "
+                f"| {', '.join(f'{c:.0f}' for c in peer['cpu_seconds_per_round'])} "
+                f"| {peer['peak_rss_mb']:.0f} |"
+            )
+    return lines
+
+
+PEER_STYLES = ("^:", "v-.", "D:")
+PEER_TIME_TARGET = 1 / 3  # of each peer's median, for inject and update
+
+
+def _peer_targets(sizes: list[dict[str, Any]]) -> list[str]:
+    """The targets against the peers, at the largest size they ran at."""
+    size = max(sizes, key=lambda s: s["n"])
+    n, peers = size["n"], size["peers"]
+    lines = [
+        f"| N={n}: the operator against the peers | operator | peers | target | met |",
+        "|---|---|---|---|---|",
+    ]
+    for name in ("inject", "update"):
+        ours = size["phases"][name]["operator"]["median"]
+        ratios = {p["peer"]: ours / p["phases"][name]["seconds"]["median"] for p in peers}
         lines.append(
-            f"| {peer['peer']} | {peer['n']} | {_seconds(phases['inject']['seconds'])} "
-            f"| {_seconds(phases['update']['seconds'])} "
-            f"| {writes('inject', 'deployment_writes')} / {writes('update', 'deployment_writes')} "
-            f"| {writes('inject', 'other_writes')} / {writes('update', 'other_writes')} "
-            f"| {cpu('inject')} / {cpu('update')} "
-            f"| {'/'.join(map(str, peer['removal_left']))} of {peer['n']} "
-            f"| {rest} | {', '.join(f'{c:.0f}' for c in peer['cpu_seconds_per_round'])} "
-            f"| {peer['peak_rss_mb']:.0f} |"
+            f"| {name} s (median) | {ours:.2f} "
+            f"| {', '.join(f'{p}: {ours / r:.1f} ({r:.3f}x)' for p, r in ratios.items())} "
+            f"| <= 1/3 of each | {_met(max(ratios.values()) <= PEER_TIME_TARGET)} |"
         )
+    for name in ("inject", "update"):
+        ours_writes = [r["deployment_writes"] for r in size["phases"][name]["operator_runs"]]
+        theirs = {
+            p["peer"]: min(r["deployment_writes"] for r in p["phases"][name]["runs"]) for p in peers
+        }
+        lines.append(
+            f"| {name}: Deployment writes | {'/'.join(map(str, sorted(set(ours_writes))))} "
+            f"| {', '.join(f'{p}: {w}' for p, w in theirs.items())} | exactly {n}, <= theirs "
+            f"| {_met(set(ours_writes) == {n} and n <= min(theirs.values()))} |"
+        )
+    for name in ("inject", "update"):
+        ours_cpu = max(r["cpu_seconds"] for r in size["phases"][name]["operator_runs"])
+        theirs_cpu = {
+            p["peer"]: min(r["cpu_seconds"] for r in p["phases"][name]["runs"]) for p in peers
+        }
+        lines.append(
+            f"| {name}: CPU s (operator's most, peers' least) | {ours_cpu:.1f} "
+            f"| {', '.join(f'{p}: {c:.1f}' for p, c in theirs_cpu.items())} | below each "
+            f"| {_met(ours_cpu < min(theirs_cpu.values()))} |"
+        )
+    # The operator's removal phase ends only when no Deployment carries the sidecar.
+    removals = [r["deployment_writes"] for r in size["phases"]["remove"]["operator_runs"]]
+    left = {p["peer"]: max(p["removal_left"]) for p in peers}
+    lines.append(
+        f"| removal: Deployments left with the sidecar (operator: writes) "
+        f"| 0 ({'/'.join(map(str, sorted(set(removals))))}) "
+        f"| {', '.join(f'{p}: {c}' for p, c in left.items())} | 0 in exactly {n} writes "
+        f"| {_met(set(removals) == {n})} |"
+    )
     return lines
 
 
@@ -207,6 +300,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
     sizes = results["sizes"]
     ns = [size["n"] for size in sizes]
+    # A peer has no removal line: it removes nothing (see the side-by-side table).
+    peers = list(dict.fromkeys(p["peer"] for size in sizes for p in size.get("peers", [])))
     figure, axes = pyplot.subplots(1, len(PHASES), figsize=(12, 4), sharey=True)
     for axis, name in zip(axes, PHASES, strict=True):
         for who, style in (("limit", "o--"), ("operator", "s-")):
@@ -218,6 +313,25 @@ def plot(results: dict[str, Any], path: Path) -> None:
                 size["phases"][name][who]["max"] - m for m, size in zip(medians, sizes, strict=True)
             ]
             axis.errorbar(ns, medians, yerr=[low, high], fmt=style, capsize=3, label=who)
+        for who, style in zip(peers, PEER_STYLES, strict=False):
+            runs = [
+                (size["n"], peer["phases"][name]["seconds"])
+                for size in sizes
+                for peer in size.get("peers", [])
+                if peer["peer"] == who and name in peer["phases"]
+            ]
+            if runs:
+                axis.errorbar(
+                    [n for n, _ in runs],
+                    [s["median"] for _, s in runs],
+                    yerr=[
+                        [s["median"] - s["min"] for _, s in runs],
+                        [s["max"] - s["median"] for _, s in runs],
+                    ],
+                    fmt=style,
+                    capsize=3,
+                    label=who,
+                )
         axis.set_xscale("log")
         axis.set_yscale("log")
         axis.set_title(name)

@@ -7,7 +7,7 @@ import asyncio
 import math
 import statistics
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,7 @@ from bench.measure import (
     say,
     writes_by_kind,
 )
+from bench.peers.scenario import Peer, PeerResult, peer_round
 from bench.process import OperatorProcess
 from bench.workload import POLICY, Workload, as_policy_object, policy
 from sidecar_operator import devcluster
@@ -50,6 +51,7 @@ class SizeResult:
     peak_rss_mb: float = 0.0
     cpu_seconds: list[float] = field(default_factory=list)
     warm_seconds: list[float] = field(default_factory=list)
+    peers: dict[str, PeerResult] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         phases = {name: compare(self.limit[name], self.operator[name]) for name in PHASES}
@@ -79,6 +81,7 @@ class SizeResult:
             }
             if reaction
             else None,
+            "peers": [peer.summary() for peer in self.peers.values()],
         }
 
 
@@ -234,10 +237,19 @@ class Bench:
 
 
 async def run_size(
-    n: int, replicas: int, rounds: int, *, tune: list[int] | None, concurrency: int, extras: bool
+    n: int,
+    replicas: int,
+    rounds: int,
+    *,
+    tune: list[int] | None,
+    concurrency: int,
+    extras: bool,
+    peers: Sequence[Peer] = (),
 ) -> SizeResult:
-    """`extras`: also the 60 s at rest, a restart and the reaction time, in the first round."""
+    """`extras`: also the 60 s at rest, a restart and the reaction time, in the first round (and
+    the peers' 60 s at rest). Each round runs the limit, the operator and then each peer."""
     result = SizeResult(n, replicas, concurrency)
+    result.peers = {peer.name: PeerResult(peer.name, n) for peer in peers}
     async with cluster.fresh() as (kube, api):
         workload = Workload("main", n, replicas)
         bench = Bench(api, kube, workload)
@@ -259,6 +271,19 @@ async def run_size(
             phases = await bench.operator_round(result, extras=extras and index == 0)
             for name, phase in phases.items():
                 result.operator[name].append(phase)
+            if peers:
+                await bench.tracker.stop()  # one watch on the Deployments, as for the operator
+                for peer in peers:
+                    say(f"N={n}: round {index + 1}/{rounds}: {peer.name}")
+                    await peer_round(
+                        peer,
+                        kube.kubeconfig,
+                        api,
+                        workload,
+                        result.peers[peer.name],
+                        rest=extras and index == 0,
+                    )
+                await bench.tracker.start()
             say(
                 f"N={n}: round {index + 1}: "
                 + ", ".join(

@@ -11,7 +11,8 @@ import pytest
 from bench import report
 from bench.admission import AdmissionResult, quantile
 from bench.kube import Tracker, write_counts
-from bench.peers.scenario import PeerResult, other_writes
+from bench.measure import other_writes
+from bench.peers.scenario import PeerResult
 from bench.run import Phase, SizeResult, _percentile, delta
 
 from tests.kube import Kubectl
@@ -187,19 +188,55 @@ def test_a_peers_other_writes_leave_out_kubernetes_own_and_the_deployments() -> 
     assert other_writes(counts) == 132
 
 
-def test_the_peers_table_shows_each_peers_phases_and_what_removal_left() -> None:
-    result = PeerResult("kopf-textbook", 100)
-    for name, seconds in (("inject", 8.0), ("update", 7.0)):
-        result.phases[name].append(
-            Phase(seconds, {"PATCH deployments": 300.0}, seconds + 4, seconds / 2)
-        )
-    result.removal_left, result.rest_writes = [100], [{"PATCH deployments": 6.0}]
-    result.cpu_seconds, result.peak_rss_mb = [6.2], 141.4
-    table = report.markdown(
-        {"commit": "abc", "date": "d", "machine": "m", "rounds": 1, "seconds": 1, "sizes": []}
-        | {"peers": [result.summary()]}
+def peer(name: str, n: int, seconds: float, writes: int, cpu: float) -> PeerResult:
+    result = PeerResult(name, n)
+    for phase in ("inject", "update"):
+        counts = {"PATCH deployments": float(writes), "POST updaterequests": float(n)}
+        result.phases[phase].append(Phase(seconds, counts, seconds + 4, cpu))
+    result.removal_left, result.rest_writes = [n], [{"PATCH deployments": 6.0, "PUT leases": 9.0}]
+    result.cpu_seconds, result.peak_rss_mb = [3 * cpu], 141.4
+    return result
+
+
+def test_the_peers_stand_beside_the_operator_with_their_targets(tmp_path: Path) -> None:
+    """At N=1000 the operator is a third of the textbook peer's time but not of Kyverno's, and
+    writes exactly N where both write at least that: the report says which target is met."""
+    size = SizeResult(n=1000, replicas=1, concurrency=512)
+    for name in report.PHASES:
+        size.limit[name].append(Phase(2.0, {"APPLY deployments": 1000}, 10))
+        counts = {"APPLY deployments": 1000.0, "POST events": 1000.0}
+        size.operator[name].append(Phase(4.0, counts, 12, 9.5))
+    size.idle_writes, size.restart_writes = {"PATCH sidecarpolicies/status": 1}, {}
+    size.cpu_seconds = [30.0]
+    size.peers = {
+        "kopf-textbook": peer("kopf-textbook", 1000, 60.0, 3000, 40.0),
+        "kyverno": peer("kyverno", 1000, 10.0, 1000, 9.0),
+    }
+    table = report.write(
+        {"commit": "abc", "date": "d", "machine": "m", "rounds": 1, "seconds": 1}
+        | {"sizes": [size.summary()]},
+        tmp_path,
     )
     assert (
-        "| kopf-textbook | 100 | 8.00 (8.00-8.00) | 7.00 (7.00-7.00) | 300 / 300 | 0 / 0 "
-        "| 4.0 / 3.5 | 100 of 100 | 6 | 6 | 141 |"
+        "| 1000 | inject | 2.00 (2.00-2.00) | 4.00 (4.00-4.00) | 60.00 (60.00-60.00) "
+        "| 10.00 (10.00-10.00) |"
     ) in table
+    assert (
+        "| 1000 | remove | 2.00 (2.00-2.00) | 4.00 (4.00-4.00) | 1000 of 1000 left 30 s on "
+        in table
+    )
+    assert (
+        "| operator | 1000 | 1000 / 1000 | 1000 / 1000 | 9.5 / 9.5 | 0 of 1000 | 1 | 30 |" in table
+    )
+    assert (
+        "| kyverno | 1000 | 1000 / 1000 | 1000 / 1000 | 9.0 / 9.0 | 1000 of 1000 | 6 | 27 | 141 |"
+    ) in table
+    assert (
+        "| inject s (median) | 4.00 | kopf-textbook: 60.0 (0.067x), kyverno: 10.0 (0.400x) "
+        "| <= 1/3 of each | NO |"
+    ) in table
+    assert "| update: Deployment writes | 1000 | kopf-textbook: 3000, kyverno: 1000 " in table
+    assert "| exactly 1000, <= theirs | yes |" in table
+    assert "kopf-textbook: 40.0, kyverno: 9.0 | below each | NO |" in table
+    assert "| kopf-textbook: 1000, kyverno: 1000 | 0 in exactly 1000 writes | yes |" in table
+    assert (tmp_path / "rollout.png").read_bytes()[:4] == b"\x89PNG"

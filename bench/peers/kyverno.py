@@ -19,7 +19,7 @@ from bench.workload import PART_OF, policy
 
 BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "hack" / "build-peers.sh"
 NAMESPACE = "kyverno"
-CLUSTER_POLICIES = "/apis/kyverno.io/v1/clusterpolicies"
+POLICY = "/apis/kyverno.io/v1/clusterpolicies/bench"
 # The Helm chart's environment and its default `updateRequestThreshold` (without the ConfigMap
 # the threshold is 0 and no UpdateRequest is created).
 ENV = {
@@ -61,13 +61,18 @@ def command(built: Path, flags: list[str]) -> Callable[[Path], list[str]]:
 
 def prepare(built: Path) -> Callable[[Path, Api], Awaitable[None]]:
     async def install(kubeconfig: Path, api: Api) -> None:
+        """Kyverno's CRDs, namespace and ConfigMap; again before each round, as a no-op."""
         cluster.kubectl(kubeconfig, "apply", "--server-side", "-R", "-f", str(built / "crds"))
-        await api.request("POST", "/api/v1/namespaces", {"metadata": {"name": NAMESPACE}})
+        namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
+        await api.apply(f"/api/v1/namespaces/{NAMESPACE}", namespace, manager="bench")
         config = {
-            "metadata": {"name": ENV["INIT_CONFIG"]},
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": ENV["INIT_CONFIG"], "namespace": NAMESPACE},
             "data": {"updateRequestThreshold": UPDATE_REQUEST_THRESHOLD},
         }
-        await api.request("POST", f"/api/v1/namespaces/{NAMESPACE}/configmaps", config)
+        path = f"/api/v1/namespaces/{NAMESPACE}/configmaps/{ENV['INIT_CONFIG']}"
+        await api.apply(path, config, manager="bench")
         cluster.kubectl(
             kubeconfig,
             "wait",
@@ -129,11 +134,3 @@ def cluster_policy(tag: str) -> dict[str, Any]:
             ],
         },
     }
-
-
-async def apply_policy(api: Api, tag: str) -> None:
-    await api.apply(f"{CLUSTER_POLICIES}/bench", cluster_policy(tag), manager="bench")
-
-
-async def delete_policy(api: Api) -> None:
-    await api.request("DELETE", f"{CLUSTER_POLICIES}/bench", ok=(200, 202))

@@ -1,8 +1,10 @@
-"""The peers on the operator's work, each round on a fresh cluster: N Deployments (1 replica), the
-peer started and idle, then inject (the policy applied), update (the sidecar's image changed) and
-removal (the policy deleted: how many Deployments still carry the sidecar REMOVAL_WAIT later),
+"""The peers on the operator's work, on the cluster of the operator's size and between its
+rounds (`bench/run.py`): the peer started and idle, then inject (the policy applied), update (the
+sidecar's image changed) and removal (the policy deleted: how many Deployments still carry the
+sidecar REMOVAL_WAIT later),
 with the writes the API server counted, the peer's CPU seconds and peak RSS, and its writes over
-REST_SECONDS at rest after the inject.
+REST_SECONDS at rest after the inject (in the first round). The Deployments are then put back as
+created.
 
 A phase is done when a watch sees every Deployment's template carry the sidecar's image (or
 none), as the operator's phases are timed on its revision annotation.
@@ -23,11 +25,21 @@ from pathlib import Path
 from typing import Any
 
 from bench import cluster
-from bench.kube import Api, Tracker
-from bench.measure import TIMEOUT, Counts, Phase, delta, measure, say, spread
+from bench.kube import Api, ApiError, Tracker, run_bounded
+from bench.measure import (
+    TIMEOUT,
+    Counts,
+    Phase,
+    delta,
+    deployment_writes,
+    measure,
+    other_writes,
+    say,
+    spread,
+)
 from bench.peers import kyverno
 from bench.process import OperatorProcess
-from bench.workload import POLICY, Workload, policy
+from bench.workload import CREATE_CONCURRENCY, POLICY, Workload, policy
 
 SIDECAR = "fluent-bit"
 TAGS = ("1.0.0", "1.1.0")
@@ -72,18 +84,28 @@ class PeerProcess(OperatorProcess):
 class Peer:
     name: str
     command: Callable[[Path], list[str]]  # from the cluster's kubeconfig
-    apply_policy: Callable[[Api, str], Awaitable[Any]]  # with the sidecar's image tag
-    delete_policy: Callable[[Api], Awaitable[Any]]
-    prepare: Callable[[Path, Api], Awaitable[None]] | None = None  # on each fresh cluster
+    policy: str  # the path of its policy object
+    policy_body: Callable[[str], dict[str, Any]]  # from the sidecar's image tag
+    prepare: Callable[[Path, Api], Awaitable[None]] | None = None  # before each round
     env: Mapping[str, str] = field(default_factory=dict)
 
+    async def apply_policy(self, api: Api, tag: str) -> None:
+        await api.apply(self.policy, self.policy_body(tag), manager="bench")
 
-async def _apply_sidecar_policy(api: Api, tag: str) -> None:
-    await api.apply(f"{cluster.POLICIES}/{POLICY}", policy(tag), manager="bench")
+    async def delete_policy(self, api: Api) -> None:
+        await api.request("DELETE", self.policy, ok=(200, 202))
 
-
-async def _delete_sidecar_policy(api: Api) -> None:
-    await api.request("DELETE", f"{cluster.POLICIES}/{POLICY}", ok=(200, 202))
+    async def policy_gone(self, api: Api, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                await api.request("GET", self.policy)
+            except ApiError as error:
+                if error.status == 404:
+                    return
+                raise
+            await asyncio.sleep(0.2)
+        raise TimeoutError(f"{self.policy} still exists {timeout:.0f}s after its deletion")
 
 
 KOPF_TEXTBOOK = Peer(
@@ -94,34 +116,21 @@ KOPF_TEXTBOOK = Peer(
         "--all-namespaces",
         str(HERE / "kopf_textbook.py"),
     ],
-    _apply_sidecar_policy,
-    _delete_sidecar_policy,
+    f"{cluster.POLICIES}/{POLICY}",
+    policy,
 )
 
 
-# What Kubernetes writes itself, for any rollout and at any time: not the peer's doing.
-KUBERNETES_OWN = ("deployments/status", "replicasets", "pods", "leases", "nodes")
-
-
-def other_writes(counts: Counts) -> int:
-    """Writes beside the Deployments' own that are not Kubernetes' rollout or heartbeat: the
-    peer's Events, its bookkeeping objects and annotations (Events of the rollout included)."""
-    return int(
-        sum(
-            value
-            for key, value in counts.items()
-            if not key.endswith(" deployments")
-            and not key.split(" ", 1)[1].startswith(KUBERNETES_OWN)
-        )
-    )
-
-
-# Kyverno as installed, and with its client's rate limits and workers raised (a fair peer is a
-# tuned peer).
+# Kyverno as installed, and tuned (a fair peer is a tuned peer). Its pace is set by one loop that
+# creates the policy's UpdateRequests one Deployment at a time (pkg/policy/mutate.go: a list of
+# every UpdateRequest, a create and a status update each, in order), which no flag parallelises;
+# the tuned one raises its client's rate limits and UpdateRequest workers (which only carry the
+# requests out) and drops the mutate-existing reports (one fewer write per Deployment).
 KYVERNO_TUNED_FLAGS = [
     "-clientRateLimitQPS=1000",
     "-clientRateLimitBurst=2000",
     "-genWorkers=50",
+    "-enableReporting=validate,mutate,generate,imageVerify",
 ]
 
 
@@ -132,8 +141,8 @@ def kyverno_peers() -> list[Peer]:
         Peer(
             name,
             kyverno.command(built, flags),
-            kyverno.apply_policy,
-            kyverno.delete_policy,
+            kyverno.POLICY,
+            kyverno.cluster_policy,
             prepare=kyverno.prepare(built),
             env=kyverno.ENV,
         )
@@ -158,32 +167,25 @@ class PeerResult:
             "phases": {
                 name: {
                     "seconds": spread([p.seconds for p in runs]),
-                    "runs": [p.summary() | {"other_writes": other_writes(p.counts)} for p in runs],
+                    "runs": [p.summary() for p in runs],
                     "writes": [p.counts for p in runs],
                 }
                 for name, runs in self.phases.items()
             },
             "removal_left": self.removal_left,
             "removal_wait_seconds": REMOVAL_WAIT,
-            "rest_writes": self.rest_writes,
+            "rest_writes": [deployment_writes(c) + other_writes(c) for c in self.rest_writes],
             "cpu_seconds_per_round": [round(c, 1) for c in self.cpu_seconds],
             "peak_rss_mb": round(self.peak_rss_mb, 1),
         }
 
 
-async def run_peer(peer: Peer, n: int, rounds: int) -> PeerResult:
-    result = PeerResult(peer.name, n)
-    for round_number in range(1, rounds + 1):
-        say(f"peer {peer.name}, N={n}, round {round_number}/{rounds}")
-        async with cluster.fresh() as (local, api):
-            await _round(peer, local.kubeconfig, api, Workload("peer", n, replicas=1), result)
-    return result
-
-
-async def _round(
-    peer: Peer, kubeconfig: Path, api: Api, workload: Workload, result: PeerResult
+async def peer_round(
+    peer: Peer, kubeconfig: Path, api: Api, workload: Workload, result: PeerResult, *, rest: bool
 ) -> None:
-    await workload.create(api)
+    """One round of `peer` on the cluster the limit and the operator run on, between their
+    rounds; `rest`: also REST_SECONDS at rest after the inject. The Deployments are put back as
+    created afterwards, since the peer leaves its sidecars behind."""
     tracker = Sidecars(api, workload.selector)
     await tracker.start()
     if peer.prepare is not None:
@@ -201,7 +203,7 @@ async def _round(
                 api, tracker, functools.partial(peer.apply_policy, api, tag), image, quiet=process
             )
             result.phases[name].append(phase)
-            if name == "inject":
+            if name == "inject" and rest:
                 before = await api.write_counts()
                 await asyncio.sleep(REST_SECONDS)
                 result.rest_writes.append(delta(before, await api.write_counts()))
@@ -216,4 +218,23 @@ async def _round(
         result.peak_rss_mb = max(result.peak_rss_mb, usage.peak_rss_mb)
     finally:
         process.stop()
+    try:
+        await _restore(peer, api, workload, tracker)
+    finally:
         await tracker.stop()
+
+
+async def _restore(peer: Peer, api: Api, workload: Workload, tracker: Sidecars) -> None:
+    """Every Deployment replaced by its body as created (a PUT drops the peer's sidecar, volume,
+    mount and annotations), once the peer's policy is gone, and the rollout settled."""
+    await peer.policy_gone(api, TIMEOUT)
+
+    def put(key: tuple[str, str]) -> Callable[[], Awaitable[Any]]:
+        namespace, name = key
+        path = f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}"
+        return lambda: api.request("PUT", path, workload.body(key))
+
+    keys = workload.keys()
+    await run_bounded([put(key) for key in keys], CREATE_CONCURRENCY)
+    await tracker.wait(TIMEOUT)
+    await tracker.settled(TIMEOUT)
