@@ -69,6 +69,7 @@ class SizeResult:
             "phases": phases,
             "mean_settled_seconds": settled,
             "idle_60s_writes": writes_by_kind(self.idle_writes),
+            "idle_60s_counts": self.idle_writes,
             "restart_writes": writes_by_kind(self.restart_writes),
             "peak_rss_mb": round(self.peak_rss_mb, 1),
             "cpu_seconds_per_round": [round(c, 1) for c in self.cpu_seconds],

@@ -1,10 +1,9 @@
 """The peers on the operator's work, on the cluster of the operator's size and between its
 rounds (`bench/run.py`): the peer started and idle, then inject (the policy applied), update (the
 sidecar's image changed) and removal (the policy deleted: how many Deployments still carry the
-sidecar REMOVAL_WAIT later),
-with the writes the API server counted, the peer's CPU seconds and peak RSS, and its writes over
-REST_SECONDS at rest after the inject (in the first round). The Deployments are then put back as
-created.
+sidecar REMOVAL_WAIT later), with the writes the API server counted, the peer's CPU seconds and
+peak RSS, and its writes over REST_SECONDS at rest after the inject (in the first round). The
+Deployments are then put back as created.
 
 A phase is done when a watch sees every Deployment's template carry the sidecar's image (or
 none), as the operator's phases are timed on its revision annotation.
@@ -175,6 +174,7 @@ class PeerResult:
             "removal_left": self.removal_left,
             "removal_wait_seconds": REMOVAL_WAIT,
             "rest_writes": [deployment_writes(c) + other_writes(c) for c in self.rest_writes],
+            "rest_counts": self.rest_writes,
             "cpu_seconds_per_round": [round(c, 1) for c in self.cpu_seconds],
             "peak_rss_mb": round(self.peak_rss_mb, 1),
         }
@@ -234,7 +234,6 @@ async def _restore(peer: Peer, api: Api, workload: Workload, tracker: Sidecars) 
         path = f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}"
         return lambda: api.request("PUT", path, workload.body(key))
 
-    keys = workload.keys()
-    await run_bounded([put(key) for key in keys], CREATE_CONCURRENCY)
+    await run_bounded(list(map(put, workload.keys())), CREATE_CONCURRENCY)
     await tracker.wait(TIMEOUT)
     await tracker.settled(TIMEOUT)
