@@ -190,9 +190,7 @@ def _peer_targets(sizes: list[dict[str, Any]]) -> list[str]:
         )
     for name in ("inject", "update"):
         ours_writes = [r["deployment_writes"] for r in size["phases"][name]["operator_runs"]]
-        theirs = {
-            p["peer"]: min(r["deployment_writes"] for r in p["phases"][name]["runs"]) for p in peers
-        }
+        theirs = _least(peers, name, "deployment_writes")
         lines.append(
             f"| {name}: Deployment writes | {'/'.join(map(str, sorted(set(ours_writes))))} "
             f"| {', '.join(f'{p}: {w}' for p, w in theirs.items())} | exactly {n}, <= theirs "
@@ -200,9 +198,7 @@ def _peer_targets(sizes: list[dict[str, Any]]) -> list[str]:
         )
     for name in ("inject", "update"):
         ours_cpu = max(r["cpu_seconds"] for r in size["phases"][name]["operator_runs"])
-        theirs_cpu = {
-            p["peer"]: min(r["cpu_seconds"] for r in p["phases"][name]["runs"]) for p in peers
-        }
+        theirs_cpu = _least(peers, name, "cpu_seconds")
         lines.append(
             f"| {name}: CPU s (operator's most, peers' least) | {ours_cpu:.1f} "
             f"| {', '.join(f'{p}: {c:.1f}' for p, c in theirs_cpu.items())} | below each "
@@ -218,6 +214,11 @@ def _peer_targets(sizes: list[dict[str, Any]]) -> list[str]:
         f"| {_met(set(removals) == {n})} |"
     )
     return lines
+
+
+def _least(peers: list[dict[str, Any]], phase: str, key: str) -> dict[str, Any]:
+    """Each peer's least `key` over its runs of `phase`."""
+    return {p["peer"]: min(r[key] for r in p["phases"][phase]["runs"]) for p in peers}
 
 
 def _met(met: bool) -> str:
