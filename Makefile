@@ -69,6 +69,7 @@ down:  ## Stop the demo's operator and the local cluster, and delete its data.
 clean: down  ## Also remove .venv.
 	rm -rf $(VENV)
 
-crds: install binaries  ## Regenerate crds/ from the models and the pinned release's OpenAPI document.
-	$(BIN)/python -m sidecar_operator.api.crd "$$(bash hack/build-control-plane.sh 2>/dev/null)/../openapi/api__v1_openapi.json" \
-	  > crds/sidecarpolicies.sidecars.dev.yaml
+crds: install binaries  ## Regenerate crds/ and the core/v1 shapes table from the models and the pinned release's OpenAPI document.
+	openapi="$$(bash hack/build-control-plane.sh 2>/dev/null)/../openapi/api__v1_openapi.json"; \
+	$(BIN)/python -m sidecar_operator.api.crd "$$openapi" > crds/sidecarpolicies.sidecars.dev.yaml; \
+	$(BIN)/python -m sidecar_operator.api.corev1 "$$openapi" > operator/sidecar_operator/api/corev1.json

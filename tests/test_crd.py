@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from sidecar_operator.api import crd
+from sidecar_operator.api import corev1, crd
 from sidecar_operator.devcluster import binaries
 from tests.kube import CRD_FILE, Kubectl
 
@@ -21,6 +21,11 @@ def _openapi() -> dict[str, Any]:
 
 def test_checked_in_crd_matches_the_models() -> None:
     assert CRD_FILE.read_text() == crd.render(_openapi()), "crds/ is stale: run `make crds`"
+
+
+def test_checked_in_core_v1_shapes_match_the_pinned_release() -> None:
+    table = corev1.TABLE_FILE.read_text()
+    assert table == corev1.render(_openapi()), "api/corev1.json is stale: run `make crds`"
 
 
 def _policy(**spec: Any) -> dict[str, Any]:
