@@ -10,7 +10,8 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 WRITES = Counter(
     "sidecar_operator_writes",
     "Server-side applies to workloads, by policy, kind, action (inject, update, repair, "
-    "remove) and outcome (written, nothing, gone, rejected, conflict, failed).",
+    "remove, adopt) and outcome (written, nothing, gone, rejected, diverged: accepted but "
+    "stored otherwise, conflict, failed).",
     ["policy", "kind", "action", "outcome"],
 )
 REQUESTS = Counter(
@@ -35,6 +36,12 @@ CONFLICTS = Counter(
     "Workloads found newly skipped by a policy because of a clash or a rejected patch.",
     ["policy"],
 )
+REMOVALS_BLOCKED = Counter(
+    "sidecar_operator_removals_blocked",
+    "Workloads from which a policy could not remove its sidecars (the API server refused the "
+    "removal, or would: another manager's fields in them), newly found.",
+    ["policy"],
+)
 INJECTED_AFTER_CREATION = Counter(
     "sidecar_operator_injected_after_creation",
     "Workloads created while the policy existed that reached the controller without its "
@@ -46,10 +53,11 @@ API_ERRORS = Counter(
 )
 WORKLOADS = Gauge(
     "sidecar_operator_policy_workloads",
-    "Workloads per policy, kind and state: matched, updated, ready, conflicts.",
+    "Workloads per policy, kind and state: matched, updated, ready, conflicts, blocked (not "
+    "matched, and the policy's sidecars cannot be removed from them).",
     ["policy", "kind", "state"],
 )
-STATES = ("matched", "updated", "ready", "conflicts")
+STATES = ("matched", "updated", "ready", "conflicts", "blocked")
 
 
 def serve(port: int) -> None:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from sidecar_operator.api.models import Policy
 from sidecar_operator.core import planner, ssa
-from sidecar_operator.core.ownership import field_manager, ownership
+from sidecar_operator.core.ownership import field_manager, foreign, ownership
 from sidecar_operator.core.types import Change, Kind
+from sidecar_operator.state import snapshot
 
 FLUENT_BIT = {
     "name": "fluent-bit",
@@ -193,3 +196,205 @@ def test_a_restricted_sidecar_may_inherit_from_the_app_s_pod() -> None:
         securityContext={"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
     )
     assert only(planner.plan(hardened, RESTRICTED, [logs])).kind is Kind.APPLY
+
+
+def owned_by(
+    workload: dict[str, Any], manager: str, *, operation: str = "Update"
+) -> dict[str, Any]:
+    """The workload with `manager` owning everything its pod template holds now (as a
+    manifest's apply or create would)."""
+    entry = {"manager": manager, "operation": operation, "fieldsV1": ssa.fields_v1(workload)}
+    workload["metadata"]["managedFields"] = [*workload["metadata"].get("managedFields", []), entry]
+    return workload
+
+
+def injected(logs: Policy, workload: dict[str, Any] | None = None) -> dict[str, Any]:
+    start = workload or deployment()
+    body = only(planner.plan(start, {}, [logs])).body or {}
+    return ssa.apply(start, field_manager(logs.name), body)
+
+
+def test_values_the_api_server_drops_or_defaults_are_no_drift() -> None:
+    """`env: []`, `args: []`, `workingDir: ""`, `stdin: false`, `imagePullPolicy: ""` and a mount
+    with `readOnly: false` wrote a no-op apply on every event."""
+    logs = policy(
+        containers=[
+            {
+                "name": "shipper",
+                "image": "busybox:1.36",
+                "env": [],
+                "args": [],
+                "workingDir": "",
+                "stdin": False,
+                "imagePullPolicy": "",
+                "volumeMounts": [{"name": "logs", "mountPath": "/logs", "readOnly": False}],
+            }
+        ],
+        volumes=[{"name": "logs", "emptyDir": {}}],
+        volumeMounts=[{"name": "logs", "mountPath": "/var/log/app", "readOnly": False}],
+    )
+    done = injected(logs)
+    pod = done["spec"]["template"]["spec"]
+    pod["containers"][1] = {  # as the API server stores it
+        "name": "shipper",
+        "image": "busybox:1.36",
+        "imagePullPolicy": "IfNotPresent",
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "File",
+        "resources": {},
+        "volumeMounts": [{"name": "logs", "mountPath": "/logs"}],
+    }
+    pod["containers"][0]["volumeMounts"] = [{"name": "logs", "mountPath": "/var/log/app"}]
+    assert only(planner.plan(done, {}, [logs])).kind is Kind.IN_SYNC
+
+
+def test_an_env_value_edited_to_another_spelling_of_a_number_is_repaired() -> None:
+    logs = policy(containers=[{**FLUENT_BIT, "env": [{"name": "LIMIT", "value": "1000"}]}])
+    done = injected(logs)
+    done["spec"]["template"]["spec"]["containers"][1]["env"][0]["value"] = "1k"
+    action = only(planner.plan(done, {}, [logs]))
+    assert action.kind is Kind.APPLY and action.change is Change.REPAIR and action.force
+    assert action.drift == "container fluent-bit: env/LIMIT/value"
+
+
+def lookalike(logs: Policy, image: str) -> dict[str, Any]:
+    """The app's own container named like the policy's sidecar, in a manifest that also
+    copied the policy's revision annotation (from `kubectl get -o yaml`, say)."""
+    app = deployment(containers=[{"name": "app", "image": "nginx"}, {**FLUENT_BIT, "image": image}])
+    app["metadata"]["annotations"] = {f"policy.sidecars.dev/{logs.name}": logs.spec.revision}
+    return owned_by(app, "kubectl-client-side-apply")
+
+
+@pytest.mark.parametrize("image", ["mine:1", FLUENT_BIT["image"]])
+def test_an_app_container_with_the_sidecar_s_name_and_a_copied_annotation_is_the_app_s(
+    image: str,
+) -> None:
+    logs = policy(containers=[FLUENT_BIT])
+    action = only(planner.plan(lookalike(logs, image), {}, [logs]))
+    assert action.kind is Kind.CONFLICT and action.body is None and not action.force
+    assert action.conflict == "container fluent-bit is already defined by the Deployment"
+
+
+def admitted(logs: Policy, **changes: Any) -> dict[str, Any]:
+    """What admission stores: the policy's items and annotation, owned by no manager."""
+    done = injected(logs)
+    done["metadata"]["managedFields"] = []
+    done["spec"]["template"]["spec"]["containers"][1].update(changes)
+    return done
+
+
+def test_what_admission_added_is_adopted_without_force() -> None:
+    logs = policy(containers=[FLUENT_BIT])
+    action = only(planner.plan(admitted(logs), {}, [logs]))
+    assert action.kind is Kind.APPLY and action.change is Change.ADOPT and not action.force
+    differing = only(planner.plan(admitted(logs, image="old:1"), {}, [logs]))
+    assert differing.change is Change.REPAIR and not differing.force
+
+
+def test_a_host_port_taken_by_the_app_on_the_host_network_is_a_conflict() -> None:
+    exporter = {"name": "exporter", "image": "busybox", "ports": [{"containerPort": 9100}]}
+    logs = policy(containers=[exporter])
+    app = {"name": "app", "image": "nginx", "ports": [{"containerPort": 9100}]}
+    on_host = deployment(containers=[app], hostNetwork=True)
+    action = only(planner.plan(on_host, {}, [logs]))
+    assert action.kind is Kind.CONFLICT
+    assert "host port TCP//9100" in action.conflict and "the Deployment's container app" in (
+        action.conflict
+    )
+    assert only(planner.plan(deployment(containers=[app]), {}, [logs])).kind is Kind.APPLY
+    udp = policy(containers=[{**exporter, "ports": [{"containerPort": 9100, "protocol": "UDP"}]}])
+    assert only(planner.plan(on_host, {}, [udp])).kind is Kind.APPLY
+
+
+def test_a_host_port_clash_between_policies_skips_the_loser() -> None:
+    first = policy("a", containers=[{"name": "one", "image": "x", "ports": [{"containerPort": 1}]}])
+    second = policy(
+        "b",
+        "2026-02-01T00:00:00Z",
+        containers=[{"name": "two", "image": "x", "ports": [{"containerPort": 1}]}],
+    )
+    kinds = {
+        a.policy: a.kind
+        for a in planner.plan(
+            deployment(hostNetwork=True, containers=[{"name": "app", "image": "n"}]),
+            {},
+            [first, second],
+        )
+    }
+    assert kinds == {"a": Kind.APPLY, "b": Kind.CONFLICT}
+
+
+def test_a_removal_that_would_leave_a_container_without_its_image_is_not_sent() -> None:
+    """Another manager's field in the sidecar (`kubectl edit` setting stdin) would stay, and
+    the container with it, but without an image: the API server refuses that, for ever."""
+    logs = policy(containers=[FLUENT_BIT])
+    done = injected(logs)
+    edit = {
+        "manager": "kubectl-edit",
+        "operation": "Update",
+        "fieldsV1": {
+            "f:spec": {
+                "f:template": {
+                    "f:spec": {"f:containers": {'k:{"name":"fluent-bit"}': {"f:stdin": {}}}}
+                }
+            }
+        },
+    }
+    done["metadata"]["managedFields"].append(edit)
+    action = planner.removal("logs", done)
+    assert action.kind is Kind.REMOVE and action.body is None
+    assert "container fluent-bit would keep stdin set by kubectl-edit but lose its image" in (
+        action.conflict
+    )
+    image_too = {
+        **edit,
+        "fieldsV1": {
+            "f:spec": {
+                "f:template": {
+                    "f:spec": {
+                        "f:containers": {'k:{"name":"fluent-bit"}': {"f:stdin": {}, "f:image": {}}}
+                    }
+                }
+            }
+        },
+    }
+    done["metadata"]["managedFields"][-1] = image_too
+    assert planner.removal("logs", done).body is not None  # it stays, whole, as theirs
+
+
+def test_a_snapshot_keeps_what_the_planner_reads_of_other_managers() -> None:
+    """The cache keeps of the other managers' entries only whose items are whose: the planner
+    decides the same from it as from the whole object."""
+    logs = policy(
+        containers=[FLUENT_BIT],
+        volumeMounts=[{"name": "d", "mountPath": "/d"}],
+        volumes=[{"name": "d", "emptyDir": {}}],
+    )
+    cases = [lookalike(logs, "mine:1"), admitted(logs), injected(logs)]
+    edited = injected(logs)
+    edited["metadata"]["managedFields"].append(
+        {
+            "manager": "kubectl-edit",
+            "operation": "Update",
+            "fieldsV1": {
+                "f:spec": {
+                    "f:template": {
+                        "f:spec": {
+                            "f:containers": {
+                                'k:{"name":"fluent-bit"}': {
+                                    "f:env": {'k:{"name":"X"}': {".": {}, "f:name": {}}}
+                                }
+                            }
+                        }
+                    }
+                }
+            },
+        }
+    )
+    cases.append(edited)
+    for case in cases:
+        case.setdefault("kind", "Deployment")
+        compact = snapshot.compact(case)
+        assert foreign(compact) == foreign(case)
+        assert planner.plan(compact, {}, [logs]) == planner.plan(case, {}, [logs])
+        assert planner.removal("logs", compact) == planner.removal("logs", case)

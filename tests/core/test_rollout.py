@@ -187,3 +187,24 @@ def test_a_halted_rollout_moves_nothing_further_onto_the_current_revision() -> N
     result = step(items, max_concurrent=5, paused=False, policy_created=POLICY_CREATED, **TIMING)
     assert result.writes == [] and result.waiting == 1
     assert result.in_flight == [("shop", "broken"), ("shop", "rolling-old")]
+
+
+def paused_by_owner(name: str, kind: Kind, change: str = "") -> Item:
+    held = item(name, kind, change, rolled_out=False, carries="new")
+    held.deployment["spec"]["paused"] = True  # `kubectl rollout pause`
+    return held
+
+
+def test_a_deployment_its_owner_paused_is_written_but_holds_no_place_in_the_budget() -> None:
+    """Paused, it would never roll out: holding a slot, it stopped a `maxConcurrent: 1`
+    rollout for good."""
+    items = [
+        paused_by_owner("paused", Kind.IN_SYNC),
+        paused_by_owner("paused-too", Kind.APPLY, "update"),
+        item("next", Kind.APPLY, "update"),
+        item("after", Kind.APPLY, "update"),
+    ]
+    result = step(items, max_concurrent=1, paused=False, policy_created=POLICY_CREATED, **TIMING)
+    assert result.in_flight == []
+    assert [i.key[1] for i in result.writes] == ["paused-too", "after"]
+    assert result.owner_paused == [("shop", "paused")]

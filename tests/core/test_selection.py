@@ -7,7 +7,12 @@ from typing import Any
 import pytest
 
 from sidecar_operator.api.models import LabelSelector, SidecarPolicySpec
-from sidecar_operator.core.selection import selector_matches, workload_matches
+from sidecar_operator.core.selection import (
+    opted_out,
+    selector_matches,
+    unclear_opt_out,
+    workload_matches,
+)
 
 SIDECAR = [{"name": "s", "image": "busybox"}]
 
@@ -80,3 +85,18 @@ def test_namespace_selector_reads_namespace_labels() -> None:
     policy = spec(selector={}, namespaceSelector={"matchLabels": {"team": "shop"}})
     assert workload_matches(policy, deployment(), {"team": "shop"}, operator_namespace=None)
     assert not workload_matches(policy, deployment(), {"team": "search"}, operator_namespace=None)
+
+
+@pytest.mark.parametrize("value", ["false", "False", "FALSE", " false "])
+def test_false_in_any_case_opts_out(value: str) -> None:
+    for where in ("annotations", "labels"):
+        workload = deployment(**{where: {"sidecars.dev/inject": value}})  # type: ignore[arg-type]
+        assert opted_out(workload) and unclear_opt_out(workload) is None
+
+
+@pytest.mark.parametrize("value", ["no", "disabled", "0", ""])
+def test_any_other_value_is_no_opt_out_and_is_named(value: str) -> None:
+    workload = deployment(annotations={"sidecars.dev/inject": value})
+    assert not opted_out(workload)
+    assert unclear_opt_out(workload) == value
+    assert unclear_opt_out(deployment(annotations={"sidecars.dev/inject": "True"})) is None

@@ -14,14 +14,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sidecar_operator.api.kinds import WorkloadKind, dig
+from sidecar_operator.api.kinds import WorkloadKind, dig, nest
 from sidecar_operator.api.names import FIELD_MANAGER_PREFIX, REVISION_ANNOTATION_PREFIX
 
 POD_LISTS = ("initContainers", "containers")
+ITEM_LISTS = (*POD_LISTS, "volumes")
 # A policy's entry for a container it did not add carries only these: the key and its mounts.
 # Owning anything else means the policy added the container (even after someone took over its
 # image with an edit).
 _ENTRY_FIELDS = {".", "f:name", "f:volumeMounts"}
+_ITEM_KEY = {".", "f:name"}  # owning only these is owning an item's place, not its content
+_MOUNT_KEY = {".", "f:mountPath"}
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,102 @@ def ownership(deployment: Mapping[str, Any], policy: str) -> Ownership:
         volumes=frozenset(volumes),
         mounts=frozenset(mounts),
     )
+
+
+@dataclass(frozen=True)
+class Foreign:
+    """What managers other than the policies' own inside the pod template's named items (the
+    app's manifests, `kubectl edit`, a GitOps tool): per item, the fields they own beyond its
+    key. The API server records no manager for what a mutating webhook adds, so an item a policy
+    did not apply and no one else owns was added at admission; one that someone owns is theirs."""
+
+    items: Mapping[tuple[str, str], frozenset[str]]  # (list, name) -> fields, e.g. {"f:image"}
+    mounts: Mapping[tuple[str, str, str], frozenset[str]]  # (list, container, mountPath) -> ...
+    annotations: frozenset[str]  # the policies' revision annotations they own
+    managers: Mapping[tuple[str, ...], frozenset[str]]  # item or mount key -> who owns it
+
+    def owns_item(self, pod_list: str, name: str) -> bool:
+        return bool(self.items.get((pod_list, name)))
+
+    def owns_mount(self, key: tuple[str, str, str]) -> bool:
+        return bool(self.mounts.get(key))
+
+
+def foreign(workload: Mapping[str, Any]) -> Foreign:
+    """What the non-policy managers own in the workload's pod-template items (from full
+    managedFields, or the snapshot's `foreign_view` of them)."""
+    items: dict[tuple[str, str], set[str]] = {}
+    mounts: dict[tuple[str, str, str], set[str]] = {}
+    annotations: set[str] = set()
+    managers: dict[tuple[str, ...], set[str]] = {}
+    pod_fields = (*WorkloadKind.of(workload).fields_path, "f:spec")
+    for entry in workload.get("metadata", {}).get("managedFields") or []:
+        manager = str(entry.get("manager", ""))
+        if manager.startswith(FIELD_MANAGER_PREFIX):
+            continue
+        fields = entry.get("fieldsV1") or {}
+        annotations.update(
+            key[2:]
+            for key in fields.get("f:metadata", {}).get("f:annotations", {})
+            if key.startswith(f"f:{REVISION_ANNOTATION_PREFIX}")
+        )
+        pod = dig(fields, pod_fields)
+        for pod_list in ITEM_LISTS:
+            for element, item in pod.get(f"f:{pod_list}", {}).items():
+                name = _key(element, "name")
+                if name is None:
+                    continue
+                owned = set(item) - _ITEM_KEY
+                if owned:
+                    items.setdefault((pod_list, name), set()).update(owned)
+                    managers.setdefault((pod_list, name), set()).add(manager)
+                for mount_element, mount in item.get("f:volumeMounts", {}).items():
+                    path = _key(mount_element, "mountPath")
+                    if path is not None and set(mount) - _MOUNT_KEY:
+                        key = (pod_list, name, path)
+                        mounts.setdefault(key, set()).update(set(mount) - _MOUNT_KEY)
+                        managers.setdefault(key, set()).add(manager)
+    return Foreign(
+        items={key: frozenset(value) for key, value in items.items()},
+        mounts={key: frozenset(value) for key, value in mounts.items()},
+        annotations=frozenset(annotations),
+        managers={key: frozenset(value) for key, value in managers.items()},
+    )
+
+
+def foreign_view(fields: Mapping[str, Any], kind: WorkloadKind) -> dict[str, Any]:
+    """Of a non-policy manager's fieldsV1, what `foreign` and `wrote_last` read: its
+    revision annotations, and per pod-template item and mount the names of the fields it owns
+    there (not what is under them). A snapshot keeps this instead of the whole set."""
+    view: dict[str, Any] = {}
+    annotations: dict[str, Any] = {
+        key: {}
+        for key in fields.get("f:metadata", {}).get("f:annotations", {})
+        if key.startswith(f"f:{REVISION_ANNOTATION_PREFIX}")
+    }
+    if annotations:
+        view["f:metadata"] = {"f:annotations": annotations}
+    if "f:spec" not in fields:
+        return view
+    pod = dig(fields, (*kind.fields_path, "f:spec"))
+    lists: dict[str, Any] = {}
+    for pod_list in ITEM_LISTS:
+        kept: dict[str, Any] = {}
+        for element, item in pod.get(f"f:{pod_list}", {}).items():
+            pruned: dict[str, Any] = {name: {} for name in item if name not in _ITEM_KEY}
+            mounts: dict[str, Any] = {
+                mount_element: {name: {} for name in mount if name not in _MOUNT_KEY}
+                for mount_element, mount in item.get("f:volumeMounts", {}).items()
+                if set(mount) - _MOUNT_KEY
+            }
+            if mounts:
+                pruned["f:volumeMounts"] = mounts
+            if pruned:
+                kept[element] = pruned
+        if kept:
+            lists[f"f:{pod_list}"] = kept
+    view.update(nest((*kind.fields_path, "f:spec"), lists) if lists else {"f:spec": {}})
+    return view
 
 
 def policies_with_fields(deployment: Mapping[str, Any]) -> frozenset[str]:

@@ -8,19 +8,20 @@ conflict. No API calls: handlers read state, call `plan()`, and send the bodies.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from sidecar_operator.api import podsecurity
 from sidecar_operator.api.kinds import WorkloadKind
 from sidecar_operator.api.models import Policy, SidecarPolicySpec
-from sidecar_operator.core import bodies, workloads
+from sidecar_operator.core import bodies, stored, workloads
 from sidecar_operator.core.ownership import (
     POD_LISTS,
+    Foreign,
     Ownership,
     field_manager,
+    foreign,
     ownership,
     policies_with_fields,
     revision_annotation,
@@ -37,6 +38,7 @@ class _Pod:
     kind: WorkloadKind
     spec: Mapping[str, Any]
     added_by_policies: Mapping[str, frozenset[str]]  # pod list -> container names
+    host_network: bool = False
 
     def items(self, pod_list: str) -> list[Mapping[str, Any]]:
         return list(self.spec.get(pod_list) or [])
@@ -46,70 +48,18 @@ class _Pod:
         return [item for item in self.items(pod_list) if item["name"] not in added]
 
     def find(self, pod_list: str, name: str) -> Mapping[str, Any] | None:
+        """A container, init container or volume, by name."""
         return next((item for item in self.items(pod_list) if item["name"] == name), None)
-
-
-# -- comparing what is there with what a policy wants ---------------------------------------
-
-
-def _quantity(value: str) -> Decimal | None:
-    suffixes: dict[str, int | Decimal] = {
-        "Ki": 2**10,
-        "Mi": 2**20,
-        "Gi": 2**30,
-        "Ti": 2**40,
-        "Pi": 2**50,
-        "Ei": 2**60,
-        "n": Decimal("1e-9"),
-        "u": Decimal("1e-6"),
-        "m": Decimal("1e-3"),
-        "k": 10**3,
-        "M": 10**6,
-        "G": 10**9,
-        "T": 10**12,
-        "P": 10**15,
-        "E": 10**18,
-    }
-    for suffix in sorted(suffixes, key=len, reverse=True):
-        if value.endswith(suffix):
-            number, factor = value[: -len(suffix)], Decimal(suffixes[suffix])
-            break
-    else:
-        number, factor = value, Decimal(1)
-    try:
-        return Decimal(number) * factor
-    except InvalidOperation:
-        return None
-
-
-def contains(live: Any, wanted: Any) -> bool:
-    """True when `live` holds everything in `wanted`. The API server adds defaults and rewrites
-    quantities in canonical form (0.5 -> 500m), neither of which is drift."""
-    if isinstance(wanted, Mapping):
-        return isinstance(live, Mapping) and all(
-            key in live and contains(live[key], value) for key, value in wanted.items()
-        )
-    if isinstance(wanted, list):
-        return (
-            isinstance(live, list)
-            and len(live) == len(wanted)
-            and all(contains(a, b) for a, b in zip(live, wanted, strict=True))
-        )
-    if live == wanted:
-        return True
-    if isinstance(wanted, str | int | float) and isinstance(live, str | int | float):
-        left, right = _quantity(str(live)), _quantity(str(wanted))
-        return left is not None and left == right
-    return False
 
 
 @dataclass
 class _Claims:
-    """Names and mount paths already taken on this Deployment, and by whom."""
+    """Names, mount paths and host ports already taken on this workload, and by whom."""
 
     names: dict[str, str] = field(default_factory=dict)  # container or init container name
     volumes: dict[str, str] = field(default_factory=dict)
     mounts: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    host_ports: dict[str, str] = field(default_factory=dict)  # protocol/hostIP/port -> holder
 
     def take(self, policy: Policy, pod: _Pod) -> None:
         owner = f"policy {policy.name}"
@@ -119,6 +69,9 @@ class _Claims:
             self.volumes[volume.name] = owner
         for key in _mount_keys(policy.spec, pod):
             self.mounts[key] = owner
+        for container in policy.spec.containers:
+            for port in _host_ports(container.to_api(), pod):
+                self.host_ports[port] = f"container {container.name} of policy {policy.name}"
 
 
 def _mount_keys(spec: SidecarPolicySpec, pod: _Pod) -> set[tuple[str, str, str]]:
@@ -128,6 +81,16 @@ def _mount_keys(spec: SidecarPolicySpec, pod: _Pod) -> set[tuple[str, str, str]]
         for container in pod.app_containers(pod_list)
         for mount in spec.volume_mounts
     }
+
+
+def _host_ports(container: Mapping[str, Any], pod: _Pod) -> Iterator[str]:
+    """The host ports a regular container takes, as the API server checks them for a Pod: in
+    a pod on the host's network every container port is a host port too (the Pod's defaults
+    set it; a pod template keeps it unset, so the workload itself takes a clash)."""
+    for port in container.get("ports") or []:
+        number = port.get("hostPort") or (port.get("containerPort") if pod.host_network else 0)
+        if number:
+            yield f"{port.get('protocol') or 'TCP'}/{port.get('hostIP') or ''}/{number}"
 
 
 def _app_claims(pod: _Pod, owners: Mapping[str, Ownership]) -> _Claims:
@@ -141,6 +104,9 @@ def _app_claims(pod: _Pod, owners: Mapping[str, Ownership]) -> _Claims:
                 key = (pod_list, container["name"], mount["mountPath"])
                 if key not in policy_mounts:
                     claims.mounts[key] = f"the {pod.kind}"
+    for container in pod.app_containers("containers"):
+        for port in _host_ports(container, pod):
+            claims.host_ports[port] = f"the {pod.kind}'s container {container['name']}"
     for volume in pod.items("volumes"):
         if volume["name"] not in policy_volumes:
             claims.volumes[volume["name"]] = f"the {pod.kind}"
@@ -164,6 +130,20 @@ def _conflicts(policy: Policy, pod: _Pod, claims: _Claims) -> list[str]:
         holder = claims.mounts.get((pod_list, target, path))
         if holder:
             found.append(f"container {target} already has a mount at {path} (from {holder})")
+    for container in spec.containers:
+        for port in _host_ports(container.to_api(), pod):
+            holder = claims.host_ports.get(port)
+            if holder:
+                found.append(
+                    f"container {container.name} would take host port {port} (protocol/IP/"
+                    f"port), which {holder} has"
+                    + (
+                        " (on the host's network, every container port is a host port)"
+                        if pod.host_network
+                        else ""
+                    )
+                    + ": the API server would refuse every new Pod"
+                )
     known_volumes = {v.name for v in spec.volumes} | {v["name"] for v in pod.items("volumes")}
     for container in (*spec.containers, *spec.init_containers):
         for mount in container.model_extra.get("volumeMounts", []) if container.model_extra else []:
@@ -213,42 +193,53 @@ def _pod_security(
     return found
 
 
-def _drift(policy: Policy, pod: _Pod, owned: Ownership) -> tuple[bool, bool]:
-    """(in sync, force): whether everything is as the policy wants, and whether re-applying
-    must take back fields someone else changed inside the policy's own items."""
-    spec = policy.spec
-    in_sync, force = True, False
+@dataclass(frozen=True)
+class _Drift:
+    in_sync: bool  # everything is as the policy wants, as the API server stores it
+    edited: bool  # a value inside an item the policy owns differs: someone changed it
+    where: str = ""  # the first difference found, in words
 
-    def check(live: Mapping[str, Any] | None, wanted: Mapping[str, Any]) -> None:
-        nonlocal in_sync, force
-        if live is None:
-            in_sync = False
-        elif not contains(live, wanted):
-            in_sync, force = False, True
+
+def _drift(policy: Policy, pod: _Pod, owned: Ownership) -> _Drift:
+    """Compares what the workload holds with what the policy wants (`core/stored`)."""
+    spec = policy.spec
+    in_sync, edited, where = True, False, ""
+
+    def check(
+        live: Mapping[str, Any] | None, wanted: Mapping[str, Any], type_name: str, item: str
+    ) -> None:
+        nonlocal in_sync, edited, where
+        difference = stored.difference(live, wanted, type_name)
+        if difference:
+            in_sync, edited = False, edited or live is not None
+            where = where or f"{item}: {difference}"
 
     for pod_list, wanted in (
         ("containers", spec.containers),
         ("initContainers", spec.init_containers),
     ):
         if owned.added(pod_list) != {c.name for c in wanted}:
-            in_sync = False
+            in_sync, where = False, where or f"{pod_list}: not all the policy's"
         for container in wanted:
-            check(pod.find(pod_list, container.name), container.to_api())
+            live = pod.find(pod_list, container.name)
+            check(live, container.to_api(), "Container", f"container {container.name}")
     if owned.volumes != {v.name for v in spec.volumes}:
-        in_sync = False
+        in_sync, where = False, where or "volumes: not all the policy's"
     for volume in spec.volumes:
-        check(
-            next((v for v in pod.items("volumes") if v["name"] == volume.name), None),
-            volume.to_api(),
-        )
+        check(pod.find("volumes", volume.name), volume.to_api(), "Volume", f"volume {volume.name}")
     if owned.mounts != _mount_keys(spec, pod):
-        in_sync = False
+        in_sync, where = False, where or "volumeMounts: not all the policy's"
     for pod_list in POD_LISTS:
         for app_container in pod.app_containers(pod_list):
             live_mounts = {m["mountPath"]: m for m in app_container.get("volumeMounts") or []}
             for mount in spec.volume_mounts:
-                check(live_mounts.get(mount.mount_path), mount.to_api())
-    return in_sync, force
+                check(
+                    live_mounts.get(mount.mount_path),
+                    mount.to_api(),
+                    "VolumeMount",
+                    f"the mount at {mount.mount_path} in container {app_container['name']}",
+                )
+    return _Drift(in_sync, edited, where)
 
 
 def plan(
@@ -258,7 +249,7 @@ def plan(
     *,
     operator_namespace: str | None = None,
 ) -> list[Action]:
-    """One Action per policy that matches the Deployment or has fields on it, winners first."""
+    """One Action per policy that matches the workload or has fields on it, winners first."""
     by_name = {policy.name: policy for policy in policies}
     involved = set(policies_with_fields(deployment))
     matched = sorted(
@@ -273,57 +264,54 @@ def plan(
         key=lambda policy: policy.rank,
     )
     owners = {name: ownership(deployment, name) for name in involved | {p.name for p in matched}}
+    others = foreign(deployment)
     annotations = deployment.get("metadata", {}).get("annotations") or {}
     admitted = {
         policy.name
         for policy in matched
-        if owners[policy.name].empty
-        and annotations.get(revision_annotation(policy.name)) == policy.spec.revision
-        and _carries_items(policy, workloads.pod_spec(deployment))
+        if _admitted(policy, deployment, owners[policy.name], owners, others)
     }
     for policy in matched:
         if policy.name in admitted:
             owners[policy.name] = _as_applied(policy, deployment, owners)
+    pod_spec = workloads.pod_spec(deployment)
     pod = _Pod(
         kind=WorkloadKind.of(deployment),
-        spec=workloads.pod_spec(deployment),
+        spec=pod_spec,
         added_by_policies={
             pod_list: frozenset().union(*(o.added(pod_list) for o in owners.values()))
             for pod_list in POD_LISTS
         },
+        host_network=bool(pod_spec.get("hostNetwork")),
     )
     claims = _app_claims(pod, owners)
     actions: list[Action] = []
     for policy in matched:
         owned = owners[policy.name]
         current = policy.spec.revision
+        carried = annotations.get(revision_annotation(policy.name))
         conflicts = _conflicts(policy, pod, claims) + _pod_security(
             policy, pod, deployment["metadata"]["namespace"], namespace_labels
         )
         if conflicts:
-            release = None if owned.empty else bodies.removal_body(deployment)
-            actions.append(
-                Action(
-                    policy.name,
-                    Kind.CONFLICT,
-                    release,
-                    change=None if owned.empty else Change.REMOVE,
-                    conflict="; ".join(conflicts),
-                    revision=current,
-                )
-            )
+            why = "; ".join(conflicts)
+            actions.append(_skipped(policy.name, deployment, owned, others, why, current))
             continue
         claims.take(policy, pod)
-        in_sync, force = _drift(policy, pod, owned)
+        drift = _drift(policy, pod, owned)
         if policy.name in admitted:
-            # Admission added it as this revision; applying it changes nothing but ownership.
-            change = Change.ADOPT if in_sync else Change.REPAIR
-        elif in_sync and annotations.get(revision_annotation(policy.name)) == current:
+            # Admission added it, and nobody else owns it: applying it takes ownership (and,
+            # where it differs, gives the current content, never by force).
+            if carried != current:
+                change = Change.UPDATE
+            else:
+                change = Change.ADOPT if drift.in_sync else Change.REPAIR
+        elif drift.in_sync and carried == current:
             actions.append(Action(policy.name, Kind.IN_SYNC, revision=current))
             continue
         elif owned.empty:
             change = Change.INJECT
-        elif annotations.get(revision_annotation(policy.name)) != current:
+        elif carried != current:
             change = Change.UPDATE
         else:
             change = Change.REPAIR
@@ -337,9 +325,11 @@ def plan(
                     app_init=tuple(c["name"] for c in pod.app_containers("initContainers")),
                     app=tuple(c["name"] for c in pod.app_containers("containers")),
                 ),
-                force=force,
+                # Only the policy's own items are taken back, from whoever edited them.
+                force=drift.edited and policy.name not in admitted,
                 change=change,
                 revision=current,
+                drift=drift.where,
             )
         )
     # Only what a policy's field manager owns is released: a revision annotation someone else
@@ -349,17 +339,67 @@ def plan(
     return actions
 
 
-def _carries_items(policy: Policy, pod: Mapping[str, Any]) -> bool:
-    """Every container, init container and volume the policy adds is there, by name."""
-    spec = policy.spec
-    return all(
-        {item.name for item in wanted} <= {item["name"] for item in pod.get(pod_list) or []}
-        for pod_list, wanted in (
-            ("containers", spec.containers),
-            ("initContainers", spec.init_containers),
-            ("volumes", spec.volumes),
+def _skipped(
+    policy: str,
+    workload: Mapping[str, Any],
+    owned: Ownership,
+    others: Foreign,
+    why: str,
+    revision: str,
+) -> Action:
+    """A conflict: the policy lets go of whatever it had there (if it can)."""
+    blocked = "" if owned.empty else removal_blocked(owned, others)
+    if owned.empty or blocked:
+        return Action(
+            policy,
+            Kind.CONFLICT,
+            conflict="; ".join(filter(None, (why, blocked))),
+            revision=revision,
         )
+    release = bodies.removal_body(workload)
+    return Action(
+        policy, Kind.CONFLICT, release, change=Change.REMOVE, conflict=why, revision=revision
     )
+
+
+def _admitted(
+    policy: Policy,
+    workload: Mapping[str, Any],
+    owned: Ownership,
+    owners: Mapping[str, Ownership],
+    others: Foreign,
+) -> bool:
+    """Whether admission gave the workload this policy's items: the policy's manager owns
+    nothing there yet, its revision annotation is there and nobody's, and every container,
+    init container, volume and mount it adds is there, in no one's hands (the API server
+    records no manager for what a webhook adds). An app's own container with a sidecar's name,
+    or a manifest copied with the annotation, is someone's: the app's, never taken over."""
+    annotation = revision_annotation(policy.name)
+    annotations = workload.get("metadata", {}).get("annotations") or {}
+    if not owned.empty or annotation not in annotations or annotation in others.annotations:
+        return False
+    spec, pod = policy.spec, workloads.pod_spec(workload)
+    for pod_list, wanted in (
+        ("containers", spec.containers),
+        ("initContainers", spec.init_containers),
+        ("volumes", spec.volumes),
+    ):
+        present = {item["name"] for item in pod.get(pod_list) or []}
+        for item in wanted:
+            if item.name not in present or others.owns_item(pod_list, item.name):
+                return False
+    taken = {name for o in owners.values() for pod_list in POD_LISTS for name in o.added(pod_list)}
+    own_names = {c.name for c in (*spec.containers, *spec.init_containers)}
+    for pod_list in POD_LISTS:
+        for container in pod.get(pod_list) or []:
+            if container["name"] in taken | own_names:
+                continue
+            paths = {m["mountPath"] for m in container.get("volumeMounts") or []}
+            for mount in spec.volume_mounts:
+                key = (pod_list, container["name"], mount.mount_path)
+                if mount.mount_path not in paths or others.owns_mount(key):
+                    return False
+    return True
 
 
 def _as_applied(
@@ -389,6 +429,49 @@ def _as_applied(
     return ownership(applied, policy.name)
 
 
+def removal_blocked(owned: Ownership, others: Foreign) -> str:
+    """Why releasing what the policy owns would leave an item the API server refuses, or "":
+    server-side apply removes only the fields no other manager owns, so a sidecar into which
+    someone else wrote a field (an env var, `stdin`) would stay behind with that field and
+    without its image, and a mount without its volume name."""
+    problems = []
+    for pod_list in POD_LISTS:
+        for name in sorted(owned.added(pod_list)):
+            kept = others.items.get((pod_list, name), frozenset())
+            if kept and "f:image" not in kept:
+                problems.append(
+                    f"container {name} would keep {_fields(kept)} set by "
+                    f"{_managers(others, (pod_list, name))} but lose its image"
+                )
+    for key in sorted(owned.mounts):
+        kept = others.mounts.get(key, frozenset())
+        if kept and "f:name" not in kept:
+            problems.append(
+                f"the mount at {key[2]} in container {key[1]} would keep {_fields(kept)} set by "
+                f"{_managers(others, key)} but lose its volume name"
+            )
+    if not problems:
+        return ""
+    return (
+        "removing the policy's sidecars would leave what the API server refuses: "
+        + "; ".join(problems)
+        + ". Remove those fields, or the whole container, by hand (kubectl edit); the policy "
+        "then lets go of the rest"
+    )
+
+
+def _fields(fields: frozenset[str]) -> str:
+    return ", ".join(sorted(name.removeprefix("f:") for name in fields))
+
+
+def _managers(others: Foreign, key: tuple[str, ...]) -> str:
+    return ", ".join(sorted(others.managers.get(key, ()))) or "another field manager"
+
+
 def removal(policy: str, deployment: Mapping[str, Any]) -> Action:
-    """Release everything `policy` owns on the Deployment."""
+    """Release everything `policy` owns on the workload; a removal the API server would refuse
+    is not sent (no body), and says why (`conflict`)."""
+    blocked = removal_blocked(ownership(deployment, policy), foreign(deployment))
+    if blocked:
+        return Action(policy, Kind.REMOVE, change=Change.REMOVE, conflict=blocked)
     return Action(policy, Kind.REMOVE, bodies.removal_body(deployment), change=Change.REMOVE)

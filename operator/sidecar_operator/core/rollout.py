@@ -36,6 +36,7 @@ class Step:
     in_flight: list[Key]
     failing: list[Key]  # carry the current revision and missed their progress deadline
     waiting: int  # paced writes held back this pass
+    owner_paused: list[Key]  # carry the current revision, waiting for their owners to resume
 
 
 def budget(max_concurrent: int | str, matched: int) -> int:
@@ -54,8 +55,11 @@ def nothing_to_disrupt(workload: Mapping[str, Any], *, policy_created: str) -> b
 
 def _paced(item: Item, policy_created: str) -> bool:
     """Injecting into or updating a running workload restarts its pods: that is paced.
-    Removal, repairs, CronJobs and injection into workloads with nothing to disrupt are not."""
+    Removal, repairs, CronJobs, workloads their owners paused (their pods change when resumed)
+    and injection into workloads with nothing to disrupt are not."""
     if item.action.kind is not Kind.APPLY or not workloads.disruptible(item.deployment):
+        return False
+    if workloads.owner_paused(item.deployment):
         return False
     if item.action.change is Change.UPDATE:
         return True
@@ -66,8 +70,9 @@ def _paced(item: Item, policy_created: str) -> bool:
 
 def _rolling(item: Item) -> bool:
     """Rolling out a revision of this policy: it carries the current one, or an older one that
-    the policy wrote after the owners' last change, and its rollout has not finished."""
-    if workloads.rolled_out(item.deployment):
+    the policy wrote after the owners' last change, and its rollout has not finished. A paused
+    Deployment rolls out nothing, so it holds no place in the budget while it stays paused."""
+    if workloads.rolled_out(item.deployment) or workloads.owner_paused(item.deployment):
         return False
     if item.action.kind is Kind.IN_SYNC:
         return True
@@ -118,10 +123,18 @@ def step(
     newcomers = sorted((item for item in paced if item.key not in rolling), key=lambda i: i.key)
     slots = 0 if held else max(0, allowed - len(in_flight))
     started = newcomers[:slots]
+    owner_paused = sorted(
+        item.key
+        for item in matched
+        if item.action.kind is Kind.IN_SYNC
+        and workloads.owner_paused(item.deployment)
+        and not workloads.rolled_out(item.deployment)
+    )
     return Step(
         writes=unpaced + moving_on + started,
         budget=allowed,
         in_flight=in_flight,
         failing=failing,
         waiting=len(paced) - len(moving_on) - len(started),
+        owner_paused=owner_paused,
     )

@@ -63,13 +63,29 @@ def namespace_matches(
     return selector is None or selector_matches(selector, namespace_labels)
 
 
-def opted_out(workload: Mapping[str, Any]) -> bool:
-    """`sidecars.dev/inject: "false"` as an annotation or a label: other injectors' users reach
-    for a label, and a label can be set from a kustomization's commonLabels."""
+def _opt_out_values(workload: Mapping[str, Any]) -> list[str]:
     metadata = workload.get("metadata", {})
-    annotations = metadata.get("annotations") or {}
-    labels = metadata.get("labels") or {}
-    return "false" in (annotations.get(INJECT_KEY), labels.get(INJECT_KEY))
+    found = (
+        (metadata.get("annotations") or {}).get(INJECT_KEY),
+        (metadata.get("labels") or {}).get(INJECT_KEY),
+    )
+    return [value for value in found if value is not None]
+
+
+def opted_out(workload: Mapping[str, Any]) -> bool:
+    """`sidecars.dev/inject: "false"` (in any case) as an annotation or a label: other
+    injectors' users reach for a label, and a label can be set from a kustomization's
+    commonLabels."""
+    return any(value.strip().lower() == "false" for value in _opt_out_values(workload))
+
+
+def unclear_opt_out(workload: Mapping[str, Any]) -> str | None:
+    """A `sidecars.dev/inject` value that is neither true nor false (`no`, `disabled`): not
+    an opt-out, which its owner should be told; None when there is none."""
+    return next(
+        (v for v in _opt_out_values(workload) if v.strip().lower() not in ("true", "false")),
+        None,
+    )
 
 
 def workload_matches(

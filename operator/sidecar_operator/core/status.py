@@ -18,13 +18,15 @@ class Counts:
     updated: int = 0
     ready: int = 0
     conflicts: int = 0
+    blocked: int = 0  # not matched, and its sidecars cannot be removed (`planner.removal`)
 
 
 def count(outcomes: Iterable[tuple[Action, Mapping[str, Any]]]) -> Counts:
     """Counts over (this policy's action, workload) pairs; REMOVE means not matched."""
-    matched = updated = ready = conflicts = 0
+    matched = updated = ready = conflicts = blocked = 0
     for action, workload in outcomes:
         if action.kind is Kind.REMOVE:
+            blocked += bool(action.conflict)
             continue
         matched += 1
         if action.kind is Kind.CONFLICT:
@@ -32,7 +34,7 @@ def count(outcomes: Iterable[tuple[Action, Mapping[str, Any]]]) -> Counts:
         elif action.kind is Kind.IN_SYNC:
             updated += 1
             ready += workloads.rolled_out(workload)
-    return Counts(matched, updated, ready, conflicts)
+    return Counts(matched, updated, ready, conflicts, blocked)
 
 
 def total(parts: Iterable[Counts]) -> Counts:
@@ -49,11 +51,14 @@ def _condition(kind: str, status: bool, reason: str, message: str) -> dict[str, 
     }
 
 
+def _names(keys: Sequence[Key]) -> str:
+    names = ", ".join(str(key) for key in keys[:10])
+    return names + (f" and {len(keys) - 10} more" if len(keys) > 10 else "")
+
+
 def halted_message(failing: Sequence[Key]) -> str:
-    names = ", ".join(str(key) for key in failing[:10])
-    more = f" and {len(failing) - 10} more" if len(failing) > 10 else ""
     return (
-        f"rollout halted: {names}{more} failed to progress with the current revision "
+        f"rollout halted: {_names(failing)} failed to progress with the current revision "
         "(ProgressDeadlineExceeded, or still rolling out after progressDeadlineSeconds); "
         "fix or exclude them, or change the policy, to resume"
     )
@@ -64,6 +69,7 @@ def conditions(
     *,
     paused: bool,
     failing: Sequence[Key] = (),
+    owner_paused: Sequence[Key] = (),
     conflict_examples: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """Ready / Progressing / Degraded, following the Available/Progressing/Degraded
@@ -71,6 +77,11 @@ def conditions(
     wanted = counts.matched - counts.conflicts
     done = counts.ready == wanted and counts.updated == wanted
     progress = f"{counts.ready}/{wanted} workloads ready, {counts.updated}/{wanted} updated"
+    if owner_paused:
+        progress += (
+            f"; {len(owner_paused)} paused by their owners, waiting for them to resume "
+            f"(kubectl rollout resume): {_names(owner_paused)}"
+        )
     if done:
         ready = _condition(
             "Ready",
@@ -90,13 +101,20 @@ def conditions(
     else:
         ready = _condition("Ready", False, "RollingOut", progress)
         progressing = _condition("Progressing", True, "RollingOut", progress)
+    examples = "; ".join(conflict_examples[:3])
     if counts.conflicts:
-        examples = "; ".join(conflict_examples[:3])
         degraded = _condition(
             "Degraded",
             True,
             "Conflicts",
             f"{counts.conflicts} matched workloads skipped: {examples}",
+        )
+    elif counts.blocked:
+        degraded = _condition(
+            "Degraded",
+            True,
+            "RemovalBlocked",
+            f"the sidecars cannot be removed from {counts.blocked} workloads: {examples}",
         )
     else:
         degraded = _condition("Degraded", False, "NoConflicts", "no matched workload skipped")
@@ -126,6 +144,7 @@ def policy_status(
     failing: Sequence[Key],
     conflict_examples: Sequence[str],
     now: str,
+    owner_paused: Sequence[Key] = (),
 ) -> dict[str, Any]:
     """The policy's whole status; `old` is the status it has, whose transition times hold."""
     return {
@@ -142,11 +161,37 @@ def policy_status(
                 counts,
                 paused=policy.spec.update_strategy.paused,
                 failing=failing,
+                owner_paused=owner_paused,
                 conflict_examples=conflict_examples,
             ),
             now=now,
             generation=policy.generation,
         ),
+    }
+
+
+def removal_held(
+    policy: Policy, old: Mapping[str, Any], failures: Sequence[str], *, now: str
+) -> dict[str, Any]:
+    """The status of a policy being deleted whose sidecars stay on some workloads: its
+    finalizer holds the deletion, and the conditions say where and why."""
+    shown = "; ".join(failures[:3]) + (
+        f"; and {len(failures) - 3} more" if len(failures) > 3 else ""
+    )
+    conditions = [
+        _condition(
+            "Ready",
+            False,
+            "Terminating",
+            f"deleting: the sidecars stay on {len(failures)} workloads until they can be removed",
+        ),
+        _condition("Progressing", False, "Terminating", "the policy is being deleted"),
+        _condition("Degraded", True, "RemovalBlocked", shown),
+    ]
+    return {
+        "conditions": merge_conditions(
+            old.get("conditions") or [], conditions, now=now, generation=policy.generation
+        )
     }
 
 

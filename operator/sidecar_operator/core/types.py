@@ -52,5 +52,6 @@ class Action:
     body: dict[str, Any] | None = None
     force: bool = False  # take back fields someone else changed inside the policy's own items
     change: Change | None = None  # what sending `body` does
-    conflict: str = ""  # why a CONFLICT skips the Deployment, in words
+    conflict: str = ""  # why a CONFLICT skips the workload (or a REMOVE cannot go), in words
     revision: str = ""
+    drift: str = ""  # where an APPLY finds the workload unlike the policy, for messages

@@ -104,6 +104,14 @@ def _daemon_set_rolled_out(daemon_set: Mapping[str, Any]) -> bool:
     )
 
 
+def owner_paused(workload: Mapping[str, Any]) -> bool:
+    """A Deployment its owner paused (`kubectl rollout pause`): a new template waits there,
+    rolling out nothing, until the owner resumes it."""
+    return WorkloadKind.of(workload) is WorkloadKind.DEPLOYMENT and bool(
+        (workload.get("spec") or {}).get("paused")
+    )
+
+
 def running(workload: Mapping[str, Any]) -> int:
     """Available pods, which a change of the template restarts."""
     status = workload.get("status") or {}

@@ -88,9 +88,12 @@ class Passes:
         for item in shown:
             if item.action.kind is Kind.CONFLICT:
                 self.reporter.conflict(worker.name, item.deployment, item.action.conflict)
+            elif item.action.kind is Kind.REMOVE and item.action.conflict:
+                self.reporter.removal_blocked(worker.name, item.deployment, item.action.conflict)
             else:
                 memory.no_conflict(item.key)
         self.reporter.halted(worker.name, step.failing)
+        self.reporter.owner_paused(worker.name, step.owner_paused)
         return PassPlan(
             self._status(worker, policy, body, shown, step),
             [(item.action, item.deployment) for item in step.writes],
@@ -140,15 +143,14 @@ class Passes:
             failing = memory.failing.get(key)
             if (
                 rejected
-                and mine.kind is Kind.APPLY
+                and mine.body is not None
                 and rejected.revision == mine.revision
                 and rejected.inputs == plan_inputs(deployment)
             ):
-                # The same content was refused for the Deployment as it is: a conflict until
-                # either changes.
-                mine = Action(
-                    mine.policy, Kind.CONFLICT, conflict=rejected.reason, revision=mine.revision
-                )
+                # The same write was refused (or did not converge) for the workload as it is:
+                # a conflict, or a removal held, until either changes.
+                kind = Kind.REMOVE if mine.kind is Kind.REMOVE else Kind.CONFLICT
+                mine = replace(mine, kind=kind, body=None, conflict=rejected.reason)
             elif failing and mine.kind is Kind.APPLY:
                 # Its writes keep failing: it waits for its next try, and the rollout goes on
                 # without it.
@@ -186,9 +188,7 @@ class Passes:
         metrics.forget(worker.name, (kind.value for kind in WorkloadKind if kind not in by_kind))
         counts = status.total(per_kind.values())
         examples = sorted(
-            f"{item.key}: {item.action.conflict}"
-            for item in items
-            if item.action.kind is Kind.CONFLICT
+            f"{item.key}: {item.action.conflict}" for item in items if item.action.conflict
         )
         old = body.get("status") or {}
         new = status.policy_status(
@@ -197,8 +197,9 @@ class Passes:
             old,
             kinds=(kind for kind, pairs in by_kind.items() if pairs),
             failing=step.failing,
+            owner_paused=step.owner_paused,
             conflict_examples=examples,
-            now=_now(),
+            now=status_time(),
         )
         if {k: old.get(k) for k in new} == new:
             worker.status_due = False
@@ -227,5 +228,6 @@ def _step(policy: Policy, items: list[rollout.Item]) -> rollout.Step:
     )
 
 
-def _now() -> str:
+def status_time() -> str:
+    """A status timestamp: RFC 3339, to the second."""
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -16,9 +16,9 @@ from typing import Any, Protocol
 
 from sidecar_operator import metrics
 from sidecar_operator.api.kinds import WorkloadKind
-from sidecar_operator.api.names import GROUP, KIND, VERSION
+from sidecar_operator.api.names import GROUP, INJECT_KEY, KIND, VERSION
 from sidecar_operator.core import status, workloads
-from sidecar_operator.core.types import Action, Change, Key
+from sidecar_operator.core.types import Action, Change, Key, Kind
 from sidecar_operator.state.cache import Cache
 
 EVENT_NAMES_SHOWN = 5
@@ -79,6 +79,7 @@ class Memory:
     rejected: dict[Key, Rejection] = field(default_factory=dict)
     failing: dict[Key, Failing] = field(default_factory=dict)
     halted_on: list[Key] = field(default_factory=list)
+    owner_paused: set[Key] = field(default_factory=set)  # told they wait for their owners
     done: dict[str, list[str]] = field(default_factory=lambda: collections.defaultdict(list))
     held_since: float = 0.0  # when the oldest change in `done` was made
 
@@ -104,6 +105,7 @@ class Reporter:
         self.events = events
         self.cache = cache  # for the policies' uids
         self._memories: dict[str, Memory] = {}
+        self._unclear_opt_outs: dict[Key, str] = {}  # told once per value
 
     def memory(self, policy: str) -> Memory:
         return self._memories.setdefault(policy, Memory())
@@ -143,13 +145,39 @@ class Reporter:
             message=f"Skipped {key}: {message}",
         )
 
+    def removal_blocked(self, policy: str, workload: Mapping[str, Any], message: str) -> None:
+        """A Warning on the workload and on the policy, once per distinct message: what the
+        policy added stays there until someone acts (the message says what to do)."""
+        key = key_of(workload)
+        memory = self.memory(policy)
+        if memory.conflicts.get(key) == message:
+            return
+        memory.conflicts[key] = message
+        metrics.REMOVALS_BLOCKED.labels(policy=policy).inc()
+        self.events(
+            workload_ref(workload),
+            type="Warning",
+            reason="SidecarRemovalBlocked",
+            message=f"SidecarPolicy {policy} cannot remove its sidecars from this {key.kind}: "
+            f"{message}",
+        )
+        self.events(
+            self.policy_ref(policy),
+            type="Warning",
+            reason="RemovalBlocked",
+            message=f"Cannot remove its sidecars from {key}: {message}",
+        )
+
     def rejected(
-        self, action: Action, deployment: Mapping[str, Any], message: str, inputs: tuple[Any, ...]
+        self, action: Action, deployment: Mapping[str, Any], reason: str, inputs: tuple[Any, ...]
     ) -> None:
-        reason = f"the API server rejected the change: {message}"
+        """Not to be sent again while the policy's revision and the workload are as now."""
         rejection = Rejection(action.revision, inputs, reason)
         self.memory(action.policy).rejected[key_of(deployment)] = rejection
-        self.conflict(action.policy, deployment, reason)
+        if action.kind is Kind.REMOVE:
+            self.removal_blocked(action.policy, deployment, reason)
+        else:
+            self.conflict(action.policy, deployment, reason)
 
     def failing(self, action: Action, deployment: Mapping[str, Any], message: str) -> None:
         key, now = key_of(deployment), time.monotonic()
@@ -177,6 +205,45 @@ class Reporter:
                 message=status.halted_message(failing),
             )
         memory.halted_on = failing
+
+    def owner_paused(self, policy: str, paused: list[Key]) -> None:
+        """Once per paused Deployment (again if it is paused again after resuming): the
+        policy's change is written, and waits there for its owner."""
+        memory = self.memory(policy)
+        for key in set(paused) - memory.owner_paused:
+            held = self.cache.workload(key)
+            if held is None:
+                continue
+            self.events(
+                workload_ref(held),
+                type="Normal",
+                reason="SidecarsWaitForResume",
+                message=f"SidecarPolicy {policy} changed the pod template of this paused "
+                f"{key.kind}: its pods change when its owner resumes it (kubectl rollout "
+                "resume); until then it takes no place in the policy's rollout budget",
+            )
+        memory.owner_paused = set(paused)
+
+    def unclear_opt_out(self, workload: Mapping[str, Any], value: str | None) -> None:
+        """A workload some policy selects whose `sidecars.dev/inject` is neither true nor
+        false: a Warning naming the value, once per value."""
+        key = key_of(workload)
+        if value is None or self._unclear_opt_outs.get(key) == value:
+            if value is None:
+                self._unclear_opt_outs.pop(key, None)
+            return
+        self._unclear_opt_outs[key] = value
+        self.events(
+            workload_ref(workload),
+            type="Warning",
+            reason="UnclearOptOut",
+            message=f"{INJECT_KEY}: {value!r} is neither true nor false, so this {key.kind} "
+            "is not opted out: policies that select it add their sidecars. Set it to "
+            '"false" to opt out',
+        )
+
+    def forget_workload(self, key: Key) -> None:
+        self._unclear_opt_outs.pop(key, None)
 
     def selects_everything(self, policy: str) -> None:
         self.events(

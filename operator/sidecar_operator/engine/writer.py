@@ -6,6 +6,11 @@ never forced over someone else's fields; any other 4xx (invalid, refused by an a
 policy or webhook, too large) is reported like a conflict and not sent again until the policy
 or the Deployment changes; 429s, 5xx answers and lost connections are `FAILED`, for the worker
 to try again shortly.
+
+A write the API server accepted is planned again from its answer: if the policy would still
+send it (something stores it otherwise than the planner expects: a default it does not know, a
+webhook rewriting the image), it is reported the same way and not sent again until the policy or
+the workload changes. Without that, such a write went out on every event, a hundred a second.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import structlog
 
 from sidecar_operator import metrics
 from sidecar_operator.core.types import Action, Key
+from sidecar_operator.engine.leadership import Leadership
 from sidecar_operator.engine.reporting import Announcement, Reporter, key_of
 from sidecar_operator.kube.client import ApiError
 from sidecar_operator.state.cache import Cache
@@ -37,7 +43,9 @@ class Outcome(StrEnum):
     WRITTEN = "written"
     NOTHING = "nothing"  # re-planned after a 409: nothing left to do
     GONE = "gone"  # the Deployment was deleted meanwhile
+    FENCED = "fenced"  # not sent: this replica is not (or cannot confirm it is) the active one
     REJECTED = "rejected"  # a 4xx: this content cannot go to this Deployment
+    DIVERGED = "diverged"  # accepted, but what is stored still differs from the policy
     CONFLICT = "conflict"  # 409s persisted
     FAILED = "failed"  # no answer, or one that says to try again later
 
@@ -56,11 +64,13 @@ class Writer:
         reporter: Reporter,
         *,
         plans: Plans,
+        leadership: Leadership,
     ) -> None:
         self.api = api
         self.cache = cache
         self.reporter = reporter
         self.plans = plans  # to re-plan after a 409
+        self.leadership = leadership  # asked before every write
         # Shared by every batch: a hundred policies rolling out at once each sent 128, and the
         # 12,800 requests queued for the session's connections until many timed out, holding
         # their bodies meanwhile (the bench's many policies: 617 timeouts, 261 MB).
@@ -71,9 +81,12 @@ class Writer:
         action: Action,
         deployment: Mapping[str, Any],
         announce: Callable[[Announcement], None],
+        *,
+        watched: bool = True,
     ) -> Outcome:
         """Send one action's body; on a 409, re-read and re-plan. The Deployment's Event goes
-        to `announce`."""
+        to `announce`. A workload of a kind no watch holds (`watched` False: a removal found by
+        a listing of its metadata) is written as it is, and not kept."""
         key = key_of(deployment)
         bound = log.bind(
             policy=action.policy, kind=key.kind.value, namespace=key.namespace, workload=key.name
@@ -83,6 +96,8 @@ class Writer:
         for _ in range(MAX_ATTEMPTS):
             if current is None or current.body is None:
                 return Outcome.NOTHING
+            if not self.leadership.active:
+                return _count(current, key, Outcome.FENCED)
             try:
                 written = await self.api.apply(
                     current.body, policy=current.policy, force=current.force
@@ -110,16 +125,34 @@ class Writer:
             except ConnectionError as error:
                 bound.warning("Write failed", change=current.change, error=str(error))
                 return _count(current, key, Outcome.FAILED)
+            if not watched:
+                bound.info("Applied", change=current.change)
+                announce(self.reporter.changed(current, written))
+                return self._done(current, key, Outcome.WRITTEN)
             record = self.cache.refresh_workload(written)
             if record is None:  # deleted while the write was in flight
                 return self._done(current, key, Outcome.GONE)
-            bound.info("Applied", change=current.change, revision=current.revision or None)
+            bound.info(
+                "Applied",
+                change=current.change,
+                revision=current.revision or None,
+                drift=current.drift or None,
+            )
             announce(self.reporter.changed(current, record))
+            again = next((a for a in self.plans.plan(record) if a.policy == current.policy), None)
+            if again is not None and again.body is not None and again.kind is current.kind:
+                reason = (
+                    "the API server accepted the change but stores it otherwise "
+                    f"({again.drift or 'as before'}); it is not sent again until the policy "
+                    "or the workload changes"
+                )
+                bound.warning("Write does not converge", drift=again.drift)
+                self.reporter.rejected(again, record, reason, plan_inputs(record))
+                return self._done(current, key, Outcome.DIVERGED)
             return self._done(current, key, Outcome.WRITTEN)
         bound.warning("Conflict persists", error=last_error)
-        self.reporter.conflict(
-            action.policy, deployment, f"the API server keeps reporting a conflict: {last_error}"
-        )
+        reason = f"the API server keeps reporting a conflict: {last_error}"
+        self.reporter.rejected(action, deployment, reason, plan_inputs(deployment))
         return _count(action, key, Outcome.CONFLICT)
 
     async def _refused(
@@ -145,7 +178,8 @@ class Writer:
         if not exists:
             return self._done(action, key, Outcome.GONE)
         bound.warning("Patch rejected", status=error.status, error=error.message)
-        self.reporter.rejected(action, deployment, error.message, plan_inputs(deployment))
+        reason = f"the API server rejected the change: {error.message}"
+        self.reporter.rejected(action, deployment, reason, plan_inputs(deployment))
         return _count(action, key, Outcome.REJECTED)
 
     def _done(self, action: Action, key: Key, outcome: Outcome) -> Outcome:

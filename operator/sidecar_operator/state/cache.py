@@ -74,16 +74,21 @@ class Cache:
             self.drop_workload(key)
         return dropped
 
-    def put_namespace(self, name: str, labels: Mapping[str, str]) -> None:
-        if self._namespaces.get(name) != labels:
-            self._namespaces[name] = dict(labels)
-            self.epoch += 1
-            self._concerns.namespace(name, labels, self._workloads.items(), self._specs())
+    def put_namespace(self, name: str, labels: Mapping[str, str]) -> bool:
+        """Returns whether its labels changed."""
+        if self._namespaces.get(name) == labels:
+            return False
+        self._namespaces[name] = dict(labels)
+        self.epoch += 1
+        self._concerns.namespace(name, labels, self._workloads.items(), self._specs())
+        return True
 
-    def drop_namespace(self, name: str) -> None:
-        if self._namespaces.pop(name, None) is not None:
-            self.epoch += 1
-            self._concerns.namespace(name, {}, self._workloads.items(), self._specs())
+    def drop_namespace(self, name: str) -> bool:
+        if self._namespaces.pop(name, None) is None:
+            return False
+        self.epoch += 1
+        self._concerns.namespace(name, {}, self._workloads.items(), self._specs())
+        return True
 
     def put_policy(self, body: Mapping[str, Any]) -> Policy:
         policy = Policy.from_object(body)
@@ -110,6 +115,9 @@ class Cache:
         watch goes on changing the cache meanwhile."""
         return list(self._workloads.items())
 
+    def workload(self, key: Key) -> dict[str, Any] | None:
+        return self._workloads.get(key)
+
     def concerning(self, policy: str) -> list[tuple[Key, dict[str, Any]]]:
         """The workloads the policy selects or owns fields on, as a list (see `workloads`)."""
         return [(key, self._workloads[key]) for key in self._concerns.workloads(policy)]
@@ -117,6 +125,9 @@ class Cache:
     def concerned(self, key: Key) -> frozenset[str]:
         """The policies that select the workload or own fields on it (deleted ones too)."""
         return self._concerns.policies(key)
+
+    def namespaces(self) -> set[str]:
+        return set(self._namespaces)
 
     def namespace_labels(self, name: str) -> dict[str, str]:
         return self._namespaces.get(name, {})

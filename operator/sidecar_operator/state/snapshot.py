@@ -1,9 +1,10 @@
 """The slice of a Deployment the operator keeps in memory. Pure.
 
 Every Deployment in the cluster is watched, so the in-memory copy holds only what planning and
-status need: identity, labels, our annotations, policies' managedFields entries (and when others
-last changed the spec), the pod template's containers, volumes and security context, and the
-rollout status.
+status need: identity, labels, our annotations, policies' managedFields entries (and of the
+others' when they last changed the spec, and which fields they own in the pod template's named
+items: whose item is it), the pod template's containers, volumes, host network and security
+context, and the rollout status.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ import orjson
 from sidecar_operator.api.kinds import WorkloadKind, nest
 from sidecar_operator.api.names import FIELD_MANAGER_PREFIX, INJECT_KEY, REVISION_ANNOTATION_PREFIX
 from sidecar_operator.core import workloads
+from sidecar_operator.core.ownership import foreign_view
 
 _POD_FIELDS = ("initContainers", "containers", "volumes")
-_POD_SECURITY_FIELDS = ("securityContext", "hostUsers", "os")
-# What is kept of an entry of another manager that changed the spec: when, not what.
-_SPEC_CHANGED: dict[str, Any] = {"f:spec": {}}
+# What Pod Security judges a sidecar by, and what gives every port a host port.
+_POD_SETTINGS = ("securityContext", "hostUsers", "os", "hostNetwork")
 T = TypeVar("T")
 
 
@@ -61,7 +62,7 @@ def _shared_parts(record: Mapping[str, Any]) -> Iterator[Any]:
     pod = workloads.pod_spec(record)
     for key in _POD_FIELDS:
         yield from pod.get(key, ())
-    yield from (pod[key] for key in _POD_SECURITY_FIELDS if key in pod)
+    yield from (pod[key] for key in _POD_SETTINGS if key in pod)
     if "conditions" in record["status"]:
         yield record["status"]["conditions"]
 
@@ -80,7 +81,7 @@ def compact(workload: Mapping[str, Any], share: Callable[[Any], Any] = _unshared
     template: dict[str, Any] = {
         key: [share(item) for item in pod[key]] for key in _POD_FIELDS if key in pod
     }
-    for key in _POD_SECURITY_FIELDS:  # what Pod Security judges a sidecar by
+    for key in _POD_SETTINGS:
         if key in pod:
             template[key] = share(pod[key])
     annotations = {
@@ -102,7 +103,7 @@ def compact(workload: Mapping[str, Any], share: Callable[[Any], Any] = _unshared
             "managedFields": [
                 kept
                 for entry in metadata.get("managedFields") or []
-                if (kept := _managed_entry(entry, share)) is not None
+                if (kept := _managed_entry(entry, kind, share)) is not None
             ],
         },
         "spec": {
@@ -115,7 +116,7 @@ def compact(workload: Mapping[str, Any], share: Callable[[Any], Any] = _unshared
 
 # What `core.workloads` reads to tell whether a workload has rolled out.
 _SPEC_KEPT = {
-    WorkloadKind.DEPLOYMENT: ("replicas",),
+    WorkloadKind.DEPLOYMENT: ("replicas", "paused"),
     WorkloadKind.STATEFUL_SET: ("replicas", "updateStrategy"),
     WorkloadKind.DAEMON_SET: ("updateStrategy",),
     WorkloadKind.CRON_JOB: (),
@@ -152,14 +153,16 @@ def _status(
     return kept
 
 
-def _managed_entry(entry: Mapping[str, Any], share: Callable[[Any], Any]) -> dict[str, Any] | None:
-    """A policy's entry whole; of the others only those that changed the spec, and when."""
+def _managed_entry(
+    entry: Mapping[str, Any], kind: WorkloadKind, share: Callable[[Any], Any]
+) -> dict[str, Any] | None:
+    """A policy's entry whole; of the others' what `ownership.foreign_view` keeps, and when."""
     manager = entry.get("manager", "")
     fields = entry.get("fieldsV1") or {}
     if manager.startswith(FIELD_MANAGER_PREFIX):
         fields = share(fields)
-    elif not entry.get("subresource") and "f:spec" in fields:
-        fields = _SPEC_CHANGED
+    elif not entry.get("subresource") and (view := foreign_view(fields, kind)):
+        fields = share(view)
     else:
         return None
     return {
