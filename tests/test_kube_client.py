@@ -11,7 +11,7 @@ import pytest
 from kubernetes.aio.client import Configuration
 
 from sidecar_operator.api.kinds import WorkloadKind
-from sidecar_operator.kube.client import KubeApi, _resource
+from sidecar_operator.kube.client import KubeApi, _resource, workloads_path
 from sidecar_operator.kube.events import EventPoster, event
 
 
@@ -64,7 +64,7 @@ async def test_a_watch_reads_events_larger_than_a_line_buffer_and_stops_at_the_s
     port = listening.sockets[0].getsockname()[1]
     kube = KubeApi(Configuration(host=f"http://127.0.0.1:{port}"))
     try:
-        watched = kube.watch_workloads(WorkloadKind.DEPLOYMENT, "5", timeout=300)
+        watched = kube.watch_events(workloads_path(WorkloadKind.DEPLOYMENT), "5", timeout=300)
         events = [event async for event in watched]
     finally:
         await kube.close()

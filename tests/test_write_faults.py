@@ -81,6 +81,21 @@ class FakeApi:
     async def patch_policy_status(self, name: str, status: dict[str, Any]) -> None:
         self.statuses.append(status)
 
+    async def list_metadata(self, path: str, *, limit: int, token: str | None) -> dict[str, Any]:
+        return {"items": [], "metadata": {}}
+
+
+class Switch(Leadership):
+    """Leadership a test turns on and off."""
+
+    def __init__(self) -> None:
+        super().__init__(Identity("test", 0), peering=None)
+        self.on = True
+
+    @property
+    def active(self) -> bool:
+        return self.on
+
 
 def runtime(api: FakeApi, *deployments: dict[str, Any]) -> tuple[Runtime, list[tuple[str, str]]]:
     """Made on the test's loop, as the handlers make it on Kopf's."""
@@ -92,14 +107,20 @@ def runtime(api: FakeApi, *deployments: dict[str, Any]) -> tuple[Runtime, list[t
     state = Runtime(
         api,
         events,
-        leadership=Leadership(Identity("test", 0), peering=None),
+        leadership=Switch(),
         operator_namespace=None,
         resync_seconds=60,
     )
+    state.indexed.set()
     state.cache.put_policy(POLICY_OBJECT)
     for deployment in deployments or (DEPLOYMENT,):
         state.cache.put_workload(deployment)
     return state, posted
+
+
+def switch(state: Runtime) -> Switch:
+    assert isinstance(state.leadership, Switch)
+    return state.leadership
 
 
 async def stop(task: asyncio.Future[None]) -> None:
@@ -421,7 +442,7 @@ async def test_a_new_policy_s_first_pass_waits_for_the_policies_applied_with_it(
 async def test_a_standby_writes_nothing() -> None:
     api = FakeApi()
     state, _ = runtime(api)
-    state.leadership.active = False
+    switch(state).on = False
     state.listings.listed(WorkloadKind.DEPLOYMENT)
     worker = asyncio.ensure_future(state.run_worker("logs"))
     await asyncio.sleep(1.5)
@@ -447,11 +468,14 @@ async def test_cleanup_releases_what_a_deleted_policy_added_and_a_standby_leaves
     assert "fluent-bit" in [c["name"] for c in pod(api.stored["web"])]
     injected = dict(state.cache.workloads())[Key("shop", "web")]
 
-    state.leadership.active = False
+    switch(state).on = False
     state.cleanup.remove_orphans(injected, ["logs"])  # the policy is gone; a standby writes nothing
     await asyncio.sleep(0.1)
     assert len(api.applies) == 1
+    assert await state.cleanup.remove_everywhere("logs") == ["shop/web: fenced"]
+    assert len(api.applies) == 1
 
+    switch(state).on = True
     assert await state.cleanup.remove_everywhere("logs") == []
     assert [c["name"] for c in pod(api.stored["web"])] == ["app"]
 

@@ -1,12 +1,12 @@
 """Every Kopf entry point, in one place. Each is thin: it hands the watched state to
 `engine.runtime.Runtime`, which asks the pure core what to do and does it.
 
-Kopf watches SidecarPolicies and Namespaces; Namespaces are only indexed and observed, so Kopf
-writes no annotations or finalizers on them, and its bookkeeping stays on SidecarPolicies.
-Workloads, the many, are watched by `kube.watch.WorkloadWatch` (see there why not by Kopf), one
-per kind some policy needs (`engine.watches`). Every handler is a coroutine on Kopf's loop, where
-everything else of the operator runs too: the workload watches, the leadership check and the
-Event posters are tasks started here.
+Kopf runs each SidecarPolicy's worker and holds its finalizer, so its bookkeeping stays on
+SidecarPolicies. What the operator decides from (policies, Namespaces, and the workloads of every
+kind some policy needs) comes from its own watches (`kube.watch`, `engine.watches`; see there
+why not Kopf's), which run in every replica. Every handler is a coroutine on Kopf's loop, where
+everything else of the operator runs too: the watches, the leadership check and the Event
+posters are tasks started here.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from sidecar_operator.kube.events import POSTERS, EventPoster
 
 log = structlog.get_logger()
 POLICIES = (f"{names.GROUP}/{names.VERSION}", names.PLURAL)
-NAMESPACES = ("v1", "namespaces")
 LIST_CHUNK = 100
 
 
@@ -198,42 +197,10 @@ async def role(memo: kopf.Memo, **_: Any) -> str:
     return "active" if "leadership" in memo and memo.leadership.active else "standby"
 
 
-# -- the watch caches ------------------------------------------------------------------------
-# Kopf calls indexers for every object of the initial listings before any other handler or
-# daemon, so Namespaces and policies are in the cache before the first worker pass (which also
-# waits for the first listing of every kind its policy needs). They keep nothing in Kopf's own
-# indexes (they return None) and never block.
-
-
-@kopf.index(*NAMESPACES)
-async def namespaces(name: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
-    _runtime(memo).cache.put_namespace(name, labels)
-
-
-@kopf.index(*POLICIES)
-async def policies(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    _runtime(memo).cache.put_policy(body)
-
-
-# -- reactions -------------------------------------------------------------------------------
-
-
-@kopf.on.event(*NAMESPACES)
-async def namespace_event(event: kopf.RawEvent, name: str, memo: kopf.Memo, **_: Any) -> None:
-    state = _runtime(memo)
-    state.indexed.set()  # Kopf calls no event handler before every index is filled
-    if event["type"] == "DELETED":
-        state.cache.drop_namespace(name)
-    state.poke_all()
-
-
-@kopf.on.event(*POLICIES)
-async def policy_event(event: kopf.RawEvent, name: str, memo: kopf.Memo, **_: Any) -> None:
-    state = _runtime(memo)
-    state.indexed.set()
-    if event["type"] == "DELETED":
-        state.cache.drop_policy(name)
-    state.policy_changed(name)
+# -- policies: their workers and their deletion, in the active replica ------------------------
+# What every replica knows of policies and Namespaces comes from the operator's own watches
+# (`engine.watches`), not Kopf's: Kopf pauses its watches in a standby, which also answers
+# admission. Kopf watches policies to run their workers and hold their finalizer.
 
 
 @kopf.daemon(*POLICIES, cancellation_timeout=10)
@@ -251,6 +218,7 @@ async def policy_deleted(name: str, memo: kopf.Memo, **_: Any) -> None:
         raise kopf.TemporaryError("still listing workloads", delay=1)
     failures = await state.cleanup.remove_everywhere(name)
     if failures:
+        await state.removal_held(name, failures)
         raise kopf.TemporaryError(
             f"could not clean up {len(failures)} workloads: {'; '.join(failures[:5])}", delay=5
         )

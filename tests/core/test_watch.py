@@ -10,7 +10,9 @@ import pytest
 
 from sidecar_operator.api.kinds import WorkloadKind
 from sidecar_operator.core.types import Key
-from sidecar_operator.kube.watch import PAGE, Expired, WorkloadWatch
+from sidecar_operator.engine.watches import workload_resource
+from sidecar_operator.kube.client import workloads_path
+from sidecar_operator.kube.watch import PAGE, Expired, Watch
 
 KIND = WorkloadKind.STATEFUL_SET  # any kind: the watch lists and watches the one it is given
 
@@ -27,17 +29,15 @@ class Scripted:
         self.watched_from: list[str] = []
         self.closed = 0
 
-    async def list_workloads(
-        self, kind: WorkloadKind, *, limit: int, token: str | None
-    ) -> dict[str, Any]:
-        assert limit == PAGE and kind is KIND
+    async def list_page(self, path: str, *, limit: int, token: str | None) -> dict[str, Any]:
+        assert limit == PAGE and path == workloads_path(KIND)
         self.tokens.append(token)
         return self.pages[len(self.tokens) - 1]
 
-    async def watch_workloads(
-        self, kind: WorkloadKind, version: str, *, timeout: int
+    async def watch_events(
+        self, path: str, version: str, *, timeout: int
     ) -> AsyncGenerator[dict[str, Any], None]:
-        assert kind is KIND
+        assert path == workloads_path(KIND)
         self.watched_from.append(version)
         await asyncio.sleep(0.01)  # a connection's round trip: the loop goes on meanwhile
         try:
@@ -53,10 +53,15 @@ class Recorder:
         self.listed: list[tuple[WorkloadKind, list[Key]]] = []
 
     def workload_changed(self, workload: dict[str, Any], *, deleted: bool) -> None:
+        assert workload["kind"] == KIND.value  # a listing's items name no kind: the watch sets it
         self.changes.append((workload["metadata"]["name"], deleted))
 
     def workloads_listed(self, kind: WorkloadKind, keys: Iterable[Key]) -> None:
         self.listed.append((kind, list(keys)))
+
+
+def watch(source: Scripted, sink: Recorder, after: asyncio.Event | None = None) -> Watch:
+    return Watch(source, workload_resource(KIND, sink), after=after or asyncio.Event())
 
 
 async def test_a_listing_follows_every_page_and_reports_the_complete_set() -> None:
@@ -68,7 +73,7 @@ async def test_a_listing_follows_every_page_and_reports_the_complete_set() -> No
         [],
     )
     sink = Recorder()
-    assert await WorkloadWatch(source, sink, KIND, after=asyncio.Event()).list() == "9"
+    assert await watch(source, sink).list() == "9"
     assert source.tokens == [None, "next"]
     assert sink.changes == [("a", False), ("b", False)]
     assert sink.listed == [(KIND, [Key("shop", "a", KIND), Key("shop", "b", KIND)])]
@@ -81,8 +86,7 @@ async def test_a_watch_resumes_after_its_last_event_or_bookmark() -> None:
         {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "15"}}},
     ]
     sink = Recorder()
-    watch = WorkloadWatch(Scripted([], events), sink, KIND, after=asyncio.Event())
-    assert await watch.watch("9") == "15"
+    assert await watch(Scripted([], events), sink).watch("9") == "15"
     assert sink.changes == [("a", False), ("b", True)]
 
 
@@ -93,7 +97,7 @@ async def test_an_expired_watch_asks_for_a_new_listing_and_lets_go_of_its_stream
     ]
     source = Scripted([], events)
     with pytest.raises(Expired):
-        await WorkloadWatch(source, Recorder(), KIND, after=asyncio.Event()).watch("9")
+        await watch(source, Recorder()).watch("9")
     assert source.closed == 1  # at once, not when collected: the stream holds a connection
 
 
@@ -101,10 +105,10 @@ async def test_the_watch_waits_for_policies_then_lists_and_watches_on_the_loop()
     """Listing before policies are known would remove a policy's fields as an orphan's."""
     source = Scripted([{"items": [obj("a", "1")], "metadata": {"resourceVersion": "9"}}], [])
     sink, ready = Recorder(), asyncio.Event()
-    watch = WorkloadWatch(source, sink, KIND, after=ready)
-    task = asyncio.ensure_future(watch.run())
+    workloads = watch(source, sink, ready)
+    task = asyncio.ensure_future(workloads.run())
     await asyncio.sleep(0.05)
-    assert watch.state == "waiting for policies" and source.tokens == []
+    assert workloads.state == "waiting for policies" and source.tokens == []
     ready.set()
     for _ in range(100):
         if source.watched_from:

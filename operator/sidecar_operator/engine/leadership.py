@@ -15,6 +15,12 @@ second's delay is well inside a takeover, and there is no stream to keep alive).
 Timing: a replica's record lives `LIFETIME` seconds after its last keep-alive (Kopf sends one
 every 5-10 s), so after a SIGKILL the standby takes over within about that long; a replica
 that stops gracefully deletes its record, and the standby takes over at once.
+
+Fencing (client-go leader election's renew-deadline rule): the active replica writes only while
+it has confirmed its own record is alive for `MARGIN` seconds more. One cut off from the API
+server (it can neither read the peering nor renew its record) stops writing `MARGIN` seconds
+before its record lapses and a standby may take over, so two replicas never write at once
+(for clocks that agree within `MARGIN`: each compares its own record with its own clock).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ log = structlog.get_logger()
 
 LIFETIME = 15  # seconds a replica's peering record lives without a keep-alive
 POLL_SECONDS = 1.0
+MARGIN = 3.0  # seconds before its record lapses that an unconfirmed active replica stops
 
 
 class PeeringSource(Protocol):
@@ -98,10 +105,19 @@ class Leadership:
         self.identity = identity
         self.peering = peering
         self.on_change = on_change
-        self.active = peering is None
-        self._decided = peering is None  # with peering, the first look at the peers decides
+        self._elected = peering is None
+        self._confirmed_until = 0.0  # monotonic time until which its own record is alive
+        # What was last said (log, metric, `on_change`); with peering, the first look decides.
+        self._reported: bool | None = True if peering is None else None
         self._stopped = False
-        metrics.ACTIVE.set(int(self.active))
+        metrics.ACTIVE.set(int(self._elected))
+
+    @property
+    def active(self) -> bool:
+        """Checked before every write: elected, and confirmed in time."""
+        if self.peering is None:
+            return not self._stopped
+        return self._elected and time.monotonic() < self._confirmed_until
 
     def stop(self) -> None:
         """The operator is exiting: write nothing more, whatever the peers say."""
@@ -114,8 +130,11 @@ class Leadership:
         unreadable = False
         while not self._stopped:
             try:
-                found = await source.get_cluster_peering(self.peering)
-            except Exception as error:  # the API server is away, say: keep the last decision
+                # Bounded: a replica cut off must go on judging its deadline meanwhile.
+                found = await asyncio.wait_for(
+                    source.get_cluster_peering(self.peering), POLL_SECONDS * 2
+                )
+            except Exception as error:  # the API server is away, or this replica is cut off
                 if not unreadable:
                     log.warning("Peering not readable", peering=self.peering, error=repr(error))
                 unreadable = True
@@ -123,14 +142,24 @@ class Leadership:
                 unreadable = False
                 peers = (found or {}).get("status") or {}
                 now = datetime.datetime.now(datetime.UTC)
-                self._set(not self._stopped and is_active(peers, self.identity, now=now))
+                self._confirm(peers.get(self.identity.name), now)
+                self._elected = not self._stopped and is_active(peers, self.identity, now=now)
+            self._set(self.active)
             await asyncio.sleep(POLL_SECONDS)
 
-    def _set(self, active: bool) -> None:
-        if self._decided and active == self.active:
+    def _confirm(self, record: Any, now: datetime.datetime) -> None:
+        """Its own record, as last renewed (Kopf's keep-alive), lives until when."""
+        if not isinstance(record, Mapping) or (seen := _parse(record.get("lastseen"))) is None:
+            self._confirmed_until = 0.0
             return
-        self._decided = True
-        self.active = active
+        lifetime = datetime.timedelta(seconds=int(record.get("lifetime", LIFETIME)))
+        left = (seen + lifetime - now).total_seconds() - MARGIN
+        self._confirmed_until = time.monotonic() + left
+
+    def _set(self, active: bool) -> None:
+        if active == self._reported:
+            return
+        self._reported = active
         metrics.ACTIVE.set(int(active))
         replica = self.identity.name
         log.info("Active" if active else "Standby", peering=self.peering, replica=replica)

@@ -20,14 +20,14 @@ import structlog
 
 from sidecar_operator import metrics
 from sidecar_operator.api.kinds import WorkloadKind
-from sidecar_operator.core import admission
+from sidecar_operator.core import admission, selection, status
 from sidecar_operator.core.types import Key
 from sidecar_operator.engine import writer
-from sidecar_operator.engine.cleanup import Cleanup
+from sidecar_operator.engine.cleanup import Cleanup, MetadataSource
 from sidecar_operator.engine.flags import Flag
 from sidecar_operator.engine.leadership import Leadership
 from sidecar_operator.engine.pacing import Pacer
-from sidecar_operator.engine.passes import STATUS_INTERVAL, Passes
+from sidecar_operator.engine.passes import STATUS_INTERVAL, Passes, status_time
 from sidecar_operator.engine.reporting import Announcement, EventSink, Reporter, key_of
 from sidecar_operator.engine.watches import Listings
 from sidecar_operator.engine.worker import Worker
@@ -44,7 +44,7 @@ SETTLE = 0.2
 SETTLE_MAX = 2.0
 
 
-class Api(writer.Api, Protocol):
+class Api(writer.Api, MetadataSource, Protocol):
     async def patch_policy_status(self, name: str, status: dict[str, Any]) -> None: ...
 
 
@@ -67,14 +67,18 @@ class Runtime:
         self.cache = Cache(operator_namespace=operator_namespace)
         self.plans = Plans(self.cache, operator_namespace=operator_namespace)
         self.reporter = Reporter(events, self.cache)
-        self.writer = Writer(api, self.cache, self.reporter, plans=self.plans)
+        self.writer = Writer(
+            api, self.cache, self.reporter, plans=self.plans, leadership=leadership
+        )
         self.indexed = Flag()  # every policy and namespace is in the cache
+        self._known: set[str] = set()  # of policies and namespaces, those listed whole
         self.listings = Listings()  # per kind: is the cache complete
         # Called with the kinds to watch whenever they may have changed (`engine.watches`).
         self.watch_kinds: Callable[[frozenset[WorkloadKind]], None] | None = None
         self.passes = Passes(self.cache, self.plans, self.reporter)
         self.pacer = Pacer()
         self.cleanup = Cleanup(
+            api,
             self.cache,
             self.writer,
             self.reporter,
@@ -104,10 +108,13 @@ class Runtime:
         if deleted:
             self.cache.drop_workload(key)
             self.plans.forget(key)
+            self.reporter.forget_workload(key)
             now: frozenset[str] = frozenset()
         else:
             record = self.cache.put_workload(workload)
             now = self.cache.concerned(key)
+            if now and self.leadership.active:
+                self.reporter.unclear_opt_out(record, selection.unclear_opt_out(record))
         for name in before | now:
             worker = self.workers.get(name)  # none yet: its first pass covers everything
             if worker is not None:
@@ -120,7 +127,48 @@ class Runtime:
         """This replica became the active one (or a standby): catch up on what the other left."""
         if active:
             self.cleanup.sweep()
+            if self.indexed.is_set():
+                self.cleanup.start_sweeps()
             self.poke_all()
+
+    # -- triggers from the policy and namespace watches, in every replica ---------------------
+
+    def policy_seen(self, policy: dict[str, Any], deleted: bool) -> None:
+        name = policy["metadata"]["name"]
+        if deleted:
+            self.cache.drop_policy(name)
+        else:
+            self.cache.put_policy(policy)
+        self.policy_changed(name)
+
+    def policies_listed(self, seen: list[tuple[str, str]]) -> None:
+        """Every policy there is: forget those deleted while no watch ran."""
+        for name in set(self.cache.policies()) - {name for _, name in seen}:
+            self.cache.drop_policy(name)
+            self.policy_changed(name)
+        self._listed("policies")
+
+    def namespace_seen(self, namespace: dict[str, Any], deleted: bool) -> None:
+        metadata = namespace["metadata"]
+        if deleted:
+            changed = self.cache.drop_namespace(metadata["name"])
+        else:
+            changed = self.cache.put_namespace(metadata["name"], metadata.get("labels") or {})
+        if changed:
+            self.poke_all()
+
+    def namespaces_listed(self, seen: list[tuple[str, str]]) -> None:
+        for name in self.cache.namespaces() - {name for _, name in seen}:
+            self.cache.drop_namespace(name)
+        self._listed("namespaces")
+        self.poke_all()
+
+    def _listed(self, what: str) -> None:
+        """Policies and Namespaces are both known: workloads may be listed and planned."""
+        self._known.add(what)
+        if self._known >= {"policies", "namespaces"} and not self.indexed.is_set():
+            self.indexed.set()
+            self.cleanup.start_sweeps()
 
     def policy_changed(self, name: str) -> None:
         """Wake the policy's worker, without waiting for its turn if its spec moved (a new
@@ -162,6 +210,7 @@ class Runtime:
         """Runs until cancelled: Kopf cancels it when the policy is deleted, when this replica
         stands by, and when the operator stops."""
         worker = self.worker(name)
+        await self.indexed.wait()
         entry = self.cache.policy(name)
         if entry and not (
             entry[0].spec.selector.match_labels or entry[0].spec.selector.match_expressions
@@ -265,6 +314,16 @@ class Runtime:
             old=old,
             may_roll=lambda action: self.passes.may_write(action.policy, workload, action),
         )
+
+    async def removal_held(self, name: str, failures: list[str]) -> None:
+        """Say on the policy being deleted why its sidecars stay (`status.removal_held`)."""
+        entry = self.cache.policy(name)
+        if entry is None:
+            return
+        old = entry[1].get("status") or {}
+        new = status.removal_held(entry[0], old, failures, now=status_time())
+        if {key: old.get(key) for key in new} != new:
+            await self.api.patch_policy_status(name, new)
 
     def forget(self, name: str) -> None:
         self.workers.pop(name, None)

@@ -1,4 +1,6 @@
-"""Which kinds of workload are listed and watched, and whether each has been listed whole.
+"""What the operator lists and watches: SidecarPolicies and Namespaces always, in every replica
+(a standby answers admission, so it decides from current state too, and takes over with a warm
+cache), and each kind of workload some policy needs; per kind, whether it has been listed whole.
 
 A kind costs nothing until a policy needs it (`Cache.kinds_wanted`): a cluster with 5000
 StatefulSets and only Deployment policies never lists them. A kind no policy needs any more is
@@ -9,13 +11,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 import structlog
 
 from sidecar_operator.api.kinds import WorkloadKind
+from sidecar_operator.core.types import Key
 from sidecar_operator.engine.flags import Flag
 from sidecar_operator.engine.tasks import spawn
-from sidecar_operator.kube.watch import Sink, Source, WorkloadWatch
+from sidecar_operator.kube.client import NAMESPACES, POLICIES, workloads_path
+from sidecar_operator.kube.watch import Identity, Resource, Source, Watch
 
 log = structlog.get_logger()
 
@@ -45,6 +50,37 @@ class Listings:
         return all(await asyncio.gather(*waits))
 
 
+class WorkloadSink(Protocol):
+    def workload_changed(self, workload: dict[str, Any], *, deleted: bool) -> None: ...
+
+    def workloads_listed(self, kind: WorkloadKind, keys: Iterable[Key]) -> None: ...
+
+
+class Sink(WorkloadSink, Protocol):
+    def policy_seen(self, policy: dict[str, Any], deleted: bool) -> None: ...
+
+    def policies_listed(self, seen: list[Identity]) -> None: ...
+
+    def namespace_seen(self, namespace: dict[str, Any], deleted: bool) -> None: ...
+
+    def namespaces_listed(self, seen: list[Identity]) -> None: ...
+
+
+def workload_resource(kind: WorkloadKind, sink: WorkloadSink) -> Resource:
+    """Every workload of one kind, handed to the sink."""
+
+    def listed(seen: list[Identity]) -> None:
+        sink.workloads_listed(kind, [Key(namespace, name, kind) for namespace, name in seen])
+
+    return Resource(
+        name=kind.plural,
+        path=workloads_path(kind),
+        changed=lambda workload, deleted: sink.workload_changed(workload, deleted=deleted),
+        listed=listed,
+        kind=kind.value,
+    )
+
+
 class Watches:
     def __init__(
         self,
@@ -58,13 +94,23 @@ class Watches:
         self.sink = sink
         self.after = after  # set once policies and namespaces are known
         self.dropped = dropped  # a kind let go: forget what the cache holds of it
-        self._running: dict[WorkloadKind, tuple[WorkloadWatch, asyncio.Task[None]]] = {}
+        self._running: dict[WorkloadKind, tuple[Watch, asyncio.Task[None]]] = {}
+        now = asyncio.Event()
+        now.set()
+        self._always = [
+            Watch(source, resource, after=now)
+            for resource in (
+                Resource("sidecarpolicies", POLICIES, sink.policy_seen, sink.policies_listed),
+                Resource("namespaces", NAMESPACES, sink.namespace_seen, sink.namespaces_listed),
+            )
+        ]
+        self._tasks = [spawn(watch.run(), f"watch {watch.resource.name}") for watch in self._always]
 
     def want(self, kinds: Iterable[WorkloadKind]) -> None:
         """Watch exactly these kinds from now on."""
         wanted = set(kinds)
         for kind in wanted - self._running.keys():
-            watch = WorkloadWatch(self.source, self.sink, kind, after=self.after)
+            watch = Watch(self.source, workload_resource(kind, self.sink), after=self.after)
             self._running[kind] = (watch, spawn(watch.run(), f"watch {kind.plural}"))
             log.info("Watching", kind=kind.value)
         for kind in self._running.keys() - wanted:
@@ -75,15 +121,12 @@ class Watches:
 
     @property
     def state(self) -> str:
-        """What /healthz reports: each watched kind's state."""
-        if not self._running:
-            return "no policy targets a kind yet"
-        return ", ".join(
-            f"{kind.plural}: {watch.state}" for kind, (watch, _) in sorted(self._running.items())
-        )
+        """What /healthz reports: each watch's state."""
+        watches = [*self._always, *(watch for _, (watch, _) in sorted(self._running.items()))]
+        return ", ".join(f"{watch.resource.name}: {watch.state}" for watch in watches)
 
     async def stop(self) -> None:
-        tasks = [task for _, task in self._running.values()]
+        tasks = [*self._tasks, *(task for _, task in self._running.values())]
         self._running.clear()
         for task in tasks:
             task.cancel()

@@ -37,6 +37,8 @@ TLS_BUFFER = 32 * 1024
 KEEPALIVE_SECONDS = 60.0
 
 POLICIES = f"/apis/{names.GROUP}/{names.VERSION}/{names.PLURAL}"
+NAMESPACES = "/api/v1/namespaces"
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 POLICY_STATUS = f"{POLICIES}/{{name}}/status"
 CLUSTER_PEERINGS = "/apis/kopf.dev/v1/clusterkopfpeerings"
 WEBHOOK_CONFIGURATIONS = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
@@ -56,7 +58,8 @@ class ApiError(Exception):
         return cls(status, message or data[:200].decode(errors="replace"))
 
 
-def _every(kind: WorkloadKind) -> str:
+def workloads_path(kind: WorkloadKind) -> str:
+    """Every workload of a kind, in every namespace."""
     return f"/apis/{kind.api_version}/{kind.plural}"
 
 
@@ -142,8 +145,8 @@ class KubeApi:
             )
         return self._http
 
-    async def _headers(self, content_type: str) -> dict[str, str]:
-        headers = {"Accept": "application/json", "Content-Type": content_type}
+    async def _headers(self, content_type: str, accept: str = "application/json") -> dict[str, str]:
+        headers = {"Accept": accept, "Content-Type": content_type}
         token = await self._configuration.get_api_key_with_prefix(
             "BearerToken", alias="authorization"
         )
@@ -159,11 +162,12 @@ class KubeApi:
         *,
         query: dict[str, str] | None = None,
         content_type: str = "application/json",
+        accept: str = "application/json",
     ) -> dict[str, Any]:
         """Raises ApiError for any status but 2xx, ConnectionError if there was no answer. A
         request on a connection the server dropped while idle is sent once more, PATCH and POST
         too (aiohttp does so only for idempotent methods)."""
-        headers = await self._headers(content_type)
+        headers = await self._headers(content_type, accept)
         # JSON is valid YAML for +yaml types. UTF-8 as it is (as orjson writes it): the API
         # server reads an apply body as YAML, which refuses \uXXXX surrogate pairs.
         # orjson: JSON took 13% of the loop while it injected (py-spy); orjson decodes an apply's
@@ -231,12 +235,11 @@ class KubeApi:
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
         """Workloads of every kind, Namespaces and SidecarPolicies, read once (for `preview`).
         Without the CRD installed there are simply no policies yet."""
-        workloads = [
-            item
-            for kind in WorkloadKind
-            for item in _kinded(await self._request("GET", _every(kind)), kind)["items"] or []
-        ]
-        namespaces = await self._request("GET", "/api/v1/namespaces")
+        workloads: list[dict[str, Any]] = []
+        for kind in WorkloadKind:
+            listing = _kinded(await self._request("GET", workloads_path(kind)), kind)
+            workloads += listing["items"] or []
+        namespaces = await self._request("GET", NAMESPACES)
         try:
             policies = await self._request("GET", POLICIES)
         except ApiError as error:
@@ -249,28 +252,33 @@ class KubeApi:
             list(policies.get("items") or []),
         )
 
-    async def list_workloads(
-        self, kind: WorkloadKind, *, limit: int, token: str | None
-    ) -> dict[str, Any]:
-        """One page of every workload of this kind in the cluster, each item naming its kind."""
+    async def list_page(self, path: str, *, limit: int, token: str | None) -> dict[str, Any]:
+        """One page of a collection (`workloads_path`, `POLICIES`, `NAMESPACES`)."""
         query = {"limit": str(limit)}
         if token:
             query["continue"] = token
-        return _kinded(await self._request("GET", _every(kind), query=query), kind)
+        return await self._request("GET", path, query=query)
 
-    async def watch_workloads(
-        self, kind: WorkloadKind, version: str, *, timeout: int
+    async def list_metadata(self, path: str, *, limit: int, token: str | None) -> dict[str, Any]:
+        """One page of a collection's metadata alone (managedFields included): a few hundred
+        bytes an object, to find what needs the full object."""
+        query = {"limit": str(limit)}
+        if token:
+            query["continue"] = token
+        return await self._request("GET", path, query=query, accept=METADATA_LIST)
+
+    async def watch_events(
+        self, path: str, version: str, *, timeout: int
     ) -> AsyncGenerator[dict[str, Any], None]:
-        """Every watch event of this kind from `version` on, one parsed event at a time, until
-        the server ends the watch after `timeout` seconds. Raises like `_request`."""
+        """Every watch event of a collection from `version` on, one parsed event at a time,
+        until the server ends the watch after `timeout` seconds. Raises like `_request`."""
         query = {
             "watch": "true",
             "resourceVersion": version,
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(timeout),
         }
-        metrics.REQUESTS.labels(method="WATCH", resource=kind.plural).inc()
-        path = _every(kind)
+        metrics.REQUESTS.labels(method="WATCH", resource=_resource(path)).inc()
         try:
             async with self._session().get(
                 self._configuration.host + path,
