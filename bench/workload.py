@@ -82,6 +82,58 @@ def policy(image_tag: str) -> dict[str, Any]:
     }
 
 
+# A sidecar with every optional Container field at the value the API server drops or defaults
+# (empty lists and maps, false, "", zero), its mount and volume likewise: each of these alone once
+# made the operator write on every event.
+EVERY_DEFAULT: dict[str, Any] = {
+    "containers": [
+        {
+            "name": "shipper",
+            "image": "fluent/fluent-bit:3.1.9",
+            "args": [],
+            "command": [],
+            "env": [{"name": "LEVEL", "value": ""}],
+            "envFrom": [],
+            "ports": [{"containerPort": 2020, "protocol": "", "hostIP": ""}],
+            "workingDir": "",
+            "stdin": False,
+            "stdinOnce": False,
+            "tty": False,
+            "imagePullPolicy": "",
+            "terminationMessagePath": "",
+            "terminationMessagePolicy": "",
+            "resources": {"limits": {"cpu": "0.5"}, "requests": {}},
+            "securityContext": {},
+            "lifecycle": {},
+            "resizePolicy": [],
+            "livenessProbe": {
+                "httpGet": {"port": 2020, "path": "", "scheme": ""},
+                "timeoutSeconds": 0,
+                "periodSeconds": 0,
+            },
+            "volumeMounts": [
+                {"name": "logs", "mountPath": "/logs", "readOnly": False, "subPath": ""}
+            ],
+        }
+    ],
+    "volumes": [{"name": "logs", "emptyDir": {"medium": ""}}],
+    "volumeMounts": [{"name": "logs", "mountPath": "/var/log/app", "readOnly": False}],
+}
+
+
+def every_default_policy() -> dict[str, Any]:
+    return {
+        "apiVersion": "sidecars.dev/v1alpha1",
+        "kind": "SidecarPolicy",
+        "metadata": {"name": POLICY},
+        "spec": {
+            "selector": {"matchLabels": {PART_OF: "bench"}},
+            **EVERY_DEFAULT,
+            "updateStrategy": {"maxConcurrent": "100%"},
+        },
+    }
+
+
 def clashes(index: int, count: int) -> bool:
     """Whether policy `index` of `count` is one of a pair adding a container of the same name."""
     first = index - index % CLASH_EVERY

@@ -89,7 +89,7 @@ def crd_installed(kubectl_admin: Kubectl) -> Kubectl:
     return kubectl_admin
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -109,8 +109,8 @@ class OperatorProcess:
         self.log_path = log_path
         self.extra_args = extra_args
         self.env = env or {}
-        self.metrics_port = _free_port()
-        self.liveness_port = _free_port()
+        self.metrics_port = free_port()
+        self.liveness_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -173,7 +173,7 @@ def webhook_certs(kubectl_admin: Kubectl) -> Path:
 
 @pytest.fixture(scope="session")
 def webhook_port() -> int:
-    return _free_port()
+    return free_port()
 
 
 @pytest.fixture(scope="session")

@@ -133,3 +133,50 @@ def test_a_sidecar_the_namespace_pod_security_level_refuses_is_a_reported_confli
     )
     eventually(lambda: ready(policies, strict, matched=1), what="the hardened sidecar injected")
     assert has_container(kubectl, "web", "strict-agent")
+
+
+def test_an_opt_out_in_any_case_is_honoured_and_another_value_is_named(
+    kubectl: Kubectl, policies: Policies
+) -> None:
+    """`"False"` was silently no opt-out: the Deployment got the sidecars."""
+    for name, value in (("title", "False"), ("upper", "FALSE"), ("unclear", "no")):
+        kubectl.apply(deployment(name, annotations={"sidecars.dev/inject": value}))
+    name = policies.apply(containers=[FLUENT_BIT], volumes=[LOG_VOLUME])
+    eventually(lambda: ready(policies, name, matched=1), what="only the unclear one matched")
+    assert has_container(kubectl, "unclear", "fluent-bit")
+    for opted_out in ("title", "upper"):
+        assert names(pod_spec(kubectl, opted_out), "containers") == ["app"]
+    warning = eventually(
+        lambda: [
+            e for e in events(kubectl, "Deployment", "unclear") if e["reason"] == "UnclearOptOut"
+        ],
+        what="a Warning naming the value",
+    )
+    assert warning[0]["type"] == "Warning" and "'no'" in warning[0]["message"]
+
+
+def test_a_sidecar_port_the_app_has_on_the_host_network_is_a_reported_conflict(
+    kubectl: Kubectl, policies: Policies
+) -> None:
+    """On the host's network every container port is a host port: the Deployment took the
+    sidecar, its ReplicaSet could make no Pod, and the policy said RollingOut until its deadline."""
+    app = {
+        "hostNetwork": True,
+        "containers": [{"name": "app", "image": "nginx:1.27", "ports": [{"containerPort": 9100}]}],
+    }
+    kubectl.apply(deployment("on-host", pod=app))
+    kubectl.apply(deployment("web"))
+    exporter = {"name": "exporter", "image": "busybox:1.36", "ports": [{"containerPort": 9100}]}
+    name = policies.apply(containers=[exporter])
+    status = eventually(
+        lambda: (
+            (s := policies.status(name)).get("conflicts") == 1
+            and s.get("readyWorkloads") == 1
+            and s
+        ),
+        what="web injected, on-host a conflict",
+    )
+    message = condition(status, "Degraded")["message"]
+    assert "on-host" in message and "host port TCP//9100" in message
+    assert names(pod_spec(kubectl, "on-host"), "containers") == ["app"]
+    assert [e for e in events(kubectl, "Deployment", "on-host") if e["reason"] == "SidecarConflict"]

@@ -1,20 +1,32 @@
 """Two replicas in one peering, as the manifests run them: one writes, the other stands by and
-takes over when the first is killed or stops.
+takes over when the first is killed, stops, or is cut off from the API server; and the standby,
+which answers admission too, decides from current policies.
 
-The session's operator is the first replica; the test starts a second beside it, kills the
-first, starts it again (now the younger, so it stands by) and stops the second gracefully, so
-the session's operator is the active one again at the end.
+The session's operator is the first replica; the takeover test starts a second beside it, kills
+the first, starts it again (now the younger, so it stands by) and stops the second gracefully,
+so the session's operator is the active one again at the end.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import time
 from pathlib import Path
 
-from tests.conftest import OPERATOR_NAMESPACE, PEERING, OperatorProcess
+from sidecar_operator.devcluster import Cluster
+from sidecar_operator.devcluster import admission as admission_on_host
+from tests.conftest import (
+    OPERATOR_NAMESPACE,
+    PEERING,
+    REPO,
+    TEST_CLUSTER,
+    OperatorProcess,
+    free_port,
+)
 from tests.kube import Kubectl, eventually
+from tests.proxy import Relay
 from tests.scenario import FLUENT_BIT, LOG_VOLUME, Policies, deployment, has_container, ready
 
 
@@ -46,11 +58,12 @@ def standing_by(replica: OperatorProcess) -> bool:
 
 
 def writes(replica: OperatorProcess) -> float:
-    """Every request this replica sent that changes something, but for its peering record."""
+    """Every request this replica sent that changes something, but for its peering record
+    (reads and watches change nothing: a standby watches as the active replica does)."""
     return sum(
         value
         for labels, value in _samples(replica.metrics(), "sidecar_operator_api_requests_total")
-        if labels["method"] != "GET" and labels["resource"] != "clusterkopfpeerings"
+        if labels["method"] not in ("GET", "WATCH") and labels["resource"] != "clusterkopfpeerings"
     )
 
 
@@ -107,3 +120,113 @@ def test_one_replica_writes_and_the_standby_takes_over(
         if operator.process is None:
             operator.start()
         print(f"second replica's log: {second.log_path}")
+
+
+def test_the_standby_admits_from_current_policies(
+    kubectl: Kubectl,
+    kubectl_admin: Kubectl,
+    policies: Policies,
+    operator: OperatorProcess,
+    namespace: str,
+    webhook_certs: Path,
+    tmp_path: Path,
+) -> None:
+    """Every replica answers admission (the Service spreads calls over them), but a standby's
+    Kopf watches are paused: it admitted from an empty or old cache, and half of all new
+    workloads rolled out twice, their first pods without their sidecars."""
+    port = free_port()
+    standby = OperatorProcess(
+        operator.kubeconfig,
+        tmp_path / "standby.log",
+        f"--peering={PEERING}",
+        f"--operator-namespace={OPERATOR_NAMESPACE}",
+        f"--webhook-port={port}",
+        f"--webhook-certs={webhook_certs}",
+    )
+    configuration = admission_on_host.configuration(
+        Cluster.named(TEST_CLUSTER),
+        REPO / "manifests" / "webhook.yaml",
+        port=port,
+        name=f"standby-{namespace}",
+        namespace_selector={"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+    )
+    standby.start()
+    try:
+        eventually(lambda: standing_by(standby), what="the second replica standing by")
+        kubectl_admin.apply(json.dumps(configuration))
+        name = policies.apply(containers=[FLUENT_BIT], volumes=[LOG_VOLUME])
+        revision = eventually(lambda: policies.status(name).get("revision"), what="revision")
+        for created, image in (("first", FLUENT_BIT["image"]), ("second", "fluent/fluent-bit:3.2")):
+            if created == "second":  # an edit, and a workload created right after it
+                policies.apply(
+                    name, containers=[{**FLUENT_BIT, "image": image}], volumes=[LOG_VOLUME]
+                )
+                eventually(
+                    lambda: policies.status(name).get("revision") not in (None, revision),
+                    what="the edit seen",
+                )
+            kubectl.apply(deployment(created))
+            stored = kubectl.json("deployment", created)
+            assert stored["metadata"]["generation"] == 1
+            containers = stored["spec"]["template"]["spec"]["containers"]
+            sidecar = [c for c in containers if c["name"] == "fluent-bit"]
+            assert sidecar and sidecar[0]["image"] == image, f"{created}: admitted {sidecar}"
+            time.sleep(3)  # the active replica adopts: ownership only, no second ReplicaSet
+            replica_sets = [
+                r["metadata"]["name"]
+                for r in kubectl.json("replicasets")["items"]
+                if r["metadata"]["ownerReferences"][0]["name"] == created
+            ]
+            assert len(replica_sets) == 1, replica_sets
+        assert writes(standby) == 0
+    finally:
+        kubectl_admin(
+            "delete", "mutatingwebhookconfiguration", f"standby-{namespace}", "--ignore-not-found"
+        )
+        standby.stop()
+        print(f"standby's log: {standby.log_path}")
+
+
+def test_an_active_replica_cut_off_from_the_api_server_stops_writing_before_the_takeover(
+    kubectl_admin: Kubectl, namespace: str, tmp_path: Path
+) -> None:
+    """A replica that could not read the peering kept its last decision: a partitioned active
+    replica and the one taking over could both write. Its own peering here, beside the session's
+    (no policy of this test's, so neither writes anything but its record)."""
+    peering = f"fence-{namespace}"[:60]
+    config = json.loads(kubectl_admin.kubeconfig.read_text())
+    server = config["clusters"][0]["cluster"]["server"]
+    host, port = server.removeprefix("https://").rsplit(":", 1)
+    with Relay((host, int(port))) as relay:
+        config["clusters"][0]["cluster"]["server"] = f"https://{host}:{relay.port}"
+        relayed = tmp_path / "relayed.kubeconfig"
+        relayed.write_text(json.dumps(config))
+        args = (f"--peering={peering}", f"--operator-namespace={OPERATOR_NAMESPACE}")
+        first = OperatorProcess(relayed, tmp_path / "first.log", *args, env={"POD_NAME": "first"})
+        second = OperatorProcess(
+            kubectl_admin.kubeconfig, tmp_path / "second.log", *args, env={"POD_NAME": "second"}
+        )
+        first.start()
+        try:
+            eventually(lambda: active(first), what="the first replica active")
+            second.start()
+            eventually(lambda: standing_by(second), what="the second standing by")
+            relay.cut.set()
+            cut = time.monotonic()
+            stopped = took_over = 0.0
+            while time.monotonic() - cut < 40 and not (stopped and took_over):
+                if not stopped and not active(first):
+                    stopped = time.monotonic() - cut
+                if not took_over and active(second):
+                    took_over = time.monotonic() - cut
+                time.sleep(0.1)
+            print(
+                f"cut off: stopped writing after {stopped:.1f}s, taken over after {took_over:.1f}s"
+            )
+            assert stopped and took_over, (stopped, took_over)
+            assert stopped < took_over <= 20
+        finally:
+            first.stop(signal.SIGKILL)
+            second.stop()
+            kubectl_admin("delete", "clusterkopfpeering", peering, "--ignore-not-found")
+            print(f"logs: {first.log_path}, {second.log_path}")

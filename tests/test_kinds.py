@@ -220,11 +220,13 @@ def test_a_cron_job_takes_a_native_sidecar_and_reports_a_regular_one_as_a_confli
 # -- kinds listed only while needed ----------------------------------------------------------
 
 
-def _requests(operator: OperatorProcess, resource: str) -> float:
+def _requests(operator: OperatorProcess, resource: str, method: str = "") -> float:
     total = 0.0
     for line in operator.metrics().splitlines():
-        if line.startswith("sidecar_operator_api_requests_total{") and (
-            f'resource="{resource}"' in line
+        if (
+            line.startswith("sidecar_operator_api_requests_total{")
+            and f'resource="{resource}"' in line
+            and f'method="{method}"' in line
         ):
             total += float(line.rsplit(" ", 1)[1])
     return total
@@ -271,14 +273,16 @@ def test_a_kind_is_listed_and_watched_only_while_a_policy_targets_it(
     kubectl.apply(yaml.safe_dump(workload(WorkloadKind.DEPLOYMENT, "web")))
     name = policies.apply(kinds=["Deployment"], containers=[SHIPPER])
     eventually(lambda: ready(policies, name, matched=1), what="the Deployment injected")
-    assert _requests(fresh_operator, "deployments") > 0
-    assert _requests(fresh_operator, "statefulsets") == 0
+    assert _requests(fresh_operator, "deployments", "WATCH") > 0
+    assert _requests(fresh_operator, "statefulsets", "WATCH") == 0
+    # Only the start-up look for what deleted policies left: one page of their metadata.
+    assert _requests(fresh_operator, "statefulsets", "GET") == 1
     assert "config-sync" not in str(template(kubectl, WorkloadKind.STATEFUL_SET, "db"))
 
     # Targeting StatefulSets too starts their list and watch; the check above can fail.
     policies.apply(name, kinds=["Deployment", "StatefulSet"], containers=[SHIPPER])
     eventually(lambda: ready(policies, name, matched=2), what="the StatefulSet injected too")
-    assert _requests(fresh_operator, "statefulsets") > 0
+    assert _requests(fresh_operator, "statefulsets", "WATCH") > 0
 
     # Dropped from spec.kinds: its sidecars are removed, then the kind is let go.
     before = copy.deepcopy(template(kubectl, WorkloadKind.STATEFUL_SET, "db"))

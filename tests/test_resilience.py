@@ -89,11 +89,14 @@ def test_an_api_server_outage_is_ridden_out_without_a_restart(
             timeout=30,
             what="/healthz reporting the lost watch",
         )
-        assert code == 200 and report["role"] == "active"
+        # Healthy all the same; whether it still says active depends on how long ago it last
+        # confirmed its peering record: a replica that cannot, writes nothing.
+        assert code == 200 and report["role"] in ("active", "standby")
     finally:
         output, _ = outage.communicate(timeout=300)
     assert outage.returncode == 0, output
     back = time.monotonic()
+    eventually(lambda: operator.health()[1].get("role") == "active", what="active again")
 
     kubectl.apply(deployment("after"))
     eventually(lambda: has_container(kubectl, "after", "fluent-bit"), timeout=60, what="injection")

@@ -17,7 +17,7 @@ import yaml
 
 from tests.conftest import OperatorProcess
 from tests.kube import Kubectl, eventually
-from tests.scenario import Policies, condition, halted, policy_events, ready
+from tests.scenario import Policies, condition, events, halted, policy_events, ready
 from tests.timeline import Timeline
 
 pytestmark = pytest.mark.usefixtures("operator")
@@ -230,3 +230,31 @@ def test_a_new_deployment_gets_the_sidecar_without_waiting_for_the_budget(
         timeout=30,
         what="the new Deployment injected at once",
     )
+
+
+def test_a_deployment_its_owner_paused_is_written_and_waits_without_holding_the_budget(
+    kubectl: Kubectl, policies: Policies, timeline: Timeline
+) -> None:
+    """Under `kubectl rollout pause` a Deployment rolls out nothing: counted in flight, it held
+    the one slot of `maxConcurrent: 1` for as long as it stayed paused, and nothing said why."""
+    names = deployments(kubectl, 3, min_ready_seconds=1)
+    kubectl("rollout", "pause", f"deployment/{names[0]}")
+    name = policies.apply(containers=[SIDECAR], updateStrategy={"maxConcurrent": 1})
+    revision = _revision(policies, name)
+
+    status = eventually(
+        lambda: (s := policies.status(name)).get("readyWorkloads") == 2 and s,
+        timeout=120,
+        what="the other two rolled out",
+    )
+    assert status["updatedWorkloads"] == 3
+    assert timeline.carrying(name, revision) == set(names)  # the paused one written too
+    message = condition(status, "Progressing")["message"]
+    assert "paused by their owners" in message and f"/{names[0]}" in message
+    waiting = [
+        e for e in events(kubectl, "Deployment", names[0]) if e["reason"] == "SidecarsWaitForResume"
+    ]
+    assert waiting and "kubectl rollout resume" in waiting[0]["message"]
+
+    kubectl("rollout", "resume", f"deployment/{names[0]}")
+    eventually(lambda: ready(policies, name, matched=3), timeout=120, what="resumed: all ready")
