@@ -82,7 +82,7 @@ def eventually(
 ) -> T:
     """Poll until `check` returns something truthy; fail with the last value seen."""
     deadline = time.monotonic() + timeout
-    last: Any = None
+    last: T | None = None
     while time.monotonic() < deadline:
         last = check()
         if last:

@@ -121,8 +121,12 @@ def test_every_corpus_case_loads_and_says_what_it_expects() -> None:
     for name, case in cases.items():
         expect = case.expect
         assert (expect.rejected is not None) != bool(
-            expect.injected or expect.conflicts or case.during.delete_namespace
+            expect.injected
+            or expect.conflicts
+            or expect.owner_paused
+            or case.during.delete_namespace
         ), f"{name}: rejected, or an outcome on the cluster, not both"
         assert (case.policy is None) != (case.raw is None), f"{name}: a policy or a raw manifest"
         apps = {app.name for app in case.apps}
-        assert set(expect.injected) | set(expect.conflicts) <= apps, name
+        named = set(expect.injected) | set(expect.conflicts) | set(expect.owner_paused)
+        assert named | set(expect.warnings) <= apps, name

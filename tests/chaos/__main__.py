@@ -1,5 +1,7 @@
-"""`make chaos` (`python -m tests.chaos [--seed N] [--size 30] [--trials sigkill,...]`): runs the
-trials on a fresh local cluster named `chaos`, prints a table, writes bench/results/chaos.json."""
+"""`make chaos` (`python -m tests.chaos [--seed N] [--size 30] [--trials sigkill,...] [--smoke]`):
+runs the trials on a fresh local cluster named `chaos`, prints a table, writes
+bench/results/chaos.json. `--smoke` runs each trial once, small (`trials.SMOKE`), on a cluster of
+its own: `make test` runs it so that a broken harness fails CI."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ CLUSTER = "chaos"
 PEERING = "sidecar-operator-chaos"
 OPERATOR_NAMESPACE = "sidecar-operator-chaos"
 RESULTS = REPO / "bench" / "results" / "chaos.json"
-TRIALS = ("corpus", "racing", "sigkill", "control-plane", "replicas")
+TRIALS = ("corpus", "orphans", "racing", "sigkill", "control-plane", "replicas")
 
 
 def main() -> int:
@@ -31,11 +33,15 @@ def main() -> int:
     parser.add_argument("--trials", default=",".join(TRIALS))
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--cases", default="", help="only corpus cases whose file name has this")
+    parser.add_argument("--smoke", action="store_true", help="each trial once, small")
+    parser.add_argument("--cluster", default=CLUSTER, help="the local cluster's name")
     options = parser.parse_args()
     chosen = options.trials.split(",")
+    scale = trials.SMOKE if options.smoke else trials.Scale(size=options.size)
+    cluster = options.cluster
     started = time.monotonic()
-    dev("down", "--name", CLUSTER)
-    up = dev("up", "--name", CLUSTER)
+    dev("down", "--name", cluster)
+    up = dev("up", "--name", cluster)
     admin = Kubectl(kubeconfig_from(up.stdout.strip().splitlines()[-1]))
     workdir = Path(tempfile.mkdtemp(prefix="chaos-"))
     rows: list[trials.Row] = []
@@ -44,7 +50,7 @@ def main() -> int:
             admin("apply", "--server-side", "--force-conflicts", "-f", str(path))
         eventually(lambda: _established(admin), what="the CRDs established")
         admin("create", "namespace", OPERATOR_NAMESPACE)
-        setting = trials.Setting(admin, CLUSTER, workdir, options.size, random.Random(options.seed))
+        setting = trials.Setting(admin, cluster, workdir, scale, random.Random(options.seed))
 
         def replica(name: str) -> OperatorProcess:
             return OperatorProcess(
@@ -55,12 +61,15 @@ def main() -> int:
                 env={"POD_NAME": name},
             )
 
-        if {"corpus", "racing", "sigkill", "control-plane"} & set(chosen):
+        if {"corpus", "orphans", "racing", "sigkill", "control-plane"} & set(chosen):
             operator = replica("chaos-operator")
             operator.start()
             try:
                 if "corpus" in chosen:
-                    rows += _timed("corpus", lambda: _corpus(admin, options.cases))
+                    cases = (options.cases,) if options.cases else scale.cases
+                    rows += _timed("corpus", lambda: _corpus(admin, cases))
+                if "orphans" in chosen:
+                    rows += _timed("orphans", lambda: trials.orphans(setting, operator))
                 if "racing" in chosen:
                     rows += _timed("racing", lambda: racing.racing(setting))
                 if "sigkill" in chosen:
@@ -72,7 +81,7 @@ def main() -> int:
         if "replicas" in chosen:
             rows += _timed("replicas", lambda: trials.replicas(setting, replica))
     finally:
-        dev("down", "--name", CLUSTER)
+        dev("down", "--name", cluster)
     seconds = round(time.monotonic() - started)
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
@@ -104,7 +113,7 @@ def _timed(what: str, run: object) -> list[trials.Row]:
     return rows
 
 
-def _corpus(admin: Kubectl, only: str) -> list[trials.Row]:
+def _corpus(admin: Kubectl, only: tuple[str, ...]) -> list[trials.Row]:
     return [
         trials.Row(
             "corpus",

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sidecar_operator.core.planner import contains
+from sidecar_operator.core import stored
 from sidecar_operator.core.workloads import rolled_out
 
 POD_LISTS = ("initContainers", "containers")
@@ -83,7 +83,7 @@ def injected(
                 found.append(f"{name}: {copies} copies of {pod_list[:-1]} {wanted['name']}")
                 continue
             held = next(c for c in pod[pod_list] if c["name"] == wanted["name"])
-            if not contains(held, wanted):
+            if not stored.holds(held, wanted, "Container"):
                 found.append(f"{name}: {pod_list[:-1]} {wanted['name']} is not the policy's")
     live_volumes = Counter(v["name"] for v in pod.get("volumes", []))
     for volume in spec.get("volumes", []):
@@ -108,12 +108,15 @@ def injected(
     return found
 
 
-def removed(deployment: Mapping[str, Any], snapshot: Template, policy: str) -> list[str]:
-    """A Deployment the policy let go of: exactly the template it had before."""
+def removed(
+    deployment: Mapping[str, Any], snapshot: Template, policy: str, annotation: str | None = None
+) -> list[str]:
+    """A Deployment the policy let go of: exactly the template it had before, and the policy's
+    annotation as it had it (none, unless its owner copied one in)."""
     name = deployment["metadata"]["name"]
     found = []
-    if carrying(deployment, policy) is not None:
-        found.append(f"{name}: still carries the policy's annotation")
+    if carrying(deployment, policy) != annotation:
+        found.append(f"{name}: carries the policy's annotation {carrying(deployment, policy)!r}")
     if _normal(template(deployment)) != _normal(snapshot):
         found.append(f"{name}: the template differs from before the policy")
     return found
@@ -186,7 +189,8 @@ def app_fields_owned(
                     if extra:
                         found.append(f"{name}: {manager} owns {extra} of app container {container}")
             elif key == "f:volumes":
-                foreign = {_keyed(item, "name") for item in owned} - volumes - {None}
+                keys = {_keyed(item, "name") for item in owned}
+                foreign = {key for key in keys if key is not None} - volumes
                 if foreign:
                     found.append(f"{name}: {manager} owns app volumes {sorted(foreign)}")
             else:

@@ -10,11 +10,13 @@ inject carries exactly what the policy adds and nothing of its own changed; and 
 is deleted every app equals its snapshot again.
 
 In a case, `$NAMESPACE` stands for the case's namespace, `$CASE` for a name unique to the run,
-and `$OPERATOR_NAMESPACE` for the operator's own namespace.
+`$OPERATOR_NAMESPACE` for the operator's own namespace, and `$REVISION` for the revision the
+policy will have (as if copied from a workload that carried it).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import time
@@ -27,6 +29,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from sidecar_operator.api.models import Policy
 from sidecar_operator.core.workloads import rolled_out
 from tests.chaos import audit
 from tests.kube import Kubectl
@@ -51,6 +54,7 @@ class App(_Strict):
     pod: dict[str, Any] = Field(
         default_factory=lambda: {"containers": [{"name": "app", "image": "nginx:1.27"}]}
     )
+    paused: bool = Field(default=False, description="Paused by its owner (`rollout pause`).")
 
 
 class Action(_Strict):
@@ -72,8 +76,17 @@ class Expect(_Strict):
     policy_events: list[str] = Field(
         default_factory=list, alias="policyEvents", description="Reasons of Events on the policy."
     )
+    owner_paused: list[str] = Field(
+        default_factory=list,
+        alias="ownerPaused",
+        description="Apps their owners paused: written, not rolled out, named in Progressing.",
+    )
+    warnings: dict[str, str] = Field(
+        default_factory=dict, description="Apps each with the reason of a Warning Event on it."
+    )
     matched: int | None = Field(
-        default=None, description="status.matchedWorkloads, when not injected + conflicts."
+        default=None,
+        description="status.matchedWorkloads, when not injected + conflicts + ownerPaused.",
     )
 
 
@@ -133,6 +146,7 @@ def _deployment(app: App, namespace: str) -> dict[str, Any]:
         },
         "spec": {
             "replicas": 1,
+            "paused": app.paused,
             "selector": {"matchLabels": {"app": app.name}},
             "template": {"metadata": {"labels": {"app": app.name}}, "spec": app.pod},
         },
@@ -157,6 +171,7 @@ class Run:
         self.admin = admin
         self.policy = self.case.policy_name
         self.snapshot: dict[tuple[str, str], audit.Template] = {}
+        self.annotations: dict[tuple[str, str], str | None] = {}  # the policy's, copied in
         self.gone: set[str] = set()
 
     def __call__(self) -> list[str]:
@@ -187,12 +202,18 @@ class Run:
             self.admin("delete", "namespace", self.namespace, "--wait=false", check=False)
 
     def _run(self) -> list[str]:
+        if "$REVISION" in json.dumps(self.case.model_dump(by_alias=True)):
+            revision = self._revision()
+            self.case = Case.model_validate(
+                _substitute(self.case.model_dump(by_alias=True), {"$REVISION": revision})
+            )
         for app in self.case.apps:
             self.admin.apply(yaml.safe_dump(_deployment(app, app.namespace)))
         for app in self.case.apps:
             deployment = self._get(app)
             assert deployment is not None, f"{app.name} was not created"
             self.snapshot[(app.namespace, app.name)] = audit.template(deployment)
+            self.annotations[(app.namespace, app.name)] = audit.carrying(deployment, self.policy)
         if self.case.refuses:
             self._wait_refusing(self.case.refuses)
         applied = self._apply_policy()
@@ -223,7 +244,12 @@ class Run:
             if app.name not in self.gone and (names is None or app.name in names)
         ]
 
-    def _apply_policy(self) -> subprocess.CompletedProcess[str]:
+    def _revision(self) -> str:
+        """The revision the policy will have: the CRD's defaults shape what it is hashed from."""
+        stored = self._apply_policy("--dry-run=server", "-o", "json")
+        return Policy.from_object(json.loads(stored.stdout)).spec.revision
+
+    def _apply_policy(self, *options: str) -> subprocess.CompletedProcess[str]:
         if self.case.raw is not None:
             manifest = self.case.raw
         else:
@@ -251,7 +277,9 @@ class Run:
                 },
                 allow_unicode=True,
             )
-        return self.admin("apply", "--server-side", "-f", "-", input=manifest, check=False)
+        return self.admin(
+            "apply", "--server-side", *options, "-f", "-", input=manifest, check=False
+        )
 
     def _act(self) -> None:
         for name in self.case.during.delete_apps:
@@ -300,7 +328,7 @@ class Run:
 
     def _settled(self, expect: Expect) -> dict[str, Any] | None:
         status = self._status()
-        matched = len(expect.injected) + len(expect.conflicts)
+        matched = len(expect.injected) + len(expect.conflicts) + len(expect.owner_paused)
         if expect.matched is not None:
             matched = expect.matched
         done = (
@@ -308,6 +336,7 @@ class Run:
             and status.get("matchedWorkloads") == matched
             and status.get("conflicts") == len(expect.conflicts)
             and status.get("readyWorkloads") == len(expect.injected)
+            and status.get("updatedWorkloads") == len(expect.injected) + len(expect.owner_paused)
         )
         return status if done else None
 
@@ -321,14 +350,23 @@ class Run:
         degraded = conditions.get("Degraded", {}).get("status")
         if degraded != ("True" if expect.conflicts else "False"):
             found.append(f"Degraded is {degraded!r}")
-        if conditions.get("Ready", {}).get("status") != "True":
+        if conditions.get("Ready", {}).get("status") != (
+            "False" if expect.owner_paused else "True"
+        ):
             found.append(f"Ready is {conditions.get('Ready')}")
+        progressing = conditions.get("Progressing", {}).get("message", "")
+        for app_name in expect.owner_paused:
+            if f"/{app_name}" not in progressing or "paused by their owners" not in progressing:
+                found.append(f"Progressing does not name {app_name} as paused: {progressing!r}")
         for app_name, message in expect.conflicts.items():
-            found += self._conflict_event(app_name, message)
+            found += self._event(app_name, "SidecarConflict", message)
+        for app_name, reason in expect.warnings.items():
+            found += self._event(app_name, reason, "")
         for reason in expect.policy_events:
-            if not _until(lambda reason=reason: self._policy_event(reason), fail=False):
+            if not _until(functools.partial(self._policy_event, reason), fail=False):
                 found.append(f"no {reason} Event on the policy")
-        for app in self._apps(expect.injected):
+        written = [*expect.injected, *expect.owner_paused]
+        for app in self._apps(written):
             deployment = self._get(app)
             if deployment is None:
                 found.append(f"{app.name} is gone")
@@ -337,23 +375,24 @@ class Run:
             found += audit.injected(
                 deployment, snapshot, self.policy, status["_spec"], status.get("revision", "")
             )
-            if not rolled_out(deployment):
-                found.append(f"{app.name} is not rolled out")
-        left = [a for a in self._apps() if a.name not in expect.injected]
+            if rolled_out(deployment) == (app.name in expect.owner_paused):
+                found.append(f"{app.name} is {'' if rolled_out(deployment) else 'not '}rolled out")
+        left = [a for a in self._apps() if a.name not in written]
         return found + self._unchanged(left, "while the policy exists")
 
-    def _conflict_event(self, app_name: str, message: str) -> list[str]:
+    def _event(self, app_name: str, reason: str, message: str) -> list[str]:
+        """An Event of this reason on the app, saying `message` (a substring)."""
         selector = f"involvedObject.kind=Deployment,involvedObject.name={app_name}"
 
         def seen() -> list[dict[str, Any]]:
             events = self.admin.in_namespace(self.namespace).json(
                 "events", f"--field-selector={selector}"
             )["items"]
-            return [e for e in events if e["reason"] == "SidecarConflict"]
+            return [e for e in events if e["reason"] == reason]
 
-        events = _until(seen, what=f"a SidecarConflict Event on {app_name}", fail=False)
+        events = _until(seen, what=f"a {reason} Event on {app_name}", fail=False)
         if not events:
-            return [f"no SidecarConflict Event on {app_name}"]
+            return [f"no {reason} Event on {app_name}"]
         if not any(message in e["message"] for e in events):
             return [f"{app_name}'s Event lacks {message!r}: {events[0]['message']}"]
         return []
@@ -369,8 +408,11 @@ class Run:
             deployment = self._get(app)
             if deployment is None:
                 continue  # deleted by the case, or with its namespace
-            snapshot = self.snapshot[(app.namespace, app.name)]
-            found += [f"{when}: {d}" for d in audit.removed(deployment, snapshot, self.policy)]
+            key = (app.namespace, app.name)
+            removed = audit.removed(
+                deployment, self.snapshot[key], self.policy, self.annotations[key]
+            )
+            found += [f"{when}: {d}" for d in removed]
         return found
 
 
@@ -394,18 +436,23 @@ Outcome = Literal["rejected", "reported", "injected"]
 def outcome(case: Case) -> Outcome:
     if case.expect.rejected is not None:
         return "rejected"
-    return "reported" if case.expect.conflicts or case.expect.policy_events else "injected"
+    expect = case.expect
+    reported = expect.conflicts or expect.policy_events or expect.warnings or expect.owner_paused
+    return "reported" if reported else "injected"
 
 
 Result = tuple[str, Case, list[str], float]
 
 
 def run(
-    admin: Kubectl, operator_namespace: str, *, workers: int = 4, only: str = ""
+    admin: Kubectl, operator_namespace: str, *, workers: int = 4, only: tuple[str, ...] = ()
 ) -> list[Result]:
-    """Every case, a few at a time: each has its own namespace, policy and apps.
-    A result is the case's name, the case, its defects and its seconds."""
-    cases = {name: case for name, case in load().items() if only in name}
+    """Every case (or those whose file names start or are one of `only`), a few at a time:
+    each has its own namespace, policy and apps. A result is the case's name, the case, its
+    defects and its seconds."""
+    cases = {
+        name: case for name, case in load().items() if not only or any(o in name for o in only)
+    }
 
     def one(item: tuple[str, Case]) -> Result:
         name, case = item

@@ -36,7 +36,6 @@ APP_IMAGES = ("nginx:1.27.1", "nginx:1.27.2")
 # change of the app's template (an undo goes back to the first ReplicaSet, and injecting again
 # back to the sidecars').
 FEWEST_REPLICASETS = {GROUPS[0]: 4, GROUPS[1]: 4, GROUPS[2]: 3, GROUPS[3]: 2}
-RACE_SECONDS = 40.0
 
 
 def group(index: int) -> str:
@@ -65,7 +64,7 @@ class Racers:
         self.setting = setting
         self.kubectl = kubectl
         self.names = {
-            g: [f"app-{i:02d}" for i in range(setting.size) if group(i) == g] for g in GROUPS
+            g: [f"app-{i:02d}" for i in range(setting.scale.size) if group(i) == g] for g in GROUPS
         }
         self.writes = dict.fromkeys(GROUPS, 0)
         self.refused: list[str] = []
@@ -108,9 +107,9 @@ class Racers:
         tick = 0
         while not self._stop.wait(self.setting.rng.uniform(0.3, 1.0)):
             tick += 1
-            value = "1" if time.monotonic() - started < RACE_SECONDS / 2 else "2"
+            value = "1" if time.monotonic() - started < self.setting.scale.race_seconds / 2 else "2"
             manifests = []
-            for index in range(self.setting.size):
+            for index in range(self.setting.scale.size):
                 if group(index) != GROUPS[0]:
                     continue
                 manifest = workloads.deployment(index)
@@ -130,15 +129,17 @@ class Racers:
 
     def _set_image(self) -> None:
         for image in APP_IMAGES:
-            if self._stop.wait(self.setting.rng.uniform(3.0, RACE_SECONDS / 2)):
+            if self._stop.wait(self.setting.rng.uniform(3.0, self.setting.scale.race_seconds / 2)):
                 return
             for name in self.names[GROUPS[1]]:
                 self._run(GROUPS[1], "set", "image", f"deployment/{name}", f"app={image}")
 
     def _client_side(self) -> None:
-        originals = {i: workloads.deployment(i) for i in range(self.setting.size)}
+        originals = {i: workloads.deployment(i) for i in range(self.setting.scale.size)}
         manifests = [originals[i] for i in originals if group(i) == GROUPS[2]]
-        deploy_at = time.monotonic() + self.setting.rng.uniform(3.0, RACE_SECONDS / 2)
+        deploy_at = time.monotonic() + self.setting.rng.uniform(
+            3.0, self.setting.scale.race_seconds / 2
+        )
         while not self._stop.wait(self.setting.rng.uniform(0.5, 1.5)):
             if time.monotonic() > deploy_at:
                 for manifest in manifests:
@@ -172,7 +173,7 @@ def racing(setting: Setting) -> list[Row]:
     started = time.monotonic()
     with Racers(setting, kubectl) as racers:
         setting.apply_policy(image)
-        time.sleep(RACE_SECONDS)
+        time.sleep(setting.scale.race_seconds)
     settled = wait(lambda: setting.settled(image))
     seconds = round(time.monotonic() - started, 1)
     policy = setting.policy_object() or {}

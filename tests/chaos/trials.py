@@ -4,6 +4,7 @@ then audits the cluster. A trial returns rows for the report; a defect is a sent
 
 from __future__ import annotations
 
+import functools
 import random
 import signal
 import subprocess
@@ -18,7 +19,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from sidecar_operator.core.workloads import rolled_out
+from sidecar_operator.core.workloads import pod_spec, rolled_out
 from tests.chaos import audit, workloads
 from tests.conftest import OperatorProcess
 from tests.kube import SIDECAR_OPERATOR, Kubectl, eventually
@@ -40,6 +41,32 @@ class Row:
     figures: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Scale:
+    """How much each trial does: `make chaos`'s full run, or the smoke that `make test` runs (each
+    trial once, small, so that a broken harness fails CI)."""
+
+    size: int = 30  # Deployments per trial
+    cases: tuple[str, ...] = ()  # corpus cases whose file names start so; () for all
+    race_seconds: float = 40.0
+    outages: tuple[str, ...] = ("kube-apiserver", "etcd")
+    down_for: float = 20.0
+    kills: int = 5  # of the active replica
+    kill_every: tuple[float, float] = (1.0, 5.0)  # seconds between SIGKILLs of the lone replica
+
+
+# kube-apiserver is left out: after it returns, the controllers take a minute to move again.
+SMOKE = Scale(
+    size=6,
+    cases=("28-", "50-", "59-", "60-", "61-", "62-", "63-"),
+    race_seconds=10.0,
+    outages=("etcd",),
+    down_for=5.0,
+    kills=1,
+    kill_every=(4.0, 8.0),
+)
+
+
 @dataclass
 class Setting:
     """One trial's namespace, apps, snapshot of their templates, policy and timeline."""
@@ -47,7 +74,7 @@ class Setting:
     admin: Kubectl
     cluster: str
     workdir: Path
-    size: int
+    scale: Scale
     rng: random.Random
     namespace: str = ""
     policy: str = ""
@@ -58,13 +85,14 @@ class Setting:
         self.policy = f"chaos-{trial}-{uuid.uuid4().hex[:5]}"
         self.admin("create", "namespace", self.namespace)
         kubectl = self.admin.in_namespace(self.namespace)
-        kubectl.apply(yaml.safe_dump_all([workloads.deployment(i) for i in range(self.size)]))
-        for index in range(self.size):
+        size = self.scale.size
+        kubectl.apply(yaml.safe_dump_all([workloads.deployment(i) for i in range(size)]))
+        for index in range(size):
             kubectl("rollout", "status", f"deployment/app-{index:02d}", "--timeout=180s")
         self.snapshot = {d["metadata"]["name"]: audit.template(d) for d in self.workloads()}
         return kubectl
 
-    def deployments(self) -> list[dict[str, Any]]:
+    def workloads(self) -> list[dict[str, Any]]:
         items = self.admin.in_namespace(self.namespace).json("deployments")["items"]
         return list(items)
 
@@ -194,11 +222,12 @@ def _phase(
     check: Callable[[], list[str]],
     operator: OperatorProcess,
     *,
-    between: tuple[float, float] = (1.0, 5.0),
+    between: tuple[float, float] | None = None,
     first: tuple[float, float] | None = None,
 ) -> None:
     started = time.monotonic()
-    with Killer(operator, setting.rng, between=between, first=first) as killer:
+    every = between or setting.scale.kill_every
+    with Killer(operator, setting.rng, between=every, first=first) as killer:
         act()
         settled = wait(done)
     # Once more with the operator left alone, so the audit sees the end state.
@@ -361,7 +390,8 @@ def control_plane(setting: Setting, operator: OperatorProcess) -> list[Row]:
     if not wait(lambda: setting.settled(IMAGES[0])):
         return [Row("control plane", "inject", "", 0.0, ["the first rollout did not settle"])]
     with Timeline(str(setting.admin.kubeconfig), setting.namespace) as timeline:
-        for component, image in (("kube-apiserver", IMAGES[1]), ("etcd", IMAGES[2])):
+        outages = zip(setting.scale.outages, IMAGES[1:], strict=False)
+        for component, image in outages:
             started = time.monotonic()
             setting.apply_policy(image)
             time.sleep(setting.rng.uniform(2.0, 5.0))
@@ -375,7 +405,7 @@ def control_plane(setting: Setting, operator: OperatorProcess) -> list[Row]:
                         "--name",
                         setting.cluster,
                         "--down-for",
-                        "20",
+                        str(setting.scale.down_for),
                     ],
                     check=True,
                     capture_output=True,
@@ -384,7 +414,7 @@ def control_plane(setting: Setting, operator: OperatorProcess) -> list[Row]:
                 back = time.monotonic()
                 seen = len(timeline.events)
                 with _sampling(lambda: _progress(setting), 1.0) as progress:
-                    settled = wait(lambda image=image: setting.settled(image))
+                    settled = wait(functools.partial(setting.settled, image))
             stall = _first_write_after(timeline, setting.policy, seen, back)
             moved = next((t - back for t, count in progress if count > progress[0][1]), None)
             unhealthy = [s for s in health if s[1][0] != 200]
@@ -399,8 +429,8 @@ def control_plane(setting: Setting, operator: OperatorProcess) -> list[Row]:
             rows.append(
                 Row(
                     "control plane",
-                    f"{component} down 20 s mid-rollout",
-                    f"{component} stopped 20 s",
+                    f"{component} down {setting.scale.down_for:.0f} s mid-rollout",
+                    f"{component} stopped {setting.scale.down_for:.0f} s",
                     round(time.monotonic() - started, 1),
                     defects + setting.audit_injected(),
                     {
@@ -447,11 +477,10 @@ def _first_write_after(timeline: Timeline, policy: str, seen: int, back: float) 
     return None
 
 
-def replicas(
-    setting: Setting, make: Callable[[str], OperatorProcess], *, kills: int = 5
-) -> list[Row]:
+def replicas(setting: Setting, make: Callable[[str], OperatorProcess]) -> list[Row]:
     """Two replicas; the active one SIGKILLed at random moments, started again (it then stands
     by). Takeover time each time, and what the standby wrote while standing by."""
+    kills = setting.scale.kills
     setting.start("replicas")
     pair = [make("chaos-replica-a"), make("chaos-replica-b")]
     pair[0].start()
@@ -469,7 +498,7 @@ def replicas(
             standby_writes = _writes(standby)
             killed = time.monotonic()
             active.stop(signal.SIGKILL)
-            took_over = wait(lambda standby=standby: _active(standby), 60, every=0.2)
+            took_over = wait(functools.partial(_active, standby), 60, every=0.2)
             takeover = round(time.monotonic() - killed, 1) if took_over else None
             active.start()
             defects = []
@@ -479,7 +508,7 @@ def replicas(
                 defects.append("no takeover within 60 s")
             elif takeover > 20:
                 defects.append(f"takeover took {takeover} s, more than 20")
-            wait(lambda active=active: _standing_by(active), 60, every=0.2)
+            wait(functools.partial(_standing_by, active), 60, every=0.2)
             rows.append(
                 Row(
                     "replicas",
@@ -529,8 +558,88 @@ def _standing_by(replica: OperatorProcess) -> bool:
 
 
 def _writes(replica: OperatorProcess) -> float:
+    """Requests that change something, but for its peering record (a standby reads and watches
+    as the active replica does)."""
     return sum(
         value
         for labels, value in _samples(replica, "sidecar_operator_api_requests_total")
-        if 'method="GET"' not in labels and "clusterkopfpeerings" not in labels
+        if 'method="GET"' not in labels
+        and 'method="WATCH"' not in labels
+        and "clusterkopfpeerings" not in labels
+    )
+
+
+def orphans(setting: Setting, operator: OperatorProcess) -> list[Row]:
+    """A policy deleted while the operator was down, its finalizer then removed by hand (as
+    people do when a deletion hangs): what it added stays on a CronJob and a StatefulSet, kinds
+    no other policy targets, so no watch of the operator's sees them. It must remove them when
+    it starts, and touch nothing else."""
+    namespace = f"chaos-orphans-{uuid.uuid4().hex[:5]}"
+    policy = f"chaos-orphans-{uuid.uuid4().hex[:5]}"
+    setting.admin("create", "namespace", namespace)
+    kubectl = setting.admin.in_namespace(namespace)
+    kubectl.apply(yaml.safe_dump_all(workloads.other_kinds()))
+    started = time.monotonic()
+    before = {key: pod_spec(obj) for key, obj in _kinds(kubectl).items()}
+    sidecar = {"name": "config-sync", "image": IMAGES[0], "restartPolicy": "Always"}
+    body = {
+        "apiVersion": "sidecars.dev/v1alpha1",
+        "kind": "SidecarPolicy",
+        "metadata": {"name": policy},
+        "spec": {
+            "kinds": ["CronJob", "StatefulSet"],
+            "selector": {"matchLabels": {workloads.LABEL: "yes"}},
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+            "initContainers": [sidecar],
+        },
+    }
+    setting.admin.apply(yaml.safe_dump(body))
+    defects = []
+    injected = wait(lambda: all(_carries(obj, policy) for obj in _kinds(kubectl).values()), 120)
+    if not injected:
+        defects.append("the policy never injected the CronJob and the StatefulSet")
+    operator.stop()
+    try:
+        setting.admin("delete", "sidecarpolicy", policy, "--wait=false")
+        unfinalized = '{"metadata": {"finalizers": null}}'
+        setting.admin("patch", "sidecarpolicy", policy, "--type=merge", "-p", unfinalized)
+    finally:
+        operator.start()
+    restarted = time.monotonic()
+    cleaned = wait(lambda: not any(_carries(o, policy) for o in _kinds(kubectl).values()), 60)
+    took = round(time.monotonic() - restarted, 1)
+    if not cleaned:
+        defects.append("60 s after the operator started, the orphans are still there")
+    for key, obj in _kinds(kubectl).items():
+        if pod_spec(obj) != before[key]:
+            defects.append(f"{key}: the template differs from before the policy")
+    setting.admin("delete", "namespace", namespace, "--wait=false")
+    return [
+        Row(
+            "orphans",
+            "finalizer removed by hand while the operator was down",
+            "a restart",
+            round(time.monotonic() - started, 1),
+            defects,
+            {"removed_after_start_s": took if cleaned else None},
+        )
+    ]
+
+
+def _kinds(kubectl: Kubectl) -> dict[str, dict[str, Any]]:
+    found = {}
+    for plural in ("cronjobs", "statefulsets"):
+        for obj in kubectl.json(plural)["items"]:
+            obj["kind"] = "CronJob" if plural == "cronjobs" else "StatefulSet"
+            found[f"{obj['kind']}/{obj['metadata']['name']}"] = obj
+    return found
+
+
+def _carries(obj: dict[str, Any], policy: str) -> bool:
+    return (
+        any(
+            entry.get("manager") == f"sidecars.dev/{policy}"
+            for entry in obj["metadata"].get("managedFields") or []
+        )
+        or audit.carrying(obj, policy) is not None
     )

@@ -74,3 +74,40 @@ def policy_spec(namespace: str, image: str, *, max_concurrent: int = 5) -> dict[
         "volumeMounts": [{"name": "chaos-logs", "mountPath": "/var/log/chaos"}],
         "updateStrategy": {"maxConcurrent": max_concurrent},
     }
+
+
+def other_kinds() -> list[dict[str, Any]]:
+    """A CronJob and a StatefulSet, as the orphans trial needs them."""
+    template = {
+        "metadata": {"labels": {"app": "other"}},
+        "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]},
+    }
+    job_template = {
+        "spec": {
+            "template": {
+                "spec": {
+                    "restartPolicy": "OnFailure",
+                    "containers": [{"name": "job", "image": "busybox:1.36"}],
+                }
+            }
+        }
+    }
+    return [
+        {
+            "apiVersion": "batch/v1",
+            "kind": "CronJob",
+            "metadata": {"name": "nightly", "labels": {LABEL: "yes"}},
+            "spec": {"schedule": "0 3 * * *", "jobTemplate": job_template},
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": {"name": "store", "labels": {LABEL: "yes"}},
+            "spec": {
+                "replicas": 1,
+                "serviceName": "store",
+                "selector": {"matchLabels": {"app": "other"}},
+                "template": template,
+            },
+        },
+    ]
