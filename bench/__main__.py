@@ -1,5 +1,5 @@
 """`make bench`: `python -m bench [--sizes 100,1000,5000] [--rounds 3] [--policies 100
---policies-n 5000] [--admission 1000] [--peers 100,1000]`."""
+--policies-n 5000] [--admission 1000] [--defaults 1000] [--peers 100,1000]`."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from typing import Any
 from bench import report
 from bench.admission import run_admission
 from bench.cluster import ROOT
+from bench.defaults import run_defaults
 from bench.many import run_many
 from bench.measure import say
 from bench.peers.scenario import KOPF_TEXTBOOK, kyverno_peers
@@ -64,6 +65,7 @@ async def main(
     policies: int,
     policies_n: int,
     admission: int,
+    defaults: int,
     peers: list[int],
 ) -> None:
     started = time.monotonic()
@@ -71,6 +73,7 @@ async def main(
     results: list[dict[str, Any]] = []
     many: dict[str, Any] | None = None
     admitted: dict[str, Any] | None = None
+    every_default: dict[str, Any] | None = None
 
     def save() -> str:
         """After each scenario, not only at the end: a later one that fails (an operator that
@@ -84,6 +87,7 @@ async def main(
             "sizes": sorted(results, key=lambda r: r["n"]),
             "many": many,
             "admission": admitted,
+            "defaults": every_default,
         }
         table = report.write(summary, out)
         say(f"wrote {', '.join(report.files(summary))} in {out} after {summary['seconds']}s")
@@ -114,6 +118,9 @@ async def main(
         table = save()
     if admission:
         admitted = (await run_admission(admission)).summary()
+        table = save()
+    if defaults:
+        every_default = (await run_defaults(defaults)).summary()
         table = save()
     print(table)
 
@@ -155,6 +162,12 @@ def cli() -> None:
         help="new Deployments of the admission scenario (0: off)",
     )
     parser.add_argument(
+        "--defaults",
+        type=int,
+        default=1000,
+        help="Deployments of the every-default scenario: writes at rest must be 0 (0: off)",
+    )
+    parser.add_argument(
         "--peers",
         default="100,1000",
         help="sizes at which the peers (a textbook Kopf operator, Kyverno) run between the "
@@ -165,8 +178,8 @@ def cli() -> None:
     sizes = [n for n in (int(s) for s in args.sizes.split(",") if s.strip()) if n]
     peers = [n for n in (int(s) for s in args.peers.split(",") if s.strip()) if n]
     sizes = sorted({*sizes, *peers})
-    if not sizes and not args.policies and not args.admission:
-        parser.error("nothing to run: give --sizes, --policies, --admission or --peers")
+    if not sizes and not args.policies and not args.admission and not args.defaults:
+        parser.error("nothing to run: give --sizes, --policies, --admission, --defaults or --peers")
     tune = [int(c) for c in args.tune.split(",")] if args.tune else None
     asyncio.run(
         main(
@@ -179,6 +192,7 @@ def cli() -> None:
             policies=args.policies,
             policies_n=args.policies_n,
             admission=args.admission,
+            defaults=args.defaults,
             peers=peers,
         )
     )
