@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import pytest
 import yaml
@@ -15,7 +16,6 @@ import yaml
 from tests.conftest import OperatorProcess
 from tests.kube import Kubectl, eventually
 from tests.scenario import (
-    APP_WITH_OWN_FLUENT_BIT,
     FLUENT_BIT,
     GIT_SYNC,
     LOG_VOLUME,
@@ -32,33 +32,43 @@ from tests.scenario import (
 pytestmark = pytest.mark.usefixtures("operator")
 
 
+SHIPPER = {"name": "shipper", "image": "fluent/fluent-bit:3.1.9"}
+APP_WITH_OWN_SHIPPER = {
+    "containers": [
+        {"name": "app", "image": "nginx:1.27"},
+        {"name": "shipper", "image": "mine:1"},
+    ]
+}
+
+
 def test_an_app_container_named_like_the_sidecar_stays_the_app_s_despite_a_copied_annotation(
     kubectl: Kubectl, policies: Policies
 ) -> None:
     """Taken for what admission had added, it was forced to the policy's image, reported as
     Ready, and its removal was refused for good, holding the policy's deletion."""
-    name = policies.apply(containers=[FLUENT_BIT], volumes=[LOG_VOLUME])
+    name = policies.apply(containers=[SHIPPER])
     revision = eventually(lambda: policies.status(name).get("revision"), what="a revision")
     copied = {f"policy.sidecars.dev/{name}": revision}
-    kubectl.apply(deployment("web", pod=APP_WITH_OWN_FLUENT_BIT, annotations=copied))
+    kubectl.apply(deployment("web", pod=APP_WITH_OWN_SHIPPER, annotations=copied))
     status = eventually(
         lambda: (s := policies.status(name)).get("conflicts") == 1 and s, what="a conflict"
     )
     assert (
-        "container fluent-bit is already defined by the Deployment"
+        "container shipper is already defined by the Deployment"
         in (condition(status, "Degraded")["message"])
     )
     assert status["readyWorkloads"] == 0
-    mine = next(c for c in pod_spec(kubectl, "web")["containers"] if c["name"] == "fluent-bit")
-    assert mine["image"] == "mine:1" and "volumeMounts" not in mine
+    time.sleep(6)  # a resync pass: still the app's
+    containers = pod_spec(kubectl, "web")["containers"]
+    assert [(c["name"], c["image"]) for c in containers] == [
+        (c["name"], c["image"]) for c in APP_WITH_OWN_SHIPPER["containers"]
+    ]
     warnings = [e for e in events(kubectl, "Deployment", "web") if e["reason"] == "SidecarConflict"]
     assert warnings
 
     policies.delete(name)  # at once: there is nothing of the policy's to remove
     containers = pod_spec(kubectl, "web")["containers"]
-    assert [(c["name"], c["image"]) for c in containers] == [
-        (c["name"], c["image"]) for c in APP_WITH_OWN_FLUENT_BIT["containers"]
-    ]
+    assert [c["image"] for c in containers] == ["nginx:1.27", "mine:1"]
 
 
 def removals_blocked(operator: OperatorProcess, policy: str) -> float:
@@ -73,13 +83,24 @@ def removals_blocked(operator: OperatorProcess, policy: str) -> float:
 def test_a_removal_the_api_server_would_refuse_is_held_where_the_user_sees_it(
     kubectl: Kubectl, kubectl_admin: Kubectl, policies: Policies, operator: OperatorProcess
 ) -> None:
-    """Someone set `stdin` in the sidecar by hand: releasing the policy's fields would leave a
-    container with stdin and no image. The deletion waits, saying so, until the user acts."""
+    """The app's GitOps manifest also lists the sidecar, to set `stdin` on it: releasing the
+    policy's fields would leave that container, declared by the GitOps manager, with stdin and no
+    image. The API server refuses that for ever; the deletion waits, saying so, until the user
+    acts."""
     kubectl.apply(deployment("web"))
     name = policies.apply(containers=[FLUENT_BIT], volumes=[LOG_VOLUME])
     eventually(lambda: ready(policies, name, matched=1), what="injected")
-    stdin = [{"op": "add", "path": "/spec/template/spec/containers/1/stdin", "value": True}]
-    kubectl("patch", "deployment", "web", "--type=json", "-p", json.dumps(stdin))
+    manifest = yaml.safe_load(deployment("web"))
+    pod = manifest["spec"]["template"]["spec"]
+    pod["containers"].append({"name": "fluent-bit", "stdin": True})
+    kubectl(
+        "apply",
+        "--server-side",
+        "--field-manager=gitops",
+        "-f",
+        "-",
+        input=yaml.safe_dump(manifest),
+    )
 
     kubectl_admin("delete", "sidecarpolicy", name, "--wait=false")
     status = eventually(
@@ -90,22 +111,27 @@ def test_a_removal_the_api_server_would_refuse_is_held_where_the_user_sees_it(
         what="the blocked removal on the policy",
     )
     message = condition(status, "Degraded")["message"]
-    assert (
-        "container fluent-bit would keep stdin set by kubectl-patch but lose its image" in message
-    )
+    assert "gitops also declares container fluent-bit (with stdin) but not its image" in message
     assert condition(status, "Ready")["reason"] == "Terminating"
     assert policy_events(kubectl, name, "RemovalBlocked")
     blocked = [
         e for e in events(kubectl, "Deployment", "web") if e["reason"] == "SidecarRemovalBlocked"
     ]
-    assert blocked and "kubectl edit" in blocked[0]["message"]
+    assert blocked and "that manager's manifest" in blocked[0]["message"]
     assert removals_blocked(operator, name) >= 1
     assert "fluent-bit" in names(pod_spec(kubectl, "web"), "containers")  # nothing half-removed
 
-    # What docs/operating.md says to do: take the container out by hand; the policy lets go of
-    # the rest.
-    remove = [{"op": "remove", "path": "/spec/template/spec/containers/1"}]
-    kubectl("patch", "deployment", "web", "--type=json", "-p", json.dumps(remove))
+    # What docs/operating.md says to do: take it out of that manager's manifest; the policy
+    # then lets go of the rest.
+    pod["containers"].pop()
+    kubectl(
+        "apply",
+        "--server-side",
+        "--field-manager=gitops",
+        "-f",
+        "-",
+        input=yaml.safe_dump(manifest),
+    )
     eventually(
         lambda: kubectl_admin("get", "sidecarpolicy", name, check=False).returncode != 0,
         what="the deletion to complete",

@@ -324,42 +324,37 @@ def test_a_host_port_clash_between_policies_skips_the_loser() -> None:
     assert kinds == {"a": Kind.APPLY, "b": Kind.CONFLICT}
 
 
+def declared_by(manager: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """A managedFields entry of `manager` declaring the sidecar fluent-bit with `fields`."""
+    container = {'k:{"name":"fluent-bit"}': fields}
+    return {
+        "manager": manager,
+        "operation": "Apply",
+        "fieldsV1": {"f:spec": {"f:template": {"f:spec": {"f:containers": container}}}},
+    }
+
+
 def test_a_removal_that_would_leave_a_container_without_its_image_is_not_sent() -> None:
-    """Another manager's field in the sidecar (`kubectl edit` setting stdin) would stay, and
-    the container with it, but without an image: the API server refuses that, for ever."""
+    """Another manager declares the sidecar too (its own manifest lists it, with stdin): it
+    would stay after the policy lets go, with stdin and without an image, which the API server
+    refuses for ever. A field alone (`kubectl patch` setting stdin) keeps nothing: the item goes
+    whole (both checked on the real control plane)."""
     logs = policy(containers=[FLUENT_BIT])
     done = injected(logs)
-    edit = {
-        "manager": "kubectl-edit",
-        "operation": "Update",
-        "fieldsV1": {
-            "f:spec": {
-                "f:template": {
-                    "f:spec": {"f:containers": {'k:{"name":"fluent-bit"}': {"f:stdin": {}}}}
-                }
-            }
-        },
-    }
-    done["metadata"]["managedFields"].append(edit)
+    done["metadata"]["managedFields"].append(
+        declared_by("gitops", {".": {}, "f:name": {}, "f:stdin": {}})
+    )
     action = planner.removal("logs", done)
     assert action.kind is Kind.REMOVE and action.body is None
-    assert "container fluent-bit would keep stdin set by kubectl-edit but lose its image" in (
+    assert "gitops also declares container fluent-bit (with stdin) but not its image" in (
         action.conflict
     )
-    image_too = {
-        **edit,
-        "fieldsV1": {
-            "f:spec": {
-                "f:template": {
-                    "f:spec": {
-                        "f:containers": {'k:{"name":"fluent-bit"}': {"f:stdin": {}, "f:image": {}}}
-                    }
-                }
-            }
-        },
-    }
-    done["metadata"]["managedFields"][-1] = image_too
+    done["metadata"]["managedFields"][-1] = declared_by(
+        "gitops", {".": {}, "f:name": {}, "f:stdin": {}, "f:image": {}}
+    )
     assert planner.removal("logs", done).body is not None  # it stays, whole, as theirs
+    done["metadata"]["managedFields"][-1] = declared_by("kubectl-patch", {"f:stdin": {}})
+    assert planner.removal("logs", done).body is not None  # it goes, stdin too
 
 
 def test_a_snapshot_keeps_what_the_planner_reads_of_other_managers() -> None:

@@ -23,8 +23,6 @@ ITEM_LISTS = (*POD_LISTS, "volumes")
 # Owning anything else means the policy added the container (even after someone took over its
 # image with an edit).
 _ENTRY_FIELDS = {".", "f:name", "f:volumeMounts"}
-_ITEM_KEY = {".", "f:name"}  # owning only these is owning an item's place, not its content
-_MOUNT_KEY = {".", "f:mountPath"}
 
 
 @dataclass(frozen=True)
@@ -114,20 +112,26 @@ def ownership(deployment: Mapping[str, Any], policy: str) -> Ownership:
 @dataclass(frozen=True)
 class Foreign:
     """What managers other than the policies' own inside the pod template's named items (the
-    app's manifests, `kubectl edit`, a GitOps tool): per item, the fields they own beyond its
-    key. The API server records no manager for what a mutating webhook adds, so an item a policy
-    did not apply and no one else owns was added at admission; one that someone owns is theirs."""
+    app's manifests, `kubectl edit`, a GitOps tool): per item, the names of the fields they own
+    there ("." is the item itself: whoever applied or created it). The API server records no
+    manager for what a mutating webhook adds, so an item a policy did not apply and no one else
+    owns was added at admission; one that someone owns is theirs.
 
-    items: Mapping[tuple[str, str], frozenset[str]]  # (list, name) -> fields, e.g. {"f:image"}
+    Checked on the real control plane: when a policy stops applying an item it owns, the API
+    server removes the item whole, others' fields in it too, unless another manager owns the
+    item itself; then the item stays with that manager's fields alone."""
+
+    items: Mapping[tuple[str, str], frozenset[str]]  # (list, name) -> {".", "f:image", ...}
     mounts: Mapping[tuple[str, str, str], frozenset[str]]  # (list, container, mountPath) -> ...
     annotations: frozenset[str]  # the policies' revision annotations they own
     managers: Mapping[tuple[str, ...], frozenset[str]]  # item or mount key -> who owns it
 
     def owns_item(self, pod_list: str, name: str) -> bool:
-        return bool(self.items.get((pod_list, name)))
+        """Anything in it but its key."""
+        return bool(self.items.get((pod_list, name), frozenset()) - {"f:name"})
 
     def owns_mount(self, key: tuple[str, str, str]) -> bool:
-        return bool(self.mounts.get(key))
+        return bool(self.mounts.get(key, frozenset()) - {"f:mountPath"})
 
 
 def foreign(workload: Mapping[str, Any]) -> Foreign:
@@ -154,15 +158,13 @@ def foreign(workload: Mapping[str, Any]) -> Foreign:
                 name = _key(element, "name")
                 if name is None:
                     continue
-                owned = set(item) - _ITEM_KEY
-                if owned:
-                    items.setdefault((pod_list, name), set()).update(owned)
-                    managers.setdefault((pod_list, name), set()).add(manager)
+                items.setdefault((pod_list, name), set()).update(item)
+                managers.setdefault((pod_list, name), set()).add(manager)
                 for mount_element, mount in item.get("f:volumeMounts", {}).items():
                     path = _key(mount_element, "mountPath")
-                    if path is not None and set(mount) - _MOUNT_KEY:
+                    if path is not None:
                         key = (pod_list, name, path)
-                        mounts.setdefault(key, set()).update(set(mount) - _MOUNT_KEY)
+                        mounts.setdefault(key, set()).update(mount)
                         managers.setdefault(key, set()).add(manager)
     return Foreign(
         items={key: frozenset(value) for key, value in items.items()},
@@ -191,16 +193,13 @@ def foreign_view(fields: Mapping[str, Any], kind: WorkloadKind) -> dict[str, Any
     for pod_list in ITEM_LISTS:
         kept: dict[str, Any] = {}
         for element, item in pod.get(f"f:{pod_list}", {}).items():
-            pruned: dict[str, Any] = {name: {} for name in item if name not in _ITEM_KEY}
-            mounts: dict[str, Any] = {
-                mount_element: {name: {} for name in mount if name not in _MOUNT_KEY}
-                for mount_element, mount in item.get("f:volumeMounts", {}).items()
-                if set(mount) - _MOUNT_KEY
-            }
-            if mounts:
-                pruned["f:volumeMounts"] = mounts
-            if pruned:
-                kept[element] = pruned
+            pruned: dict[str, Any] = {name: {} for name in item}
+            if "f:volumeMounts" in item:
+                pruned["f:volumeMounts"] = {
+                    mount_element: {name: {} for name in mount}
+                    for mount_element, mount in item["f:volumeMounts"].items()
+                }
+            kept[element] = pruned
         if kept:
             lists[f"f:{pod_list}"] = kept
     view.update(nest((*kind.fields_path, "f:spec"), lists) if lists else {"f:spec": {}})

@@ -430,38 +430,39 @@ def _as_applied(
 
 
 def removal_blocked(owned: Ownership, others: Foreign) -> str:
-    """Why releasing what the policy owns would leave an item the API server refuses, or "":
-    server-side apply removes only the fields no other manager owns, so a sidecar into which
-    someone else wrote a field (an env var, `stdin`) would stay behind with that field and
-    without its image, and a mount without its volume name."""
+    """Why releasing what the policy owns would leave an item the API server refuses, or "".
+    A policy's item goes whole when the policy lets go of it, unless another manager owns the
+    item itself ("."): then it stays with that manager's fields alone, and a sidecar without
+    its image, or a mount without its volume name, is refused (for ever, on every try)."""
     problems = []
     for pod_list in POD_LISTS:
         for name in sorted(owned.added(pod_list)):
             kept = others.items.get((pod_list, name), frozenset())
-            if kept and "f:image" not in kept:
+            if "." in kept and "f:image" not in kept:
                 problems.append(
-                    f"container {name} would keep {_fields(kept)} set by "
-                    f"{_managers(others, (pod_list, name))} but lose its image"
+                    f"{_managers(others, (pod_list, name))} also declares container {name} "
+                    f"(with {_fields(kept)}) but not its image, so it would stay without one"
                 )
     for key in sorted(owned.mounts):
         kept = others.mounts.get(key, frozenset())
-        if kept and "f:name" not in kept:
+        if "." in kept and "f:name" not in kept:
             problems.append(
-                f"the mount at {key[2]} in container {key[1]} would keep {_fields(kept)} set by "
-                f"{_managers(others, key)} but lose its volume name"
+                f"{_managers(others, key)} also declares the mount at {key[2]} in container "
+                f"{key[1]} (with {_fields(kept)}) but not its volume, so it would stay without one"
             )
     if not problems:
         return ""
     return (
         "removing the policy's sidecars would leave what the API server refuses: "
         + "; ".join(problems)
-        + ". Remove those fields, or the whole container, by hand (kubectl edit); the policy "
-        "then lets go of the rest"
+        + ". Take it out of that manager's manifest, or delete it by hand (kubectl edit); "
+        "the policy then lets go of the rest"
     )
 
 
 def _fields(fields: frozenset[str]) -> str:
-    return ", ".join(sorted(name.removeprefix("f:") for name in fields))
+    named = sorted(name.removeprefix("f:") for name in fields - {".", "f:name"})
+    return ", ".join(named) or "no field of its own"
 
 
 def _managers(others: Foreign, key: tuple[str, ...]) -> str:
