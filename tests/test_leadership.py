@@ -25,16 +25,27 @@ def record(identity: Identity, seconds_ago: float) -> dict[str, Any]:
 
 
 class Peering:
-    """A peering object that can be made unreadable (the replica cut off from the API server)."""
+    """A peering object that can be made unreadable (the replica cut off from the API server),
+    or refuse the replica's own renewals."""
 
-    def __init__(self, peers: Mapping[str, Any]) -> None:
+    def __init__(self, peers: Mapping[str, Any], *, renewable: bool = True) -> None:
         self.peers = dict(peers)
         self.cut = False
+        self.renewable = renewable
+        self.renewed = 0
 
     async def get_cluster_peering(self, name: str) -> Mapping[str, Any] | None:
         if self.cut:
             await asyncio.sleep(3600)  # a request that never comes back
         return {"status": self.peers}
+
+    async def touch_cluster_peering(self, name: str, peer: str, record: dict[str, Any]) -> None:
+        if self.cut:
+            await asyncio.sleep(3600)
+        if not self.renewable:
+            raise ConnectionError("refused")
+        self.peers[peer] = record
+        self.renewed += 1
 
 
 async def run_for(seconds: float, replica: Leadership, source: Peering) -> None:
@@ -53,21 +64,26 @@ async def test_the_oldest_live_replica_is_active_once_its_own_record_is_seen() -
     assert not younger.active
 
 
-async def test_without_its_own_record_alive_a_replica_does_not_write() -> None:
-    me = Leadership(ME, peering="p")
-    await run_for(0.2, me, Peering({}))
-    assert not me.active
+async def test_a_replica_renews_its_own_record_and_without_it_alive_does_not_write() -> None:
+    """A restarted replica finds its former process's record, stale: it renews it itself
+    rather than wait for Kopf's first keep-alive, some seconds later."""
     stale = leadership.LIFETIME - leadership.MARGIN + 1  # renewed too long ago
-    await run_for(0.2, me, Peering({"me": record(ME, stale)}))
-    assert not me.active
+    peering = Peering({"me": record(ME, stale)})
+    me = Leadership(ME, peering="p")
+    await run_for(0.2, me, peering)
+    assert me.active and peering.renewed == 1
+    refusing = Leadership(ME, peering="p")
+    await run_for(0.2, refusing, Peering({"me": record(ME, stale)}, renewable=False))
+    assert not refusing.active
 
 
 async def test_a_replica_cut_off_stops_writing_before_its_record_lapses() -> None:
     changes: list[bool] = []
     me = Leadership(ME, peering="p", on_change=changes.append)
-    # Its record was renewed long enough ago that the margin runs out in half a second.
+    # Its record was renewed long enough ago that the margin runs out in half a second (and
+    # this replica's own renewals do not get through either).
     almost = leadership.LIFETIME - leadership.MARGIN - 0.5
-    peering = Peering({"me": record(ME, almost)})
+    peering = Peering({"me": record(ME, almost)}, renewable=False)
     task = asyncio.ensure_future(me.run(peering))
     await asyncio.sleep(0.2)
     assert me.active

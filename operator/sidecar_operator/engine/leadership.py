@@ -21,6 +21,9 @@ it has confirmed its own record is alive for `MARGIN` seconds more. One cut off 
 server (it can neither read the peering nor renew its record) stops writing `MARGIN` seconds
 before its record lapses and a standby may take over, so two replicas never write at once
 (for clocks that agree within `MARGIN`: each compares its own record with its own clock).
+Kopf renews the record every 5-10 s, and first only once it has discovered its resources, some
+seconds after a start: a record about to lapse (or a restarted replica's, left by its former
+process) is renewed here, as Kopf does it, so a replica is active as soon as it may be.
 """
 
 from __future__ import annotations
@@ -43,10 +46,13 @@ log = structlog.get_logger()
 LIFETIME = 15  # seconds a replica's peering record lives without a keep-alive
 POLL_SECONDS = 1.0
 MARGIN = 3.0  # seconds before its record lapses that an unconfirmed active replica stops
+RENEW_WITHIN = 5.0  # a record confirmed for less than this is renewed here
 
 
 class PeeringSource(Protocol):
     async def get_cluster_peering(self, name: str) -> Mapping[str, Any] | None: ...
+
+    async def touch_cluster_peering(self, name: str, peer: str, record: dict[str, Any]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -144,8 +150,29 @@ class Leadership:
                 now = datetime.datetime.now(datetime.UTC)
                 self._confirm(peers.get(self.identity.name), now)
                 self._elected = not self._stopped and is_active(peers, self.identity, now=now)
+                if self._elected and self._confirmed_until - time.monotonic() < RENEW_WITHIN:
+                    await self._renew(source)
             self._set(self.active)
             await asyncio.sleep(POLL_SECONDS)
+
+    async def _renew(self, source: PeeringSource) -> None:
+        """Write its own record, as Kopf's keep-alive does; confirmed once written."""
+        now = datetime.datetime.now(datetime.UTC)
+        record = {
+            "priority": self.identity.priority,
+            "lifetime": LIFETIME,
+            "lastseen": now.isoformat(),
+        }
+        assert self.peering is not None
+        try:
+            await asyncio.wait_for(
+                source.touch_cluster_peering(self.peering, self.identity.name, record),
+                POLL_SECONDS * 2,
+            )
+        except Exception as error:  # cut off: the deadline stands, and runs out
+            log.warning("Peering record not renewed", peering=self.peering, error=repr(error))
+        else:
+            self._confirm(record, now)
 
     def _confirm(self, record: Any, now: datetime.datetime) -> None:
         """Its own record, as last renewed (Kopf's keep-alive), lives until when."""

@@ -335,6 +335,15 @@ class KubeApi:
                 return None
             raise
 
+    async def touch_cluster_peering(self, name: str, peer: str, record: dict[str, Any]) -> None:
+        """Write one peer's record (priority, lifetime, lastseen) into the peering's status."""
+        await self._request(
+            "PATCH",
+            f"{CLUSTER_PEERINGS}/{name}",
+            {"status": {peer: record}},
+            content_type="application/merge-patch+json",
+        )
+
     async def get_secret(self, namespace: str, name: str) -> dict[str, bytes] | None:
         """A Secret's data, decoded; None when there is no such Secret."""
         try:
