@@ -240,6 +240,26 @@ REJECTED = {
         "a policy must add something: set at least one of containers, initContainers, "
         "volumes or volumeMounts",
     ),
+    "a step that covers nothing more": (
+        {"updateStrategy": {"steps": [{"pause": {}}, {"percent": 100}]}},
+        "a step covers more workloads: give it a selector, a namespaceSelector or a percent",
+    ),
+    "a step's percent over 100": (
+        {"updateStrategy": {"steps": [{"percent": 150}]}},
+        "spec.updateStrategy.steps[0].percent: Invalid value: 150",
+    ),
+    "two steps of one name": (
+        {"updateStrategy": {"steps": [{"name": "a", "percent": 10}, {"name": "a", "percent": 50}]}},
+        "step names must be unique",
+    ),
+    "a pause that is no duration": (
+        {"updateStrategy": {"steps": [{"percent": 10, "pause": {"duration": "ten minutes"}}]}},
+        "spec.updateStrategy.steps[0].pause.duration in body should match",
+    ),
+    "a negative history limit": (
+        {"revisionHistoryLimit": -1},
+        "spec.revisionHistoryLimit in body should be greater than or equal to 0",
+    ),
     **BASELINE_REFUSED,
 }
 
@@ -262,6 +282,21 @@ def test_name_longer_than_63_characters_is_rejected(crd_installed: Kubectl) -> N
 
 
 ACCEPTED = {
+    "the waves of the contract": {
+        "revisionHistoryLimit": 5,
+        "updateStrategy": {
+            "steps": [
+                {
+                    "name": "canary",
+                    "namespaceSelector": {"matchLabels": {"stage": "staging"}},
+                    "pause": {},
+                },
+                {"percent": 25, "pause": {"duration": "10m"}},
+                {"selector": {"matchLabels": {"tier": "web"}}, "pause": {"duration": "1h30m"}},
+                {"percent": 100},
+            ]
+        },
+    },
     "privileged with allowPrivileged": {
         "containers": [
             {**SIDECAR, "securityContext": {"privileged": True, "capabilities": {"add": ["ALL"]}}}
@@ -327,7 +362,9 @@ def test_defaults_are_filled_in(crd_installed: Kubectl) -> None:
         "maxConcurrent": "25%",
         "paused": False,
         "progressDeadlineSeconds": 600,
+        "steps": [],
     }
+    assert stored["revisionHistoryLimit"] == 10
     assert stored["kinds"] == ["Deployment"]
     assert stored["initContainers"] == [] and stored["volumes"] == []
 

@@ -162,6 +162,7 @@ def _printer_columns() -> list[Schema]:
         column("Priority", ".spec.priority", priority=1),
         column("Paused", ".spec.updateStrategy.paused", kind="boolean", priority=1),
         column("Kinds", ".spec.kinds", kind="string", priority=1),
+        column("Step", ".status.currentStep", priority=1, description="the rollout's step"),
     ]
 
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
 
-from sidecar_operator.api import podsecurity, rules
+from sidecar_operator.api import names, podsecurity, rules
 from sidecar_operator.api.kinds import WorkloadKind
 
 CORE_SCHEMA_KEY = "x-sidecars-core-v1"  # marks a model whose CRD schema comes from core/v1
@@ -130,7 +130,93 @@ class LabelSelector(_Model):
     )
 
 
+# A Go duration of hours, minutes and seconds (`30s`, `10m`, `1h30m`), as `kubectl` takes them.
+DURATION = r"^([0-9]+h([0-9]+m)?([0-9]+s)?|[0-9]+m([0-9]+s)?|[0-9]+s)$"
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+class Pause(_Model):
+    """Where a rollout waits once a step's workloads are all updated and ready."""
+
+    duration: str | None = Field(
+        default=None,
+        description="How long to wait (`30s`, `10m`, `1h30m`), counted from the moment the "
+        "step's workloads were all ready (kept in status, so a restart keeps the clock). "
+        "Without it the rollout waits until promoted (`kubectl sidecars rollout promote`).",
+        json_schema_extra={"pattern": DURATION, "maxLength": 32},
+    )
+
+    @property
+    def seconds(self) -> int | None:
+        """The duration in seconds, or None: wait until promoted."""
+        if self.duration is None:
+            return None
+        total, number = 0, ""
+        for char in self.duration:
+            if char.isdigit():
+                number += char
+            else:
+                total += int(number) * {"h": 3600, "m": 60, "s": 1}[char]
+                number = ""
+        return total
+
+
+class Step(_Model):
+    """One wave: the workloads it adds to the rollout (to those of the steps before it), then
+    an optional pause."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.selector) || has(self.namespaceSelector) || "
+                    "has(self.percent)",
+                    "message": "a step covers more workloads: give it a selector, a "
+                    "namespaceSelector or a percent",
+                }
+            ]
+        }
+    )
+
+    name: str | None = Field(
+        default=None,
+        description="Shown in status and Events; `promote` may name the step by it.",
+        json_schema_extra={"maxLength": 63, "pattern": DNS_LABEL},
+    )
+    selector: LabelSelector | None = Field(
+        default=None, description="Adds the matched workloads whose labels it selects."
+    )
+    namespace_selector: LabelSelector | None = Field(
+        default=None, description="Adds the matched workloads in the namespaces it selects."
+    )
+    percent: int | None = Field(
+        default=None,
+        ge=1,
+        le=100,
+        description="Raises the rollout to this share of the matched workloads, picked in an "
+        "order that is stable (seeded by the policy's uid: adding a workload reshuffles no "
+        "other) and spread across namespaces.",
+    )
+    pause: Pause | None = Field(
+        default=None,
+        description="Wait once the step's workloads are all updated and ready: for a "
+        "duration, or ({}) until promoted. Without it the next step follows at once.",
+    )
+
+
 class UpdateStrategy(_Model):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.steps.all(s, !has(s.name) || "
+                    "self.steps.exists_one(t, has(t.name) && t.name == s.name))",
+                    "message": "step names must be unique",
+                }
+            ]
+        }
+    )
+
     max_concurrent: int | str = Field(
         default="25%",
         description="How many matched workloads may be rolling out this policy's change at "
@@ -158,9 +244,89 @@ class UpdateStrategy(_Model):
         "after the policy wrote it halts the rollout, as a Deployment's own "
         "progressDeadlineSeconds does.",
     )
+    steps: list[Step] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Waves: each step widens the set of workloads that get a new revision "
+        "(cumulatively), then may pause; the workloads not yet covered keep the stable "
+        "revision. The last step covers every workload, whatever it says. Without steps a "
+        "change goes everywhere under maxConcurrent alone.",
+    )
+
+    @property
+    def steps_hash(self) -> str:
+        """Changing the steps starts a rollout over; so does a new revision."""
+        canonical = json.dumps(
+            [step.model_dump(mode="json", by_alias=True, exclude_none=True) for step in self.steps],
+            sort_keys=True,
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()[:10]
 
 
-class SidecarPolicySpec(_Model):
+class Content(_Model):
+    """What a policy puts into a pod template: its sidecars, init containers, volumes and
+    mounts. A policy's spec holds one; its revision history keeps each past one (waves roll a
+    new one out while the workloads not yet covered keep the stable one)."""
+
+    containers: list[Container] = Field(
+        default_factory=list,
+        max_length=32,
+        json_schema_extra=_keyed_by("name"),
+        description="core/v1 Containers appended after the app's containers.",
+    )
+    init_containers: list[Container] = Field(
+        default_factory=list,
+        max_length=32,
+        json_schema_extra=_keyed_by("name"),
+        description="core/v1 Containers placed before the app's init containers; "
+        "restartPolicy: Always makes one a native sidecar.",
+    )
+    volumes: list[Volume] = Field(
+        default_factory=list,
+        max_length=32,
+        json_schema_extra=_keyed_by("name"),
+        description="core/v1 Volumes added to the pod template.",
+    )
+    volume_mounts: list[VolumeMount] = Field(
+        default_factory=list,
+        max_length=32,
+        json_schema_extra=_keyed_by("mountPath"),
+        description="core/v1 VolumeMounts added to every container the app defines (not to "
+        "sidecars added by policies). Each must name a volume from this policy's volumes.",
+    )
+
+    @cached_property
+    def baseline_violations(self) -> tuple[str, ...]:
+        """What the baseline Pod Security level refuses among the sidecars and volumes: the
+        API server rejects most of it at apply (unless allowPrivileged), the rest is found
+        here."""
+        return tuple(
+            podsecurity.violations(
+                podsecurity.Level.BASELINE,
+                containers=[c.to_api() for c in (*self.containers, *self.init_containers)],
+                volumes=[v.to_api() for v in self.volumes],
+            )
+        )
+
+    @cached_property
+    def revision(self) -> str:
+        """A short stable hash of what the policy puts into a pod template (not of its selector,
+        priority or update strategy, so changing those rolls nothing out). Computed once per
+        content: every workload's plan compares against it."""
+        canonical = json.dumps(self.to_api(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:10]
+
+    def to_api(self) -> dict[str, Any]:
+        """The content as a policy's spec writes it (what a ControllerRevision keeps)."""
+        return {
+            "containers": [c.to_api() for c in self.containers],
+            "initContainers": [c.to_api() for c in self.init_containers],
+            "volumes": [v.to_api() for v in self.volumes],
+            "volumeMounts": [m.to_api() for m in self.volume_mounts],
+        }
+
+
+class SidecarPolicySpec(Content):
     """What to add to every workload the policy selects."""
 
     model_config = ConfigDict(
@@ -212,32 +378,6 @@ class SidecarPolicySpec(_Model):
         "name to one workload, the higher priority wins; on a tie the older policy wins. "
         "The loser skips that workload.",
     )
-    containers: list[Container] = Field(
-        default_factory=list,
-        max_length=32,
-        json_schema_extra=_keyed_by("name"),
-        description="core/v1 Containers appended after the app's containers.",
-    )
-    init_containers: list[Container] = Field(
-        default_factory=list,
-        max_length=32,
-        json_schema_extra=_keyed_by("name"),
-        description="core/v1 Containers placed before the app's init containers; "
-        "restartPolicy: Always makes one a native sidecar.",
-    )
-    volumes: list[Volume] = Field(
-        default_factory=list,
-        max_length=32,
-        json_schema_extra=_keyed_by("name"),
-        description="core/v1 Volumes added to the pod template.",
-    )
-    volume_mounts: list[VolumeMount] = Field(
-        default_factory=list,
-        max_length=32,
-        json_schema_extra=_keyed_by("mountPath"),
-        description="core/v1 VolumeMounts added to every container the app defines (not to "
-        "sidecars added by policies). Each must name a volume from this policy's volumes.",
-    )
     allow_privileged: bool = Field(
         default=False,
         description="Must be true for a policy to add anything the Pod Security Standards' "
@@ -252,34 +392,22 @@ class SidecarPolicySpec(_Model):
         default_factory=UpdateStrategy,
         description="How fast a change rolls out across matched workloads.",
     )
+    revision_history_limit: int = Field(
+        default=10,
+        ge=0,
+        le=1000,
+        description="How many old revisions to keep as ControllerRevisions (for `kubectl "
+        "sidecars rollout history` and `undo`), besides the stable and the current one.",
+    )
 
     @cached_property
+    def content(self) -> Content:
+        """The content alone: what a ControllerRevision keeps of the spec."""
+        return Content.model_validate(self.to_api())
+
+    @property
     def privilege_violations(self) -> tuple[str, ...]:
-        """What the baseline Pod Security level refuses among the sidecars and volumes, unless
-        allowPrivileged: the API server rejects most of it at apply, the rest is found here."""
-        if self.allow_privileged:
-            return ()
-        return tuple(
-            podsecurity.violations(
-                podsecurity.Level.BASELINE,
-                containers=[c.to_api() for c in (*self.containers, *self.init_containers)],
-                volumes=[v.to_api() for v in self.volumes],
-            )
-        )
-
-    @cached_property
-    def revision(self) -> str:
-        """A short stable hash of what the policy puts into a pod template (not of its selector,
-        priority or update strategy, so changing those rolls nothing out). Computed once per
-        spec: every workload's plan compares against it."""
-        content = {
-            "containers": [c.to_api() for c in self.containers],
-            "initContainers": [c.to_api() for c in self.init_containers],
-            "volumes": [v.to_api() for v in self.volumes],
-            "volumeMounts": [m.to_api() for m in self.volume_mounts],
-        }
-        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:10]
+        return () if self.allow_privileged else self.baseline_violations
 
 
 class Condition(_Model):
@@ -293,6 +421,15 @@ class Condition(_Model):
     observed_generation: int | None = Field(
         default=None, description="The .metadata.generation the condition was set from."
     )
+
+
+class StepStatus(_Model):
+    """A step's workloads: those it covers (with the steps before it), updated and ready."""
+
+    name: str | None = Field(default=None, description="The step's name, if it has one.")
+    covered: int = Field(default=0, description="Matched workloads the step covers.")
+    updated: int = Field(default=0, description="Covered workloads carrying the revision.")
+    ready: int = Field(default=0, description="Updated workloads whose rollout finished.")
 
 
 class SidecarPolicyStatus(_Model):
@@ -318,6 +455,29 @@ class SidecarPolicyStatus(_Model):
     conflicts: int = Field(
         default=0, description="Matched workloads skipped because of a conflict."
     )
+    current_revision: str | None = Field(
+        default=None,
+        description="The stable revision: the last one every matched workload reached. "
+        "Workloads a rollout's steps do not cover yet keep it.",
+    )
+    update_revision: str | None = Field(
+        default=None, description="The revision rolling out (equal to revision)."
+    )
+    current_step: int | None = Field(
+        default=None, description="Index into updateStrategy.steps of the step rolling out."
+    )
+    step_done_time: str | None = Field(
+        default=None,
+        description="When the current step's workloads were all updated and ready: a pause's "
+        "duration runs from here (RFC 3339).",
+    )
+    steps_hash: str | None = Field(
+        default=None,
+        description="The steps the rollout was started with: changing them starts it over.",
+    )
+    steps: list[StepStatus] = Field(
+        default_factory=list, description="Per step, the workloads it covers, updated and ready."
+    )
     workload_kinds: list[WorkloadKind] = Field(
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "set"},
@@ -330,26 +490,41 @@ class SidecarPolicyStatus(_Model):
     )
 
 
+PROMOTE_ANNOTATION = f"{names.GROUP}/promote"
+ABORT_ANNOTATION = f"{names.GROUP}/abort"
+CHANGE_CAUSE = "kubernetes.io/change-cause"
+
+
 class Policy(BaseModel):
-    """What the operator needs of one SidecarPolicy object: identity, age and spec."""
+    """What the operator needs of one SidecarPolicy object: identity, age, spec, and what its
+    annotations ask of its rollout."""
 
     model_config = ConfigDict(frozen=True)
 
     name: str
+    uid: str = ""
     created: str = ""  # RFC 3339 creationTimestamp; sorts chronologically as text
     generation: int = 0
     deleting: bool = False
     spec: SidecarPolicySpec
+    promote: str = ""  # `<updateRevision>/<step name or index>` or `<updateRevision>/all`
+    abort: str = ""  # `<updateRevision>`
+    change_cause: str = ""
 
     @classmethod
     def from_object(cls, obj: Mapping[str, Any]) -> Policy:
         metadata = obj.get("metadata", {})
+        annotations = metadata.get("annotations") or {}
         return cls(
             name=metadata["name"],
+            uid=metadata.get("uid") or "",
             created=metadata.get("creationTimestamp") or "",
             generation=metadata.get("generation") or 0,
             deleting=bool(metadata.get("deletionTimestamp")),
             spec=SidecarPolicySpec.model_validate(obj.get("spec") or {}),
+            promote=annotations.get(PROMOTE_ANNOTATION, ""),
+            abort=annotations.get(ABORT_ANNOTATION, ""),
+            change_cause=annotations.get(CHANGE_CAUSE, ""),
         )
 
     @property

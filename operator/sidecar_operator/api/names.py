@@ -13,3 +13,8 @@ SHORT_NAMES = ("scp",)
 FIELD_MANAGER_PREFIX = f"{GROUP}/"
 REVISION_ANNOTATION_PREFIX = f"policy.{GROUP}/"
 INJECT_KEY = f"{GROUP}/inject"  # opt-out, as an annotation or a label
+
+# A policy's revision history: ControllerRevisions in the operator's namespace, labelled so.
+HISTORY_POLICY_LABEL = f"{GROUP}/policy"
+HISTORY_REVISION_LABEL = f"{GROUP}/revision"
+HISTORY_STABLE_LABEL = f"{GROUP}/stable"  # "true" on the stable revision's
