@@ -28,6 +28,7 @@ from sidecar_operator.api.names import FIELD_MANAGER_PREFIX
 from sidecar_operator.core import bodies, planner, ssa, workloads
 from sidecar_operator.core.ownership import POD_LISTS, field_manager, ownership, revision_annotation
 from sidecar_operator.core.types import Action, Change, Kind
+from sidecar_operator.core.waves import Rollout
 
 Workload = Mapping[str, Any]
 
@@ -40,17 +41,24 @@ def admitted(
     operator_namespace: str | None,
     old: Workload | None = None,
     may_roll: Callable[[Action], bool] = lambda _: True,
+    rollouts: Mapping[str, Rollout] | None = None,
 ) -> dict[str, Any] | None:
     """The workload with what the policies change at admission, or None when nothing changes.
 
     `old` is the stored workload when an owner updates it (None at creation); `may_roll` says
-    whether the policy's budget lets the controller write this action to it now."""
+    whether the policy's budget lets the controller write this action to it now; `rollouts`
+    where each policy's rollout in steps stands (a workload created mid-canary gets the
+    revision of its group)."""
     if old is not None and not _owners_rollout(old, workload):
         return None
     by_name = {policy.name: policy for policy in policies}
     result: dict[str, Any] | None = None
     for action in planner.plan(
-        workload, namespace_labels, by_name.values(), operator_namespace=operator_namespace
+        workload,
+        namespace_labels,
+        by_name.values(),
+        operator_namespace=operator_namespace,
+        rollouts=rollouts,
     ):
         policy = by_name.get(action.policy)
         body = _written(action, policy, old, may_roll) if policy is not None else None

@@ -12,7 +12,7 @@ from collections.abc import Callable, Hashable, Mapping
 from typing import Any, TypeVar
 
 from sidecar_operator.api.kinds import WorkloadKind, nest
-from sidecar_operator.api.models import Policy, SidecarPolicySpec
+from sidecar_operator.api.models import Content
 from sidecar_operator.core.ownership import revision_annotation
 
 SHARED_KEPT = 4096  # distinct parts kept before starting over
@@ -27,22 +27,24 @@ def removal_body(workload: Mapping[str, Any]) -> dict[str, Any]:
 
 def apply_body(
     workload: Mapping[str, Any],
-    policy: Policy,
+    policy: str,
+    content: Content,
     *,
     app_init: tuple[str, ...],
     app: tuple[str, ...],
 ) -> dict[str, Any]:
-    """Everything `policy` adds to this workload, as one server-side-apply body; `app_init`
-    and `app` name the workload's own init containers and containers."""
-    revision, kind = policy.spec.revision, WorkloadKind.of(workload)
+    """Everything `policy` adds to this workload (its content, a revision of it), as one
+    server-side-apply body; `app_init` and `app` name the workload's own init containers and
+    containers."""
+    revision, kind = content.revision, WorkloadKind.of(workload)
     body = _identity(workload)
     body["metadata"]["annotations"] = _shared(
-        ("annotations", policy.name, revision),
-        lambda: {revision_annotation(policy.name): revision},
+        ("annotations", policy, revision),
+        lambda: {revision_annotation(policy): revision},
     )
     body["spec"] = _shared(
-        ("spec", policy.name, revision, kind, app_init, app),
-        lambda: nest((*kind.template_path[1:], "spec"), _pod_spec(policy.spec, app_init, app)),
+        ("spec", policy, revision, kind, app_init, app),
+        lambda: nest((*kind.template_path[1:], "spec"), _pod_spec(content, app_init, app)),
     )
     return body
 
@@ -65,9 +67,7 @@ def _identity(workload: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _pod_spec(
-    spec: SidecarPolicySpec, app_init: tuple[str, ...], app: tuple[str, ...]
-) -> dict[str, Any]:
+def _pod_spec(spec: Content, app_init: tuple[str, ...], app: tuple[str, ...]) -> dict[str, Any]:
     mounts = [m.to_api() for m in spec.volume_mounts]
     pod_spec: dict[str, Any] = {}
 

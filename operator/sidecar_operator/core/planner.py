@@ -14,7 +14,7 @@ from typing import Any
 
 from sidecar_operator.api import podsecurity
 from sidecar_operator.api.kinds import WorkloadKind
-from sidecar_operator.api.models import Policy, SidecarPolicySpec
+from sidecar_operator.api.models import Content, Policy
 from sidecar_operator.core import bodies, stored, workloads
 from sidecar_operator.core.ownership import (
     POD_LISTS,
@@ -29,6 +29,7 @@ from sidecar_operator.core.ownership import (
 from sidecar_operator.core.selection import workload_matches
 from sidecar_operator.core.ssa import fields_v1
 from sidecar_operator.core.types import Action, Change, Kind
+from sidecar_operator.core.waves import HOLD, Rollout, Target
 
 
 @dataclass(frozen=True)
@@ -61,25 +62,25 @@ class _Claims:
     mounts: dict[tuple[str, str, str], str] = field(default_factory=dict)
     host_ports: dict[str, str] = field(default_factory=dict)  # protocol/hostIP/port -> holder
 
-    def take(self, policy: Policy, pod: _Pod) -> None:
-        owner = f"policy {policy.name}"
-        for container in (*policy.spec.containers, *policy.spec.init_containers):
+    def take(self, policy: str, content: Content, pod: _Pod) -> None:
+        owner = f"policy {policy}"
+        for container in (*content.containers, *content.init_containers):
             self.names[container.name] = owner
-        for volume in policy.spec.volumes:
+        for volume in content.volumes:
             self.volumes[volume.name] = owner
-        for key in _mount_keys(policy.spec, pod):
+        for key in _mount_keys(content, pod):
             self.mounts[key] = owner
-        for container in policy.spec.containers:
+        for container in content.containers:
             for port in _host_ports(container.to_api(), pod):
-                self.host_ports[port] = f"container {container.name} of policy {policy.name}"
+                self.host_ports[port] = f"container {container.name} of policy {policy}"
 
 
-def _mount_keys(spec: SidecarPolicySpec, pod: _Pod) -> set[tuple[str, str, str]]:
+def _mount_keys(content: Content, pod: _Pod) -> set[tuple[str, str, str]]:
     return {
         (pod_list, container["name"], mount.mount_path)
         for pod_list in POD_LISTS
         for container in pod.app_containers(pod_list)
-        for mount in spec.volume_mounts
+        for mount in content.volume_mounts
     }
 
 
@@ -113,8 +114,7 @@ def _app_claims(pod: _Pod, owners: Mapping[str, Ownership]) -> _Claims:
     return claims
 
 
-def _conflicts(policy: Policy, pod: _Pod, claims: _Claims) -> list[str]:
-    spec = policy.spec
+def _conflicts(spec: Content, pod: _Pod, claims: _Claims) -> list[str]:
     found = []
     for container in (*spec.containers, *spec.init_containers):
         if container.name in claims.names:
@@ -163,17 +163,20 @@ def _conflicts(policy: Policy, pod: _Pod, claims: _Claims) -> list[str]:
 
 
 def _pod_security(
-    policy: Policy, pod: _Pod, namespace: str, namespace_labels: Mapping[str, str]
+    policy: Policy,
+    spec: Content,
+    pod: _Pod,
+    namespace: str,
+    namespace_labels: Mapping[str, str],
 ) -> list[str]:
     """The sidecars must pass baseline (unless allowPrivileged) and whatever level the namespace
     enforces: Pod Security admission judges Pods, not Deployments, so a refused sidecar would
     otherwise leave a rollout whose new Pods are never created."""
-    spec = policy.spec
     found = []
-    if spec.privilege_violations:
+    if spec.baseline_violations and not policy.spec.allow_privileged:
         found.append(
             "the sidecars break the baseline Pod Security Standard ("
-            + "; ".join(spec.privilege_violations)
+            + "; ".join(spec.baseline_violations)
             + "); set spec.allowPrivileged: true to allow it"
         )
     level = podsecurity.enforced_level(namespace_labels)
@@ -200,9 +203,8 @@ class _Drift:
     where: str = ""  # the first difference found, in words
 
 
-def _drift(policy: Policy, pod: _Pod, owned: Ownership) -> _Drift:
+def _drift(spec: Content, pod: _Pod, owned: Ownership) -> _Drift:
     """Compares what the workload holds with what the policy wants (`core/stored`)."""
-    spec = policy.spec
     in_sync, edited, where = True, False, ""
 
     def check(
@@ -248,8 +250,11 @@ def plan(
     policies: Iterable[Policy],
     *,
     operator_namespace: str | None = None,
+    rollouts: Mapping[str, Rollout] | None = None,
 ) -> list[Action]:
-    """One Action per policy that matches the workload or has fields on it, winners first."""
+    """One Action per policy that matches the workload or has fields on it, winners first.
+    `rollouts`: where each policy's rollout stands (waves); a policy without one wants its
+    spec's content everywhere."""
     by_name = {policy.name: policy for policy in policies}
     involved = set(policies_with_fields(deployment))
     matched = sorted(
@@ -263,17 +268,29 @@ def plan(
         ),
         key=lambda policy: policy.rank,
     )
+    annotations = deployment.get("metadata", {}).get("annotations") or {}
+    targets: dict[str, Target] = {}
+    for policy in matched:
+        rollout = (rollouts or {}).get(policy.name)
+        carried = annotations.get(revision_annotation(policy.name))
+        targets[policy.name] = (
+            policy.spec
+            if rollout is None
+            else rollout.target(deployment, namespace_labels, carried)
+        )
     owners = {name: ownership(deployment, name) for name in involved | {p.name for p in matched}}
     others = foreign(deployment)
-    annotations = deployment.get("metadata", {}).get("annotations") or {}
     admitted = {
         policy.name
         for policy in matched
-        if _admitted(policy, deployment, owners[policy.name], owners, others)
+        if isinstance(content := targets[policy.name], Content)
+        and _admitted(policy.name, content, deployment, owners[policy.name], owners, others)
     }
     for policy in matched:
         if policy.name in admitted:
-            owners[policy.name] = _as_applied(policy, deployment, owners)
+            content = targets[policy.name]
+            assert isinstance(content, Content)
+            owners[policy.name] = _as_applied(policy.name, content, deployment, owners)
     pod_spec = workloads.pod_spec(deployment)
     pod = _Pod(
         kind=WorkloadKind.of(deployment),
@@ -288,17 +305,26 @@ def plan(
     actions: list[Action] = []
     for policy in matched:
         owned = owners[policy.name]
-        current = policy.spec.revision
+        target = targets[policy.name]
         carried = annotations.get(revision_annotation(policy.name))
-        conflicts = _conflicts(policy, pod, claims) + _pod_security(
-            policy, pod, deployment["metadata"]["namespace"], namespace_labels
+        if target is HOLD:
+            # The stable content is not known: what the workload carries stays as it is.
+            actions.append(Action(policy.name, Kind.HOLD, revision=carried or ""))
+            continue
+        if target is None:  # the stable revision is nothing: the policy lets go, paced
+            actions.append(_release(policy.name, deployment, owned, others))
+            continue
+        assert isinstance(target, Content)
+        current = target.revision
+        conflicts = _conflicts(target, pod, claims) + _pod_security(
+            policy, target, pod, deployment["metadata"]["namespace"], namespace_labels
         )
         if conflicts:
             why = "; ".join(conflicts)
             actions.append(_skipped(policy.name, deployment, owned, others, why, current))
             continue
-        claims.take(policy, pod)
-        drift = _drift(policy, pod, owned)
+        claims.take(policy.name, target, pod)
+        drift = _drift(target, pod, owned)
         if policy.name in admitted:
             # Admission added it, and nobody else owns it: applying it takes ownership (and,
             # where it differs, gives the current content, never by force).
@@ -321,7 +347,8 @@ def plan(
                 Kind.APPLY,
                 bodies.apply_body(
                     deployment,
-                    policy,
+                    policy.name,
+                    target,
                     app_init=tuple(c["name"] for c in pod.app_containers("initContainers")),
                     app=tuple(c["name"] for c in pod.app_containers("containers")),
                 ),
@@ -337,6 +364,17 @@ def plan(
     for name in sorted(involved - {policy.name for policy in matched}):
         actions.append(removal(name, deployment))
     return actions
+
+
+def _release(policy: str, workload: Mapping[str, Any], owned: Ownership, others: Foreign) -> Action:
+    """A matched workload whose target is nothing (a new policy's stable revision): in sync
+    when the policy has nothing there, else a paced change that takes everything out."""
+    if owned.empty:
+        return Action(policy, Kind.IN_SYNC)
+    blocked = removal_blocked(owned, others)
+    if blocked:
+        return Action(policy, Kind.CONFLICT, conflict=blocked)
+    return Action(policy, Kind.APPLY, bodies.removal_body(workload), change=Change.UPDATE)
 
 
 def _skipped(
@@ -363,7 +401,8 @@ def _skipped(
 
 
 def _admitted(
-    policy: Policy,
+    policy: str,
+    spec: Content,
     workload: Mapping[str, Any],
     owned: Ownership,
     owners: Mapping[str, Ownership],
@@ -374,11 +413,11 @@ def _admitted(
     init container, volume and mount it adds is there, in no one's hands (the API server
     records no manager for what a webhook adds). An app's own container with a sidecar's name,
     or a manifest copied with the annotation, is someone's: the app's, never taken over."""
-    annotation = revision_annotation(policy.name)
+    annotation = revision_annotation(policy)
     annotations = workload.get("metadata", {}).get("annotations") or {}
     if not owned.empty or annotation not in annotations or annotation in others.annotations:
         return False
-    spec, pod = policy.spec, workloads.pod_spec(workload)
+    pod = workloads.pod_spec(workload)
     for pod_list, wanted in (
         ("containers", spec.containers),
         ("initContainers", spec.init_containers),
@@ -403,11 +442,11 @@ def _admitted(
 
 
 def _as_applied(
-    policy: Policy, workload: Mapping[str, Any], owners: Mapping[str, Ownership]
+    policy: str, spec: Content, workload: Mapping[str, Any], owners: Mapping[str, Ownership]
 ) -> Ownership:
     """What the policy would own had it applied its body: admission added the items (with the
     revision annotation), and the API server records no manager for what admission adds."""
-    spec, pod = policy.spec, workloads.pod_spec(workload)
+    pod = workloads.pod_spec(workload)
     own = {
         "containers": {c.name for c in spec.containers},
         "initContainers": {c.name for c in spec.init_containers},
@@ -418,15 +457,15 @@ def _as_applied(
         return tuple(c["name"] for c in pod.get(pod_list) or [] if c["name"] not in taken)
 
     body = bodies.apply_body(
-        workload, policy, app_init=app("initContainers"), app=app("containers")
+        workload, policy, spec, app_init=app("initContainers"), app=app("containers")
     )
     entry = {
-        "manager": field_manager(policy.name),
+        "manager": field_manager(policy),
         "operation": "Apply",
         "fieldsV1": fields_v1(body),
     }
     applied = {"kind": WorkloadKind.of(workload).value, "metadata": {"managedFields": [entry]}}
-    return ownership(applied, policy.name)
+    return ownership(applied, policy)
 
 
 def removal_blocked(owned: Ownership, others: Foreign) -> str:

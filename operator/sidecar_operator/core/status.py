@@ -10,6 +10,7 @@ from sidecar_operator.api.kinds import WorkloadKind
 from sidecar_operator.api.models import Policy
 from sidecar_operator.core import workloads
 from sidecar_operator.core.types import Action, Key, Kind
+from sidecar_operator.core.waves import Phase
 
 
 @dataclass(frozen=True)
@@ -21,8 +22,9 @@ class Counts:
     blocked: int = 0  # not matched, and its sidecars cannot be removed (`planner.removal`)
 
 
-def count(outcomes: Iterable[tuple[Action, Mapping[str, Any]]]) -> Counts:
-    """Counts over (this policy's action, workload) pairs; REMOVE means not matched."""
+def count(outcomes: Iterable[tuple[Action, Mapping[str, Any]]], revision: str) -> Counts:
+    """Counts over (this policy's action, workload) pairs; REMOVE means not matched. Updated
+    means at the policy's `revision` (not at a stable one that waves keep it on)."""
     matched = updated = ready = conflicts = blocked = 0
     for action, workload in outcomes:
         if action.kind is Kind.REMOVE:
@@ -31,7 +33,7 @@ def count(outcomes: Iterable[tuple[Action, Mapping[str, Any]]]) -> Counts:
         matched += 1
         if action.kind is Kind.CONFLICT:
             conflicts += 1
-        elif action.kind is Kind.IN_SYNC:
+        elif action.kind is Kind.IN_SYNC and action.revision == revision:
             updated += 1
             ready += workloads.rolled_out(workload)
     return Counts(matched, updated, ready, conflicts, blocked)
@@ -64,6 +66,24 @@ def halted_message(failing: Sequence[Key]) -> str:
     )
 
 
+@dataclass(frozen=True)
+class Wave:
+    """Where a rollout in steps stands, for the conditions' words."""
+
+    phase: Phase
+    step: int
+    steps: int
+    name: str | None = None
+    policy: str = ""
+    resume_at: str | None = None  # a duration pause's end (RFC 3339)
+    stable: str = ""  # the stable revision ("" for nothing)
+
+    @property
+    def label(self) -> str:
+        named = f" ({self.name})" if self.name else ""
+        return f"step {self.step + 1}/{self.steps}{named}"
+
+
 def conditions(
     counts: Counts,
     *,
@@ -71,6 +91,7 @@ def conditions(
     failing: Sequence[Key] = (),
     owner_paused: Sequence[Key] = (),
     conflict_examples: Sequence[str] = (),
+    wave: Wave | None = None,
 ) -> list[dict[str, Any]]:
     """Ready / Progressing / Degraded, following the Available/Progressing/Degraded
     conventions, without timestamps (merged in by `merge_conditions`)."""
@@ -98,7 +119,13 @@ def conditions(
         progressing = _condition(
             "Progressing", False, "Paused", f"updateStrategy.paused is true; {progress}"
         )
+    elif wave is not None and wave.phase is not Phase.ROLLING:
+        reason, message = _waiting(wave, progress)
+        ready = _condition("Ready", False, reason, progress)
+        progressing = _condition("Progressing", False, reason, message)
     else:
+        if wave is not None and wave.steps > 1:
+            progress = f"{wave.label}: {progress}"
         ready = _condition("Ready", False, "RollingOut", progress)
         progressing = _condition("Progressing", True, "RollingOut", progress)
     examples = "; ".join(conflict_examples[:3])
@@ -119,6 +146,26 @@ def conditions(
     else:
         degraded = _condition("Degraded", False, "NoConflicts", "no matched workload skipped")
     return [ready, progressing, degraded]
+
+
+def _waiting(wave: Wave, progress: str) -> tuple[str, str]:
+    """A rollout in steps that waits: the reason, and what for."""
+    stable = wave.stable or "nothing (no sidecars)"
+    match wave.phase:
+        case Phase.ABORTED:
+            return Phase.ABORTED.value, (
+                f"aborted: every workload goes back to the stable revision, {stable}; a change "
+                f"of the spec starts a new rollout; {progress}"
+            )
+        case Phase.WAITING:
+            return Phase.WAITING.value, (
+                f"{wave.label} done, waiting for promotion (kubectl sidecars rollout promote "
+                f"{wave.policy}); {progress}"
+            )
+        case _:
+            return Phase.STEP_PAUSED.value, (
+                f"{wave.label} done, pausing until {wave.resume_at}; {progress}"
+            )
 
 
 def merge_conditions(
@@ -145,9 +192,13 @@ def policy_status(
     conflict_examples: Sequence[str],
     now: str,
     owner_paused: Sequence[Key] = (),
+    wave: Wave | None = None,
+    rollout: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The policy's whole status; `old` is the status it has, whose transition times hold."""
+    """The policy's whole status; `old` is the status it has, whose transition times hold;
+    `rollout` the fields of its rollout in steps (`currentRevision`, `currentStep`, ...)."""
     return {
+        **(rollout or {}),
         "observedGeneration": policy.generation,
         "revision": policy.spec.revision,
         "matchedWorkloads": counts.matched,
@@ -163,6 +214,7 @@ def policy_status(
                 failing=failing,
                 owner_paused=owner_paused,
                 conflict_examples=conflict_examples,
+                wave=wave,
             ),
             now=now,
             generation=policy.generation,
@@ -203,6 +255,8 @@ def rolling_on(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
         return (
             status.get("observedGeneration"),
             status.get("revision"),
+            status.get("currentRevision"),
+            status.get("currentStep"),
             tuple((c.get("type"), c.get("status"), c.get("reason")) for c in conditions),
         )
 

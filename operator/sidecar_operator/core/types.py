@@ -33,6 +33,7 @@ class Kind(StrEnum):
     REMOVE = "remove"  # send `body` (empty): release everything the policy owns
     IN_SYNC = "in-sync"  # matched and already as desired: write nothing
     CONFLICT = "conflict"  # matched but skipped; `body` releases what it had, if anything
+    HOLD = "hold"  # matched; its target (a stable revision whose content is gone) is unknown
 
 
 class Change(StrEnum):

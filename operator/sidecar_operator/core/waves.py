@@ -1,0 +1,372 @@
+"""Waves: a rollout in steps, each widening the set of workloads that get the update revision,
+while the others keep the stable one. Pure: from a policy, what its status and history say and
+the workloads it matches, which content each workload is to carry and where the rollout stands.
+
+- Coverage is cumulative: step k covers every workload of steps 0..k. A `selector` or
+  `namespaceSelector` step adds the matched workloads it selects; a `percent` step raises the
+  coverage to that share of the matched workloads, taken in the order of a hash seeded by the
+  policy's uid (stable: adding a workload reshuffles no other; spread across namespaces as a
+  hash spreads). The last step covers every workload. A workload already carrying the update
+  revision stays covered: within one rollout coverage only grows.
+- A covered workload's target is the update content; any other's the stable content, which may
+  be nothing (a new policy's first rollout) or not known (a policy from before history was
+  kept, whose workloads carry a revision whose content is gone): then it is held, untouched.
+- An aborted rollout, or one whose update content is the stable content (an undo), covers
+  nothing and everything respectively: back to stable, under `maxConcurrent` alone.
+- A step is done when every workload it covers (conflicts aside) carries the update revision
+  and is rolled out. Then its pause holds: a duration from the moment it was done (kept in
+  status, so a restart keeps the clock), or until promoted by the policy's annotation.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum, StrEnum
+from typing import Any
+
+from sidecar_operator.api.models import Content, Policy, Step
+from sidecar_operator.core.ownership import revision_annotation
+from sidecar_operator.core.selection import selector_matches
+from sidecar_operator.core.types import Key
+
+ALL_STEPS = "all"  # promote `<revision>/all`: skip the remaining steps
+
+
+class Hold(Enum):
+    """The stable content is not known: a workload not covered is left as it is."""
+
+    HOLD = "hold"
+
+
+HOLD = Hold.HOLD
+# What a workload is to carry of a policy: a content, nothing (None), or as it is (HOLD).
+Target = Content | Hold | None
+
+EVERYWHERE = Step(percent=100)  # a rollout without steps is one step covering every workload
+
+
+def steps_of(policy: Policy) -> tuple[Step, ...]:
+    """The steps a rollout takes: the policy's, or one covering every workload."""
+    return tuple(policy.spec.update_strategy.steps) or (EVERYWHERE,)
+
+
+def rank(seed: str, key: Key) -> int:
+    """A workload's place in a policy's percent order."""
+    text = f"{seed}/{key.kind}/{key.namespace}/{key.name}".encode()
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big")
+
+
+def cuts(steps: Sequence[Step], seed: str, matched: Iterable[Key]) -> tuple[int, ...]:
+    """Per step, the rank below which its percent (or a step's before it) covers a workload:
+    the first ceil(p% of the matched) of them in the policy's order."""
+    ranks = sorted(rank(seed, key) for key in matched)
+    found: list[int] = []
+    percent = 0
+    for step in steps:
+        percent = max(percent, step.percent or 0)
+        count = math.ceil(len(ranks) * percent / 100)
+        found.append(ranks[count - 1] + 1 if count else 0)
+    return tuple(found)
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """Where one policy's rollout stands: what the planner (and admission) decide each
+    workload's target from."""
+
+    update: Content
+    stable: Target  # a content, nothing (None), or unknown (HOLD)
+    steps: tuple[Step, ...]
+    step: int
+    seed: str  # the policy's uid: the percent order's
+    cuts: tuple[int, ...] = ()  # see `cuts`; empty: nothing covered by percent yet
+    aborted: bool = False
+
+    @property
+    def stepped(self) -> bool:
+        """Whether steps decide the targets (not when rolling back to the stable content)."""
+        stable = self.stable
+        same = isinstance(stable, Content) and stable.revision == self.update.revision
+        return not self.aborted and not same
+
+    def covered(self, workload: Mapping[str, Any], namespace_labels: Mapping[str, str]) -> bool:
+        """Whether the steps up to the current one cover the workload (its carrying the
+        update revision aside: see `target`)."""
+        last = len(self.steps) - 1
+        if self.step >= last:
+            return True
+        labels = workload.get("metadata", {}).get("labels") or {}
+        if self.cuts and rank(self.seed, Key.of(workload)) < self.cuts[self.step]:
+            return True
+        return any(_selects(step, labels, namespace_labels) for step in self.steps[: self.step + 1])
+
+    def target(
+        self,
+        workload: Mapping[str, Any],
+        namespace_labels: Mapping[str, str],
+        carried: str | None,
+    ) -> Target:
+        if not self.stepped:
+            return self.stable if self.aborted else self.update
+        if carried == self.update.revision or self.covered(workload, namespace_labels):
+            return self.update
+        return self.stable
+
+
+def _selects(step: Step, labels: Mapping[str, str], namespace_labels: Mapping[str, str]) -> bool:
+    if step.selector is None and step.namespace_selector is None:
+        return False
+    return (step.selector is None or selector_matches(step.selector, labels)) and (
+        step.namespace_selector is None
+        or selector_matches(step.namespace_selector, namespace_labels)
+    )
+
+
+def first_step(
+    steps: Sequence[Step],
+    step_cuts: Sequence[int],
+    seed: str,
+    workload: Mapping[str, Any],
+    namespace_labels: Mapping[str, str],
+) -> int:
+    """The first step that covers the workload."""
+    labels = workload.get("metadata", {}).get("labels") or {}
+    order = rank(seed, Key.of(workload))
+    for index, step in enumerate(steps):
+        if (step_cuts and order < step_cuts[index]) or _selects(step, labels, namespace_labels):
+            return index
+    return len(steps) - 1
+
+
+# -- where a rollout stands, and how it moves on --------------------------------------------
+
+
+@dataclass(frozen=True)
+class Position:
+    """A rollout's place, as the policy's status keeps it: of which revision and steps, which
+    step, and when that step was done (a pause's clock)."""
+
+    revision: str
+    steps_hash: str
+    step: int = 0
+    done_at: str | None = None
+
+    @classmethod
+    def of(cls, policy: Policy, status: Mapping[str, Any]) -> Position:
+        """From the status, or a new rollout's first step: a new revision, or new steps, start
+        over (so does a policy whose status predates steps)."""
+        revision = policy.spec.revision
+        steps_hash = policy.spec.update_strategy.steps_hash
+        if status.get("updateRevision") == revision and status.get("stepsHash") == steps_hash:
+            last = len(steps_of(policy)) - 1
+            step = min(int(status.get("currentStep") or 0), last)
+            return cls(revision, steps_hash, step, status.get("stepDoneTime"))
+        return cls(revision, steps_hash)
+
+
+@dataclass(frozen=True)
+class StepCount:
+    covered: int = 0
+    updated: int = 0
+    ready: int = 0
+
+    @property
+    def done(self) -> bool:
+        return self.updated == self.covered and self.ready == self.covered
+
+
+class Phase(StrEnum):
+    """What a stepped rollout is doing (the `Progressing` reasons it gives)."""
+
+    ROLLING = "RollingOut"
+    STEP_PAUSED = "StepPaused"  # a duration runs
+    WAITING = "WaitingForPromotion"
+    COMPLETE = "Complete"
+    ABORTED = "Aborted"
+
+
+@dataclass(frozen=True)
+class Moved:
+    """One pass's decision: the position to keep in status, what it waits for, and the
+    steps that finished and started (for Events)."""
+
+    position: Position
+    phase: Phase
+    resume_at: datetime.datetime | None = None  # a duration pause's end
+    finished: tuple[int, ...] = ()
+    started: tuple[int, ...] = ()
+
+
+def promoted(policy: Policy, position: Position, steps: Sequence[Step]) -> str | None:
+    """What the promote annotation asks of this rollout: "all", the current step's index, or
+    None (it names another revision or step: an old one, never this rollout's)."""
+    revision, _, step = policy.promote.partition("/")
+    if revision != position.revision or not step:
+        return None
+    if step == ALL_STEPS:
+        return ALL_STEPS
+    current = steps[position.step]
+    if step == str(position.step) or (current.name is not None and step == current.name):
+        return str(position.step)
+    return None
+
+
+def advance(
+    policy: Policy,
+    position: Position,
+    counts: Sequence[StepCount],
+    *,
+    held: bool,
+    now: datetime.datetime,
+) -> Moved:
+    """Move the rollout on by at most one step: when the current step is done and its pause
+    (if any) is over or promoted. `held`: paused, or halted by a failing workload."""
+    steps = steps_of(policy)
+    last = len(steps) - 1
+    if policy.abort and policy.abort == position.revision:
+        return Moved(position, Phase.ABORTED)
+    asked = promoted(policy, position, steps)
+    if asked == ALL_STEPS and position.step < last and not held:
+        moved = Position(position.revision, position.steps_hash, last)
+        return Moved(moved, Phase.ROLLING, finished=(position.step,), started=(last,))
+    count = counts[position.step]
+    if not count.done:
+        return Moved(position, Phase.ROLLING)
+    if position.step == last:
+        return Moved(position, Phase.COMPLETE)
+    done_at = position.done_at or stamp(now)
+    pause = steps[position.step].pause
+    finished = () if position.done_at else (position.step,)
+    if held:
+        return Moved(_at(position, done_at), Phase.ROLLING, finished=finished)
+    if pause is not None and asked is None:
+        seconds = pause.seconds
+        if seconds is None:
+            return Moved(_at(position, done_at), Phase.WAITING, finished=finished)
+        resume_at = _parse(done_at) + datetime.timedelta(seconds=seconds)
+        if now < resume_at:
+            return Moved(_at(position, done_at), Phase.STEP_PAUSED, resume_at, finished=finished)
+    step = position.step + 1
+    moved = Position(position.revision, position.steps_hash, step)
+    return Moved(moved, Phase.ROLLING, finished=finished, started=(step,))
+
+
+def _at(position: Position, done_at: str) -> Position:
+    return Position(position.revision, position.steps_hash, position.step, done_at)
+
+
+def stamp(now: datetime.datetime) -> str:
+    """A status timestamp (RFC 3339, to the second)."""
+    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse(stamp: str) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+def count_steps(items: Iterable[tuple[int, bool, bool]], steps: int) -> tuple[StepCount, ...]:
+    """Per step, from (first step covering it, carries the update revision, rolled out) of
+    every matched, non-conflicting workload."""
+    covered = [0] * steps
+    updated = [0] * steps
+    ready = [0] * steps
+    for first, carries, rolled in items:
+        for index in range(first, steps):
+            covered[index] += 1
+            updated[index] += carries
+            ready[index] += carries and rolled
+    return tuple(StepCount(c, u, r) for c, u, r in zip(covered, updated, ready, strict=True))
+
+
+@dataclass(frozen=True)
+class Carried:
+    """Which revisions a policy's matched workloads carry ("" for none), for a stable revision
+    not yet known (a policy rolled out before history was kept)."""
+
+    counts: Mapping[str, int] = field(default_factory=dict)
+
+    def most(self) -> str | None:
+        if not self.counts:
+            return None
+        return max(sorted(self.counts), key=lambda revision: self.counts[revision])
+
+
+def bootstrap_stable(carried: Carried, known: Mapping[str, Content]) -> Target:
+    """The stable content of a policy whose history has none: nothing if no workload carries
+    the policy, else the revision they all (or most) carry, if its content is known; else
+    unknown (the workloads keep what they carry)."""
+    revision = carried.most()
+    if not revision:  # none, or most carry nothing
+        return None
+    return known.get(revision, HOLD)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What one pass finds of a policy's rollout, and decides."""
+
+    moved: Moved
+    counts: tuple[StepCount, ...]  # per step
+    complete: bool  # every matched workload carries the update revision and is rolled out
+    stable: str | None  # the stable revision to record ("": nothing; None: not known)
+
+    def status(self, policy: Policy) -> dict[str, Any]:
+        """The rollout's fields of the policy's status (None removes one)."""
+        position = self.moved.position
+        fields: dict[str, Any] = {
+            "updateRevision": position.revision,
+            "currentStep": position.step,
+            "stepDoneTime": position.done_at,
+            "stepsHash": position.steps_hash,
+            "steps": [
+                {"name": step.name, "covered": c.covered, "updated": c.updated, "ready": c.ready}
+                for step, c in zip(policy.spec.update_strategy.steps, self.counts, strict=False)
+            ],
+        }
+        if self.stable is not None:
+            fields["currentRevision"] = self.stable
+        return fields
+
+
+def progress(
+    policy: Policy,
+    rollout: Rollout,
+    status: Mapping[str, Any],
+    matched: Iterable[tuple[Mapping[str, Any], Mapping[str, str], bool]],
+    *,
+    held: bool,
+    now: datetime.datetime,
+) -> Progress:
+    """From the matched, non-conflicting workloads (each with its namespace's labels and
+    whether it is rolled out): the steps' counts, the move, and whether it is complete."""
+    position = Position.of(policy, status)
+    steps = rollout.steps if rollout.stepped else (EVERYWHERE,)
+    key = revision_annotation(policy.name)
+    update = rollout.update.revision
+    items = []
+    for workload, labels, rolled in matched:
+        carries = (workload.get("metadata", {}).get("annotations") or {}).get(key) == update
+        first = first_step(steps, rollout.cuts, rollout.seed, workload, labels)
+        if carries and rollout.stepped:
+            first = min(first, position.step)
+        items.append((first, carries, rolled))
+    counts = count_steps(items, len(steps))
+    complete = counts[-1].done and not rollout.aborted
+    if rollout.stepped:
+        moved = advance(policy, position, counts, held=held, now=now)
+    elif rollout.aborted:  # stays where it was aborted
+        moved = Moved(position, Phase.ABORTED)
+    else:  # back to the stable content, or everywhere already: past every step
+        last = len(rollout.steps) - 1
+        moved = Moved(Position(position.revision, position.steps_hash, last), Phase.ROLLING)
+    if complete:
+        stable: str | None = update
+    elif isinstance(rollout.stable, Content):
+        stable = rollout.stable.revision
+    else:
+        stable = None if rollout.stable is HOLD else ""
+    return Progress(moved, counts, complete, stable)
