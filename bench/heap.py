@@ -24,7 +24,9 @@ from sidecar_operator.api.models import Policy
 from sidecar_operator.core import planner, ssa
 from sidecar_operator.core.ownership import field_manager
 from sidecar_operator.state.cache import Cache
+from sidecar_operator.state.history import Histories
 from sidecar_operator.state.plans import Plans
+from sidecar_operator.state.rollouts import Rollouts
 
 ROUNDS = 5
 
@@ -64,7 +66,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=5000, help="Deployments in the cache")
     n = parser.parse_args().n
     cache = Cache()
-    plans = Plans(cache, operator_namespace=None)
+    plans = Plans(
+        cache, Rollouts(cache, Histories(), operator_namespace=None), operator_namespace=None
+    )
     fill(cache, plans, n, version=0)
     print(f"{len(cache.workloads())} Deployments held; a full collection (median of {ROUNDS}):")
     print(f"  without gc.freeze():                  {full_pass_ms():6.1f} ms")

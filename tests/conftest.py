@@ -183,6 +183,8 @@ def operator(
     webhook_port: int,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:
+    # Its own namespace, as an install has it: the policies' revision history is kept there.
+    crd_installed("create", "namespace", OPERATOR_NAMESPACE, check=False)
     process = OperatorProcess(
         crd_installed.kubeconfig,
         tmp_path_factory.mktemp("operator") / "operator.log",

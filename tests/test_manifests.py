@@ -136,7 +136,10 @@ def operator_as_service_account(
     )
     kubeconfig = _service_account_kubeconfig(installed, tmp_path / "sa-kubeconfig")
     limited = OperatorProcess(
-        kubeconfig, tmp_path / "operator-sa.log", "--peering=sidecar-operator"
+        kubeconfig,
+        tmp_path / "operator-sa.log",
+        "--peering=sidecar-operator",
+        f"--operator-namespace={NAMESPACE}",  # as the Deployment sets it: its revision history
     )
     operator.stop()
     limited.start()

@@ -439,8 +439,8 @@ def test_kubectl_get_shows_where_the_rollout_stands(
     assert table[0].split() == ["NAME", "MATCHED", "UPDATED", "READY", "CONFLICTS", "AGE"]
     assert table[1].split()[:5] == [name, "2", "2", "2", "0"]
     wide = kubectl_admin("get", "scp", name, "-o", "wide").stdout.split("\n")
-    assert wide[0].split()[-3:] == ["PRIORITY", "PAUSED", "KINDS"]
-    assert wide[1].split()[-3:] == ["3", "false", '["Deployment"]']
+    assert wide[0].split()[-4:] == ["PRIORITY", "PAUSED", "KINDS", "STEP"]
+    assert wide[1].split()[-4:] == ["3", "false", '["Deployment"]', "0"]
     injected = eventually(
         lambda: policy_events(kubectl, name, "Injected"),
         what="aggregated Event",

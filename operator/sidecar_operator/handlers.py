@@ -130,7 +130,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     )
     leadership.on_change = runtime.became
     memo.watches = watches = Watches(
-        kube, runtime, after=runtime.indexed, dropped=runtime.kind_dropped
+        kube,
+        runtime,
+        after=runtime.indexed,
+        dropped=runtime.kind_dropped,
+        history_namespace=runtime.history_namespace,
     )
     runtime.watch_kinds = watches.want
     memo.tasks = [spawn(leadership.run(kube), "leadership")]

@@ -58,6 +58,12 @@ WORKLOADS = Gauge(
     ["policy", "kind", "state"],
 )
 STATES = ("matched", "updated", "ready", "conflicts", "blocked")
+STEP = Gauge(
+    "sidecar_operator_policy_step",
+    "The step of updateStrategy.steps each policy's rollout is at (from 0; a policy without "
+    "steps is always at 0).",
+    ["policy"],
+)
 
 
 def serve(port: int) -> None:
@@ -69,9 +75,12 @@ def set_counts(policy: str, kind: str, **counts: int) -> None:
         WORKLOADS.labels(policy=policy, kind=kind, state=state).set(value)
 
 
-def forget(policy: str, kinds: Iterable[str]) -> None:
-    """Drop the policy's counts for these kinds."""
+def forget(policy: str, kinds: Iterable[str], *, step: bool = False) -> None:
+    """Drop the policy's counts for these kinds (and its step, once it is gone)."""
     for kind in kinds:
         for state in STATES:
             with contextlib.suppress(KeyError):
                 WORKLOADS.remove(policy, kind, state)
+    if step:
+        with contextlib.suppress(KeyError):
+            STEP.remove(policy)

@@ -15,7 +15,9 @@ from sidecar_operator.core import planner, selection
 from sidecar_operator.core.types import Key
 from sidecar_operator.state import concerns
 from sidecar_operator.state.cache import Cache
+from sidecar_operator.state.history import Histories
 from sidecar_operator.state.plans import Plans
+from sidecar_operator.state.rollouts import Rollouts
 
 POLICIES = ("logs", "proxy", "agent")
 LABELS = {"tier": ("web", "db"), "team": ("a",)}
@@ -100,7 +102,8 @@ def check(cache: Cache) -> None:
     """The index equals the planner's findings, and the plans made with the policies it names
     equal those made with every policy."""
     expected = from_scratch(cache)
-    plans = Plans(cache, operator_namespace=OPERATOR_NAMESPACE)
+    rollouts = Rollouts(cache, Histories(), operator_namespace=OPERATOR_NAMESPACE)
+    plans = Plans(cache, rollouts, operator_namespace=OPERATOR_NAMESPACE)
     specs = [policy for policy, _ in cache.policies().values()]
     for key, record in cache.workloads():
         everyone = planner.plan(

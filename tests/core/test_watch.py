@@ -29,13 +29,15 @@ class Scripted:
         self.watched_from: list[str] = []
         self.closed = 0
 
-    async def list_page(self, path: str, *, limit: int, token: str | None) -> dict[str, Any]:
+    async def list_page(
+        self, path: str, *, limit: int, token: str | None, label_selector: str | None = None
+    ) -> dict[str, Any]:
         assert limit == PAGE and path == workloads_path(KIND)
         self.tokens.append(token)
         return self.pages[len(self.tokens) - 1]
 
     async def watch_events(
-        self, path: str, version: str, *, timeout: int
+        self, path: str, version: str, *, timeout: int, label_selector: str | None = None
     ) -> AsyncGenerator[dict[str, Any], None]:
         assert path == workloads_path(KIND)
         self.watched_from.append(version)

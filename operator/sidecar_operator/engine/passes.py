@@ -17,12 +17,13 @@ from typing import Any
 from sidecar_operator import metrics
 from sidecar_operator.api.kinds import WorkloadKind
 from sidecar_operator.api.models import Policy
-from sidecar_operator.core import rollout, status
+from sidecar_operator.core import rollout, status, waves, workloads
 from sidecar_operator.core.types import Action, Key, Kind
 from sidecar_operator.engine.reporting import Reporter
 from sidecar_operator.engine.worker import Worker
 from sidecar_operator.state.cache import Cache
 from sidecar_operator.state.plans import Plans, plan_inputs
+from sidecar_operator.state.rollouts import Rollouts
 
 STATUS_INTERVAL = 2.0  # seconds between a policy's status writes while it changes
 SLICE_SECONDS = 0.005  # the longest a pass holds the loop before letting others run
@@ -58,12 +59,15 @@ class PassPlan:
     status: dict[str, Any] | None
     writes: list[tuple[Action, Mapping[str, Any]]] = field(default_factory=list)
     cpu: float = 0.0
+    stable: str | None = None  # the stable revision to keep in history ("": nothing)
+    policy: Policy | None = None  # as planned
 
 
 class Passes:
-    def __init__(self, cache: Cache, plans: Plans, reporter: Reporter) -> None:
+    def __init__(self, cache: Cache, plans: Plans, rollouts: Rollouts, reporter: Reporter) -> None:
         self.cache = cache
         self.plans = plans
+        self.rollouts = rollouts
         self.reporter = reporter
 
     async def prepare(self, worker: Worker) -> PassPlan:
@@ -74,6 +78,10 @@ class Passes:
             return PassPlan(None)
         policy, body = entry
         worker.generation = policy.generation
+        selector = policy.spec.selector
+        if not (selector.match_labels or selector.match_expressions or worker.told_selector):
+            self.reporter.selects_everything(worker.name)
+            worker.told_selector = True
         if policy.deleting:
             return PassPlan(None)  # the deletion handler removes everything, holding the finalizer
         items, shown = await self._items(worker.name, slices)
@@ -84,6 +92,22 @@ class Passes:
             return PassPlan(None, cpu=slices.cpu())
         body = now[1]  # the latest status, which the new one is compared with
         step = _step(policy, items)
+        rollout = self.rollouts.of(worker.name)
+        assert rollout is not None
+        progress = waves.progress(
+            policy,
+            rollout,
+            body.get("status") or {},
+            (
+                (item.deployment, self.cache.namespace_labels(item.key.namespace), rolled)
+                for item in shown
+                if item.action.kind not in (Kind.REMOVE, Kind.CONFLICT)
+                for rolled in (workloads.rolled_out(item.deployment),)
+            ),
+            held=policy.spec.update_strategy.paused or bool(step.failing),
+            now=datetime.datetime.now(datetime.UTC),
+        )
+        self.reporter.steps(worker.name, policy, progress.moved)
         memory = self.reporter.memory(worker.name)
         for item in shown:
             if item.action.kind is Kind.CONFLICT:
@@ -95,9 +119,11 @@ class Passes:
         self.reporter.halted(worker.name, step.failing)
         self.reporter.owner_paused(worker.name, step.owner_paused)
         return PassPlan(
-            self._status(worker, policy, body, shown, step),
+            self._status(worker, policy, body, shown, step, progress),
             [(item.action, item.deployment) for item in step.writes],
             slices.cpu(),
+            stable=progress.stable,
+            policy=policy,
         )
 
     def may_write(self, policy: str, workload: Mapping[str, Any], action: Action) -> bool:
@@ -174,6 +200,7 @@ class Passes:
         body: Mapping[str, Any],
         items: list[rollout.Item],
         step: rollout.Step,
+        progress: waves.Progress,
     ) -> dict[str, Any] | None:
         """The status to write now, or None: unchanged, or a rollout's moving counts that wait
         for STATUS_INTERVAL to pass (then `status_due` says so)."""
@@ -182,7 +209,8 @@ class Passes:
         }
         for item in items:
             by_kind.setdefault(item.key.kind, []).append((item.action, item.deployment))
-        per_kind = {kind: status.count(pairs) for kind, pairs in by_kind.items()}
+        revision = policy.spec.revision
+        per_kind = {kind: status.count(pairs, revision) for kind, pairs in by_kind.items()}
         for kind, counted in per_kind.items():
             metrics.set_counts(worker.name, kind.value, **asdict(counted))
         metrics.forget(worker.name, (kind.value for kind in WorkloadKind if kind not in by_kind))
@@ -191,6 +219,20 @@ class Passes:
             f"{item.key}: {item.action.conflict}" for item in items if item.action.conflict
         )
         old = body.get("status") or {}
+        steps = waves.steps_of(policy)
+        position = progress.moved.position
+        metrics.STEP.labels(policy=worker.name).set(position.step)
+        wave = status.Wave(
+            phase=progress.moved.phase,
+            step=position.step,
+            steps=len(steps),
+            name=steps[position.step].name,
+            policy=policy.name,
+            resume_at=None
+            if progress.moved.resume_at is None
+            else waves.stamp(progress.moved.resume_at),
+            stable=progress.stable or "",
+        )
         new = status.policy_status(
             policy,
             counts,
@@ -200,6 +242,8 @@ class Passes:
             owner_paused=step.owner_paused,
             conflict_examples=examples,
             now=status_time(),
+            wave=wave,
+            rollout=progress.status(policy),
         )
         if {k: old.get(k) for k in new} == new:
             worker.status_due = False

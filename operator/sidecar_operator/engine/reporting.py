@@ -16,8 +16,9 @@ from typing import Any, Protocol
 
 from sidecar_operator import metrics
 from sidecar_operator.api.kinds import WorkloadKind
+from sidecar_operator.api.models import Policy
 from sidecar_operator.api.names import GROUP, INJECT_KEY, KIND, VERSION
-from sidecar_operator.core import status, workloads
+from sidecar_operator.core import status, waves, workloads
 from sidecar_operator.core.types import Action, Change, Key, Kind
 from sidecar_operator.state.cache import Cache
 
@@ -80,6 +81,7 @@ class Memory:
     failing: dict[Key, Failing] = field(default_factory=dict)
     halted_on: list[Key] = field(default_factory=list)
     owner_paused: set[Key] = field(default_factory=set)  # told they wait for their owners
+    steps_told: set[tuple[str, str, int]] = field(default_factory=set)  # (what, revision, step)
     done: dict[str, list[str]] = field(default_factory=lambda: collections.defaultdict(list))
     held_since: float = 0.0  # when the oldest change in `done` was made
 
@@ -244,6 +246,40 @@ class Reporter:
 
     def forget_workload(self, key: Key) -> None:
         self._unclear_opt_outs.pop(key, None)
+
+    def steps(self, name: str, policy: Policy, moved: waves.Moved) -> None:
+        """An Event when a step of a rollout in steps finishes, and when the next starts."""
+        if len(policy.spec.update_strategy.steps) == 0:
+            return
+        memory = self.memory(name)
+        steps = waves.steps_of(policy)
+        revision = moved.position.revision
+        for what, indexes in (("finished", moved.finished), ("started", moved.started)):
+            for index in indexes:
+                told = (what, revision, index)
+                if told in memory.steps_told:
+                    continue
+                memory.steps_told.add(told)
+                step = steps[index]
+                label = f"Step {index + 1}/{len(steps)}" + (f" ({step.name})" if step.name else "")
+                if what == "finished":
+                    pause = step.pause
+                    then = (
+                        "the next step follows"
+                        if pause is None
+                        else f"pausing {pause.duration}"
+                        if pause.duration
+                        else f"waiting for promotion (kubectl sidecars rollout promote {name})"
+                    )
+                    message = f"{label} of revision {revision} finished: {then}"
+                else:
+                    message = f"{label} of revision {revision} started"
+                self.events(
+                    self.policy_ref(name),
+                    type="Normal",
+                    reason="StepFinished" if what == "finished" else "StepStarted",
+                    message=message,
+                )
 
     def selects_everything(self, policy: str) -> None:
         self.events(

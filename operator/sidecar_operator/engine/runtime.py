@@ -20,9 +20,10 @@ import structlog
 
 from sidecar_operator import metrics
 from sidecar_operator.api.kinds import WorkloadKind
+from sidecar_operator.api.names import HISTORY_POLICY_LABEL
 from sidecar_operator.core import admission, selection, status
 from sidecar_operator.core.types import Key
-from sidecar_operator.engine import writer
+from sidecar_operator.engine import history, writer
 from sidecar_operator.engine.cleanup import Cleanup, MetadataSource
 from sidecar_operator.engine.flags import Flag
 from sidecar_operator.engine.leadership import Leadership
@@ -34,7 +35,9 @@ from sidecar_operator.engine.worker import Worker
 from sidecar_operator.engine.writer import Outcome, Writer
 from sidecar_operator.kube.client import ApiError
 from sidecar_operator.state.cache import Cache
+from sidecar_operator.state.history import Histories
 from sidecar_operator.state.plans import Plans
+from sidecar_operator.state.rollouts import Rollouts
 
 log = structlog.get_logger()
 
@@ -44,8 +47,10 @@ SETTLE = 0.2
 SETTLE_MAX = 2.0
 
 
-class Api(writer.Api, MetadataSource, Protocol):
-    async def patch_policy_status(self, name: str, status: dict[str, Any]) -> None: ...
+class Api(writer.Api, MetadataSource, history.Api, Protocol):
+    async def patch_policy_status(
+        self, name: str, status: dict[str, Any]
+    ) -> dict[str, Any] | None: ...
 
 
 class Runtime:
@@ -65,7 +70,14 @@ class Runtime:
         self.resync_seconds = resync_seconds
         self.on_first_listing = on_first_listing  # the process's hook, once the cache is whole
         self.cache = Cache(operator_namespace=operator_namespace)
-        self.plans = Plans(self.cache, operator_namespace=operator_namespace)
+        self.histories = Histories()
+        self.rollouts = Rollouts(self.cache, self.histories, operator_namespace=operator_namespace)
+        self.plans = Plans(self.cache, self.rollouts, operator_namespace=operator_namespace)
+        # Where the policies' revision histories are kept.
+        self.history_namespace = operator_namespace or "default"
+        self.keeper = history.Keeper(
+            api, self.histories, leadership=leadership, namespace=self.history_namespace
+        )
         self.reporter = Reporter(events, self.cache)
         self.writer = Writer(
             api, self.cache, self.reporter, plans=self.plans, leadership=leadership
@@ -75,7 +87,7 @@ class Runtime:
         self.listings = Listings()  # per kind: is the cache complete
         # Called with the kinds to watch whenever they may have changed (`engine.watches`).
         self.watch_kinds: Callable[[frozenset[WorkloadKind]], None] | None = None
-        self.passes = Passes(self.cache, self.plans, self.reporter)
+        self.passes = Passes(self.cache, self.plans, self.rollouts, self.reporter)
         self.pacer = Pacer()
         self.cleanup = Cleanup(
             api,
@@ -157,6 +169,17 @@ class Runtime:
         if changed:
             self.poke_all()
 
+    def revision_seen(self, revision: dict[str, Any], deleted: bool) -> None:
+        """A ControllerRevision of a policy's history: what its rollout's stable content is."""
+        self.histories.put(revision, deleted=deleted)
+        policy = (revision.get("metadata", {}).get("labels") or {}).get(HISTORY_POLICY_LABEL)
+        if policy and (worker := self.workers.get(policy)) is not None:
+            worker.poke()
+
+    def revisions_listed(self, seen: list[tuple[str, str]]) -> None:
+        self.histories.retain({name for _, name in seen})
+        self._listed("revisions")
+
     def namespaces_listed(self, seen: list[tuple[str, str]]) -> None:
         for name in self.cache.namespaces() - {name for _, name in seen}:
             self.cache.drop_namespace(name)
@@ -164,9 +187,9 @@ class Runtime:
         self.poke_all()
 
     def _listed(self, what: str) -> None:
-        """Policies and Namespaces are both known: workloads may be listed and planned."""
+        """Policies, Namespaces and revisions are known: workloads may be listed and planned."""
         self._known.add(what)
-        if self._known >= {"policies", "namespaces"} and not self.indexed.is_set():
+        if self._known >= {"policies", "namespaces", "revisions"} and not self.indexed.is_set():
             self.indexed.set()
             self.cleanup.start_sweeps()
 
@@ -211,11 +234,6 @@ class Runtime:
         stands by, and when the operator stops."""
         worker = self.worker(name)
         await self.indexed.wait()
-        entry = self.cache.policy(name)
-        if entry and not (
-            entry[0].spec.selector.match_labels or entry[0].spec.selector.match_expressions
-        ):
-            self.reporter.selects_everything(name)
         await self.listings.wait(self.cache.kinds_of(name))
         await self._settled()
         last_pass = -self.resync_seconds
@@ -283,8 +301,12 @@ class Runtime:
             worker.urgent.clear()
             planned = await self.passes.prepare(worker)
             self.pacer.spent(planned.cpu)
-        if planned.status is not None:
-            await self.api.patch_policy_status(worker.name, planned.status)
+        if planned.policy is not None:
+            await self.keeper.sync(planned.policy, planned.stable)
+        if planned.status is not None and self.leadership.active:
+            written = await self.api.patch_policy_status(worker.name, planned.status)
+            if written is not None:
+                self.cache.put_policy(written)  # the next pass sees its step at once
             worker.status_written = time.monotonic()
         outcomes: list[Outcome] = []
         if planned.writes:
@@ -313,6 +335,7 @@ class Runtime:
             operator_namespace=self.operator_namespace,
             old=old,
             may_roll=lambda action: self.passes.may_write(action.policy, workload, action),
+            rollouts=self.rollouts.every(),
         )
 
     async def removal_held(self, name: str, failures: list[str]) -> None:
@@ -328,4 +351,5 @@ class Runtime:
     def forget(self, name: str) -> None:
         self.workers.pop(name, None)
         self.reporter.forget(name)
-        metrics.forget(name, (kind.value for kind in WorkloadKind))
+        metrics.forget(name, (kind.value for kind in WorkloadKind), step=True)
+        self.rollouts.forget(name)

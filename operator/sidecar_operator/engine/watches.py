@@ -1,6 +1,7 @@
-"""What the operator lists and watches: SidecarPolicies and Namespaces always, in every replica
-(a standby answers admission, so it decides from current state too, and takes over with a warm
-cache), and each kind of workload some policy needs; per kind, whether it has been listed whole.
+"""What the operator lists and watches: SidecarPolicies, Namespaces and the policies' revision
+history (ControllerRevisions in the operator's namespace) always, in every replica (a standby
+answers admission, so it decides from current state too, and takes over with a warm cache), and
+each kind of workload some policy needs; per kind, whether it has been listed whole.
 
 A kind costs nothing until a policy needs it (`Cache.kinds_wanted`): a cluster with 5000
 StatefulSets and only Deployment policies never lists them. A kind no policy needs any more is
@@ -16,10 +17,11 @@ from typing import Any, Protocol
 import structlog
 
 from sidecar_operator.api.kinds import WorkloadKind
+from sidecar_operator.api.names import HISTORY_POLICY_LABEL
 from sidecar_operator.core.types import Key
 from sidecar_operator.engine.flags import Flag
 from sidecar_operator.engine.tasks import spawn
-from sidecar_operator.kube.client import NAMESPACES, POLICIES, workloads_path
+from sidecar_operator.kube.client import NAMESPACES, POLICIES, revisions_path, workloads_path
 from sidecar_operator.kube.watch import Identity, Resource, Source, Watch
 
 log = structlog.get_logger()
@@ -65,6 +67,10 @@ class Sink(WorkloadSink, Protocol):
 
     def namespaces_listed(self, seen: list[Identity]) -> None: ...
 
+    def revision_seen(self, revision: dict[str, Any], deleted: bool) -> None: ...
+
+    def revisions_listed(self, seen: list[Identity]) -> None: ...
+
 
 def workload_resource(kind: WorkloadKind, sink: WorkloadSink) -> Resource:
     """Every workload of one kind, handed to the sink."""
@@ -89,6 +95,7 @@ class Watches:
         *,
         after: asyncio.Event,
         dropped: Callable[[WorkloadKind], None],
+        history_namespace: str,
     ) -> None:
         self.source = source
         self.sink = sink
@@ -102,6 +109,13 @@ class Watches:
             for resource in (
                 Resource("sidecarpolicies", POLICIES, sink.policy_seen, sink.policies_listed),
                 Resource("namespaces", NAMESPACES, sink.namespace_seen, sink.namespaces_listed),
+                Resource(
+                    "controllerrevisions",
+                    revisions_path(history_namespace),
+                    sink.revision_seen,
+                    sink.revisions_listed,
+                    label_selector=HISTORY_POLICY_LABEL,
+                ),
             )
         ]
         self._tasks = [spawn(watch.run(), f"watch {watch.resource.name}") for watch in self._always]

@@ -21,6 +21,7 @@ class Worker:
     status_written: float = 0.0
     status_due: bool = False  # a changed status waits for STATUS_INTERVAL to pass
     retry: float = 0.0  # seconds before trying a failed pass again; 0 when the last one went well
+    told_selector: bool = False  # warned that an empty selector selects every workload
 
     def poke(self) -> None:
         self.wake.set()

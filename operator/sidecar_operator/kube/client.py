@@ -58,6 +58,11 @@ class ApiError(Exception):
         return cls(status, message or data[:200].decode(errors="replace"))
 
 
+def revisions_path(namespace: str) -> str:
+    """A namespace's ControllerRevisions: the policies' revision history."""
+    return f"/apis/apps/v1/namespaces/{namespace}/controllerrevisions"
+
+
 def workloads_path(kind: WorkloadKind) -> str:
     """Every workload of a kind, in every namespace."""
     return f"/apis/{kind.api_version}/{kind.plural}"
@@ -252,11 +257,15 @@ class KubeApi:
             list(policies.get("items") or []),
         )
 
-    async def list_page(self, path: str, *, limit: int, token: str | None) -> dict[str, Any]:
-        """One page of a collection (`workloads_path`, `POLICIES`, `NAMESPACES`)."""
+    async def list_page(
+        self, path: str, *, limit: int, token: str | None, label_selector: str | None = None
+    ) -> dict[str, Any]:
+        """One page of a collection (`workloads_path`, `POLICIES`, `NAMESPACES`, ...)."""
         query = {"limit": str(limit)}
         if token:
             query["continue"] = token
+        if label_selector:
+            query["labelSelector"] = label_selector
         return await self._request("GET", path, query=query)
 
     async def list_metadata(self, path: str, *, limit: int, token: str | None) -> dict[str, Any]:
@@ -268,7 +277,7 @@ class KubeApi:
         return await self._request("GET", path, query=query, accept=METADATA_LIST)
 
     async def watch_events(
-        self, path: str, version: str, *, timeout: int
+        self, path: str, version: str, *, timeout: int, label_selector: str | None = None
     ) -> AsyncGenerator[dict[str, Any], None]:
         """Every watch event of a collection from `version` on, one parsed event at a time,
         until the server ends the watch after `timeout` seconds. Raises like `_request`."""
@@ -278,6 +287,8 @@ class KubeApi:
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(timeout),
         }
+        if label_selector:
+            query["labelSelector"] = label_selector
         metrics.REQUESTS.labels(method="WATCH", resource=_resource(path)).inc()
         try:
             async with self._session().get(
@@ -302,14 +313,62 @@ class KubeApi:
         except (aiohttp.ClientError, TimeoutError) as error:
             raise ConnectionError(f"watch {path}: {error!r}") from error
 
-    async def patch_policy_status(self, name: str, status: dict[str, Any]) -> None:
+    async def patch_policy_status(self, name: str, status: dict[str, Any]) -> dict[str, Any] | None:
+        """The policy as it is after the patch (None: it is gone)."""
         try:
-            await self._request(
+            return await self._request(
                 "PATCH",
                 POLICY_STATUS.format(name=name),
                 {"status": status},
                 content_type="application/merge-patch+json",
             )
+        except ApiError as error:
+            if error.status != 404:
+                raise
+            return None
+
+    async def get_policy(self, name: str) -> dict[str, Any] | None:
+        try:
+            return await self._request("GET", f"{POLICIES}/{name}")
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise
+
+    async def patch_policy(self, name: str, patch: dict[str, Any], *, manager: str) -> None:
+        """A JSON merge patch of the policy (its annotations, or its spec)."""
+        await self._request(
+            "PATCH",
+            f"{POLICIES}/{name}",
+            patch,
+            query={"fieldManager": manager},
+            content_type="application/merge-patch+json",
+        )
+
+    async def list_revisions(self, label_selector: str) -> list[dict[str, Any]]:
+        """ControllerRevisions in every namespace with these labels."""
+        listing = await self._request(
+            "GET", "/apis/apps/v1/controllerrevisions", query={"labelSelector": label_selector}
+        )
+        return list(listing.get("items") or [])
+
+    async def create_revision(self, body: dict[str, Any]) -> dict[str, Any]:
+        namespace = body["metadata"]["namespace"]
+        return await self._request("POST", revisions_path(namespace), body)
+
+    async def patch_revision(
+        self, namespace: str, name: str, patch: dict[str, Any]
+    ) -> dict[str, Any]:
+        return await self._request(
+            "PATCH",
+            f"{revisions_path(namespace)}/{name}",
+            patch,
+            content_type="application/merge-patch+json",
+        )
+
+    async def delete_revision(self, namespace: str, name: str) -> None:
+        try:
+            await self._request("DELETE", f"{revisions_path(namespace)}/{name}")
         except ApiError as error:
             if error.status != 404:
                 raise

@@ -33,10 +33,12 @@ Identity = tuple[str, str]  # an object's namespace ("" for cluster-scoped ones)
 
 
 class Source(Protocol):
-    async def list_page(self, path: str, *, limit: int, token: str | None) -> dict[str, Any]: ...
+    async def list_page(
+        self, path: str, *, limit: int, token: str | None, label_selector: str | None = None
+    ) -> dict[str, Any]: ...
 
     def watch_events(
-        self, path: str, version: str, *, timeout: int
+        self, path: str, version: str, *, timeout: int, label_selector: str | None = None
     ) -> AsyncGenerator[dict[str, Any], None]: ...
 
 
@@ -49,6 +51,7 @@ class Resource:
     changed: Callable[[dict[str, Any], bool], None]  # (object, deleted)
     listed: Callable[[list[Identity]], None]  # every object a complete listing held
     kind: str | None = None  # set on every object (a list's items name no kind)
+    label_selector: str | None = None
 
 
 class Expired(Exception):
@@ -102,7 +105,12 @@ class Watch:
         seen: list[Identity] = []
         token: str | None = None
         while True:
-            page = await self.source.list_page(self.resource.path, limit=PAGE, token=token)
+            page = await self.source.list_page(
+                self.resource.path,
+                limit=PAGE,
+                token=token,
+                label_selector=self.resource.label_selector,
+            )
             for item in page.get("items") or []:
                 self._seen(item, deleted=False)
                 metadata = item["metadata"]
@@ -116,7 +124,12 @@ class Watch:
     async def watch(self, version: str) -> str:
         """Hand each event on; returns the version to resume from."""
         # Closed as soon as this returns or raises, not when collected: it holds a connection.
-        stream = self.source.watch_events(self.resource.path, version, timeout=WATCH_SECONDS)
+        stream = self.source.watch_events(
+            self.resource.path,
+            version,
+            timeout=WATCH_SECONDS,
+            label_selector=self.resource.label_selector,
+        )
         async with contextlib.aclosing(stream) as events:
             async for event in events:
                 kind, obj = event.get("type"), event.get("object") or {}

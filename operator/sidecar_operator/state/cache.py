@@ -122,6 +122,9 @@ class Cache:
         """The workloads the policy selects or owns fields on, as a list (see `workloads`)."""
         return [(key, self._workloads[key]) for key in self._concerns.workloads(policy)]
 
+    def concern_count(self, policy: str) -> int:
+        return self._concerns.count(policy)
+
     def concerned(self, key: Key) -> frozenset[str]:
         """The policies that select the workload or own fields on it (deleted ones too)."""
         return self._concerns.policies(key)

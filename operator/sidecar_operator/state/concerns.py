@@ -47,6 +47,9 @@ class Concerns:
     def policies(self, key: Key) -> frozenset[str]:
         return self._of_workload.get(key, NO_POLICIES)
 
+    def count(self, policy: str) -> int:
+        return len(self._of_policy.get(policy, ()))
+
     def workloads(self, policy: str) -> list[Key]:
         """Sorted, so a pass meets them in the same order whatever the events' order was."""
         return sorted(self._of_policy.get(policy, ()))

@@ -2,7 +2,8 @@
 
 A pass walks every Deployment the policy concerns, and a rollout changes each one's status many
 times a second: re-planning on each cost a core. A plan is reused while neither the Deployment's
-spec and metadata nor any policy or namespace label (the cache's `epoch`) has changed.
+spec and metadata nor any policy or namespace label (the cache's `epoch`) nor any policy's
+rollout (its steps, its stable content: `Rollouts.version`) has changed.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 from sidecar_operator.core import planner
 from sidecar_operator.core.types import Action, Key
 from sidecar_operator.state.cache import Cache
+from sidecar_operator.state.rollouts import Rollouts
 
 
 def plan_inputs(deployment: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -32,15 +34,18 @@ def plan_inputs(deployment: Mapping[str, Any]) -> tuple[Any, ...]:
 
 
 class Plans:
-    def __init__(self, cache: Cache, *, operator_namespace: str | None) -> None:
+    def __init__(self, cache: Cache, rollouts: Rollouts, *, operator_namespace: str | None) -> None:
         self.cache = cache
+        self.rollouts = rollouts
         self.operator_namespace = operator_namespace
-        self._plans: dict[Key, tuple[tuple[Any, ...], int, list[Action]]] = {}
+        self._plans: dict[Key, tuple[tuple[Any, ...], tuple[int, int], list[Action]]] = {}
 
     def plan(self, deployment: Mapping[str, Any]) -> list[Action]:
         key = Key.of(deployment)
         inputs = plan_inputs(deployment)
-        epoch = self.cache.epoch
+        concerned = self.cache.concerned(key)
+        rollouts = {name: r for name in concerned if (r := self.rollouts.of(name)) is not None}
+        epoch = (self.cache.epoch, self.rollouts.version)
         cached = self._plans.get(key)
         if cached is not None and cached[0] == inputs and cached[1] == epoch and inputs:
             return cached[2]
@@ -48,13 +53,15 @@ class Plans:
         # them indexed): with a hundred policies, matching the others again was a tenth of the
         # operator's CPU while it injected.
         policies = [
-            entry[0]
-            for name in self.cache.concerned(key)
-            if (entry := self.cache.policy(name)) is not None
+            entry[0] for name in concerned if (entry := self.cache.policy(name)) is not None
         ]
         labels = self.cache.namespace_labels(key[0])
         actions = planner.plan(
-            deployment, labels, policies, operator_namespace=self.operator_namespace
+            deployment,
+            labels,
+            policies,
+            operator_namespace=self.operator_namespace,
+            rollouts=rollouts,
         )
         self._plans[key] = (inputs, epoch, actions)
         return actions

@@ -1,0 +1,118 @@
+"""Each policy's rollout (`core.waves.Rollout`): its update and stable contents, its step and
+the percent order's cuts, derived from what the cache holds (the policy, its status, its
+revision history and the workloads it matches) and kept while that holds. The planner and
+admission read it for every workload, in every replica. Pure.
+
+The stable content is the status's `currentRevision` (its ControllerRevision's content, or the
+spec's if that is it), else the revision labelled stable, else the one the matched workloads
+carry (all of them, or most; a policy whose workloads carry nothing has nothing as stable). A
+stable revision whose content is gone is unknown: workloads not covered are held as they are.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from sidecar_operator.api.models import Content, Policy
+from sidecar_operator.core import waves
+from sidecar_operator.core.ownership import revision_annotation
+from sidecar_operator.core.selection import workload_matches
+from sidecar_operator.core.types import Key
+from sidecar_operator.state.cache import Cache
+from sidecar_operator.state.history import Histories
+
+STATUS_FIELDS = ("currentRevision", "updateRevision", "currentStep", "stepsHash", "stepDoneTime")
+
+
+class Rollouts:
+    def __init__(self, cache: Cache, histories: Histories, *, operator_namespace: str | None):
+        self.cache = cache
+        self.histories = histories
+        self.operator_namespace = operator_namespace
+        self._held: dict[str, tuple[tuple[Any, ...], waves.Rollout]] = {}
+        self.version = 0  # moves whenever any policy's rollout changes
+
+    def of(self, name: str) -> waves.Rollout | None:
+        entry = self.cache.policy(name)
+        if entry is None:
+            self._held.pop(name, None)
+            return None
+        policy, extra = entry
+        status = extra.get("status") or {}
+        inputs = (
+            policy,
+            tuple(status.get(key) for key in STATUS_FIELDS),
+            self.histories.version,
+            self.cache.epoch,
+            self.cache.concern_count(name),
+        )
+        held = self._held.get(name)
+        if held is not None and held[0] == inputs:
+            return held[1]
+        rollout = self._derive(policy, status)
+        if held is None or held[1] != rollout:
+            self.version += 1
+        self._held[name] = (inputs, rollout)
+        return rollout
+
+    def every(self) -> dict[str, waves.Rollout]:
+        found = {}
+        for name in self.cache.policies():
+            rollout = self.of(name)
+            if rollout is not None:
+                found[name] = rollout
+        return found
+
+    def forget(self, name: str) -> None:
+        self._held.pop(name, None)
+
+    def _derive(self, policy: Policy, status: Mapping[str, Any]) -> waves.Rollout:
+        steps = waves.steps_of(policy)
+        position = waves.Position.of(policy, status)
+        rollout = waves.Rollout(
+            update=policy.spec,
+            stable=self.stable(policy, status),
+            steps=steps,
+            step=position.step,
+            seed=policy.uid,
+            aborted=bool(policy.abort) and policy.abort == policy.spec.revision,
+        )
+        if not rollout.stepped or not any(step.percent for step in steps[:-1]):
+            return rollout
+        cuts = waves.cuts(steps, policy.uid, (key for key, _ in self.matched(policy)))
+        return dataclasses.replace(rollout, cuts=cuts)
+
+    def matched(self, policy: Policy) -> list[tuple[Key, Mapping[str, Any]]]:
+        """The workloads the policy selects (not those it only still has fields on)."""
+        return [
+            (key, workload)
+            for key, workload in self.cache.concerning(policy.name)
+            if workload_matches(
+                policy.spec,
+                workload,
+                self.cache.namespace_labels(key.namespace),
+                operator_namespace=self.operator_namespace,
+            )
+        ]
+
+    def stable(self, policy: Policy, status: Mapping[str, Any]) -> waves.Target:
+        history = self.histories.of(policy.name)
+        known: dict[str, Content] = {r.revision: r.content for r in history.values()}
+        known[policy.spec.revision] = policy.spec
+        current = status.get("currentRevision")
+        if current == "":
+            return None  # a new policy's: nothing, until its first revision is everywhere
+        if current is not None:
+            return known.get(current, waves.HOLD)
+        labelled = next((r for r in history.values() if r.stable), None)
+        if labelled is not None:
+            return labelled.content
+        key = revision_annotation(policy.name)
+        carried = collections.Counter(
+            (workload["metadata"].get("annotations") or {}).get(key, "")
+            for _, workload in self.matched(policy)
+        )
+        return waves.bootstrap_stable(waves.Carried(carried), known)
