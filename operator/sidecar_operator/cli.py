@@ -12,7 +12,10 @@ import typer
 if TYPE_CHECKING:
     from sidecar_operator.devcluster import Cluster
 
+from sidecar_operator.plugin import rollout
+
 app = typer.Typer(no_args_is_help=True, add_completion=False)
+app.add_typer(rollout, name="rollout")  # also `kubectl sidecars rollout`
 dev = typer.Typer(
     help="A local Kubernetes control plane for development and tests.", no_args_is_help=True
 )
