@@ -1,5 +1,5 @@
 """`make bench`: `python -m bench [--sizes 100,1000,5000] [--rounds 3] [--policies 100
---policies-n 5000] [--admission 1000] [--defaults 1000] [--peers 100,1000]`."""
+--policies-n 5000] [--admission 1000] [--defaults 1000] [--waves 1000] [--peers 100,1000]`."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from bench.many import run_many
 from bench.measure import say
 from bench.peers.scenario import KOPF_TEXTBOOK, kyverno_peers
 from bench.run import run_size
+from bench.waves import run_waves
 
 # The limit's fastest in-flight count in `--sizes 1000 --rounds 1 --tune 64,128,256,512`
 # (bench/results/tuning/): inject 3.53, 2.96, 3.73 and 2.92 s, one run each.
@@ -66,6 +67,7 @@ async def main(
     policies_n: int,
     admission: int,
     defaults: int,
+    waves: int,
     peers: list[int],
 ) -> None:
     started = time.monotonic()
@@ -74,6 +76,7 @@ async def main(
     many: dict[str, Any] | None = None
     admitted: dict[str, Any] | None = None
     every_default: dict[str, Any] | None = None
+    in_steps: dict[str, Any] | None = None
 
     def save() -> str:
         """After each scenario, not only at the end: a later one that fails (an operator that
@@ -88,6 +91,7 @@ async def main(
             "many": many,
             "admission": admitted,
             "defaults": every_default,
+            "waves": in_steps,
         }
         table = report.write(summary, out)
         say(f"wrote {', '.join(report.files(summary))} in {out} after {summary['seconds']}s")
@@ -121,6 +125,9 @@ async def main(
         table = save()
     if defaults:
         every_default = (await run_defaults(defaults)).summary()
+        table = save()
+    if waves:
+        in_steps = (await run_waves(waves)).summary()
         table = save()
     print(table)
 
@@ -168,6 +175,12 @@ def cli() -> None:
         help="Deployments of the every-default scenario: writes at rest must be 0 (0: off)",
     )
     parser.add_argument(
+        "--waves",
+        type=int,
+        default=1000,
+        help="Deployments of the waves scenario: each step against a one-step rollout (0: off)",
+    )
+    parser.add_argument(
         "--peers",
         default="100,1000",
         help="sizes at which the peers (a textbook Kopf operator, Kyverno) run between the "
@@ -193,6 +206,7 @@ def cli() -> None:
             policies_n=args.policies_n,
             admission=args.admission,
             defaults=args.defaults,
+            waves=args.waves,
             peers=peers,
         )
     )

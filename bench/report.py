@@ -33,6 +33,8 @@ def markdown(results: dict[str, Any]) -> str:
         sections.append(_admission(results["admission"]))
     if results.get("defaults"):
         sections.append(_defaults(results["defaults"]))
+    if results.get("waves"):
+        sections.append(_waves(results["waves"]))
     compared = [size for size in results["sizes"] if size.get("peers")]
     if compared:
         sections += [_side_by_side(compared), _peers(compared), _peer_targets(compared)]
@@ -108,6 +110,23 @@ def _defaults(result: dict[str, Any]) -> list[str]:
         f"| one policy, every optional field empty or default | {result['inject_seconds']:g} s "
         f"| {_writes(result['rest_writes'])} | 0 Deployment, 0 status | {_met(result['met'])} |",
     ]
+
+
+def _waves(result: dict[str, Any]) -> list[str]:
+    """Each step of a rollout in steps against a one-step rollout of as many (bench/waves.py)."""
+    lines = [
+        f"| waves: N={result['n']}, step | step s | one step of as many s | ratio | target | met |",
+        "|---|---:|---:|---:|---|---|",
+    ]
+    for index, (step, peer, ratio) in enumerate(
+        zip(result["step_seconds"], result["one_step_seconds"], result["ratios"], strict=True)
+    ):
+        met = _met(ratio <= result["target_ratio"])
+        lines.append(
+            f"| {index + 1} | {step:g} | {peer:g} | {ratio:.2f} "
+            f"| <= {result['target_ratio']:g} | {met} |"
+        )
+    return lines
 
 
 def _side_by_side(sizes: list[dict[str, Any]]) -> list[str]:

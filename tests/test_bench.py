@@ -10,10 +10,12 @@ from typing import Any
 import pytest
 from bench import report
 from bench.admission import AdmissionResult, quantile
+from bench.defaults import DefaultsResult
 from bench.kube import Tracker, write_counts
 from bench.measure import other_writes
 from bench.peers.scenario import PeerResult
 from bench.run import Phase, SizeResult, _percentile, delta
+from bench.waves import WavesResult
 
 from tests.kube import Kubectl
 
@@ -240,3 +242,19 @@ def test_the_peers_stand_beside_the_operator_with_their_targets(tmp_path: Path) 
     assert "kopf-textbook: 40.0, kyverno: 9.0 | below each | NO |" in table
     assert "| kopf-textbook: 1000, kyverno: 1000 | 0 in exactly 1000 writes | yes |" in table
     assert (tmp_path / "rollout.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_every_default_and_waves_reports_judge_their_targets() -> None:
+    quiet = DefaultsResult(1000, 3.2, {"POST events": 4.0}).summary()
+    noisy = DefaultsResult(1000, 3.2, {"PATCH deployments": 5000.0}).summary()
+    assert quiet["met"] and not noisy["met"]
+    stepped = WavesResult(1000, steps=[1.1, 2.0, 3.6], peers=[1.0, 2.0, 2.5]).summary()
+    assert stepped["ratios"] == [1.1, 1.0, 1.44] and not stepped["met"]
+    base = {"commit": "abc", "date": "d", "machine": "m", "rounds": 1, "seconds": 1, "sizes": []}
+    table = report.markdown(base | {"defaults": quiet, "waves": stepped})
+    assert (
+        "| one policy, every optional field empty or default | 3.2 s "
+        "| 0 Deployment, 0 status, 0 policy | 0 Deployment, 0 status | yes |"
+    ) in table
+    assert "| 1 | 1.1 | 1 | 1.10 | <= 1.2 | yes |" in table
+    assert "| 3 | 3.6 | 2.5 | 1.44 | <= 1.2 | NO |" in table

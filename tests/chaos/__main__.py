@@ -23,7 +23,7 @@ CLUSTER = "chaos"
 PEERING = "sidecar-operator-chaos"
 OPERATOR_NAMESPACE = "sidecar-operator-chaos"
 RESULTS = REPO / "bench" / "results" / "chaos.json"
-TRIALS = ("corpus", "orphans", "racing", "sigkill", "control-plane", "replicas")
+TRIALS = ("corpus", "orphans", "racing", "sigkill", "control-plane", "replicas", "waves")
 
 
 def main() -> int:
@@ -80,6 +80,8 @@ def main() -> int:
                 operator.stop()
         if "replicas" in chosen:
             rows += _timed("replicas", lambda: trials.replicas(setting, replica))
+        if "waves" in chosen:
+            rows += _timed("waves", lambda: trials.waves(setting, replica))
     finally:
         dev("down", "--name", cluster)
     seconds = round(time.monotonic() - started)

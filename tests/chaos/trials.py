@@ -96,8 +96,10 @@ class Setting:
         items = self.admin.in_namespace(self.namespace).json("deployments")["items"]
         return list(items)
 
-    def apply_policy(self, image: str) -> None:
+    def apply_policy(self, image: str, steps: list[dict[str, Any]] | None = None) -> None:
         spec = workloads.policy_spec(self.namespace, image)
+        if steps:
+            spec["updateStrategy"]["steps"] = steps
         body = {
             "apiVersion": "sidecars.dev/v1alpha1",
             "kind": "SidecarPolicy",
@@ -643,3 +645,102 @@ def _carries(obj: dict[str, Any], policy: str) -> bool:
         )
         or audit.carrying(obj, policy) is not None
     )
+
+
+WAVES: list[dict[str, Any]] = [
+    {"name": "canary", "percent": 10, "pause": {}},
+    {"percent": 40, "pause": {"duration": "15s"}},
+    {"percent": 100},
+]
+
+
+def waves(setting: Setting, make: Callable[[str], OperatorProcess]) -> list[Row]:
+    """A rollout in steps (a canary until promoted, 40% then a 15 s pause, the rest), the active
+    replica of two SIGKILLed in each step and during the timed pause, so that the standby
+    takes over mid-step each time: the same end state as without, the pause's clock kept in
+    status, and the budget kept across replicas."""
+    setting.start("waves")
+    pair = [make("chaos-waves-a"), make("chaos-waves-b")]
+    pair[0].start()
+    eventually(lambda: _active(pair[0]), timeout=60, what="the first replica active")
+    pair[1].start()
+    eventually(lambda: _standing_by(pair[1]), timeout=60, what="the second standing by")
+    rows: list[Row] = []
+    try:
+        setting.apply_policy(IMAGES[0])
+        if not wait(lambda: setting.settled(IMAGES[0])):
+            return [Row("waves", "first rollout", "", 0.0, ["the first rollout did not settle"])]
+        with Timeline(str(setting.admin.kubeconfig), setting.namespace) as timeline:
+            started = time.monotonic()
+            setting.apply_policy(IMAGES[1], WAVES)
+            defects: list[str] = []
+            takeovers: list[float] = []
+
+            def kill_active() -> None:
+                active = next((r for r in pair if _active(r)), None)
+                if active is None:
+                    defects.append("no replica was active")
+                    return
+                standby = pair[1] if active is pair[0] else pair[0]
+                killed = time.monotonic()
+                active.stop(signal.SIGKILL)
+                if wait(functools.partial(_active, standby), 60, every=0.2):
+                    takeovers.append(round(time.monotonic() - killed, 1))
+                else:
+                    defects.append("no takeover within 60 s")
+                active.start()
+
+            time.sleep(setting.rng.uniform(0.5, 2.0))
+            kill_active()  # in the canary step
+            if not wait(lambda: _progressing(setting) == ("WaitingForPromotion", 0)):
+                defects.append("the canary step never waited for promotion")
+            revision = (setting.policy_object() or {}).get("status", {}).get("updateRevision")
+            promote = f"sidecars.dev/promote={revision}/canary"
+            setting.admin("annotate", "sidecarpolicy", setting.policy, promote, "--overwrite")
+            time.sleep(setting.rng.uniform(0.5, 2.0))
+            kill_active()  # in the second step
+            if not wait(lambda: _progressing(setting) == ("StepPaused", 1)):
+                defects.append("the second step never paused")
+            done_at = (setting.policy_object() or {}).get("status", {}).get("stepDoneTime")
+            kill_active()  # during the timed pause
+            after = (setting.policy_object() or {}).get("status", {}).get("stepDoneTime")
+            if after not in (None, done_at):
+                defects.append(f"the pause's clock moved: {done_at} -> {after}")
+            if not wait(lambda: _progressing(setting)[1] == 2):
+                defects.append("the last step never started")
+            time.sleep(setting.rng.uniform(0.5, 2.0))
+            kill_active()  # in the last step
+            if not wait(lambda: setting.settled(IMAGES[1])):
+                defects.append("the rollout in steps did not settle")
+            status = (setting.policy_object() or {}).get("status", {})
+            if status.get("currentRevision") != status.get("updateRevision"):
+                defects.append(f"the stable revision is {status.get('currentRevision')}")
+            time.sleep(1)
+            highest = timeline.max_in_flight_any_revision(setting.policy)
+        budget = workloads.policy_spec(setting.namespace, IMAGES[0])["updateStrategy"]
+        if highest > budget["maxConcurrent"]:
+            defects.append(f"{highest} in flight under maxConcurrent {budget['maxConcurrent']}")
+        rows.append(
+            Row(
+                "waves",
+                "3 steps, 4 takeovers",
+                "SIGKILL of the active replica in each step and during the pause",
+                round(time.monotonic() - started, 1),
+                defects + setting.audit_injected(),
+                {"takeovers_s": takeovers, "max_in_flight": highest},
+            )
+        )
+    finally:
+        for replica in pair:
+            replica.stop()
+    setting.admin("delete", "namespace", setting.namespace, "--wait=false")
+    return rows
+
+
+def _progressing(setting: Setting) -> tuple[str, int]:
+    """The reason `Progressing` gives, and the step."""
+    status = (setting.policy_object() or {}).get("status") or {}
+    reason = next(
+        (c["reason"] for c in status.get("conditions") or [] if c["type"] == "Progressing"), ""
+    )
+    return reason, int(status.get("currentStep") or 0)

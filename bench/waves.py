@@ -1,0 +1,126 @@
+"""A rollout in steps against one-step rollouts of as many workloads: N Deployments (0
+replicas, so that the writes are what is timed), a policy with three steps (10% until promoted,
+50% until promoted, everything), `maxConcurrent: 100%`. Each step is timed from its start (the
+edit, then each promotion) to its last workload carrying the new revision; each is set against
+a one-step rollout of the same number of workloads (a policy over that many of them, selected by
+shard labels). The target: every step within 1.2x of its one-step peer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench import cluster
+from bench.kube import Api, Tracker
+from bench.measure import TIMEOUT, say
+from bench.process import OperatorProcess
+from bench.workload import PART_OF, POLICY, SHARD_LABEL, Workload, policy
+from sidecar_operator.core.ownership import revision_annotation
+
+SHARDS = 10
+STEPS = [{"percent": 10, "pause": {}}, {"percent": 50, "pause": {}}, {"percent": 100}]
+STEP_SHARDS = ([0], [1, 2, 3, 4], [5, 6, 7, 8, 9])  # a one-step peer of each step's workloads
+TARGET_RATIO = 1.2
+
+
+@dataclass
+class WavesResult:
+    n: int
+    steps: list[float] = field(default_factory=list)  # seconds per step
+    peers: list[float] = field(default_factory=list)  # a one-step rollout of as many
+
+    def summary(self) -> dict[str, Any]:
+        ratios = [round(s / p, 2) for s, p in zip(self.steps, self.peers, strict=True)]
+        return {
+            "n": self.n,
+            "step_seconds": [round(s, 2) for s in self.steps],
+            "one_step_seconds": [round(p, 2) for p in self.peers],
+            "ratios": ratios,
+            "target_ratio": TARGET_RATIO,
+            "met": all(r <= TARGET_RATIO for r in ratios),
+        }
+
+
+def _body(tag: str, **strategy: Any) -> dict[str, Any]:
+    body = policy(tag)
+    body["spec"]["updateStrategy"] = {"maxConcurrent": "100%", **strategy}
+    return body
+
+
+async def _revision(api: Api, changed_from: str | None) -> str:
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        got = await api.request("GET", f"{cluster.POLICIES}/{POLICY}")
+        revision = (got.get("status") or {}).get("updateRevision")
+        if revision and revision != changed_from:
+            return str(revision)
+        await asyncio.sleep(0.1)
+    raise TimeoutError("the policy never reported its new revision")
+
+
+async def run_waves(n: int) -> WavesResult:
+    result = WavesResult(n)
+    async with cluster.fresh() as (local, api):
+        workload = Workload("waves", n, replicas=0, shards=SHARDS)
+        say(f"waves: creating {n} Deployments")
+        await workload.create(api)
+        operator = OperatorProcess(local.kubeconfig, cluster.operator_log("waves"))
+        operator.start()
+        tracker = Tracker(api, workload.selector, revision_annotation(POLICY))
+        await tracker.start()
+        path = f"{cluster.POLICIES}/{POLICY}"
+        try:
+            await operator.warm()
+            await api.apply(path, _body("3.1.9"), manager="bench")
+            first = await _revision(api, None)
+            tracker.expect(first, n)
+            await tracker.wait(TIMEOUT)
+            await tracker.settled(TIMEOUT)
+
+            started = time.monotonic()
+            await api.apply(path, _body("3.2.0", steps=STEPS), manager="bench")
+            update = await _revision(api, first)
+            for index, covered in enumerate((n // 10, n // 2, n)):
+                if index:  # lift the pause the step before ends in
+                    started = time.monotonic()
+                    annotation = {"sidecars.dev/promote": f"{update}/{index - 1}"}
+                    await api.request(
+                        "PATCH",
+                        path,
+                        {"metadata": {"annotations": annotation}},
+                        content_type="application/merge-patch+json",
+                    )
+                tracker.expect(update, covered)
+                result.steps.append(await tracker.wait(TIMEOUT) - started)
+                await tracker.settled(TIMEOUT)
+                say(f"waves: step {index + 1} ({covered} workloads) in {result.steps[-1]:.2f}s")
+
+            await api.request("DELETE", path)
+            tracker.expect(None, n)
+            await tracker.wait(TIMEOUT)
+            await cluster.policies_gone(api, TIMEOUT)
+            peer, peer_revision = "3.2.1", None
+            for index, shards in enumerate(STEP_SHARDS):
+                body = _body(peer)
+                selected = [str(s) for shard_set in STEP_SHARDS[: index + 1] for s in shard_set]
+                body["spec"]["selector"] = {
+                    "matchLabels": {PART_OF: "bench"},
+                    "matchExpressions": [
+                        {"key": SHARD_LABEL, "operator": "In", "values": selected}
+                    ],
+                }
+                started = time.monotonic()
+                await api.apply(path, body, manager="bench")
+                if peer_revision is None:
+                    peer_revision = await _revision(api, None)
+                tracker.expect(peer_revision, n * len(selected) // SHARDS)
+                result.peers.append(await tracker.wait(TIMEOUT) - started)
+                await tracker.settled(TIMEOUT)
+                say(f"waves: one step over {len(shards) * n // SHARDS} in {result.peers[-1]:.2f}s")
+        finally:
+            await tracker.stop()
+            operator.stop()
+    say(f"waves: {result.summary()}")
+    return result
