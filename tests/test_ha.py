@@ -94,6 +94,10 @@ def test_one_replica_writes_and_the_standby_takes_over(
         time.sleep(6)  # a resync pass or more
         assert active(operator) and not active(second)
         assert writes(second) == 0 and writes(operator) > 0
+        # Only the active replica speaks of the policy: sums over both count it once.
+        for family in ("sidecar_operator_policy_workloads", "sidecar_operator_policy_condition"):
+            assert [v for s, v in _samples(operator.metrics(), family) if s["policy"] == name]
+            assert not [v for s, v in _samples(second.metrics(), family) if s["policy"] == name]
 
         killed = time.monotonic()
         operator.stop(signal.SIGKILL)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 from tests.conftest import OperatorProcess
 from tests.kube import Kubectl, eventually
@@ -46,6 +47,15 @@ def test_metrics_count_what_the_operator_did(
     assert _value(text, WORKLOADS, policy=name, kind="Deployment", state="conflicts") == 0
     assert (_value(text, "sidecar_operator_reconciles_total", policy=name) or 0) >= 1
     assert "sidecar_operator_reconcile_seconds_bucket" in text
+    # The conditions as `kubectl describe` shows them, which the alert rules read.
+    condition = "sidecar_operator_policy_condition"
+    assert _value(text, condition, policy=name, type="Ready", status="True") == 1
+    assert _value(text, condition, policy=name, type="Ready", status="False") is None
+    assert _value(text, condition, policy=name, type="Degraded", reason="NoConflicts") == 1
+    deadline = "sidecar_operator_policy_progress_deadline_seconds"
+    assert _value(text, deadline, policy=name) == 600
+    moved = _value(text, "sidecar_operator_policy_last_progress_timestamp_seconds", policy=name)
+    assert moved is not None and abs(moved - time.time()) < 300
 
     policies.delete(name)
     after = operator.metrics()
@@ -56,6 +66,8 @@ def test_metrics_count_what_the_operator_did(
         == 2
     )
     assert _value(after, WORKLOADS, policy=name, kind="Deployment", state="matched") is None
+    assert _value(after, condition, policy=name, type="Ready") is None
+    assert _value(after, deadline, policy=name) is None
 
 
 def test_a_policy_that_loses_a_clash_labels_its_release_as_a_removal(
@@ -81,3 +93,6 @@ def test_a_policy_that_loses_a_clash_labels_its_release_as_a_removal(
         text, "sidecar_operator_writes_total", policy=low, action="remove", outcome="written"
     )
     assert released == 1
+    degraded = {"type": "Degraded", "status": "True", "reason": "Conflicts"}
+    assert _value(text, "sidecar_operator_policy_condition", policy=low, **degraded) == 1
+    assert _value(text, "sidecar_operator_policy_condition", policy=high, **degraded) is None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import kopf
 import structlog
 
+from sidecar_operator import metrics
 from sidecar_operator.api import names
 from sidecar_operator.api.kinds import WorkloadKind, dig
 from sidecar_operator.engine.leadership import LIFETIME, Identity, Leadership
@@ -270,13 +272,17 @@ async def admit(
     workload in unchanged (the controller catches up after)."""
     if subresource or (resource.group, resource.plural) not in WORKLOAD_RESOURCES:
         return  # scale and status have no pod template; other resources are not ours
+    started = time.perf_counter()
     try:
         runtime: Runtime | None = memo.get("runtime")
         before = None if old is None else dict(old)
         changed = None if runtime is None else runtime.admit(dict(body), before)
     except Exception as error:  # admission must never block a deploy
         log.warning("Admission failed; the workload goes in unchanged", error=repr(error))
+        metrics.ADMISSION.labels(outcome="failed").observe(time.perf_counter() - started)
         return
+    outcome = "unchanged" if changed is None else "changed"
+    metrics.ADMISSION.labels(outcome=outcome).observe(time.perf_counter() - started)
     if changed is not None:
         patch.fns.append(lambda obj: _take(obj, changed, updated=old is not None))
 

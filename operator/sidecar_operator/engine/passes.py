@@ -245,6 +245,7 @@ class Passes:
             wave=wave,
             rollout=progress.status(policy),
         )
+        _export(worker, policy, new, counts)
         if {k: old.get(k) for k in new} == new:
             worker.status_due = False
             return None
@@ -258,6 +259,23 @@ class Passes:
             return None
         worker.status_due = False
         return new
+
+
+def _export(worker: Worker, policy: Policy, new: Mapping[str, Any], counts: status.Counts) -> None:
+    """The policy's conditions, deadline and last progress as metrics, which the alert rules
+    read (charts/sidecar-operator/files/alerts.yaml)."""
+    conditions = new["conditions"]
+    metrics.set_conditions(worker.name, conditions)
+    deadline = policy.spec.update_strategy.progress_deadline_seconds
+    metrics.PROGRESS_DEADLINE.labels(policy=worker.name).set(deadline)
+    for kind in policy.spec.kinds:
+        # Exported at 0 before the first: `increase()` over a series that appears at 1 is 0.
+        metrics.INJECTED_AFTER_CREATION.labels(policy=worker.name, kind=kind.value)
+    reasons = tuple(str(c.get("reason")) for c in conditions)
+    moved = (new.get("revision"), new.get("currentStep"), reasons, counts.updated, counts.ready)
+    if moved != worker.progress:
+        worker.progress = moved
+        metrics.LAST_PROGRESS.labels(policy=worker.name).set(time.time())
 
 
 def _step(policy: Policy, items: list[rollout.Item]) -> rollout.Step:

@@ -142,6 +142,8 @@ class Runtime:
             if self.indexed.is_set():
                 self.cleanup.start_sweeps()
             self.poke_all()
+        else:
+            metrics.stand_by()
 
     # -- triggers from the policy and namespace watches, in every replica ---------------------
 
@@ -345,6 +347,7 @@ class Runtime:
             return
         old = entry[1].get("status") or {}
         new = status.removal_held(entry[0], old, failures, now=status_time())
+        metrics.set_conditions(name, new["conditions"])
         if {key: old.get(key) for key in new} != new:
             await self.api.patch_policy_status(name, new)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from sidecar_operator.engine.flags import Flag
 
@@ -22,6 +23,7 @@ class Worker:
     status_due: bool = False  # a changed status waits for STATUS_INTERVAL to pass
     retry: float = 0.0  # seconds before trying a failed pass again; 0 when the last one went well
     told_selector: bool = False  # warned that an empty selector selects every workload
+    progress: tuple[Any, ...] = ()  # what the rollout last stood at (`passes._export`)
 
     def poke(self) -> None:
         self.wake.set()

@@ -16,6 +16,7 @@ the workload changes. Without that, such a write went out on every event, a hund
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Mapping, Sequence
 from enum import StrEnum
 from typing import Any, Protocol
@@ -23,7 +24,7 @@ from typing import Any, Protocol
 import structlog
 
 from sidecar_operator import metrics
-from sidecar_operator.core.types import Action, Key
+from sidecar_operator.core.types import Action, Key, Kind
 from sidecar_operator.engine.leadership import Leadership
 from sidecar_operator.engine.reporting import Announcement, Reporter, key_of
 from sidecar_operator.kube.client import ApiError
@@ -129,6 +130,7 @@ class Writer:
                 bound.info("Applied", change=current.change)
                 announce(self.reporter.changed(current, written))
                 return self._done(current, key, Outcome.WRITTEN)
+            arrived = self.cache.reacting_to(key, current.policy)
             record = self.cache.refresh_workload(written)
             if record is None:  # deleted while the write was in flight
                 return self._done(current, key, Outcome.GONE)
@@ -149,6 +151,8 @@ class Writer:
                 bound.warning("Write does not converge", drift=again.drift)
                 self.reporter.rejected(again, record, reason, plan_inputs(record))
                 return self._done(current, key, Outcome.DIVERGED)
+            if arrived is not None and current.kind is not Kind.REMOVE:
+                metrics.REACTION.observe(time.monotonic() - arrived)
             return self._done(current, key, Outcome.WRITTEN)
         bound.warning("Conflict persists", error=last_error)
         reason = f"the API server keeps reporting a conflict: {last_error}"

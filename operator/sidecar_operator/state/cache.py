@@ -9,6 +9,7 @@ workload (`concerns`) is kept up to date with every change.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -26,6 +27,10 @@ class Cache:
         self._namespaces: dict[str, dict[str, str]] = {}
         self._policies: dict[str, tuple[Policy, dict[str, Any]]] = {}
         self._shared = snapshot.Shared()
+        # When the watch delivered each workload as held, and each policy last changed: a
+        # write then reacts to the one that changed last (`reacting_to`).
+        self._arrived: dict[Key, float] = {}
+        self._policy_changed: dict[str, float] = {}
         self.epoch = 0
 
     # -- writers (the watch handlers) ------------------------------------------------------
@@ -38,6 +43,7 @@ class Cache:
         held = self._workloads.get(key)
         if held is None or _rv(held) <= _rv(record) or _uid(held) != _uid(record):
             self._store(key, record)
+            self._arrived[key] = time.monotonic()
             held = record
         if self._shared.due:
             self._shared.sweep(self._workloads.values())
@@ -64,6 +70,7 @@ class Cache:
 
     def drop_workload(self, key: Key) -> None:
         self._workloads.pop(key, None)
+        self._arrived.pop(key, None)
         self._concerns.drop(key)
 
     def retain_workloads(self, kind: WorkloadKind, keys: Iterable[Key]) -> list[Key]:
@@ -100,10 +107,12 @@ class Cache:
         self._policies[policy.name] = (policy, extra)
         if held is None or held[0] != policy:
             self.epoch += 1
+            self._policy_changed[policy.name] = time.monotonic()
             self._concerns.policy(policy, self._workloads.items(), self._namespaces)
         return policy
 
     def drop_policy(self, name: str) -> None:
+        self._policy_changed.pop(name, None)
         if self._policies.pop(name, None) is not None:
             self.epoch += 1
             self._concerns.policy_gone(name)
@@ -117,6 +126,13 @@ class Cache:
 
     def workload(self, key: Key) -> dict[str, Any] | None:
         return self._workloads.get(key)
+
+    def reacting_to(self, key: Key, policy: str) -> float | None:
+        """When the watch delivered the workload as held, if after the policy last changed:
+        a write of the policy's then answers the workload's change, not the policy's."""
+        arrived = self._arrived.get(key)
+        changed = self._policy_changed.get(policy, 0.0)
+        return arrived if arrived is not None and arrived > changed else None
 
     def concerning(self, policy: str) -> list[tuple[Key, dict[str, Any]]]:
         """The workloads the policy selects or owns fields on, as a list (see `workloads`)."""
