@@ -20,7 +20,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 export SIDECAR_OPERATOR_CACHE := $(CACHE)
 export UV
 
-.PHONY: help install binaries lint test bench chaos demo down lock clean crds
+.PHONY: help install binaries tools lint test bench chaos demo down lock clean crds manifests
 
 help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,17 +41,29 @@ lock: | $(UV)  ## Re-resolve uv.lock after changing dependencies in pyproject.to
 binaries:  ## Build (once, then cached) etcd, kube-apiserver, -controller-manager, -scheduler, kwok.
 	bash hack/build-control-plane.sh >/dev/null
 
-lint: install  ## Static checks.
+tools:  ## Build (once, then cached) helm and promtool from their pinned Go modules.
+	bash hack/build-tools.sh >/dev/null
+
+lint: install tools  ## Static checks, the chart's and its rendered output's among them.
 	$(BIN)/ruff check operator tests bench
 	$(BIN)/ruff format --check operator tests bench
 	$(BIN)/mypy
 	cd operator && ../$(BIN)/lint-imports ../pyproject.toml
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/kubectl kustomize manifests/ > .venv/manifests.yaml
-	$(UV) tool run --python $(PYTHON) --from checkov==$(CHECKOV_VERSION) checkov --quiet --compact \
-	  --skip-download --framework kubernetes -f .venv/manifests.yaml
+	helm="$$(bash hack/build-tools.sh 2>/dev/null)/helm"; \
+	"$$helm" lint --strict charts/sidecar-operator; \
+	"$$helm" template sidecar-operator charts/sidecar-operator --namespace sidecar-operator-system \
+	  --set serviceMonitor.enabled=true,prometheusRule.enabled=true,dashboard.enabled=true \
+	  > .venv/chart-monitoring.yaml; \
+	"$$helm" template sidecar-operator charts/sidecar-operator --namespace sidecar-operator-system \
+	  --set webhook.certificate.source=cert-manager > .venv/chart-cert-manager.yaml
+	for rendered in manifests chart-monitoring chart-cert-manager; do \
+	  $(UV) tool run --python $(PYTHON) --from checkov==$(CHECKOV_VERSION) checkov --quiet --compact \
+	    --skip-download --framework kubernetes -f .venv/$$rendered.yaml; \
+	done
 
-test: install binaries lint  ## Everything CI runs: install, build, lint and the whole test suite.
+test: install binaries tools lint  ## Everything CI runs: install, build, lint and the whole test suite.
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: install binaries  ## Rollout time against a bare client and the peers (Kyverno, textbook Kopf), API writes, memory (`BENCH_ARGS=--sizes 100`).
@@ -69,7 +81,11 @@ down:  ## Stop the demo's operator and the local cluster, and delete its data.
 clean: down  ## Also remove .venv.
 	rm -rf $(VENV)
 
-crds: install binaries  ## Regenerate crds/ and the core/v1 shapes table from the models and the pinned release's OpenAPI document.
+crds: install binaries  ## Regenerate crds/ (and the chart's copy) and the core/v1 shapes table from the models and the pinned release's OpenAPI document.
 	openapi="$$(bash hack/build-control-plane.sh 2>/dev/null)/../openapi/api__v1_openapi.json"; \
 	$(BIN)/python -m sidecar_operator.api.crd "$$openapi" > crds/sidecarpolicies.sidecars.dev.yaml; \
 	$(BIN)/python -m sidecar_operator.api.corev1 "$$openapi" > operator/sidecar_operator/api/corev1.json
+	cp crds/sidecarpolicies.sidecars.dev.yaml crds/clusterkopfpeerings.kopf.dev.yaml charts/sidecar-operator/crds/
+
+manifests: install tools  ## Regenerate manifests/ from the chart with its default values.
+	$(BIN)/python hack/render-manifests.py "$$(bash hack/build-tools.sh 2>/dev/null)/helm"

@@ -27,11 +27,11 @@ export GOMODCACHE="$cache_root/go/mod" GOCACHE="$cache_root/go/build" CGO_ENABLE
 mkdir -p "$bin"
 start=$SECONDS
 
-build() {  # build <label> <module dir> <output> <package>
-  local label=$1 dir=$2 output=$3 package=$4 t0=$SECONDS log
+build() {  # build <label> <module dir> <output> <package> [ldflags]
+  local label=$1 dir=$2 output=$3 package=$4 ldflags=${5:-} t0=$SECONDS log
   echo "build-control-plane: building $label ..." >&2
   log=$(mktemp)
-  if ! (cd "$dir" && go build -trimpath -ldflags="-s -w" -o "$output" "$package") >"$log" 2>&1; then
+  if ! (cd "$dir" && go build -trimpath -ldflags="-s -w $ldflags" -o "$output" "$package") >"$log" 2>&1; then
     echo "build-control-plane: building $label FAILED after $((SECONDS - t0))s:" >&2
     cat "$log" >&2
     rm -f "$log"
@@ -42,8 +42,15 @@ build() {  # build <label> <module dir> <output> <package>
 }
 
 echo "build-control-plane: Kubernetes $k8s_version into $out (a cold build takes about 10 minutes on 2 cores)" >&2
+# The version the API server reports (`kubectl version`, Helm's kubeVersion check), as
+# Kubernetes' own release build sets it; left out, it is v0.0.0-master.
+minor=${k8s_version#v1.}; minor=${minor%%.*}
+version_flags="-X k8s.io/component-base/version.gitVersion=$k8s_version"
+version_flags+=" -X k8s.io/component-base/version.gitMajor=1"
+version_flags+=" -X k8s.io/component-base/version.gitMinor=$minor"
+version_flags+=" -X k8s.io/component-base/version.gitTreeState=clean"
 build "kube-apiserver, kube-controller-manager, kube-scheduler ($k8s_version, one multi-call binary)" \
-  "$here/controlplane" "$bin/kube" ./cmd/kube
+  "$here/controlplane" "$bin/kube" ./cmd/kube "$version_flags"
 for component in kube-apiserver kube-controller-manager kube-scheduler; do
   ln -sf kube "$bin/$component"
 done

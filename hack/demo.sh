@@ -36,9 +36,28 @@ else
   echo $! >"$pid_file"
   echo "demo: operator started (pid $!, log $log_file)"
 fi
-"${kubectl[@]}" apply -f manifests/samples/
-echo "demo: waiting for the policies to report Ready ..."
+samples() {  # samples policies|workloads FILE...: those documents of the files, as one stream
+  "$bin/python" - "$@" <<'EOF_PY'
+import sys, yaml
+want, files = sys.argv[1], sys.argv[2:]
+docs = [doc for name in files for doc in yaml.safe_load_all(open(name)) if doc]
+print(yaml.safe_dump_all([d for d in docs if (d["kind"] == "SidecarPolicy") == (want == "policies")]))
+EOF_PY
+}
 policies=(log-shipper statsd-exporter config-sync postgres-exporter vault-proxy)
+"${kubectl[@]}" apply -f manifests/samples/00-namespace.yaml
+# One workload predates its policy: the controller adds its sidecars, a second rollout.
+samples workloads manifests/samples/log-shipping.yaml | "${kubectl[@]}" apply -f -
+# The policies before the other workloads: once the operator has seen them, admission stores
+# each new workload with its sidecars, so its first pods run with them (one ReplicaSet).
+samples policies manifests/samples/*.yaml | "${kubectl[@]}" apply -f -
+"${kubectl[@]}" wait --for=jsonpath='{.status.observedGeneration}'=1 \
+  "${policies[@]/#/sidecarpolicy/}" --timeout=180s >/dev/null
+others=(); for file in manifests/samples/*.yaml; do
+  [[ "$file" == */00-namespace.yaml || "$file" == */log-shipping.yaml ]] || others+=("$file")
+done
+samples workloads "${others[@]}" | "${kubectl[@]}" apply -f -
+echo "demo: waiting for the policies to report Ready ..."
 "${kubectl[@]}" wait --for=condition=Ready "${policies[@]/#/sidecarpolicy/}" --timeout=180s >/dev/null
 
 echo
@@ -46,6 +65,10 @@ echo
 echo
 "${kubectl[@]}" get deployments,statefulsets -n demo-shop -o custom-columns='WORKLOAD:.metadata.name,INIT CONTAINERS:.spec.template.spec.initContainers[*].name,CONTAINERS:.spec.template.spec.containers[*].name,VOLUMES:.spec.template.spec.volumes[*].name'
 "${kubectl[@]}" get cronjobs -n demo-shop -o custom-columns='CRONJOB:.metadata.name,INIT CONTAINERS:.spec.jobTemplate.spec.template.spec.initContainers[*].name,CONTAINERS:.spec.jobTemplate.spec.template.spec.containers[*].name'
+echo
+# checkout predates its policy: two ReplicaSets, its first pods without the sidecar. The others
+# were admitted with theirs: one each.
+"${kubectl[@]}" get replicasets -n demo-shop -o custom-columns='REPLICASET:.metadata.name,CONTAINERS:.spec.template.spec.containers[*].name'
 cat <<EOT
 
 Look further:

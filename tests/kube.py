@@ -89,3 +89,44 @@ def eventually(
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+
+
+def service_account_kubeconfig(admin: Kubectl, namespace: str, account: str, path: Path) -> Path:
+    """A kubeconfig at `path` with a token of that ServiceAccount: the operator run on the
+    host with exactly the RBAC an install gives it."""
+    token = admin("create", "token", account, "-n", namespace, "--duration=2h").stdout.strip()
+    config = json.loads(admin("config", "view", "--raw", "-o", "json").stdout)
+    cluster = config["clusters"][0]
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [cluster],
+                "users": [{"name": account, "user": {"token": token}}],
+                "contexts": [
+                    {"name": "sa", "context": {"cluster": cluster["name"], "user": account}}
+                ],
+                "current-context": "sa",
+            }
+        )
+    )
+    return path
+
+
+def refused(log: str) -> list[str]:
+    """The log's lines reporting a 403. Not by their timestamps: "…T04:46:03.184033Z" holds
+    "403" too."""
+    found = []
+    for line in log.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        text = line
+        if isinstance(record, dict):
+            record.pop("timestamp", None)
+            text = json.dumps(record)
+        if "403" in text or "forbidden" in text.lower():
+            found.append(line)
+    return found

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import pytest
 import yaml
 
 from tests.conftest import OperatorProcess
-from tests.kube import REPO, Kubectl, eventually
+from tests.kube import REPO, Kubectl, eventually, refused, service_account_kubeconfig
 from tests.scenario import (
     FLUENT_BIT,
     LOG_VOLUME,
@@ -19,6 +18,7 @@ from tests.scenario import (
     has_container,
     ready,
 )
+from tests.tools import CHART, Helm
 
 MANIFESTS = str(REPO / "manifests")
 NAMESPACE = "sidecar-operator-system"
@@ -29,9 +29,14 @@ SERVICE_ACCOUNT = f"system:serviceaccount:{NAMESPACE}:sidecar-operator"
 def installed(crd_installed: Kubectl) -> Iterator[Kubectl]:
     crd_installed("apply", "--server-side", "--force-conflicts", "-k", MANIFESTS)
     yield crd_installed
-    # On kwok the operator's pods never run: its webhook would make every later create wait
-    # for the call to time out (and then let it in).
-    crd_installed("delete", "mutatingwebhookconfiguration", "sidecar-operator")
+    # All but the CRDs (the session's policies) goes: on kwok the operator's pods never run,
+    # and their webhook would make every later create wait for the call to time out; and the
+    # chart's tests install the same cluster-wide objects under Helm.
+    rendered = yaml.safe_load_all(crd_installed("kustomize", MANIFESTS).stdout)
+    removed = [d for d in rendered if d and d["kind"] != "CustomResourceDefinition"]
+    crd_installed(
+        "delete", "-f", "-", "--ignore-not-found", "--wait=false", input=yaml.safe_dump_all(removed)
+    )
 
 
 def test_the_manifests_render_and_pass_a_server_side_dry_run(installed: Kubectl) -> None:
@@ -88,32 +93,6 @@ def test_the_operator_deployment_runs_under_restricted_pod_security(installed: K
     )
 
 
-def _service_account_kubeconfig(admin: Kubectl, path: Path) -> Path:
-    token = admin(
-        "create", "token", "sidecar-operator", "-n", NAMESPACE, "--duration=2h"
-    ).stdout.strip()
-    config = json.loads(admin("config", "view", "--raw", "-o", "json").stdout)
-    cluster = config["clusters"][0]
-    path.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [cluster],
-                "users": [{"name": "sidecar-operator", "user": {"token": token}}],
-                "contexts": [
-                    {
-                        "name": "sa",
-                        "context": {"cluster": cluster["name"], "user": "sidecar-operator"},
-                    }
-                ],
-                "current-context": "sa",
-            }
-        )
-    )
-    return path
-
-
 @pytest.fixture
 def operator_as_service_account(
     installed: Kubectl, operator: OperatorProcess, tmp_path: Path
@@ -134,7 +113,9 @@ def operator_as_service_account(
         ),
         what="the ClusterRoleBinding in force",
     )
-    kubeconfig = _service_account_kubeconfig(installed, tmp_path / "sa-kubeconfig")
+    kubeconfig = service_account_kubeconfig(
+        installed, NAMESPACE, "sidecar-operator", tmp_path / "sa-kubeconfig"
+    )
     limited = OperatorProcess(
         kubeconfig,
         tmp_path / "operator-sa.log",
@@ -148,20 +129,8 @@ def operator_as_service_account(
     finally:
         limited.stop()
         operator.start()
-        errors = [line for line in limited.log().splitlines() if _refused(line)]
+        errors = refused(limited.log())
         assert errors == [], "\n".join(errors[:5])
-
-
-def _refused(line: str) -> bool:
-    """A log line reporting a 403. Not its timestamp: "…T04:46:03.184033Z" holds "403" too."""
-    try:
-        record = json.loads(line)
-    except ValueError:
-        record = None
-    if isinstance(record, dict):
-        record.pop("timestamp", None)
-        line = json.dumps(record)
-    return "403" in line or "forbidden" in line.lower()
 
 
 def test_the_operator_injects_updates_and_removes_with_its_cluster_role(
@@ -191,7 +160,11 @@ def test_the_operator_injects_updates_and_removes_with_its_cluster_role(
 def test_the_cluster_role_cannot_read_secrets_or_write_pods(
     installed: Kubectl, tmp_path: Path, namespace: str
 ) -> None:
-    limited = Kubectl(_service_account_kubeconfig(installed, tmp_path / "kubeconfig"))
+    limited = Kubectl(
+        service_account_kubeconfig(
+            installed, NAMESPACE, "sidecar-operator", tmp_path / "kubeconfig"
+        )
+    )
     secrets = limited("get", "secrets", "-A", check=False)
     assert secrets.returncode != 0 and "forbidden" in secrets.stderr.lower()
     pod = limited("run", "intruder", "--image=busybox:1.36", "-n", namespace, check=False)
@@ -259,3 +232,27 @@ def test_reading_policies_joins_view_and_writing_them_is_for_platform_admins(
         assert can(platform, "create") == "yes" and can(platform, "delete") == "yes"
     finally:
         installed("delete", "clusterrolebinding", viewer, platform, "--ignore-not-found")
+
+
+def test_an_install_from_the_manifests_moves_under_helm(installed: Kubectl) -> None:
+    """Last of the module: what docs/operating.md tells whoever moves from kustomize to Helm."""
+    installer = Helm(installed, NAMESPACE)
+    installer(
+        "install",
+        "sidecar-operator",
+        str(CHART),
+        "--take-ownership",
+        "--force-conflicts",
+        "--wait",
+        "--timeout=3m",
+    )
+    for obj in installer.objects():
+        where = obj["metadata"].get("namespace")
+        held = installed.json(
+            obj["kind"].lower(), obj["metadata"]["name"], *(["-n", where] if where else [])
+        )
+        assert held["metadata"]["annotations"]["meta.helm.sh/release-name"] == "sidecar-operator"
+    installer("uninstall", "sidecar-operator", "--wait")
+    gone = installed("get", "clusterrole", "sidecar-operator", check=False)
+    assert gone.returncode != 0 and "NotFound" in gone.stderr
+    installed("get", "crd", "sidecarpolicies.sidecars.dev")
