@@ -187,6 +187,38 @@ def test_an_edit_during_a_paused_step_starts_over_and_keeps_to_the_budget(
     assert 1 <= highest <= 2, highest
 
 
+def test_an_edit_as_soon_as_a_revision_is_everywhere_keeps_it_as_the_stable_one(
+    kubectl: Kubectl, policies: Policies
+) -> None:
+    """Edited with steps before its first rollout was complete (the pods still rolling): every
+    workload carries that revision, which is therefore the stable one, and those outside the
+    first step keep it. They were stripped of the sidecar, the status still naming nothing."""
+    slow = []  # rolled out 20 s after their pods are ready: the first rollout is not complete
+    for index in range(6):
+        manifest = yaml.safe_load(deployment(f"w{index}"))
+        manifest["spec"]["minReadySeconds"] = 20
+        slow.append(manifest)
+    kubectl.apply(yaml.safe_dump_all(slow))
+    name = policies.apply(containers=[V1])
+    eventually(
+        lambda: sorted(images(kubectl).values()) == [V1["image"]] * 6,
+        interval=0.1,
+        what="v1 written everywhere",
+    )
+    steps = [{"percent": 50, "pause": {}}, {"percent": 100}]
+    policies.apply(name, containers=[V2], updateStrategy={"steps": steps})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        seen = images(kubectl)
+        assert "" not in seen.values(), seen
+        status = policies.status(name)
+        if condition(status, "Progressing").get("reason") == "WaitingForPromotion":
+            break
+        time.sleep(0.2)
+    assert sorted(images(kubectl).values()) == sorted([V2["image"]] * 3 + [V1["image"]] * 3)
+    assert status["currentRevision"] != ""
+
+
 @pytest.fixture
 def timeline(kubectl: Kubectl, namespace: str) -> Iterator[Timeline]:
     with Timeline(str(kubectl.kubeconfig), namespace) as recorded:

@@ -528,6 +528,12 @@ class Policy(BaseModel):
         )
 
     @property
+    def asked(self) -> tuple[int, str, str]:
+        """What a user changes and then waits on: the spec (its generation), a promotion, an
+        abort."""
+        return (self.generation, self.promote, self.abort)
+
+    @property
     def rank(self) -> tuple[int, str, str]:
         """Sorts the winner of a name clash first: higher priority, then older, then name."""
         return (-self.spec.priority, self.created, self.name)

@@ -77,7 +77,7 @@ class Passes:
         if entry is None:
             return PassPlan(None)
         policy, body = entry
-        worker.generation = policy.generation
+        worker.asked = policy.asked
         selector = policy.spec.selector
         if not (selector.match_labels or selector.match_expressions or worker.told_selector):
             self.reporter.selects_everything(worker.name)

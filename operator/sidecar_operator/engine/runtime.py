@@ -202,7 +202,7 @@ class Runtime:
         and keep to the pace."""
         worker = self.worker(name)
         entry = self.cache.policy(name)
-        if entry is None or entry[0].deleting or entry[0].generation != worker.generation:
+        if entry is None or entry[0].deleting or entry[0].asked != worker.asked:
             worker.urgent.set()
         worker.poke()
         if self.watch_kinds is not None:
@@ -306,9 +306,16 @@ class Runtime:
         if planned.policy is not None:
             await self.keeper.sync(planned.policy, planned.stable)
         if planned.status is not None and self.leadership.active:
+            entry = self.cache.policy(worker.name)
+            before = _step(entry[1].get("status") if entry else None)
             written = await self.api.patch_policy_status(worker.name, planned.status)
             if written is not None:
                 self.cache.put_policy(written)  # the next pass sees its step at once
+                if _step(written.get("status")) != before:
+                    # A step (or a new rollout) began: the next pass writes its workloads, and
+                    # a user waits on it as on an edit, so it does not wait for its turn.
+                    worker.urgent.set()
+                    worker.poke()
             worker.status_written = time.monotonic()
         outcomes: list[Outcome] = []
         if planned.writes:
@@ -356,3 +363,9 @@ class Runtime:
         self.reporter.forget(name)
         metrics.forget(name, (kind.value for kind in WorkloadKind), step=True)
         self.rollouts.forget(name)
+
+
+def _step(status: Mapping[str, Any] | None) -> tuple[Any, Any]:
+    """Which rollout a status says is under way, and at which step."""
+    status = status or {}
+    return (status.get("updateRevision"), status.get("currentStep"))

@@ -18,7 +18,7 @@ class Worker:
     name: str
     wake: Flag = field(default_factory=Flag)
     urgent: Flag = field(default_factory=Flag)  # plan without waiting: the policy itself changed
-    generation: int = 0  # of the policy, as the last pass saw it
+    asked: tuple[int, str, str] = (0, "", "")  # `Policy.asked`, as the last pass saw it
     status_written: float = 0.0
     status_due: bool = False  # a changed status waits for STATUS_INTERVAL to pass
     retry: float = 0.0  # seconds before trying a failed pass again; 0 when the last one went well

@@ -3,8 +3,10 @@ the percent order's cuts, derived from what the cache holds (the policy, its sta
 revision history and the workloads it matches) and kept while that holds. The planner and
 admission read it for every workload, in every replica. Pure.
 
-The stable content is the status's `currentRevision` (its ControllerRevision's content, or the
-spec's if that is it), else the revision labelled stable, else the one the matched workloads
+The stable content is the revision the last rollout (the status's `updateRevision`) reached, if
+every matched workload carries it and the status does not say so yet; else the status's
+`currentRevision` (its ControllerRevision's content, or the spec's if that is it), else the
+revision labelled stable, else the one the matched workloads
 carry (all of them, or most; a policy whose workloads carry nothing has nothing as stable). A
 stable revision whose content is gone is unknown: workloads not covered are held as they are.
 """
@@ -103,6 +105,18 @@ class Rollouts:
         known: dict[str, Content] = {r.revision: r.content for r in history.values()}
         known[policy.spec.revision] = policy.spec
         current = status.get("currentRevision")
+        previous = status.get("updateRevision")
+        if previous and previous not in (current, policy.spec.revision):
+            key = revision_annotation(policy.name)
+            reached = {
+                (workload["metadata"].get("annotations") or {}).get(key)
+                for _, workload in self.matched(policy)
+            }
+            if reached <= {previous}:
+                # The policy changed after its last rollout reached every workload but before
+                # a pass recorded that: what they all carry is the stable revision, not what
+                # the status still says (a new policy's nothing would strip them all).
+                return known.get(previous, waves.HOLD)
         if current == "":
             return None  # a new policy's: nothing, until its first revision is everywhere
         if current is not None:
