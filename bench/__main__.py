@@ -191,8 +191,10 @@ def cli() -> None:
     sizes = [n for n in (int(s) for s in args.sizes.split(",") if s.strip()) if n]
     peers = [n for n in (int(s) for s in args.peers.split(",") if s.strip()) if n]
     sizes = sorted({*sizes, *peers})
-    if not sizes and not args.policies and not args.admission and not args.defaults:
-        parser.error("nothing to run: give --sizes, --policies, --admission, --defaults or --peers")
+    if not (sizes or args.policies or args.admission or args.defaults or args.waves):
+        parser.error(
+            "nothing to run: give --sizes, --policies, --admission, --defaults, --waves or --peers"
+        )
     tune = [int(c) for c in args.tune.split(",")] if args.tune else None
     asyncio.run(
         main(
