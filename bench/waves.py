@@ -2,8 +2,9 @@
 replicas, so that the writes are what is timed), a policy with three steps (10% until promoted,
 50% until promoted, everything), `maxConcurrent: 100%`. Each step is timed from its start (the
 edit, then each promotion) to its last workload carrying the new revision; each is set against
-a one-step rollout of the same number of workloads (a policy over that many of them, selected by
-shard labels). The target: every step within 1.2x of its one-step peer."""
+a one-step update of as many workloads as the step adds (a policy over that many of them,
+selected by shard labels, given one image and then, measured, another). The target: every step
+within 1.2x of its one-step peer."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from sidecar_operator.core.ownership import revision_annotation
 
 SHARDS = 10
 STEPS = [{"percent": 10, "pause": {}}, {"percent": 50, "pause": {}}, {"percent": 100}]
-STEP_SHARDS = ([0], [1, 2, 3, 4], [5, 6, 7, 8, 9])  # a one-step peer of each step's workloads
+STEP_SHARDS = ([0], [1, 2, 3, 4], [5, 6, 7, 8, 9])  # as many workloads as each step adds
 TARGET_RATIO = 1.2
 
 
@@ -101,24 +102,32 @@ async def run_waves(n: int) -> WavesResult:
             tracker.expect(None, n)
             await tracker.wait(TIMEOUT)
             await cluster.policies_gone(api, TIMEOUT)
-            peer, peer_revision = "3.2.1", None
-            for index, shards in enumerate(STEP_SHARDS):
-                body = _body(peer)
-                selected = [str(s) for shard_set in STEP_SHARDS[: index + 1] for s in shard_set]
-                body["spec"]["selector"] = {
+            for shards in STEP_SHARDS:
+                # The peer: as many workloads as the step adds, given the first image in one
+                # step (unmeasured), then the second, measured: an update, as each step is.
+                size = n * len(shards) // SHARDS
+                selector = {
                     "matchLabels": {PART_OF: "bench"},
                     "matchExpressions": [
-                        {"key": SHARD_LABEL, "operator": "In", "values": selected}
+                        {"key": SHARD_LABEL, "operator": "In", "values": [str(s) for s in shards]}
                     ],
                 }
-                started = time.monotonic()
-                await api.apply(path, body, manager="bench")
-                if peer_revision is None:
-                    peer_revision = await _revision(api, None)
-                tracker.expect(peer_revision, n * len(selected) // SHARDS)
-                result.peers.append(await tracker.wait(TIMEOUT) - started)
-                await tracker.settled(TIMEOUT)
-                say(f"waves: one step over {len(shards) * n // SHARDS} in {result.peers[-1]:.2f}s")
+                before = None
+                for image in ("3.2.1", "3.2.2"):
+                    body = _body(image)
+                    body["spec"]["selector"] = selector
+                    started = time.monotonic()
+                    await api.apply(path, body, manager="bench")
+                    before = await _revision(api, before)
+                    tracker.expect(before, size)
+                    done = await tracker.wait(TIMEOUT) - started
+                    await tracker.settled(TIMEOUT)
+                result.peers.append(done)
+                say(f"waves: one step updating {size} in {done:.2f}s")
+                await api.request("DELETE", path)
+                tracker.expect(None, n)
+                await tracker.wait(TIMEOUT)
+                await cluster.policies_gone(api, TIMEOUT)
         finally:
             await tracker.stop()
             operator.stop()
