@@ -105,7 +105,9 @@ class Cache:
         }
         held = self._policies.get(policy.name)
         self._policies[policy.name] = (policy, extra)
-        if held is None or held[0] != policy:
+        # A promotion or an abort changes no plan by itself: the rollout it moves does
+        # (`Rollouts.version`), once a pass has moved it.
+        if held is None or held[0].model_copy(update=_ASKED) != policy.model_copy(update=_ASKED):
             self.epoch += 1
             self._policy_changed[policy.name] = time.monotonic()
             self._concerns.policy(policy, self._workloads.items(), self._namespaces)
@@ -176,6 +178,9 @@ class Cache:
     def _specs(self) -> Iterator[Policy]:
         """Lazily: a workload whose labels did not change is not matched against them."""
         return (policy for policy, _ in self._policies.values())
+
+
+_ASKED = {"promote": "", "abort": "", "change_cause": ""}  # a policy's asks, not its content
 
 
 def _rv(record: Mapping[str, Any]) -> int:
