@@ -87,23 +87,24 @@ class Policies:
     def apply_all(self, specs: dict[str, dict[str, Any]], *, server_side: bool = False) -> None:
         """Several policies in one `kubectl apply` (server-side for those over the 256 KiB
         that client-side apply's annotation holds)."""
-        documents = [
-            {
-                "apiVersion": "sidecars.dev/v1alpha1",
-                "kind": "SidecarPolicy",
-                "metadata": {"name": name},
-                "spec": {
-                    "selector": {"matchLabels": {"sidecar-test": "yes"}},
-                    "namespaceSelector": {
-                        "matchLabels": {"kubernetes.io/metadata.name": self.namespace}
-                    },
-                    **spec,
-                },
-            }
-            for name, spec in specs.items()
-        ]
+        documents = [self.document(name, **spec) for name, spec in specs.items()]
         self.admin.apply(yaml.safe_dump_all(documents), *(["--server-side"] if server_side else []))
         self.created.extend(name for name in specs if name not in self.created)
+
+    def document(self, name: str, **spec: Any) -> dict[str, Any]:
+        """The policy as `apply` sends it: selecting only this test's namespace."""
+        return {
+            "apiVersion": "sidecars.dev/v1alpha1",
+            "kind": "SidecarPolicy",
+            "metadata": {"name": name},
+            "spec": {
+                "selector": {"matchLabels": {"sidecar-test": "yes"}},
+                "namespaceSelector": {
+                    "matchLabels": {"kubernetes.io/metadata.name": self.namespace}
+                },
+                **spec,
+            },
+        }
 
     def status(self, name: str) -> dict[str, Any]:
         return dict(self.admin.json("sidecarpolicy", name).get("status") or {})

@@ -328,19 +328,7 @@ def test_a_gitops_loop_on_the_spec_neither_undoes_promotion_nor_abort(
 
     def manifest() -> str:
         return yaml.safe_dump(
-            {
-                "apiVersion": "sidecars.dev/v1alpha1",
-                "kind": "SidecarPolicy",
-                "metadata": {"name": name},
-                "spec": {
-                    "selector": {"matchLabels": {"sidecar-test": "yes"}},
-                    "namespaceSelector": {
-                        "matchLabels": {"kubernetes.io/metadata.name": namespace}
-                    },
-                    "containers": [wanted["image"]],
-                    "updateStrategy": {"steps": steps},
-                },
-            }
+            policies.document(name, containers=[wanted["image"]], updateStrategy={"steps": steps})
         )
 
     def argo() -> None:  # re-applies the spec from Git, server-side, under its own manager
