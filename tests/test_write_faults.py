@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import time
 from typing import Any
 
 import pytest
@@ -172,7 +173,7 @@ async def test_a_rejected_patch_is_a_conflict_until_the_policy_or_deployment_cha
 
     relabelled = copy.deepcopy(DEPLOYMENT)
     relabelled["metadata"].update(resourceVersion="11", labels={"fixed": "yes"})
-    state.cache.put_workload(relabelled)
+    state.workload_changed(relabelled, deleted=False)
     await state.run_pass(state.worker("logs"))
     assert len(api.applies) == 2  # the Deployment changed: tried once more, and written
 
@@ -274,7 +275,7 @@ async def test_writes_that_keep_failing_for_one_deployment_neither_stall_nor_hid
     failing = state.reporter.memory("logs").failing
 
     monkeypatch.setattr(reporting, "FAILING_REPORTED_AFTER", 0.0)
-    failing[Key("shop", "a-refused")].retry_at = 0.0
+    failing[Key("shop", "a-refused")].retry_at = time.monotonic()
     await state.run_pass(worker)  # failing still: now the user is told
     await state.run_pass(worker)
     assert ("Warning", "SidecarConflict") in posted
@@ -282,7 +283,7 @@ async def test_writes_that_keep_failing_for_one_deployment_neither_stall_nor_hid
     assert "failed calling webhook" in api.statuses[-1]["conditions"][2]["message"]
 
     api.refuse.clear()  # the webhook is back
-    failing[Key("shop", "a-refused")].retry_at = 0.0
+    failing[Key("shop", "a-refused")].retry_at = time.monotonic()
     await state.run_pass(worker)
     await state.run_pass(worker)
     assert written("a-refused") and not failing
@@ -306,7 +307,7 @@ async def test_a_failure_that_may_pass_is_retried_by_the_worker_and_the_batch_go
     outcomes = await execute(state, named("first"), named("second"))
     assert sorted(outcomes) == sorted([Outcome.FAILED, Outcome.WRITTEN])
     for failing in state.reporter.memory("logs").failing.values():
-        failing.retry_at = 0.0  # an answer said "later": the Deployment's wait is over
+        failing.retry_at = time.monotonic()  # an answer said "later": its wait is over
     failed = await state.run_pass(state.worker("logs"))
     assert not failed and len(api.stored) == 2  # the next pass wrote the other
 
@@ -514,17 +515,17 @@ async def test_a_pass_over_many_deployments_lets_the_loop_run_between_its_slices
 async def test_a_pass_that_saw_its_policy_change_meanwhile_decides_nothing() -> None:
     """Its plans are partly of the old spec: the change woke the worker for a whole new pass."""
     state, _ = runtime(FakeApi())
-    real_items = state.passes._items
+    real_fill = state.passes._fill
 
-    async def items_then_edit(*args: Any) -> Any:
-        result = await real_items(*args)
+    async def fill_then_edit(*args: Any) -> Any:
+        result = await real_fill(*args)
         edited = copy.deepcopy(POLICY_OBJECT)
         edited["metadata"]["generation"] = 2
         edited["spec"]["containers"][0]["image"] = "fluent-bit:4"
         state.cache.put_policy(edited)
         return result
 
-    state.passes._items = items_then_edit  # type: ignore[method-assign]
+    state.passes._fill = fill_then_edit  # type: ignore[method-assign,assignment]
     planned = await state.passes.prepare(state.worker("logs"))
     assert planned.status is None and planned.writes == []
 

@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 
-from sidecar_operator.core.rollout import Item, budget, step
-from sidecar_operator.core.types import Action, Change, Kind
+from sidecar_operator.api.models import Content
+from sidecar_operator.core import tally, waves
+from sidecar_operator.core.rollout import Item, Step, budget
+from sidecar_operator.core.types import Action, Change, Key, Kind
 
 POLICY_CREATED = "2026-01-01T00:00:00Z"
 # A Deployment fails by its own condition: the deadline for the other kinds is never reached.
@@ -85,7 +87,31 @@ def deployment(
 def item(name: str, kind: Kind, change: str = "", **state: Any) -> Item:
     body = BODY if kind in (Kind.APPLY, Kind.REMOVE) else None
     action = Action("logs", kind, body, change=Change(change) if change else None)
-    return Item(("shop", name), deployment(**state), action)
+    return Item(Key("shop", name), deployment(**state), action)
+
+
+def step(
+    items: list[Item],
+    *,
+    max_concurrent: int | str,
+    paused: bool,
+    policy_created: str,
+    progress_deadline_seconds: int,
+    now: datetime.datetime,
+) -> Step:
+    """What a tally of these items lets the rollout write now."""
+    content = Content.model_validate({"containers": [{"name": "fluent-bit", "image": "fb:3"}]})
+    context = tally.Context(
+        policy="logs",
+        revision="",
+        policy_created=policy_created,
+        paused=paused,
+        max_concurrent=max_concurrent,
+        deadline_seconds=progress_deadline_seconds,
+        rollout=waves.Rollout(content, None, (waves.EVERYWHERE,), 0, "u-logs"),
+        step=0,
+    )
+    return tally.of_items(items, context, now).step()
 
 
 def written(items: list[Item], **options: Any) -> list[str]:
@@ -117,7 +143,7 @@ def test_a_failed_rollout_halts_paced_writes_but_not_removal() -> None:
     ]
     result = step(items, max_concurrent=5, paused=False, policy_created=POLICY_CREATED, **TIMING)
     assert [i.key[1] for i in result.writes] == ["gone"]
-    assert result.failing == [("shop", "broken")] and result.waiting == 1
+    assert result.failing == [Key("shop", "broken")] and result.waiting == 1
 
 
 def test_deployments_with_nothing_to_disrupt_do_not_wait() -> None:
@@ -154,7 +180,7 @@ def test_deployments_still_rolling_an_older_revision_count_against_the_budget() 
         policy_created=POLICY_CREATED,
         **TIMING,
     )
-    assert result.in_flight == [("shop", "a"), ("shop", "b")]
+    assert result.in_flight == [Key("shop", "a"), Key("shop", "b")]
     # a and b move on to the new revision without a further slot; one newcomer gets the last.
     assert [i.key[1] for i in result.writes] == ["a", "b", "c"]
     assert result.waiting == 2
@@ -186,7 +212,7 @@ def test_a_halted_rollout_moves_nothing_further_onto_the_current_revision() -> N
     ]
     result = step(items, max_concurrent=5, paused=False, policy_created=POLICY_CREATED, **TIMING)
     assert result.writes == [] and result.waiting == 1
-    assert result.in_flight == [("shop", "broken"), ("shop", "rolling-old")]
+    assert result.in_flight == [Key("shop", "broken"), Key("shop", "rolling-old")]
 
 
 def paused_by_owner(name: str, kind: Kind, change: str = "") -> Item:
@@ -207,4 +233,4 @@ def test_a_deployment_its_owner_paused_is_written_but_holds_no_place_in_the_budg
     result = step(items, max_concurrent=1, paused=False, policy_created=POLICY_CREATED, **TIMING)
     assert result.in_flight == []
     assert [i.key[1] for i in result.writes] == ["paused-too", "after"]
-    assert result.owner_paused == [("shop", "paused")]
+    assert result.owner_paused == [Key("shop", "paused")]

@@ -9,9 +9,8 @@ the budget.
 
 from __future__ import annotations
 
-import datetime
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +28,7 @@ class Item:
 
 @dataclass(frozen=True)
 class Step:
-    """What one pass may write, and why the rest waits."""
+    """What the rollout may write now, and why the rest waits (`tally.Tally.step`)."""
 
     writes: list[Item]
     budget: int
@@ -53,7 +52,7 @@ def nothing_to_disrupt(workload: Mapping[str, Any], *, policy_created: str) -> b
     return workloads.running(workload) == 0 or (bool(policy_created) and created > policy_created)
 
 
-def _paced(item: Item, policy_created: str) -> bool:
+def paced(item: Item, policy_created: str) -> bool:
     """Injecting into or updating a running workload restarts its pods: that is paced.
     Removal, repairs, CronJobs, workloads their owners paused (their pods change when resumed)
     and injection into workloads with nothing to disrupt are not."""
@@ -68,7 +67,7 @@ def _paced(item: Item, policy_created: str) -> bool:
     )
 
 
-def _rolling(item: Item) -> bool:
+def rolling(item: Item) -> bool:
     """Rolling out a revision of this policy: it carries the current one, or an older one that
     the policy wrote after the owners' last change, and its rollout has not finished. A paused
     Deployment rolls out nothing, so it holds no place in the budget while it stays paused."""
@@ -79,62 +78,4 @@ def _rolling(item: Item) -> bool:
     annotations = item.deployment.get("metadata", {}).get("annotations") or {}
     return revision_annotation(item.action.policy) in annotations and wrote_last(
         item.deployment, item.action.policy
-    )
-
-
-def step(
-    items: Sequence[Item],
-    *,
-    max_concurrent: int | str,
-    paused: bool,
-    policy_created: str,
-    progress_deadline_seconds: int,
-    now: datetime.datetime,
-) -> Step:
-    matched = [item for item in items if item.action.kind is not Kind.REMOVE]
-    in_flight = sorted(item.key for item in matched if _rolling(item))
-    failing = sorted(
-        item.key
-        for item in matched
-        if item.action.kind is Kind.IN_SYNC
-        and workloads.failed(
-            item.deployment,
-            item.action.policy,
-            deadline_seconds=progress_deadline_seconds,
-            now=now,
-        )
-    )
-    allowed = budget(max_concurrent, len(matched))
-    pending = [item for item in items if item.action.body is not None]
-    if paused:  # touch no further Deployment: only removals and repairs go ahead
-        pending = [
-            item
-            for item in pending
-            if item.action.kind is not Kind.APPLY or item.action.change is Change.REPAIR
-        ]
-    paced = [item for item in pending if _paced(item, policy_created)]
-    unpaced = [item for item in pending if not _paced(item, policy_created)]
-    # A Deployment still rolling an older revision is counted already: moving it on to the
-    # current one takes no further slot (and is how a rollout stuck on it gets going again).
-    # Halted, nothing more gets the current revision.
-    held = paused or bool(failing)
-    rolling = set(in_flight)
-    moving_on = [] if held else [item for item in paced if item.key in rolling]
-    newcomers = sorted((item for item in paced if item.key not in rolling), key=lambda i: i.key)
-    slots = 0 if held else max(0, allowed - len(in_flight))
-    started = newcomers[:slots]
-    owner_paused = sorted(
-        item.key
-        for item in matched
-        if item.action.kind is Kind.IN_SYNC
-        and workloads.owner_paused(item.deployment)
-        and not workloads.rolled_out(item.deployment)
-    )
-    return Step(
-        writes=unpaced + moving_on + started,
-        budget=allowed,
-        in_flight=in_flight,
-        failing=failing,
-        waiting=len(paced) - len(moving_on) - len(started),
-        owner_paused=owner_paused,
     )

@@ -8,7 +8,6 @@ from typing import Any
 
 from sidecar_operator.api.kinds import WorkloadKind
 from sidecar_operator.api.models import Policy
-from sidecar_operator.core import workloads
 from sidecar_operator.core.types import Action, Key, Kind
 from sidecar_operator.core.waves import Phase
 
@@ -22,21 +21,16 @@ class Counts:
     blocked: int = 0  # not matched, and its sidecars cannot be removed (`planner.removal`)
 
 
-def count(outcomes: Iterable[tuple[Action, Mapping[str, Any]]], revision: str) -> Counts:
-    """Counts over (this policy's action, workload) pairs; REMOVE means not matched. Updated
-    means at the policy's `revision` (not at a stable one that waves keep it on)."""
-    matched = updated = ready = conflicts = blocked = 0
-    for action, workload in outcomes:
-        if action.kind is Kind.REMOVE:
-            blocked += bool(action.conflict)
-            continue
-        matched += 1
-        if action.kind is Kind.CONFLICT:
-            conflicts += 1
-        elif action.kind is Kind.IN_SYNC and action.revision == revision:
-            updated += 1
-            ready += workloads.rolled_out(workload)
-    return Counts(matched, updated, ready, conflicts, blocked)
+def share(action: Action, revision: str, rolled_out: bool) -> Counts:
+    """One workload's share of the counts, from this policy's action on it; REMOVE means not
+    matched. Updated means at the policy's `revision` (not at a stable one that waves keep it
+    on); ready, updated and rolled out."""
+    if action.kind is Kind.REMOVE:
+        return Counts(blocked=int(bool(action.conflict)))
+    if action.kind is Kind.CONFLICT:
+        return Counts(matched=1, conflicts=1)
+    updated = action.kind is Kind.IN_SYNC and action.revision == revision
+    return Counts(matched=1, updated=int(updated), ready=int(updated and rolled_out))
 
 
 def total(parts: Iterable[Counts]) -> Counts:

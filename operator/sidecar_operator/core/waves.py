@@ -130,12 +130,13 @@ def first_step(
     steps: Sequence[Step],
     step_cuts: Sequence[int],
     seed: str,
+    key: Key,
     workload: Mapping[str, Any],
     namespace_labels: Mapping[str, str],
 ) -> int:
     """The first step that covers the workload."""
     labels = workload.get("metadata", {}).get("labels") or {}
-    order = rank(seed, Key.of(workload))
+    order = rank(seed, key) if step_cuts else 0
     for index, step in enumerate(steps):
         if (step_cuts and order < step_cuts[index]) or _selects(step, labels, namespace_labels):
             return index
@@ -268,17 +269,40 @@ def _parse(stamp: str) -> datetime.datetime:
     return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
 
-def count_steps(items: Iterable[tuple[int, bool, bool]], steps: int) -> tuple[StepCount, ...]:
-    """Per step, from (first step covering it, carries the update revision, rolled out) of
-    every matched, non-conflicting workload."""
+def place(
+    rollout: Rollout,
+    step: int,
+    policy: str,
+    key: Key,
+    workload: Mapping[str, Any],
+    namespace_labels: Mapping[str, str],
+    rolled: bool,
+) -> tuple[int, bool, bool]:
+    """A matched, non-conflicting workload's share of the steps' counts, at the rollout's
+    current `step`: the first step covering it (no later than the current one if it carries the
+    update revision: coverage only grows), whether it carries that revision, and whether it is
+    rolled out."""
+    annotations = workload.get("metadata", {}).get("annotations") or {}
+    carries = annotations.get(revision_annotation(policy)) == rollout.update.revision
+    steps = rollout.steps if rollout.stepped else (EVERYWHERE,)
+    first = first_step(steps, rollout.cuts, rollout.seed, key, workload, namespace_labels)
+    if carries and rollout.stepped:
+        first = min(first, step)
+    return (first, carries, rolled)
+
+
+def count_steps(
+    places: Iterable[tuple[tuple[int, bool, bool], int]], steps: int
+) -> tuple[StepCount, ...]:
+    """Per step, from how many workloads have each `place`."""
     covered = [0] * steps
     updated = [0] * steps
     ready = [0] * steps
-    for first, carries, rolled in items:
+    for (first, carries, rolled), number in places:
         for index in range(first, steps):
-            covered[index] += 1
-            updated[index] += carries
-            ready[index] += carries and rolled
+            covered[index] += number
+            updated[index] += carries * number
+            ready[index] += (carries and rolled) * number
     return tuple(StepCount(c, u, r) for c, u, r in zip(covered, updated, ready, strict=True))
 
 
@@ -336,25 +360,14 @@ def progress(
     policy: Policy,
     rollout: Rollout,
     status: Mapping[str, Any],
-    matched: Iterable[tuple[Mapping[str, Any], Mapping[str, str], bool]],
+    counts: tuple[StepCount, ...],
     *,
     held: bool,
     now: datetime.datetime,
 ) -> Progress:
-    """From the matched, non-conflicting workloads (each with its namespace's labels and
-    whether it is rolled out): the steps' counts, the move, and whether it is complete."""
+    """From the steps' counts of the matched, non-conflicting workloads: the move, and whether
+    the rollout is complete."""
     position = Position.of(policy, status)
-    steps = rollout.steps if rollout.stepped else (EVERYWHERE,)
-    key = revision_annotation(policy.name)
-    update = rollout.update.revision
-    items = []
-    for workload, labels, rolled in matched:
-        carries = (workload.get("metadata", {}).get("annotations") or {}).get(key) == update
-        first = first_step(steps, rollout.cuts, rollout.seed, workload, labels)
-        if carries and rollout.stepped:
-            first = min(first, position.step)
-        items.append((first, carries, rolled))
-    counts = count_steps(items, len(steps))
     complete = counts[-1].done and not rollout.aborted
     if rollout.stepped:
         moved = advance(policy, position, counts, held=held, now=now)
@@ -364,7 +377,7 @@ def progress(
         last = len(rollout.steps) - 1
         moved = Moved(Position(position.revision, position.steps_hash, last), Phase.ROLLING)
     if complete:
-        stable: str | None = update
+        stable: str | None = rollout.update.revision
     elif isinstance(rollout.stable, Content):
         stable = rollout.stable.revision
     else:

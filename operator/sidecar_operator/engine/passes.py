@@ -1,8 +1,14 @@
-"""What one pass over a policy decides, from the cache alone: its planned action on every
-Deployment it concerns (with what the API server refused or keeps failing taken into account),
-the writes the rollout allows, and the status to write. No I/O: the runtime carries it out.
+"""What one pass over a policy decides, from the cache alone: its planned action on the
+workloads it concerns (with what the API server refused or keeps failing taken into account),
+counted into the policy's tally (`core.tally`), the writes the rollout allows, and the status to
+write. No I/O: the runtime carries it out.
 
-It runs on the operator's one loop, in slices: a policy may select thousands of Deployments, and
+A workload's event costs one workload's planning: the pass it wakes classifies that workload
+alone into the tally its policy's last pass left. A full pass, which classifies every workload
+the policy concerns, is for what changes them all (the policy, its rollout, a namespace's labels,
+a listing), for the resync, and for what no event announces (a deadline passing).
+
+It runs on the operator's one loop, in slices: a policy may select thousands of workloads, and
 holding the loop for all of them would hold up the watches, the writes and the liveness probe."""
 
 from __future__ import annotations
@@ -10,14 +16,15 @@ from __future__ import annotations
 import asyncio
 import datetime
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from sidecar_operator import metrics
 from sidecar_operator.api.kinds import WorkloadKind
 from sidecar_operator.api.models import Policy
-from sidecar_operator.core import rollout, status, waves, workloads
+from sidecar_operator.core import rollout, status, tally, waves
+from sidecar_operator.core.tally import Context, Tally
 from sidecar_operator.core.types import Action, Key, Kind
 from sidecar_operator.engine.reporting import Reporter
 from sidecar_operator.engine.worker import Worker
@@ -61,6 +68,7 @@ class PassPlan:
     cpu: float = 0.0
     stable: str | None = None  # the stable revision to keep in history ("": nothing)
     policy: Policy | None = None  # as planned
+    resume_at: datetime.datetime | None = None  # when a step's pause ends
 
 
 class Passes:
@@ -69,155 +77,224 @@ class Passes:
         self.plans = plans
         self.rollouts = rollouts
         self.reporter = reporter
+        self.tallies: dict[str, Tally] = {}  # per policy, as its last pass left it
+        self._checked: dict[str, float] = {}  # per policy, when its last pass began (wall clock)
 
     async def prepare(self, worker: Worker) -> PassPlan:
-        """Everything a pass decides, from the cache alone."""
+        """Everything a pass decides, from the cache alone. A full pass classifies every
+        workload the policy concerns; any other only those whose events woke it (`dirty`),
+        into the tally the last pass left, while that was classified against the same policy,
+        rollout and namespaces (`Tally.context`, `stamp`)."""
         slices = Slices()
-        entry = self.cache.policy(worker.name)
+        name = worker.name
+        entry = self.cache.policy(name)
         if entry is None:
             return PassPlan(None)
         policy, body = entry
         worker.asked = policy.asked
         selector = policy.spec.selector
         if not (selector.match_labels or selector.match_expressions or worker.told_selector):
-            self.reporter.selects_everything(worker.name)
+            self.reporter.selects_everything(name)
             worker.told_selector = True
         if policy.deleting:
             return PassPlan(None)  # the deletion handler removes everything, holding the finalizer
-        items, shown = await self._items(worker.name, slices)
-        now = self.cache.policy(worker.name)
+        current = self.rollouts.of(name)
+        assert current is not None
+        context = Context.of(policy, current, body.get("status") or {})
+        held, dirty = self._current(name, context), worker.dirty | self._come_due(name)
+        worker.dirty = set()
+        if worker.full or held is None:
+            worker.full = False
+            sums = Tally(context, self._stamp())
+            await self._fill(sums, self._concerning(name), slices)
+            self.tallies[name] = sums
+        else:
+            sums = held
+            await self._fill(sums, dirty, slices)
+        now = self.cache.policy(name)
         if now is None or now[0] != policy:
             # Changed while the pass yielded: what it planned is partly stale. The change woke
             # the worker, whose next pass plans it whole.
             return PassPlan(None, cpu=slices.cpu())
         body = now[1]  # the latest status, which the new one is compared with
-        step = _step(policy, items)
-        rollout = self.rollouts.of(worker.name)
-        assert rollout is not None
+        step = sums.step()
         progress = waves.progress(
             policy,
-            rollout,
+            current,
             body.get("status") or {},
-            (
-                (item.deployment, self.cache.namespace_labels(item.key.namespace), rolled)
-                for item in shown
-                if item.action.kind not in (Kind.REMOVE, Kind.CONFLICT)
-                for rolled in (workloads.rolled_out(item.deployment),)
-            ),
+            sums.step_counts(),
             held=policy.spec.update_strategy.paused or bool(step.failing),
             now=datetime.datetime.now(datetime.UTC),
         )
-        self.reporter.steps(worker.name, policy, progress.moved)
-        memory = self.reporter.memory(worker.name)
-        for item in shown:
-            if item.action.kind is Kind.CONFLICT:
-                self.reporter.conflict(worker.name, item.deployment, item.action.conflict)
-            elif item.action.kind is Kind.REMOVE and item.action.conflict:
-                self.reporter.removal_blocked(worker.name, item.deployment, item.action.conflict)
-            else:
-                memory.no_conflict(item.key)
-        self.reporter.halted(worker.name, step.failing)
-        self.reporter.owner_paused(worker.name, step.owner_paused)
+        self.reporter.steps(name, policy, progress.moved)
+        self.reporter.halted(name, step.failing)
+        self.reporter.owner_paused(name, step.owner_paused)
         return PassPlan(
-            self._status(worker, policy, body, shown, step, progress),
+            self._status(worker, policy, body, sums, step, progress),
             [(item.action, item.deployment) for item in step.writes],
             slices.cpu(),
             stable=progress.stable,
             policy=policy,
+            resume_at=progress.moved.resume_at,
         )
 
     def may_write(self, policy: str, workload: Mapping[str, Any], action: Action) -> bool:
         """Whether the policy's rollout would let this write go to the workload now (admission
-        asks, for an owner's update): the same `rollout.step` a pass takes, over the cache, with
-        the workload as the update would leave it. A burst of updates admitted before the watch
-        shows the first of them can go past the budget by the updates in that burst."""
+        asks, for an owner's update): the decision a pass takes, with the workload as the
+        update would leave it. A burst of updates admitted before the watch shows the first of
+        them can go past the budget by the updates in that burst."""
         entry = self.cache.policy(policy)
         if entry is None:
             return False
+        current = self.rollouts.of(policy)
+        assert current is not None
+        context = Context.of(entry[0], current, entry[1].get("status") or {})
+        sums = self._current(policy, context)
+        if sums is None:
+            # No pass has counted this policy as it is now: count it here, as a pass would.
+            sums = Tally(context, self._stamp())
+            for key in self._concerning(policy):
+                self._enter(sums, key)
+            self.tallies[policy] = sums
         key = Key.of(workload)
-        items = [
-            rollout.Item(other, deployment, mine)
-            for other, deployment in self.cache.concerning(policy)
-            if other != key
-            for mine in self.plans.plan(deployment)
-            if mine.policy == policy
-        ]
-        items.append(rollout.Item(key, workload, action))
-        return any(item.key == key for item in _step(entry[0], items).writes)
+        item = rollout.Item(key, workload, action)
+        labels = self.cache.namespace_labels(key.namespace)
+        return sums.admits(key, tally.entry(context, item, item, labels, _now()))
 
-    async def _items(
-        self, policy: str, slices: Slices
-    ) -> tuple[list[rollout.Item], list[rollout.Item]]:
-        """This policy's planned action on every Deployment that matches or carries it: to
-        carry out, and to show. They differ only where a reported Deployment whose writes kept
-        failing is due another try: it is tried, and shown as the conflict it is until a write
-        goes through."""
-        items, shown = [], []
+    def forget(self, policy: str) -> None:
+        self.tallies.pop(policy, None)
+        self._checked.pop(policy, None)
+
+    def due_in(self, policy: str, resume_at: datetime.datetime | None) -> float | None:
+        """Seconds until a pass would find something changed that no event announces, since
+        its last pass: a step's pause ending (`resume_at`), or a workload's (`_due`)."""
+        checked = self._checked.get(policy, 0.0)
+        due = [moment for _, moment in self._due(policy)]
+        if resume_at is not None:
+            due.append(time.time() + (resume_at - _now()).total_seconds())
+        later = [moment for moment in due if moment > checked]
+        return max(0.0, min(later) - time.time()) if later else None
+
+    def _due(self, policy: str) -> Iterator[tuple[Key, float]]:
+        """Workloads that change without an event, and when (wall clock, seconds): one still
+        rolling out misses its progress deadline, one whose writes keep failing is due another
+        try."""
+        if (sums := self.tallies.get(policy)) is not None:
+            for key, moment in sums.fails_at.items():
+                yield key, moment.timestamp()
+        offset = time.time() - time.monotonic()
+        for key, failing in self.reporter.memory(policy).failing.items():
+            yield key, failing.retry_at + offset
+
+    def _come_due(self, policy: str) -> set[Key]:
+        """The workloads that changed without an event since the policy's last pass."""
+        checked, self._checked[policy] = self._checked.get(policy, 0.0), time.time()
+        return {key for key, moment in self._due(policy) if checked < moment <= time.time()}
+
+    def _stamp(self) -> tuple[int, int]:
+        """What else every plan was made from: policies' specs, namespaces, rollouts."""
+        return (self.cache.epoch, self.rollouts.version)
+
+    def _current(self, policy: str, context: Context) -> Tally | None:
+        """The policy's tally, if its entries were classified as they would be now."""
+        sums = self.tallies.get(policy)
+        if sums is None or sums.context != context or sums.stamp != self._stamp():
+            return None
+        return sums
+
+    def _concerning(self, policy: str) -> set[Key]:
+        """Every workload the policy concerns, and those its tally or reports still name."""
         memory = self.reporter.memory(policy)
-        concerning = self.cache.concerning(policy)
-        for key in memory.conflicts.keys() - {key for key, _ in concerning}:
-            memory.no_conflict(key)  # neither selected nor carrying the policy any more
-        for index, (key, deployment) in enumerate(concerning):
+        held = self.tallies.get(policy)
+        keys = set(self.cache.concerning_keys(policy)) | memory.conflicts.keys()
+        return keys | (held.entries.keys() if held is not None else set())
+
+    async def _fill(self, sums: Tally, keys: Iterable[Key], slices: Slices) -> None:
+        for index, key in enumerate(keys):
             if index % SLICE_CHECK == 0:
                 await slices.pause()
-            mine = next((a for a in self.plans.plan(deployment) if a.policy == policy), None)
-            if mine is None:
-                # A namespace's labels changed while the pass yielded: no longer selected.
-                memory.no_conflict(key)
-                continue
-            rejected = memory.rejected.get(key)
-            failing = memory.failing.get(key)
-            if (
-                rejected
-                and mine.body is not None
-                and rejected.revision == mine.revision
-                and rejected.inputs == plan_inputs(deployment)
-            ):
-                # The same write was refused (or did not converge) for the workload as it is:
-                # a conflict, or a removal held, until either changes.
-                kind = Kind.REMOVE if mine.kind is Kind.REMOVE else Kind.CONFLICT
-                mine = replace(mine, kind=kind, body=None, conflict=rejected.reason)
-            elif failing and mine.kind is Kind.APPLY:
-                # Its writes keep failing: it waits for its next try, and the rollout goes on
-                # without it.
-                reported = Action(
-                    mine.policy, Kind.CONFLICT, conflict=failing.reason, revision=mine.revision
-                )
-                if failing.waiting():
-                    mine = reported if failing.reported else replace(mine, body=None)
-                elif failing.reported:
-                    items.append(rollout.Item(key, deployment, mine))
-                    shown.append(rollout.Item(key, deployment, reported))
-                    continue
-            items.append(rollout.Item(key, deployment, mine))
-            shown.append(items[-1])
-        return items, shown
+            self._report(sums.context.policy, key, self._enter(sums, key))
+
+    def _enter(self, sums: Tally, key: Key) -> rollout.Item | None:
+        """Classify the workload into the tally (or drop it: gone, or no longer the policy's
+        concern); returns what it shows."""
+        policy = sums.context.policy
+        workload = self.cache.workload(key)
+        pair = None
+        if workload is not None and policy in self.cache.concerned(key):
+            pair = self._item(policy, key, workload)
+        if pair is None:
+            sums.drop(key)
+            return None
+        todo, shown = pair
+        labels = self.cache.namespace_labels(key.namespace)
+        sums.put(key, tally.entry(sums.context, todo, shown, labels, _now()))
+        return shown
+
+    def _report(self, policy: str, key: Key, shown: rollout.Item | None) -> None:
+        memory = self.reporter.memory(policy)
+        if shown is None:
+            memory.no_conflict(key)
+        elif shown.action.kind is Kind.CONFLICT:
+            self.reporter.conflict(policy, shown.deployment, shown.action.conflict)
+        elif shown.action.kind is Kind.REMOVE and shown.action.conflict:
+            self.reporter.removal_blocked(policy, shown.deployment, shown.action.conflict)
+        else:
+            memory.no_conflict(key)
+
+    def _item(
+        self, policy: str, key: Key, deployment: Mapping[str, Any]
+    ) -> tuple[rollout.Item, rollout.Item] | None:
+        """This policy's planned action on the workload: to carry out, and to show (None: not
+        its concern). They differ only where a reported workload whose writes kept failing is
+        due another try: it is tried, and shown as the conflict it is until a write goes
+        through."""
+        memory = self.reporter.memory(policy)
+        mine = next((a for a in self.plans.plan(deployment) if a.policy == policy), None)
+        if mine is None:
+            return None
+        rejected = memory.rejected.get(key)
+        failing = memory.failing.get(key)
+        if (
+            rejected
+            and mine.body is not None
+            and rejected.revision == mine.revision
+            and rejected.inputs == plan_inputs(deployment)
+        ):
+            # The same write was refused (or did not converge) for the workload as it is:
+            # a conflict, or a removal held, until either changes.
+            kind = Kind.REMOVE if mine.kind is Kind.REMOVE else Kind.CONFLICT
+            mine = replace(mine, kind=kind, body=None, conflict=rejected.reason)
+        elif failing and mine.kind is Kind.APPLY:
+            # Its writes keep failing: it waits for its next try, and the rollout goes on
+            # without it.
+            reported = Action(
+                mine.policy, Kind.CONFLICT, conflict=failing.reason, revision=mine.revision
+            )
+            if failing.waiting():
+                mine = reported if failing.reported else replace(mine, body=None)
+            elif failing.reported:
+                return rollout.Item(key, deployment, mine), rollout.Item(key, deployment, reported)
+        item = rollout.Item(key, deployment, mine)
+        return item, item
 
     def _status(
         self,
         worker: Worker,
         policy: Policy,
         body: Mapping[str, Any],
-        items: list[rollout.Item],
+        sums: Tally,
         step: rollout.Step,
         progress: waves.Progress,
     ) -> dict[str, Any] | None:
         """The status to write now, or None: unchanged, or a rollout's moving counts that wait
         for STATUS_INTERVAL to pass (then `status_due` says so)."""
-        by_kind: dict[WorkloadKind, list[tuple[Action, Mapping[str, Any]]]] = {
-            kind: [] for kind in policy.spec.kinds
-        }
-        for item in items:
-            by_kind.setdefault(item.key.kind, []).append((item.action, item.deployment))
-        revision = policy.spec.revision
-        per_kind = {kind: status.count(pairs, revision) for kind, pairs in by_kind.items()}
+        per_kind = {kind: status.Counts() for kind in policy.spec.kinds} | sums.counts()
         for kind, counted in per_kind.items():
             metrics.set_counts(worker.name, kind.value, **asdict(counted))
-        metrics.forget(worker.name, (kind.value for kind in WorkloadKind if kind not in by_kind))
+        metrics.forget(worker.name, (kind.value for kind in WorkloadKind if kind not in per_kind))
         counts = status.total(per_kind.values())
-        examples = sorted(
-            f"{item.key}: {item.action.conflict}" for item in items if item.action.conflict
-        )
+        examples = sorted(f"{key}: {conflict}" for key, conflict in sums.conflicts.items())
         old = body.get("status") or {}
         steps = waves.steps_of(policy)
         position = progress.moved.position
@@ -237,7 +314,7 @@ class Passes:
             policy,
             counts,
             old,
-            kinds=(kind for kind, pairs in by_kind.items() if pairs),
+            kinds=sums.kinds(),
             failing=step.failing,
             owner_paused=step.owner_paused,
             conflict_examples=examples,
@@ -278,16 +355,8 @@ def _export(worker: Worker, policy: Policy, new: Mapping[str, Any], counts: stat
         metrics.LAST_PROGRESS.labels(policy=worker.name).set(time.time())
 
 
-def _step(policy: Policy, items: list[rollout.Item]) -> rollout.Step:
-    strategy = policy.spec.update_strategy
-    return rollout.step(
-        items,
-        max_concurrent=strategy.max_concurrent,
-        paused=strategy.paused,
-        policy_created=policy.created,
-        progress_deadline_seconds=strategy.progress_deadline_seconds,
-        now=datetime.datetime.now(datetime.UTC),
-    )
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
 
 
 def status_time() -> str:

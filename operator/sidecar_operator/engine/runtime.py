@@ -130,7 +130,7 @@ class Runtime:
         for name in before | now:
             worker = self.workers.get(name)  # none yet: its first pass covers everything
             if worker is not None:
-                worker.poke()
+                worker.changed(key)
         orphans = [name for name in now if self.cache.policy(name) is None]
         if orphans:
             self.cleanup.remove_orphans(record, orphans)
@@ -226,8 +226,9 @@ class Runtime:
             self.plans.forget(key)
 
     def poke_all(self) -> None:
+        """Every policy plans every workload again (a listing, a namespace, a takeover)."""
         for worker in self.workers.values():
-            worker.poke()
+            worker.recount()
 
     # -- one policy's loop -----------------------------------------------------------------
 
@@ -245,7 +246,9 @@ class Runtime:
             self.reporter.flush(name)
             now = time.monotonic()
             status_due = worker.status_due and now - worker.status_written >= STATUS_INTERVAL
-            if not poked and not status_due and now - last_pass < self.resync_seconds:
+            if now - last_pass >= self.resync_seconds:
+                worker.full = True
+            elif not poked and not status_due and not self._come_due(worker):
                 continue
             if not self.leadership.active:
                 await asyncio.sleep(1.0)  # a standby writes nothing; Kopf stops this worker soon
@@ -278,12 +281,19 @@ class Runtime:
         back by STATUS_INTERVAL, or aggregated Events. A hundred idle workers that woke every
         second to find nothing due took a tenth of the operator's CPU at rest."""
         due = last_pass + self.resync_seconds
+        come_due = self.passes.due_in(worker.name, worker.resume_at)
+        if come_due is not None:
+            due = min(due, time.monotonic() + come_due)
         if worker.status_due:
             due = min(due, worker.status_written + STATUS_INTERVAL)
         events = self.reporter.events_due(worker.name)
         if events is not None:
             due = min(due, events)
         return max(0.0, due - time.monotonic())
+
+    def _come_due(self, worker: Worker) -> bool:
+        due = self.passes.due_in(worker.name, worker.resume_at)
+        return due is not None and due <= 0
 
     async def _settled(self) -> None:
         """Policies applied together (`kubectl apply -f` of a directory) arrive one by one. A
@@ -303,6 +313,7 @@ class Runtime:
             worker.urgent.clear()
             planned = await self.passes.prepare(worker)
             self.pacer.spent(planned.cpu)
+        worker.resume_at = planned.resume_at
         if planned.policy is not None:
             await self.keeper.sync(planned.policy, planned.stable)
         if planned.status is not None and self.leadership.active:
@@ -326,7 +337,8 @@ class Runtime:
                 # After the batch, so they do not compete with its writes.
                 for announcement in announced:
                     self.reporter.announce(announcement)
-            worker.poke()  # the next pass counts what the writes did
+            for _, workload in planned.writes:
+                worker.changed(key_of(workload))  # the next pass counts what the writes did
         return Outcome.FAILED in outcomes
 
     def admit(
@@ -363,6 +375,7 @@ class Runtime:
         self.reporter.forget(name)
         metrics.forget(name, (kind.value for kind in WorkloadKind), step=True)
         self.rollouts.forget(name)
+        self.passes.forget(name)
 
 
 def _step(status: Mapping[str, Any] | None) -> tuple[Any, Any]:

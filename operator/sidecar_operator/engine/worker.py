@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass, field
 from typing import Any
 
+from sidecar_operator.core.types import Key
 from sidecar_operator.engine.flags import Flag
 
 RETRY_FIRST = 1.0  # after a failed pass or write, try again this soon, doubling up to RETRY_MAX
@@ -18,6 +20,9 @@ class Worker:
     name: str
     wake: Flag = field(default_factory=Flag)
     urgent: Flag = field(default_factory=Flag)  # plan without waiting: the policy itself changed
+    dirty: set[Key] = field(default_factory=set)  # workloads whose events the next pass plans
+    full: bool = True  # the next pass plans every workload (`passes.Passes.prepare`)
+    resume_at: datetime.datetime | None = None  # when the current step's pause ends
     asked: tuple[int, str, str] = (0, "", "")  # `Policy.asked`, as the last pass saw it
     status_written: float = 0.0
     status_due: bool = False  # a changed status waits for STATUS_INTERVAL to pass
@@ -26,6 +31,16 @@ class Worker:
     progress: tuple[Any, ...] = ()  # what the rollout last stood at (`passes._export`)
 
     def poke(self) -> None:
+        self.wake.set()
+
+    def changed(self, key: Key) -> None:
+        """A workload the policy concerns (or did) changed."""
+        self.dirty.add(key)
+        self.wake.set()
+
+    def recount(self) -> None:
+        """Something that may change every workload's plan changed."""
+        self.full = True
         self.wake.set()
 
     def failed(self) -> float:

@@ -140,6 +140,9 @@ class Cache:
         """The workloads the policy selects or owns fields on, as a list (see `workloads`)."""
         return [(key, self._workloads[key]) for key in self._concerns.workloads(policy)]
 
+    def concerning_keys(self, policy: str) -> list[Key]:
+        return self._concerns.workloads(policy)
+
     def concern_count(self, policy: str) -> int:
         return self._concerns.count(policy)
 

@@ -1,0 +1,130 @@
+"""A policy's tally kept event by event equals the one a full pass counts: any sequence of
+workload events and passes (with their writes, against a fake API) leaves the same counts, steps,
+budget and pending writes as classifying every workload again."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sidecar_operator.core.tally import Tally
+from sidecar_operator.engine.runtime import Runtime
+from tests.test_write_faults import DEPLOYMENT, POLICY_OBJECT, FakeApi, runtime
+
+NAMES = [f"app-{index}" for index in range(6)]
+
+# One workload's state as an event brings it.
+state_strategy = st.fixed_dictionaries(
+    {
+        "selected": st.booleans(),
+        "rolled_out": st.booleans(),
+        "available": st.integers(0, 2),
+        "owner_paused": st.booleans(),
+        "deadline_missed": st.booleans(),
+        "own_sidecar": st.booleans(),  # the app runs a container of the sidecar's name
+        "created": st.sampled_from(["2025-06-01T00:00:00Z", "2026-06-01T00:00:00Z"]),
+    }
+)
+event_strategy = st.one_of(
+    st.tuples(st.just("put"), st.sampled_from(NAMES), state_strategy),
+    st.tuples(st.just("delete"), st.sampled_from(NAMES), st.none()),
+    st.tuples(st.just("pass"), st.none(), st.none()),
+)
+
+
+class Events:
+    """Workload events as the watch brings them, each with a newer resourceVersion."""
+
+    def __init__(self, state: Runtime, api: FakeApi) -> None:
+        self.state = state
+        self.api = api
+        self.versions = itertools.count(100)
+
+    def put(self, name: str, shape: dict[str, Any]) -> None:
+        base = copy.deepcopy(self.api.stored.get(name) or DEPLOYMENT)
+        metadata = base["metadata"]
+        metadata.update(
+            name=name,
+            uid=f"u-{name}",
+            resourceVersion=str(next(self.versions)),
+            generation=int(metadata.get("generation") or 1) + 1,
+            creationTimestamp=shape["created"],
+            labels={"tier": "web"} if shape["selected"] else {"tier": "batch"},
+        )
+        spec = base["spec"]
+        spec["paused"] = shape["owner_paused"]
+        containers = [c for c in spec["template"]["spec"]["containers"] if c["name"] == "app"]
+        containers += [
+            c for c in spec["template"]["spec"]["containers"] if c["name"] == "fluent-bit"
+        ]
+        if shape["own_sidecar"] and len(containers) == 1:
+            containers.append({"name": "fluent-bit", "image": "the-app-s-own:1"})
+        spec["template"]["spec"]["containers"] = containers
+        generation = metadata["generation"]
+        conditions = [{"type": "Available", "status": "True" if shape["rolled_out"] else "False"}]
+        if shape["deadline_missed"]:
+            conditions.append(
+                {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}
+            )
+        base["status"] = {
+            "observedGeneration": generation if shape["rolled_out"] else generation - 1,
+            "replicas": 1,
+            "updatedReplicas": 1,
+            "availableReplicas": shape["available"],
+            "conditions": conditions,
+        }
+        self.api.stored[name] = base
+        self.state.workload_changed(copy.deepcopy(base), deleted=False)
+
+    def delete(self, name: str) -> None:
+        gone = self.api.stored.pop(name, None)
+        if gone is not None:
+            self.state.workload_changed(gone, deleted=True)
+
+
+def summary(tally: Tally) -> dict[str, Any]:
+    step = tally.step()
+    return {
+        "entries": sorted(tally.entries),
+        "counts": tally.counts(),
+        "steps": tally.step_counts(),
+        "matched": tally.matched,
+        "in_flight": step.in_flight,
+        "failing": step.failing,
+        "owner_paused": step.owner_paused,
+        "conflicts": dict(tally.conflicts),
+        "writes": sorted(item.key for item in step.writes),
+        "waiting": step.waiting,
+    }
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events=st.lists(event_strategy, min_size=1, max_size=25), budget=st.integers(1, 3))
+async def test_incremental_counts_equal_a_full_pass(events: list[Any], budget: int) -> None:
+    api = FakeApi()
+    state, _ = runtime(api, *(copy.deepcopy(DEPLOYMENT),))
+    policy = copy.deepcopy(POLICY_OBJECT)
+    policy["spec"]["selector"] = {"matchLabels": {"tier": "web"}}
+    policy["spec"]["updateStrategy"] = {"maxConcurrent": budget}
+    state.cache.put_policy(policy)
+    feed = Events(state, api)
+    worker = state.worker("logs")
+    await state.run_pass(worker)  # the first pass is a full one
+    for kind, name, shape in events:
+        if kind == "put":
+            feed.put(name, shape)
+        elif kind == "delete":
+            feed.delete(name)
+        else:
+            await state.run_pass(worker)  # writes too: their answers are events of their own
+    assert not worker.full
+    await state.passes.prepare(worker)  # counts what the last events brought, incrementally
+    kept = summary(state.passes.tallies["logs"])
+
+    worker.full = True
+    await state.passes.prepare(worker)
+    assert kept == summary(state.passes.tallies["logs"])
