@@ -309,8 +309,8 @@ def test_a_review_the_operator_cannot_use_is_allowed_unchanged(
 def test_a_body_that_is_no_review_fails_the_call_and_denies_nothing(
     webhook_port: int, webhook_certs: Path
 ) -> None:
-    """Kopf cannot answer without the request's uid: the call fails, and the configuration's
-    failurePolicy Ignore lets the workload in."""
+    """Without the request's resource and operation it is no review: the call fails, and the
+    configuration's failurePolicy Ignore lets the workload in."""
     status, answer = _review(webhook_port, webhook_certs, {"request": {"uid": "1"}})
     assert status >= 400 and answer == {}
 

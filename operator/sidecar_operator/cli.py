@@ -174,7 +174,6 @@ def run(
         webhook = handlers.Webhook(
             webhook_port, webhook_certs, webhook_secret, webhook_service, webhook_configuration
         )
-        handlers.serve_admission()
     options = handlers.Options(identity, operator_namespace, resync_seconds, peering, webhook)
     if metrics_port:
         metrics.serve(metrics_port)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,9 +21,7 @@ from typing import Any
 import kopf
 import structlog
 
-from sidecar_operator import metrics
 from sidecar_operator.api import names
-from sidecar_operator.api.kinds import WorkloadKind, dig
 from sidecar_operator.engine.leadership import LIFETIME, Identity, Leadership
 from sidecar_operator.engine.runtime import Runtime
 from sidecar_operator.engine.tasks import spawn
@@ -32,6 +29,7 @@ from sidecar_operator.engine.watches import Watches
 from sidecar_operator.engine.writer import WRITERS
 from sidecar_operator.kube.client import ApiError, KubeApi
 from sidecar_operator.kube.events import POSTERS, EventPoster
+from sidecar_operator.webhook import AdmissionServer
 
 log = structlog.get_logger()
 POLICIES = (f"{names.GROUP}/{names.VERSION}", names.PLURAL)
@@ -113,7 +111,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         # policy are not Kopf's to set), so Kopf only serves it.
         certs = await _webhook_certs(kube, options.webhook, options.operator_namespace)
         settings.admission.managed = None
-        settings.admission.server = kopf.WebhookServer(
+        settings.admission.server = AdmissionServer(
+            memo,
             addr="0.0.0.0",  # the API server calls in from outside the pod
             port=options.webhook.port,
             certfile=str(certs / "tls.crt"),
@@ -229,72 +228,3 @@ async def policy_deleted(name: str, memo: kopf.Memo, **_: Any) -> None:
             f"could not clean up {len(failures)} workloads: {'; '.join(failures[:5])}", delay=5
         )
     state.forget(name)
-
-
-# -- admission -------------------------------------------------------------------------------
-
-ADMISSION_ID = "inject.sidecars.dev"  # the webhook's URL path; a DNS name, as service paths need
-WORKLOAD_RESOURCES = frozenset(
-    {
-        ("apps", "deployments"),
-        ("apps", "statefulsets"),
-        ("apps", "daemonsets"),
-        ("batch", "cronjobs"),
-    }
-)
-
-
-def serve_admission() -> None:
-    """Register the mutating webhook (only when served: Kopf refuses to start with admission
-    handlers and no server)."""
-    kopf.on.mutate(
-        # Every resource, not only workloads: Kopf answers a review of a resource without
-        # handlers with a 404, which a configuration with failurePolicy Fail would turn into a
-        # denial. `admit` allows what it does not handle, unchanged.
-        kopf.EVERYTHING,
-        id=ADMISSION_ID,
-        operations=["CREATE", "UPDATE"],
-        ignore_failures=True,
-    )(admit)
-
-
-async def admit(
-    body: kopf.Body,
-    old: kopf.Body | None,
-    patch: kopf.Patch,
-    memo: kopf.Memo,
-    resource: kopf.Resource,
-    subresource: str | None,
-    **_: Any,
-) -> None:
-    """Does to a workload being created, or updated by its owner, what the controller would do
-    now. Never denies: Kopf answers a handler's exception with a denial, so any failure lets the
-    workload in unchanged (the controller catches up after)."""
-    if subresource or (resource.group, resource.plural) not in WORKLOAD_RESOURCES:
-        return  # scale and status have no pod template; other resources are not ours
-    started = time.perf_counter()
-    try:
-        runtime: Runtime | None = memo.get("runtime")
-        before = None if old is None else dict(old)
-        changed = None if runtime is None else runtime.admit(dict(body), before)
-    except Exception as error:  # admission must never block a deploy
-        log.warning("Admission failed; the workload goes in unchanged", error=repr(error))
-        metrics.ADMISSION.labels(outcome="failed").observe(time.perf_counter() - started)
-        return
-    outcome = "unchanged" if changed is None else "changed"
-    metrics.ADMISSION.labels(outcome=outcome).observe(time.perf_counter() - started)
-    if changed is not None:
-        patch.fns.append(lambda obj: _take(obj, changed, updated=old is not None))
-
-
-def _take(obj: dict[str, Any], changed: dict[str, Any], *, updated: bool) -> None:
-    """What admission changes: the pod template's spec, the revision annotations and, on an
-    update, which policies' managedFields entries stand (`core.admission`)."""
-    obj["metadata"]["annotations"] = changed["metadata"].get("annotations") or {}
-    if updated:
-        obj["metadata"]["managedFields"] = changed["metadata"]["managedFields"]
-    path = WorkloadKind.of(changed).template_path
-    template = obj
-    for key in path:
-        template = template.setdefault(key, {})
-    template["spec"] = dig(changed, (*path, "spec"))

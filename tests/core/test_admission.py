@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import jsonpatch
 import pytest
 
 from sidecar_operator.api.kinds import WorkloadKind
@@ -226,3 +227,39 @@ def test_a_replace_gets_back_the_current_revision_it_carried_budget_or_pause_asi
     assert workloads.pod_spec(admitted) == workloads.pod_spec(owners_update(old, replace=False))
     (action,) = planner.plan(admitted, {}, [V2_PAUSED])
     assert action.change is Change.ADOPT
+
+
+def patched(reviewed: dict[str, Any], admitted: dict[str, Any], *, updated: bool) -> Any:
+    """The object as the API server leaves it after the webhook's JSON patch."""
+    operations = admission.json_patch(reviewed, admitted, updated=updated)
+    assert len(operations) <= 4  # the fields admission changes, not a diff of the object
+    return jsonpatch.apply_patch(reviewed, operations)
+
+
+@pytest.mark.parametrize("kind", list(WorkloadKind), ids=str)
+def test_the_webhook_s_patch_makes_the_created_workload_what_admission_decided(
+    kind: WorkloadKind,
+) -> None:
+    policies = [policy("logs", kinds=[kind.value], volumes=[LOGS], volumeMounts=[MOUNT])]
+    reviewed = workload(kind)
+    admitted = admission.admitted(reviewed, {}, policies, operator_namespace=None)
+    assert admitted is not None and admitted != reviewed
+    # At creation the policies' entries are left out (`created_with`): the patch leaves the
+    # object's managedFields alone.
+    assert patched(reviewed, admitted, updated=False) == created_with(admitted)
+
+
+def test_the_webhook_s_patch_makes_an_owners_update_what_admission_decided() -> None:
+    old = stored_with([V1])
+    new = owners_update(old, replace=True)
+    admitted = admission.admitted(new, {}, [V2_PAUSED], operator_namespace=None, old=old)
+    assert admitted is not None
+    assert patched(new, admitted, updated=True) == admitted
+
+
+def test_the_webhook_s_patch_adds_a_pod_template_the_object_lacks() -> None:
+    bare = workload()
+    del bare["spec"]["template"]
+    admitted = copy.deepcopy(workload())
+    admitted["metadata"]["annotations"] = {"policy.sidecars.dev/logs": "1"}
+    assert patched(bare, admitted, updated=False) == admitted

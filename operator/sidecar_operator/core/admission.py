@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from sidecar_operator.api.kinds import WorkloadKind, nest
+from sidecar_operator.api.kinds import WorkloadKind, dig, nest
 from sidecar_operator.api.models import Policy
 from sidecar_operator.api.names import FIELD_MANAGER_PREFIX
 from sidecar_operator.core import bodies, planner, ssa, workloads
@@ -176,3 +176,28 @@ def _kept(workload: Workload, old: Workload, policy: str) -> dict[str, Any] | No
         if entry["manager"] == field_manager(policy)
     ]
     return kept
+
+
+def json_patch(workload: Workload, changed: Workload, *, updated: bool) -> list[dict[str, Any]]:
+    """The JSON patch (RFC 6902) that takes the workload under review to what `admitted` made
+    of it: a handful of operations on the fields admission changes (the pod template's spec,
+    the revision annotations and, on an update, the policies' managedFields entries), not a
+    diff of the whole object."""
+    metadata = changed["metadata"]
+    operations = [_add(("metadata", "annotations"), metadata.get("annotations") or {})]
+    if updated:
+        operations.append(_add(("metadata", "managedFields"), metadata["managedFields"]))
+    path = (*WorkloadKind.of(changed).template_path, "spec")
+    node: Any = workload
+    for depth, key in enumerate(path[:-1], start=1):
+        node = node.get(key) if isinstance(node, Mapping) else None
+        if node is None:
+            operations.append(_add(path[:depth], {}))
+    operations.append(_add(path, dig(changed, path)))
+    return operations
+
+
+def _add(path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    """`add` sets a member whether or not it is there (RFC 6902, 4.1); the keys admission sets
+    need no escaping."""
+    return {"op": "add", "path": "/" + "/".join(path), "value": value}
