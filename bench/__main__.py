@@ -1,5 +1,6 @@
 """`make bench`: `python -m bench [--sizes 100,1000,5000] [--rounds 3] [--policies 100
---policies-n 5000] [--admission 1000] [--defaults 1000] [--waves 1000] [--peers 100,1000]`."""
+--policies-n 5000] [--admission 1000] [--defaults 1000] [--waves 1000] [--churn 1000,5000,20000]
+[--admission-latency 1000,5000] [--peers 100,1000]`."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
-from bench.admission import run_admission
+from bench.admission import run_admission, run_latency
+from bench.churn import run_churn
 from bench.cluster import ROOT
 from bench.defaults import run_defaults
 from bench.many import run_many
@@ -68,6 +70,8 @@ async def main(
     admission: int,
     defaults: int,
     waves: int,
+    churn: list[int],
+    latency: list[int],
     peers: list[int],
 ) -> None:
     started = time.monotonic()
@@ -77,6 +81,8 @@ async def main(
     admitted: dict[str, Any] | None = None
     every_default: dict[str, Any] | None = None
     in_steps: dict[str, Any] | None = None
+    churned: list[dict[str, Any]] = []
+    latencies: list[dict[str, Any]] = []
 
     def save() -> str:
         """After each scenario, not only at the end: a later one that fails (an operator that
@@ -92,6 +98,8 @@ async def main(
             "admission": admitted,
             "defaults": every_default,
             "waves": in_steps,
+            "churn": churned,
+            "admission_latency": latencies,
         }
         table = report.write(summary, out)
         say(f"wrote {', '.join(report.files(summary))} in {out} after {summary['seconds']}s")
@@ -128,6 +136,12 @@ async def main(
         table = save()
     if waves:
         in_steps = (await run_waves(waves)).summary()
+        table = save()
+    for n in churn:
+        churned.append((await run_churn(n)).summary())
+        table = save()
+    for n in latency:
+        latencies.append((await run_latency(n)).summary())
         table = save()
     print(table)
 
@@ -186,14 +200,31 @@ def cli() -> None:
         help="sizes at which the peers (a textbook Kopf operator, Kyverno) run between the "
         "operator's rounds; each is added to --sizes (empty or 0: no peers)",
     )
+    parser.add_argument(
+        "--churn",
+        default="",
+        help="existing Deployments of the churn scenario, each size on a fresh cluster: then "
+        "20 creates a second for 60 s, the operator's reaction against the floor's (empty: off)",
+    )
+    parser.add_argument(
+        "--admission-latency",
+        default="",
+        help="existing Deployments at which the webhook's latency is measured against a "
+        "trivial webhook's, in the same run (empty: off)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
     sizes = [n for n in (int(s) for s in args.sizes.split(",") if s.strip()) if n]
     peers = [n for n in (int(s) for s in args.peers.split(",") if s.strip()) if n]
     sizes = sorted({*sizes, *peers})
-    if not (sizes or args.policies or args.admission or args.defaults or args.waves):
+    churn = [int(s) for s in args.churn.split(",") if s.strip()]
+    latency = [int(s) for s in args.admission_latency.split(",") if s.strip()]
+    if not (
+        sizes or args.policies or args.admission or args.defaults or args.waves or churn or latency
+    ):
         parser.error(
-            "nothing to run: give --sizes, --policies, --admission, --defaults, --waves or --peers"
+            "nothing to run: give --sizes, --policies, --admission, --admission-latency, "
+            "--defaults, --waves, --churn or --peers"
         )
     tune = [int(c) for c in args.tune.split(",")] if args.tune else None
     asyncio.run(
@@ -209,6 +240,8 @@ def cli() -> None:
             admission=args.admission,
             defaults=args.defaults,
             waves=args.waves,
+            churn=churn,
+            latency=latency,
             peers=peers,
         )
     )

@@ -7,27 +7,35 @@ one. The webhook's latency is the API server's own histogram of its calls, over 
 creates at once (0 replicas); its buckets are coarse (5, 25, 100, 500 ms, ...), so p50 and p99
 are interpolated within them as Prometheus' `histogram_quantile` does. A create's latency as the
 client sees it, with the webhook and without, is shown beside it.
+
+`run_latency` measures the webhook against its floor in one run: a trivial webhook that allows
+everything unchanged (`bench.trivial_webhook`, same certificate and host), then the operator's,
+each over the same batches of creates, with N matched Deployments already in the cluster.
 """
 
 from __future__ import annotations
 
 import asyncio
 import statistics
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from bench import cluster
 from bench.cluster import ROOT
-from bench.kube import Api, families
+from bench.kube import Api, Tracker, families
 from bench.measure import TIMEOUT, say
 from bench.process import OperatorProcess, free_port
-from bench.workload import POLICY, Workload, deployment, policy
+from bench.workload import POLICY, Workload, as_policy_object, deployment, policy
+from sidecar_operator.api.models import Policy
 from sidecar_operator.devcluster import admission
 
 AT_ONCE = 50
 BATCHES = 10
 TARGET_P99_MS = 20.0
+TARGET_OVER_FLOOR = 1.5  # the operator's webhook p50 and p99 against the trivial one's
 WEBHOOK_SECONDS = "apiserver_admission_webhook_admission_duration_seconds"
 CONFIGURATIONS = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
 REVISION = f"policy.sidecars.dev/{POLICY}"
@@ -188,3 +196,102 @@ def quantile(buckets: dict[float, float], q: float) -> float:
             return lower + (bound - lower) * (rank - below) / inside
         lower, below = bound, buckets[bound]
     return lower
+
+
+@dataclass
+class LatencyResult:
+    """The webhook's calls as the API server times them, and a create's as the client does:
+    the trivial webhook's and the operator's, with `n` matched Deployments in the cluster."""
+
+    n: int
+    webhook_calls: dict[str, dict[float, float]]  # "floor" / "operator": bound -> count
+    create_ms: dict[str, dict[str, float]]
+
+    def summary(self) -> dict[str, Any]:
+        webhook = {
+            who: {f"p{q}": round(quantile(calls, q / 100) * 1000, 1) for q in (50, 99)}
+            for who, calls in self.webhook_calls.items()
+        }
+        ratios = {
+            q: round(webhook["operator"][q] / webhook["floor"][q], 2)
+            for q in ("p50", "p99")
+            if webhook["floor"][q]
+        }
+        return {
+            "n": self.n,
+            "creates": AT_ONCE * BATCHES,
+            "at_once": AT_ONCE,
+            "webhook_ms": webhook,
+            "create_ms": self.create_ms,
+            "ratios": ratios,
+            "target_ratio": TARGET_OVER_FLOOR,
+            "met": len(ratios) == 2 and all(r <= TARGET_OVER_FLOOR for r in ratios.values()),
+        }
+
+
+async def run_latency(n: int) -> LatencyResult:
+    calls: dict[str, dict[float, float]] = {}
+    creates: dict[str, dict[str, float]] = {}
+    async with cluster.fresh() as (local, api):
+        main = Workload("main", n, replicas=0)
+        await main.create(api)
+        certs = admission.certs(local)
+        port = free_port()
+        operator = OperatorProcess(
+            local.kubeconfig,
+            cluster.operator_log(f"latency-{n}"),
+            args=("--webhook-port", str(port), "--webhook-certs", str(certs)),
+        )
+        operator.start()
+        floor_port = free_port()
+        floor = subprocess.Popen(
+            [sys.executable, "-m", "bench.trivial_webhook", str(floor_port), str(certs)]
+        )
+        try:
+            await operator.warm()
+            tracker = Tracker(api, main.selector, REVISION)
+            await tracker.start()
+            await api.apply(f"{cluster.POLICIES}/{POLICY}", policy("1.0.0"), manager="bench")
+            tracker.expect(_revision_of(policy("1.0.0")), n)
+            await tracker.wait(TIMEOUT)
+            await tracker.stop()
+            await operator.warm(at_least=0)
+            for who, webhook_port in (("floor", floor_port), ("operator", port)):
+                configuration = admission.configuration(
+                    local, ROOT / "manifests" / "webhook.yaml", port=webhook_port
+                )
+                name = configuration["metadata"]["name"]
+                await api.request("POST", CONFIGURATIONS, configuration)
+                await _called(api, who)
+                before = await _webhook_buckets(api)
+                creates[who] = await _creates(api, f"latency-{who}")
+                after = await _webhook_buckets(api)
+                calls[who] = {b: after[b] - before.get(b, 0.0) for b in sorted(after)}
+                await api.request("DELETE", f"{CONFIGURATIONS}/{name}")
+        finally:
+            floor.kill()
+            floor.wait()
+            operator.stop()
+    result = LatencyResult(n, calls, creates)
+    say(f"admission latency N={n}: {result.summary()}")
+    return result
+
+
+def _revision_of(body: dict[str, Any]) -> str:
+    return Policy.from_object(as_policy_object(body, 1)).spec.revision
+
+
+async def _called(api: Api, who: str) -> None:
+    """Until the API server calls the new configuration's webhook (a moment after it exists):
+    its histogram counts a call."""
+    namespace = f"probe-{who}"
+    await api.request("POST", "/api/v1/namespaces", {"metadata": {"name": namespace}})
+    path = f"/apis/apps/v1/namespaces/{namespace}/deployments"
+    before = sum((await _webhook_buckets(api)).values())
+    for attempt in range(100):
+        body = deployment(namespace, f"probe-{attempt}", replicas=0, set_name="probe")
+        await api.request("POST", path, body)
+        if sum((await _webhook_buckets(api)).values()) > before:
+            return
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"the API server never called the {who} webhook")

@@ -37,6 +37,18 @@ def free_port() -> int:
         return port
 
 
+def usage_of(pid: int) -> Usage:
+    """A process's peak resident set (VmHWM) and user+system CPU seconds so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    return Usage(_status_kb(pid, "VmHWM:") / 1024, ticks / CLOCK_TICKS)
+
+
+def _status_kb(pid: int, field: str) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return next(int(line.split()[1]) for line in status.splitlines() if line.startswith(field))
+
+
 class OperatorProcess:
     def __init__(
         self,
@@ -72,14 +84,11 @@ class OperatorProcess:
         return self.process.pid
 
     def usage(self) -> Usage:
-        """Peak resident set (VmHWM) and user+system CPU seconds so far."""
-        status = Path(f"/proc/{self.pid}/status").read_text()
-        peak_kb = next(
-            int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")
-        )
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks = int(fields[11]) + int(fields[12])  # utime, stime
-        return Usage(peak_kb / 1024, ticks / CLOCK_TICKS)
+        return usage_of(self.pid)
+
+    def rss_mb(self) -> float:
+        """The resident set now (VmRSS), not its peak."""
+        return _status_kb(self.pid, "VmRSS:") / 1024
 
     async def warm(
         self, *, quiet_seconds: float = 1.0, at_least: float = 3.0, timeout: float = 300

@@ -35,6 +35,10 @@ def markdown(results: dict[str, Any]) -> str:
         sections.append(_defaults(results["defaults"]))
     if results.get("waves"):
         sections.append(_waves(results["waves"]))
+    if results.get("churn"):
+        sections.append(_churn(results["churn"]))
+    if results.get("admission_latency"):
+        sections.append(_latency(results["admission_latency"]))
     compared = [size for size in results["sizes"] if size.get("peers")]
     if compared:
         sections += [_side_by_side(compared), _peers(compared), _peer_targets(compared)]
@@ -125,6 +129,69 @@ def _waves(result: dict[str, Any]) -> list[str]:
         lines.append(
             f"| {index + 1} | {step:g} | {peer:g} | {ratio:.2f} "
             f"| <= {result['target_ratio']:g} | {met} |"
+        )
+    return lines
+
+
+CHURN_P95_AT_5000 = 0.3  # seconds
+CHURN_FLAT = 1.5  # p95 at the largest N against N=1000's
+CHURN_CPU_MS = 5.0  # operator CPU per create
+
+
+def _churn(results: list[dict[str, Any]]) -> list[str]:
+    """Reaction to new Deployments created 20 a second beside N at rest (bench/churn.py): the
+    operator's and the floor's (one watch, one apply each), with the issue's targets."""
+    lines = [
+        "| churn N | who | creates | p50 s | p95 s | max s | CPU ms per create | target | met |",
+        "|---:|---|---:|---:|---:|---:|---:|---|---|",
+    ]
+    base = next((r["operator"]["p95"] for r in results if r["n"] == 1000), None)
+    for result in results:
+        for who in ("floor", "operator"):
+            churned = result[who]
+            target, met = "", ""
+            if who == "operator":
+                targets = [f"CPU <= {CHURN_CPU_MS:g} ms"]
+                ok = churned["cpu_ms_per_create"] <= CHURN_CPU_MS
+                if result["n"] == 5000:
+                    targets.append(f"p95 <= {CHURN_P95_AT_5000:g} s")
+                    ok = ok and churned["p95"] <= CHURN_P95_AT_5000
+                elif result["n"] > 5000 and base is not None:
+                    targets.append(f"p95 <= {CHURN_FLAT:g} x N=1000's")
+                    ok = ok and churned["p95"] <= CHURN_FLAT * base
+                target, met = ", ".join(targets), _met(ok)
+            lines.append(
+                f"| {result['n']} | {who} | {churned['creates']} | {churned['p50']:g} "
+                f"| {churned['p95']:g} | {churned['max']:g} | {churned['cpu_ms_per_create']:g} "
+                f"| {target} | {met} |"
+            )
+    lines.append("")
+    lines += ["| churn N | first injection s | operator RSS at rest MB |", "|---:|---:|---:|"]
+    for result in results:
+        lines.append(
+            f"| {result['n']} | {result['inject_seconds']:g} | {result['operator_rss_mb']:g} |"
+        )
+    return lines
+
+
+def _latency(results: list[dict[str, Any]]) -> list[str]:
+    """The webhook's calls, as the API server times them, against a trivial webhook's in the
+    same run (bench/admission.py `run_latency`)."""
+    lines = [
+        "| admission, N existing | trivial webhook p50 / p99 ms | operator p50 / p99 ms "
+        "| ratios | create p50 / p99 ms (trivial / operator) | target | met |",
+        "|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for result in results:
+        floor, operator = result["webhook_ms"]["floor"], result["webhook_ms"]["operator"]
+        creates = result["create_ms"]
+        ratios = " / ".join(f"{value:g}" for value in result["ratios"].values())
+        lines.append(
+            f"| {result['n']} | {floor['p50']:g} / {floor['p99']:g} "
+            f"| {operator['p50']:g} / {operator['p99']:g} | {ratios} "
+            f"| {creates['floor']['p50']:g} / {creates['floor']['p99']:g}, "
+            f"{creates['operator']['p50']:g} / {creates['operator']['p99']:g} "
+            f"| <= {result['target_ratio']:g}x | {_met(result['met'])} |"
         )
     return lines
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 from bench import report
-from bench.admission import AdmissionResult, quantile
+from bench.admission import AdmissionResult, LatencyResult, quantile
+from bench.churn import Churned, ChurnResult
 from bench.defaults import DefaultsResult
 from bench.kube import Tracker, write_counts
 from bench.measure import other_writes
@@ -258,3 +259,42 @@ def test_the_every_default_and_waves_reports_judge_their_targets() -> None:
     ) in table
     assert "| 1 | 1.1 | 1 | 1.10 | <= 1.2 | yes |" in table
     assert "| 3 | 3.6 | 2.5 | 1.44 | <= 1.2 | NO |" in table
+
+
+def test_the_churn_report_judges_cpu_per_create_and_p95_flat_in_n() -> None:
+    def churned(n: int, p95: float, cpu: float) -> dict[str, Any]:
+        result = ChurnResult(n, inject_seconds=10.0, rss_mb=100.0)
+        result.floor = Churned([0.01] * 19 + [0.02], cpu_seconds=0.02)
+        result.operator = Churned([0.05] * 19 + [p95], cpu_seconds=cpu)
+        return result.summary()
+
+    results = [churned(1000, 0.2, 0.06), churned(5000, 0.4, 0.06), churned(20000, 0.25, 0.2)]
+    assert results[0]["operator"] == {
+        "creates": 20,
+        "p50": 0.05,
+        "p95": 0.05,
+        "max": 0.2,
+        "cpu_ms_per_create": 3.0,
+    }
+    table = "\n".join(report._churn(results))
+    assert "| 1000 | floor | 20 | 0.01 | 0.01 | 0.02 | 1 |  |  |" in table
+    assert "| 1000 | operator | 20 | 0.05 | 0.05 | 0.2 | 3 | CPU <= 5 ms | yes |" in table
+    assert (
+        "| 5000 | operator | 20 | 0.05 | 0.05 | 0.4 | 3 | CPU <= 5 ms, p95 <= 0.3 s | yes |"
+        in table
+    )
+    assert "| 20000 | operator | 20 | 0.05 | 0.05 | 0.25 | 10 | CPU <= 5 ms, p95 <= 1.5 x" in table
+    assert table.endswith("| 20000 | 10 | 100 |") and "NO |" in table
+
+
+def test_the_admission_latency_is_judged_against_the_trivial_webhook() -> None:
+    floor = {0.005: 400.0, 0.025: 500.0, float("inf"): 500.0}
+    slow = {0.005: 100.0, 0.025: 450.0, 0.1: 500.0, float("inf"): 500.0}
+    creates = {who: {"p50": 9.0, "p99": 30.0} for who in ("floor", "operator")}
+    even = LatencyResult(5000, {"floor": floor, "operator": floor}, creates).summary()
+    assert even["ratios"] == {"p50": 1.0, "p99": 1.0} and even["met"]
+    behind = LatencyResult(5000, {"floor": floor, "operator": slow}, creates).summary()
+    assert not behind["met"]
+    table = "\n".join(report._latency([even, behind]))
+    assert "| 5000 | 3.1 / 24 | 3.1 / 24 | 1 / 1 | 9 / 30, 9 / 30 | <= 1.5x | yes |" in table
+    assert table.endswith("NO |")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import astuple, dataclass
 from typing import Any
@@ -26,11 +27,17 @@ def share(action: Action, revision: str, rolled_out: bool) -> Counts:
     matched. Updated means at the policy's `revision` (not at a stable one that waves keep it
     on); ready, updated and rolled out."""
     if action.kind is Kind.REMOVE:
-        return Counts(blocked=int(bool(action.conflict)))
+        return _shares(0, 0, 0, 0, int(bool(action.conflict)))
     if action.kind is Kind.CONFLICT:
-        return Counts(matched=1, conflicts=1)
+        return _shares(1, 0, 0, 1, 0)
     updated = action.kind is Kind.IN_SYNC and action.revision == revision
-    return Counts(matched=1, updated=int(updated), ready=int(updated and rolled_out))
+    return _shares(1, int(updated), int(updated and rolled_out), 0, 0)
+
+
+@functools.cache
+def _shares(*values: int) -> Counts:
+    """One `Counts` per combination, shared: a tally holds one share per workload."""
+    return Counts(*values)
 
 
 def total(parts: Iterable[Counts]) -> Counts:

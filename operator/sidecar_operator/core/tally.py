@@ -95,7 +95,7 @@ def entry(
     counts = status.share(shown.action, context.revision, rolled)
     place = None
     if shown.action.kind not in (Kind.REMOVE, Kind.CONFLICT):
-        place = waves.place(
+        found = waves.place(
             context.rollout,
             context.step,
             context.policy,
@@ -104,6 +104,7 @@ def entry(
             namespace_labels,
             rolled,
         )
+        place = _PLACES.setdefault(found, found)
     in_sync = action.kind is Kind.IN_SYNC
     owner_paused = workloads.owner_paused(workload)
     failing = (
@@ -257,6 +258,10 @@ def _keep(held: dict[Key, V], key: Key, value: V | None, sign: int) -> None:
         held[key] = value
     else:
         held.pop(key, None)
+
+
+# The distinct places (at most 4 per step): each entry refers to one, not a tuple of its own.
+_PLACES: dict[tuple[int, bool, bool], tuple[int, bool, bool]] = {}
 
 
 _FIELDS = tuple(field.name for field in fields(status.Counts))
