@@ -36,6 +36,8 @@ class Churned:
 
     reactions: list[float] = field(default_factory=list)
     cpu_seconds: float = 0.0
+    created_at: list[float] = field(default_factory=list)  # seconds into the churn, per reaction
+    passes: float | None = None  # the operator's passes over the churn (the floor has none)
 
     def summary(self) -> dict[str, Any]:
         ordered = sorted(self.reactions)
@@ -45,6 +47,17 @@ class Churned:
             "p95": _round(_rank(ordered, 95)),
             "max": _round(ordered[-1] if ordered else math.nan),
             "cpu_ms_per_create": round(1000 * self.cpu_seconds / max(1, len(ordered)), 2),
+            "passes_per_create": None
+            if self.passes is None
+            else round(self.passes / max(1, len(ordered)), 2),
+            # When the slowest were created: spread out, or in bursts (a full pass, a GC)?
+            "slowest": sorted(
+                (
+                    (round(at, 1), round(r, 3))
+                    for at, r in zip(self.created_at, self.reactions, strict=True)
+                ),
+                key=lambda pair: -pair[1],
+            )[:10],
         }
 
 
@@ -93,17 +106,23 @@ async def run_churn(n: int) -> ChurnResult:
 
         floor = subprocess.Popen(
             [sys.executable, "-m", "bench.floor", cluster.NAME, _selector("floor"), TAG],
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         try:
-            await asyncio.sleep(3)  # listed, watching
+            assert floor.stdout is not None
+            said = await asyncio.to_thread(floor.stdout.readline)  # listed: its watch starts
+            if said.strip() != "watching":
+                raise RuntimeError(f"the floor did not start: {said!r}")
             say(f"churn N={n}: the floor, {RATE} creates a second for {SECONDS} s")
             result.floor = await _churn(api, "floor", revision, lambda: usage_of(floor.pid))
         finally:
             floor.kill()
             floor.wait()
 
-        operator = OperatorProcess(kube.kubeconfig, cluster.operator_log(f"churn-{n}"))
+        operator = OperatorProcess(
+            kube.kubeconfig, cluster.operator_log(f"churn-{n}"), metrics=True
+        )
         operator.start()
         try:
             await operator.warm()
@@ -117,7 +136,9 @@ async def run_churn(n: int) -> ChurnResult:
             await operator.warm(at_least=0)
             result.rss_mb = operator.rss_mb()
             say(f"churn N={n}: injected in {result.inject_seconds:.1f} s; the operator's churn")
+            passes = sum((await operator.passes()).values())
             result.operator = await _churn(api, "churn", revision, operator.usage)
+            result.operator.passes = sum((await operator.passes()).values()) - passes
         finally:
             operator.stop()
     say(f"churn N={n}: {result.summary()}")
@@ -158,7 +179,11 @@ async def _churn(api: Api, set_name: str, revision: str, usage: Any) -> Churned:
     missing = churn.count - len(tracker.reached)
     if missing:
         raise TimeoutError(f"{set_name}: {missing} new Deployments never got the sidecar")
-    return Churned([tracker.reached[key] - at for key, at in returned.items()], spent)
+    return Churned(
+        [tracker.reached[key] - at for key, at in returned.items()],
+        spent,
+        [at - began for at in returned.values()],
+    )
 
 
 def _rank(ordered: list[float], pct: float) -> float:

@@ -3,7 +3,7 @@ process of its own whose CPU the bench reads. One watch of the new Deployments, 
 without the sidecar one server-side apply of a body the planner made once (only its name and
 namespace change). Whatever the operator spends per create above this is its own work.
 
-`python -m bench.floor CLUSTER SELECTOR TAG`; runs until killed."""
+`python -m bench.floor CLUSTER SELECTOR TAG`; says "watching" once listed, runs until killed."""
 
 from __future__ import annotations
 
@@ -17,7 +17,11 @@ from bench.workload import POLICY, as_policy_object, deployment, policy
 from sidecar_operator import devcluster
 from sidecar_operator.api.models import Policy
 from sidecar_operator.core import planner
-from sidecar_operator.core.ownership import field_manager, revision_annotation
+from sidecar_operator.core.ownership import revision_annotation
+
+# Not a policy's field manager: the operator, started after the floor, must not take the floor's
+# Deployments for a deleted policy's and remove what it added.
+MANAGER = "bench-floor"
 
 
 def planned_body(tag: str) -> dict[str, Any]:
@@ -33,7 +37,7 @@ def planned_body(tag: str) -> dict[str, Any]:
 async def serve(cluster: str, selector: str, tag: str) -> None:
     body = planned_body(tag)
     annotation = revision_annotation(POLICY)
-    manager = field_manager(POLICY)
+    manager = MANAGER
     held: set[asyncio.Task[Any]] = set()
     async with Api(devcluster.Cluster.named(cluster)) as api:
 
@@ -46,6 +50,7 @@ async def serve(cluster: str, selector: str, tag: str) -> None:
             "GET", "/apis/apps/v1/deployments", params={"labelSelector": selector}
         )
         version = listing["metadata"]["resourceVersion"]
+        print("watching", flush=True)  # the bench starts creating now
         while True:
             params = {"watch": "true", "labelSelector": selector, "resourceVersion": version}
             async with api.session.get(

@@ -264,8 +264,9 @@ def test_the_every_default_and_waves_reports_judge_their_targets() -> None:
 def test_the_churn_report_judges_cpu_per_create_and_p95_flat_in_n() -> None:
     def churned(n: int, p95: float, cpu: float) -> dict[str, Any]:
         result = ChurnResult(n, inject_seconds=10.0, rss_mb=100.0)
-        result.floor = Churned([0.01] * 19 + [0.02], cpu_seconds=0.02)
-        result.operator = Churned([0.05] * 19 + [p95], cpu_seconds=cpu)
+        at = [index / 20 for index in range(20)]
+        result.floor = Churned([0.01] * 19 + [0.02], cpu_seconds=0.02, created_at=at)
+        result.operator = Churned([0.05] * 19 + [p95], cpu_seconds=cpu, created_at=at)
         return result.summary()
 
     results = [churned(1000, 0.2, 0.06), churned(5000, 0.4, 0.06), churned(20000, 0.25, 0.2)]
@@ -275,15 +276,19 @@ def test_the_churn_report_judges_cpu_per_create_and_p95_flat_in_n() -> None:
         "p95": 0.05,
         "max": 0.2,
         "cpu_ms_per_create": 3.0,
+        "passes_per_create": None,
+        "slowest": [(0.9, 0.2)] + [(round(i / 20, 1), 0.05) for i in range(9)],
     }
     table = "\n".join(report._churn(results))
-    assert "| 1000 | floor | 20 | 0.01 | 0.01 | 0.02 | 1 |  |  |" in table
-    assert "| 1000 | operator | 20 | 0.05 | 0.05 | 0.2 | 3 | CPU <= 5 ms | yes |" in table
+    assert "| 1000 | floor | 20 | 0.01 | 0.01 | 0.02 | 1 | - |  |  |" in table
+    assert "| 1000 | operator | 20 | 0.05 | 0.05 | 0.2 | 3 | - | CPU <= 5 ms | yes |" in table
     assert (
-        "| 5000 | operator | 20 | 0.05 | 0.05 | 0.4 | 3 | CPU <= 5 ms, p95 <= 0.3 s | yes |"
+        "| 5000 | operator | 20 | 0.05 | 0.05 | 0.4 | 3 | - | CPU <= 5 ms, p95 <= 0.3 s | yes |"
         in table
     )
-    assert "| 20000 | operator | 20 | 0.05 | 0.05 | 0.25 | 10 | CPU <= 5 ms, p95 <= 1.5 x" in table
+    assert (
+        "| 20000 | operator | 20 | 0.05 | 0.05 | 0.25 | 10 | - | CPU <= 5 ms, p95 <= 1.5 x" in table
+    )
     assert table.endswith("| 20000 | 10 | 100 |") and "NO |" in table
 
 

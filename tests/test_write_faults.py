@@ -370,11 +370,13 @@ async def test_a_pass_waits_ten_times_the_last_pass_s_cpu_whichever_policy_s_up_
 
     monkeypatch.setattr(Flag, "wait_at_most", wait_at_most)
     pacer = Pacer()
-    async with pacer.turn(Flag()):  # one policy's pass
+    async with pacer.turn(Flag(), full=True):  # one policy's pass
         pacer.spent(0.01)
-    async with pacer.turn(Flag()):  # another's
+    async with pacer.turn(Flag(), full=True):  # another's
         pacer.spent(10.0)
-    async with pacer.turn(Flag()):
+    async with pacer.turn(Flag(), full=False):  # a workload's event: per-event work, no wait
+        pass
+    async with pacer.turn(Flag(), full=True):
         pass
     assert waits == [0.0, pytest.approx(10 * 0.01, abs=0.01), pytest.approx(MAX_REST, abs=0.01)]
 
@@ -384,13 +386,13 @@ async def test_passes_take_turns_in_order_and_an_edit_does_not_queue() -> None:
     order: list[str] = []
 
     async def plan(name: str, urgent: Flag) -> None:
-        async with pacer.turn(urgent):
+        async with pacer.turn(urgent, full=True):
             order.append(name)
             pacer.spent(0.001)
 
     urgent = Flag()
     urgent.set()
-    async with pacer.turn(Flag()):  # a pass under way
+    async with pacer.turn(Flag(), full=True):  # a pass under way
         queued = [asyncio.ensure_future(plan(name, Flag())) for name in ("a", "b", "c")]
         await asyncio.sleep(0.01)
         await asyncio.wait_for(plan("edited", urgent), timeout=5)  # while a, b and c queue
@@ -400,7 +402,7 @@ async def test_passes_take_turns_in_order_and_an_edit_does_not_queue() -> None:
 
 
 async def test_a_spec_change_ends_the_wait_for_a_turn_and_a_status_change_does_not() -> None:
-    """An edit of the policy must not wait out the pace set for a rollout's status churn."""
+    """An edit of the policy must not wait out the pace set for full passes."""
     state, _ = runtime(FakeApi())
     worker = state.worker("logs")
     await state.run_pass(worker)  # the worker has seen generation 0
@@ -410,7 +412,8 @@ async def test_a_spec_change_ends_the_wait_for_a_turn_and_a_status_change_does_n
     state.policy_changed("logs")  # its own status write: same generation
     assert worker.wake.is_set() and not worker.urgent.is_set()
 
-    state.pacer.spent(3600)  # the next turn is MAX_REST seconds away
+    state.pacer.spent(3600)  # the next full pass is MAX_REST seconds away
+    worker.full = True  # its resync, say
     waiting = asyncio.ensure_future(state.run_pass(worker))
     await asyncio.sleep(0.05)
     assert not waiting.done()
@@ -539,6 +542,7 @@ async def test_a_deployment_event_wakes_the_policies_that_match_it_or_own_fields
         state.cache.put_policy(other)
     logs, metrics, proxy = (state.worker(name) for name in ("logs", "metrics", "proxy"))
     carrying = copy.deepcopy(DEPLOYMENT)
+    carrying["metadata"]["resourceVersion"] = "11"
     carrying["metadata"]["managedFields"] = [
         {
             "manager": field_manager("metrics"),

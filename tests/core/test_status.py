@@ -63,3 +63,23 @@ def test_transition_time_is_kept_while_status_holds() -> None:
         generation=2,
     )
     assert by_type(flipped)["Ready"]["lastTransitionTime"] == "2026-01-03T00:00:00Z"
+
+
+def test_counts_moving_and_workloads_coming_keep_to_a_pace_and_the_rest_is_at_once() -> None:
+    """Under churn a rollout at rest goes from complete to rolling out and back with every new
+    workload: written at once, a status write per created workload."""
+
+    def of(counts: Counts, **fields: object) -> dict[str, object]:
+        base = {"observedGeneration": 1, "revision": "r1", "currentRevision": "r1"}
+        return base | fields | {"conditions": status.conditions(counts, paused=False)}
+
+    complete = of(Counts(10, 10, 10, 0))
+    a_new_workload = of(Counts(11, 10, 10, 0))
+    assert status.rolling_on(complete, a_new_workload)
+    assert status.rolling_on(a_new_workload, of(Counts(11, 11, 11, 0)))
+    assert not status.rolling_on({}, complete)  # a first status
+    assert not status.rolling_on(complete, of(Counts(10, 10, 10, 0), observedGeneration=2))
+    assert not status.rolling_on(complete, of(Counts(10, 10, 10, 0), currentRevision="r2"))
+    assert not status.rolling_on(complete, of(Counts(11, 10, 10, 1)))  # a conflict
+    paused = complete | {"conditions": status.conditions(Counts(11, 10, 10, 0), paused=True)}
+    assert not status.rolling_on(complete, paused)

@@ -8,6 +8,7 @@ Cross-field rules are CEL expressions the API server enforces at `kubectl apply`
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -253,9 +254,10 @@ class UpdateStrategy(_Model):
         "change goes everywhere under maxConcurrent alone.",
     )
 
-    @property
+    @functools.cached_property
     def steps_hash(self) -> str:
-        """Changing the steps starts a rollout over; so does a new revision."""
+        """Changing the steps starts a rollout over; so does a new revision. Kept: every pass
+        asks for it."""
         canonical = json.dumps(
             [step.model_dump(mode="json", by_alias=True, exclude_none=True) for step in self.steps],
             sort_keys=True,

@@ -249,7 +249,11 @@ def removal_held(
 
 
 def rolling_on(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
-    """The same rollout still under way, only its counts (and the messages quoting them) moved."""
+    """The same rollout, of the same revision, at the same step: only its counts moved (and the
+    messages quoting them), or workloads coming and going took it from complete to rolling out
+    or back. Such a status keeps to a steady pace: under churn, written at once, it was a write
+    (and a watch event in every replica) per created workload. A new generation or revision, a
+    step, a halt, a pause or a conflict is written at once."""
 
     def phase(status: Mapping[str, Any]) -> tuple[Any, ...]:
         conditions = status.get("conditions") or []
@@ -258,8 +262,15 @@ def rolling_on(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
             status.get("revision"),
             status.get("currentRevision"),
             status.get("currentStep"),
-            tuple((c.get("type"), c.get("status"), c.get("reason")) for c in conditions),
+            tuple(
+                (c.get("type"), "moving")
+                if c.get("reason") in _MOVING
+                else (c.get("type"), c.get("status"), c.get("reason"))
+                for c in conditions
+            ),
         )
 
-    reasons = {c.get("type"): c.get("reason") for c in new.get("conditions") or []}
-    return reasons.get("Progressing") == "RollingOut" and phase(old) == phase(new)
+    return bool(old) and phase(old) == phase(new)
+
+
+_MOVING = frozenset({"Complete", "RollingOut"})  # the reasons counts alone move between

@@ -116,6 +116,9 @@ class Runtime:
         before or concerns now (one that stopped selecting it counts it no more). Never waits
         (called from a watch): removals go on as tasks of their own."""
         key = key_of(workload)
+        held = self.cache.workload(key)
+        if not deleted and held is not None and _same_version(held, workload):
+            return  # our own write's answer, held already: nothing new
         before = self.cache.concerned(key)
         if deleted:
             self.cache.drop_workload(key)
@@ -307,12 +310,14 @@ class Runtime:
     async def run_pass(self, worker: Worker) -> bool:
         """Plan in its turn (`pacing`), write the status if it changed, send the writes the
         rollout allows; returns whether any write must be tried again."""
-        async with self.pacer.turn(worker.urgent):
+        full = self.passes.full_due(worker)
+        async with self.pacer.turn(worker.urgent, full=full):
             # Whatever woke it while it waited for its turn, this pass sees.
             worker.wake.clear()
             worker.urgent.clear()
             planned = await self.passes.prepare(worker)
-            self.pacer.spent(planned.cpu)
+            if full:
+                self.pacer.spent(planned.cpu)
         worker.resume_at = planned.resume_at
         if planned.policy is not None:
             await self.keeper.sync(planned.policy, planned.stable)
@@ -376,6 +381,14 @@ class Runtime:
         metrics.forget(name, (kind.value for kind in WorkloadKind), step=True)
         self.rollouts.forget(name)
         self.passes.forget(name)
+
+
+def _same_version(held: Mapping[str, Any], workload: Mapping[str, Any]) -> bool:
+    old, new = held["metadata"], workload["metadata"]
+    version = new.get("resourceVersion")
+    return (
+        bool(version) and old.get("resourceVersion") == version and old.get("uid") == new.get("uid")
+    )
 
 
 def _step(status: Mapping[str, Any] | None) -> tuple[Any, Any]:

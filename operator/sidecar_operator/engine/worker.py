@@ -26,9 +26,12 @@ class Worker:
     asked: tuple[int, str, str] = (0, "", "")  # `Policy.asked`, as the last pass saw it
     status_written: float = 0.0
     status_due: bool = False  # a changed status waits for STATUS_INTERVAL to pass
+    # What the last pass that found the status unchanged found, and that status (`passes._status`).
+    status_found: tuple[Any, Any] = ((), None)
     retry: float = 0.0  # seconds before trying a failed pass again; 0 when the last one went well
     told_selector: bool = False  # warned that an empty selector selects every workload
     progress: tuple[Any, ...] = ()  # what the rollout last stood at (`passes._export`)
+    exported: tuple[Any, ...] = ()  # what its metrics last said (`passes._export`)
 
     def poke(self) -> None:
         self.wake.set()
@@ -39,8 +42,10 @@ class Worker:
         self.wake.set()
 
     def recount(self) -> None:
-        """Something that may change every workload's plan changed."""
+        """Something that may change every workload's plan changed (or this replica took over:
+        its metrics were cleared while it stood by)."""
         self.full = True
+        self.exported = ()
         self.wake.set()
 
     def failed(self) -> float:

@@ -82,19 +82,24 @@ class Cache:
         return dropped
 
     def put_namespace(self, name: str, labels: Mapping[str, str]) -> bool:
-        """Returns whether its labels changed."""
+        """Returns whether a plan may change: its labels changed and it holds workloads. A new
+        namespace's first labels change none: under churn, namespaces created for new
+        workloads made every policy plan every workload again."""
         if self._namespaces.get(name) == labels:
             return False
         self._namespaces[name] = dict(labels)
-        self.epoch += 1
-        self._concerns.namespace(name, labels, self._workloads.items(), self._specs())
-        return True
+        return self._relabelled(name, labels)
 
     def drop_namespace(self, name: str) -> bool:
         if self._namespaces.pop(name, None) is None:
             return False
+        return self._relabelled(name, {})
+
+    def _relabelled(self, name: str, labels: Mapping[str, str]) -> bool:
+        if not any(key.namespace == name for key in self._workloads):
+            return False
         self.epoch += 1
-        self._concerns.namespace(name, {}, self._workloads.items(), self._specs())
+        self._concerns.namespace(name, labels, self._workloads.items(), self._specs())
         return True
 
     def put_policy(self, body: Mapping[str, Any]) -> Policy:

@@ -55,7 +55,9 @@ class Rollouts:
         if held is not None and held[0] == inputs:
             return held[1]
         rollout = self._derive(policy, status)
-        if held is None or held[1] != rollout:
+        if held is not None and held[1] == rollout:
+            rollout = held[1]  # the same object: what compares with it compares at once
+        else:
             self.version += 1
         self._held[name] = (inputs, rollout)
         return rollout
