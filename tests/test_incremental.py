@@ -93,10 +93,12 @@ def summary(tally: Tally) -> dict[str, Any]:
         "counts": tally.counts(),
         "steps": tally.step_counts(),
         "matched": tally.matched,
-        "in_flight": step.in_flight,
+        "in_flight": sorted(tally.in_flight),
         "failing": step.failing,
         "owner_paused": step.owner_paused,
         "conflicts": dict(tally.conflicts),
+        "paced": sorted(tally.paced),
+        "unpaced": sorted(tally.unpaced),
         "writes": sorted(item.key for item in step.writes),
         "waiting": step.waiting,
     }

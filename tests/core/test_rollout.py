@@ -180,9 +180,9 @@ def test_deployments_still_rolling_an_older_revision_count_against_the_budget() 
         policy_created=POLICY_CREATED,
         **TIMING,
     )
-    assert result.in_flight == [Key("shop", "a"), Key("shop", "b")]
+    assert result.in_flight == 2  # a and b
     # a and b move on to the new revision without a further slot; one newcomer gets the last.
-    assert [i.key[1] for i in result.writes] == ["a", "b", "c"]
+    assert sorted(i.key[1] for i in result.writes) == ["a", "b", "c"]
     assert result.waiting == 2
 
 
@@ -201,7 +201,7 @@ def test_an_owner_rollout_after_the_policy_wrote_is_not_the_policy_s() -> None:
     result = step(
         [owners, *nexts], max_concurrent=2, paused=False, policy_created=POLICY_CREATED, **TIMING
     )
-    assert result.in_flight == []
+    assert result.in_flight == 0
     assert [i.key[1] for i in result.writes] == ["deploying", "x"]
 
 
@@ -212,7 +212,7 @@ def test_a_halted_rollout_moves_nothing_further_onto_the_current_revision() -> N
     ]
     result = step(items, max_concurrent=5, paused=False, policy_created=POLICY_CREATED, **TIMING)
     assert result.writes == [] and result.waiting == 1
-    assert result.in_flight == [Key("shop", "broken"), Key("shop", "rolling-old")]
+    assert result.in_flight == 2  # broken and rolling-old
 
 
 def paused_by_owner(name: str, kind: Kind, change: str = "") -> Item:
@@ -231,6 +231,6 @@ def test_a_deployment_its_owner_paused_is_written_but_holds_no_place_in_the_budg
         item("after", Kind.APPLY, "update"),
     ]
     result = step(items, max_concurrent=1, paused=False, policy_created=POLICY_CREATED, **TIMING)
-    assert result.in_flight == []
+    assert result.in_flight == 0
     assert [i.key[1] for i in result.writes] == ["paused-too", "after"]
     assert result.owner_paused == [Key("shop", "paused")]

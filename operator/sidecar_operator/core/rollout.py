@@ -32,7 +32,7 @@ class Step:
 
     writes: list[Item]
     budget: int
-    in_flight: list[Key]
+    in_flight: int  # workloads holding a place in the budget
     failing: list[Key]  # carry the current revision and missed their progress deadline
     waiting: int  # paced writes held back this pass
     owner_paused: list[Key]  # carry the current revision, waiting for their owners to resume

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import datetime
+import heapq
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
@@ -159,7 +160,8 @@ class Tally:
         self.owner_waiting: set[Key] = set()
         self.conflicts: dict[Key, str] = {}
         self.fails_at: dict[Key, datetime.datetime] = {}
-        self.pending: dict[Key, Entry] = {}
+        self.unpaced: dict[Key, Entry] = {}  # pending writes the budget does not hold
+        self.paced: dict[Key, Entry] = {}  # pending writes that wait for the budget
 
     def put(self, key: Key, new: Entry) -> None:
         self.drop(key)
@@ -188,7 +190,8 @@ class Tally:
                 (keys.add if sign > 0 else keys.discard)(key)
         _keep(self.conflicts, key, share.conflict, sign)
         _keep(self.fails_at, key, share.fails_at, sign)
-        _keep(self.pending, key, share if share.pending else None, sign)
+        _keep(self.unpaced, key, share if share.pending and not share.paced else None, sign)
+        _keep(self.paced, key, share if share.paced else None, sign)
 
     # -- what the sums say ---------------------------------------------------------------
 
@@ -211,28 +214,27 @@ class Tally:
         """What the rollout may write now: every pending write that is not paced, those that
         move a workload already in flight on, and newcomers (in key order) while the budget
         (`maxConcurrent` of the matched workloads, less those in flight) has room. Halted by a
-        failing workload or paused, nothing more gets the current revision."""
+        failing workload or paused, nothing more gets the current revision. Its cost is that
+        of the pending writes, not of the workloads (nor of those in flight)."""
         context = self.context
         allowed = rollout.budget(context.max_concurrent, self.matched)
         held = context.paused or bool(self.failing)
-        unpaced, moving_on, newcomers = [], [], []
-        for key, share in self.pending.items():
-            if not share.paced:
-                unpaced.append(share.item)
-            elif key in self.in_flight:
-                if not held:
-                    moving_on.append(share.item)
-            else:
-                newcomers.append(share.item)
-        paced = len(self.pending) - len(unpaced)
-        slots = 0 if held else max(0, allowed - len(self.in_flight))
-        started = sorted(newcomers, key=lambda item: item.key)[:slots] if slots else []
+        paced, in_flight = self.paced, self.in_flight
+        moving_on = []
+        if not held:
+            smaller = in_flight if len(in_flight) < len(paced) else paced.keys()
+            moving_on = [paced[key].item for key in smaller if key in paced and key in in_flight]
+        slots = 0 if held else max(0, allowed - len(in_flight))
+        started = []
+        if slots:
+            newcomers = (key for key in paced if key not in in_flight)
+            started = [paced[key].item for key in heapq.nsmallest(slots, newcomers)]
         return rollout.Step(
-            writes=unpaced + moving_on + started,
+            writes=[share.item for share in self.unpaced.values()] + moving_on + started,
             budget=allowed,
-            in_flight=sorted(self.in_flight),
+            in_flight=len(in_flight),
             failing=sorted(self.failing),
-            waiting=paced - len(moving_on) - len(started),
+            waiting=len(paced) - len(moving_on) - len(started),
             owner_paused=sorted(self.owner_waiting),
         )
 

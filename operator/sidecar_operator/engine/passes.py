@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import heapq
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -302,7 +303,8 @@ class Passes:
         for STATUS_INTERVAL to pass (then `status_due` says so)."""
         per_kind = {kind: status.Counts() for kind in policy.spec.kinds} | sums.counts()
         counts = status.total(per_kind.values())
-        examples = sorted(f"{key}: {conflict}" for key, conflict in sums.conflicts.items())
+        # The conditions quote three: not a sort of every conflict on every workload's event.
+        examples = heapq.nsmallest(3, (f"{key}: {why}" for key, why in sums.conflicts.items()))
         old = body.get("status") or {}
         found = (per_kind, step.failing, step.owner_paused, examples, progress, sums.kinds())
         if (
