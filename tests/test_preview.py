@@ -8,7 +8,14 @@ from pathlib import Path
 import yaml
 
 from tests.kube import REPO, SIDECAR_OPERATOR, Kubectl, run
-from tests.scenario import APP_WITH_OWN_FLUENT_BIT, FLUENT_BIT, LOG_MOUNT, LOG_VOLUME, deployment
+from tests.scenario import (
+    APP_WITH_OWN_FLUENT_BIT,
+    FLUENT_BIT,
+    LOG_MOUNT,
+    LOG_VOLUME,
+    Policies,
+    deployment,
+)
 
 SAMPLES = REPO / "manifests" / "samples"
 
@@ -74,31 +81,17 @@ def test_offline_preview_reports_conflicts_with_exit_code_1(tmp_path: Path) -> N
 
 
 def test_cluster_preview_is_read_only(
-    kubectl: Kubectl, kubectl_admin: Kubectl, namespace: str, tmp_path: Path
+    kubectl: Kubectl, kubectl_admin: Kubectl, policies: Policies, namespace: str, tmp_path: Path
 ) -> None:
     kubectl.apply(deployment("web"))
     kubectl.apply(deployment("other", labels={"sidecar-test": "no"}))
     before = kubectl.json("deployment", "web")["metadata"]["resourceVersion"]
     policy = tmp_path / "policy.yaml"
     name = f"preview-{namespace[-5:]}"
-    policy.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "sidecars.dev/v1alpha1",
-                "kind": "SidecarPolicy",
-                "metadata": {"name": name},
-                "spec": {
-                    "selector": {"matchLabels": {"sidecar-test": "yes"}},
-                    "namespaceSelector": {
-                        "matchLabels": {"kubernetes.io/metadata.name": namespace}
-                    },
-                    "containers": [FLUENT_BIT],
-                    "volumes": [LOG_VOLUME],
-                    "volumeMounts": [LOG_MOUNT],
-                },
-            }
-        )
+    document = policies.document(
+        name, containers=[FLUENT_BIT], volumes=[LOG_VOLUME], volumeMounts=[LOG_MOUNT]
     )
+    policy.write_text(yaml.safe_dump(document))
     code, out = preview("-f", str(policy), kubeconfig=kubectl_admin.kubeconfig)
     assert code == 0, out
     assert f"CHANGE {namespace}/web\n" in out and f"{namespace}/other" not in out
