@@ -615,3 +615,23 @@ async def test_an_idle_worker_sleeps_until_its_aggregated_events_are_due(monkeyp
     await asyncio.sleep(2.5)
     await stop(task)
     assert wakes - idle <= 1  # nothing due until the resync, a minute away
+
+
+async def test_a_worker_cancelled_as_it_is_woken_stops() -> None:
+    """Kopf cancels a worker when its policy goes or its replica stands by; a cancellation that
+    came as the worker's flag was set was swallowed (`asyncio.wait_for` on Python 3.11), and the
+    worker ran on: a test that stopped one hung until its timeout."""
+    flag = Flag()
+
+    async def worker() -> None:
+        while True:
+            await flag.wait_at_most(10)
+            flag.clear()
+
+    for _ in range(20):
+        task = asyncio.ensure_future(worker())
+        await asyncio.sleep(0)  # waiting on the flag
+        flag.set()
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=1)
+        assert done and task.cancelled()

@@ -136,10 +136,10 @@ class Leadership:
         unreadable = False
         while not self._stopped:
             try:
-                # Bounded: a replica cut off must go on judging its deadline meanwhile.
-                found = await asyncio.wait_for(
-                    source.get_cluster_peering(self.peering), POLL_SECONDS * 2
-                )
+                # Bounded: a replica cut off must go on judging its deadline meanwhile. (Not
+                # `wait_for`, which on 3.11 can swallow a cancellation: `flags.Flag`.)
+                async with asyncio.timeout(POLL_SECONDS * 2):
+                    found = await source.get_cluster_peering(self.peering)
             except Exception as error:  # the API server is away, or this replica is cut off
                 if not unreadable:
                     log.warning("Peering not readable", peering=self.peering, error=repr(error))
@@ -165,10 +165,8 @@ class Leadership:
         }
         assert self.peering is not None
         try:
-            await asyncio.wait_for(
-                source.touch_cluster_peering(self.peering, self.identity.name, record),
-                POLL_SECONDS * 2,
-            )
+            async with asyncio.timeout(POLL_SECONDS * 2):
+                await source.touch_cluster_peering(self.peering, self.identity.name, record)
         except Exception as error:  # cut off: the deadline stands, and runs out
             log.warning("Peering record not renewed", peering=self.peering, error=repr(error))
         else:
