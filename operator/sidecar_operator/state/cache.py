@@ -32,6 +32,7 @@ class Cache:
         self._arrived: dict[Key, float] = {}
         self._policy_changed: dict[str, float] = {}
         self.epoch = 0
+        self.stored = 0  # snapshots stored since the start (`engine.heap`)
 
     # -- writers (the watch handlers) ------------------------------------------------------
 
@@ -66,6 +67,7 @@ class Cache:
 
     def _store(self, key: Key, record: dict[str, Any]) -> None:
         self._workloads[key] = record
+        self.stored += 1
         self._concerns.workload(key, record, self.namespace_labels(key[0]), self._specs())
 
     def drop_workload(self, key: Key) -> None:
@@ -125,6 +127,11 @@ class Cache:
             self._concerns.policy_gone(name)
 
     # -- readers (the workers) -------------------------------------------------------------
+
+    @property
+    def held(self) -> int:
+        """How many workloads' snapshots are held."""
+        return len(self._workloads)
 
     def workloads(self) -> list[tuple[Key, dict[str, Any]]]:
         """Every snapshot, as a list: a pass yields to the loop while it walks them, and the
