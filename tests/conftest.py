@@ -1,4 +1,5 @@
-"""One local control plane per test session, one namespace per test."""
+"""One local control plane and one operator per test run (shared by pytest-xdist's workers:
+`tests.shared`), one namespace per test."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import re
 import signal
 import socket
 import subprocess
+import tempfile
 import urllib.error
 import urllib.request
 import uuid
@@ -30,6 +32,7 @@ from tests.kube import (
     kubeconfig_from,
 )
 from tests.scenario import Policies
+from tests.shared import ROOT_VARIABLE, Shared, Turns, stop_pid
 
 # Apart from the `dev` cluster that `make demo` uses, so a running demo and its operator never
 # see the tests' objects.
@@ -42,16 +45,59 @@ ADMISSION_CONFIGURATION = "sidecar-operator-tests"
 ADMITTED = "sidecars.dev/test-admission"  # the namespaces the tests' webhook covers
 
 
-@pytest.fixture(scope="session")
-def kubectl_admin() -> Iterator[Kubectl]:
-    """Bring the local cluster up (or reuse a running one); stop it after only if we started it."""
-    was_running = dev("env", "--name", TEST_CLUSTER, check=False).returncode == 0
-    result = dev("up", "--name", TEST_CLUSTER, check=False)
-    if result.returncode != 0:
-        pytest.fail(f"`sidecar-operator dev up` failed:\n{result.stderr}", pytrace=False)
-    yield Kubectl(kubeconfig_from(result.stdout.strip().splitlines()[-1]))
-    if not was_running:
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):  # the run's controlling process; workers inherit it
+        os.environ[ROOT_VARIABLE] = tempfile.mkdtemp(prefix="sidecar-operator-tests-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """After the last test of every worker: stop what the run shared (`tests.shared`)."""
+    if hasattr(config, "workerinput"):
+        return
+    shared = Shared(Path(os.environ[ROOT_VARIABLE]))
+    cluster = shared.get("cluster")
+    if cluster is None:
+        return
+    admin = Kubectl(Path(cluster["kubeconfig"]))
+    if shared.get("admission") is not None:
+        admin("delete", "mutatingwebhookconfiguration", ADMISSION_CONFIGURATION, check=False)
+    operator = shared.get("operator")
+    if operator is not None and operator.get("pid"):
+        stop_pid(operator["pid"])
+        print(f"operator log: {operator['log']}")
+    if cluster["started"]:
         dev("down", "--name", TEST_CLUSTER)
+
+
+@pytest.fixture(scope="session")
+def shared() -> Shared:
+    return Shared(Path(os.environ[ROOT_VARIABLE]))
+
+
+@pytest.fixture(autouse=True)
+def turn(shared: Shared, request: pytest.FixtureRequest) -> Iterator[None]:
+    """Tests on the cluster run beside each other; one marked `exclusive` runs alone."""
+    if "kubectl_admin" not in request.fixturenames:
+        yield  # the core's, a fake API's, or a cluster of its own
+        return
+    with Turns(shared).turn(request.node.get_closest_marker("exclusive") is not None):
+        yield
+
+
+@pytest.fixture(scope="session")
+def kubectl_admin(shared: Shared) -> Kubectl:
+    """Bring the local cluster up (or reuse a running one); the run stops it after only if it
+    started it."""
+
+    def up() -> dict[str, Any]:
+        was_running = dev("env", "--name", TEST_CLUSTER, check=False).returncode == 0
+        result = dev("up", "--name", TEST_CLUSTER, check=False)
+        if result.returncode != 0:
+            pytest.fail(f"`sidecar-operator dev up` failed:\n{result.stderr}", pytrace=False)
+        kubeconfig = kubeconfig_from(result.stdout.strip().splitlines()[-1])
+        return {"kubeconfig": str(kubeconfig), "started": not was_running}
+
+    return Kubectl(Path(shared.once("cluster", up)["kubeconfig"]))
 
 
 @pytest.fixture
@@ -71,8 +117,13 @@ def kubectl(kubectl_admin: Kubectl, namespace: str) -> Kubectl:
 
 
 @pytest.fixture(scope="session")
-def crd_installed(kubectl_admin: Kubectl) -> Kubectl:
+def crd_installed(kubectl_admin: Kubectl, shared: Shared) -> Kubectl:
     """The CRDs from crds/, applied server-side as the README says."""
+    shared.once("crds", lambda: _install_crds(kubectl_admin))
+    return kubectl_admin
+
+
+def _install_crds(kubectl_admin: Kubectl) -> dict[str, Any]:
     for path in (CRD_FILE, PEERING_CRD_FILE):
         kubectl_admin("apply", "--server-side", "--force-conflicts", "-f", str(path))
 
@@ -86,7 +137,7 @@ def crd_installed(kubectl_admin: Kubectl) -> Kubectl:
 
     # Not `kubectl wait`: it fails outright while a new CRD has no conditions yet.
     eventually(established, what="the CRD to be Established")
-    return kubectl_admin
+    return {}
 
 
 def free_port() -> int:
@@ -96,7 +147,8 @@ def free_port() -> int:
 
 
 class OperatorProcess:
-    """`sidecar-operator run` as a subprocess, as a user starts it; stoppable mid-test."""
+    """`sidecar-operator run` as a subprocess, as a user starts it; stoppable mid-test, also by
+    a test in another xdist worker than the one that started it (by its pid)."""
 
     def __init__(
         self,
@@ -104,14 +156,23 @@ class OperatorProcess:
         log_path: Path,
         *extra_args: str,
         env: dict[str, str] | None = None,
+        ports: tuple[int, int] | None = None,
     ) -> None:
         self.kubeconfig = kubeconfig
         self.log_path = log_path
         self.extra_args = extra_args
         self.env = env or {}
-        self.metrics_port = free_port()
-        self.liveness_port = free_port()
+        self.metrics_port, self.liveness_port = ports or (free_port(), free_port())
         self.process: subprocess.Popen[bytes] | None = None
+        self._pid: int | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._pid
+
+    @pid.setter
+    def pid(self, value: int | None) -> None:
+        self._pid = value
 
     def start(self) -> None:
         env = {**os.environ, **self.env, "KUBECONFIG": str(self.kubeconfig)}
@@ -134,17 +195,21 @@ class OperatorProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+        self.pid = self.process.pid
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.process is None:
-            return
-        self.process.send_signal(sig)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        pid = self.pid
+        if self.process is not None and self.process.pid == pid:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        elif pid is not None:
+            stop_pid(pid, sig)
         self.process = None
+        self.pid = None
 
     def metrics(self) -> str:
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
@@ -165,15 +230,42 @@ class OperatorProcess:
 
 
 @pytest.fixture(scope="session")
-def webhook_certs(kubectl_admin: Kubectl) -> Path:
+def webhook_certs(kubectl_admin: Kubectl, shared: Shared) -> Path:
     """The operator on the host serves admission at https://localhost (`devcluster.admission`),
     with the PKI of the cluster `kubectl_admin` brought up."""
-    return admission_on_host.certs(Cluster.named(TEST_CLUSTER))
+
+    def lay_out() -> dict[str, Any]:
+        return {"path": str(admission_on_host.certs(Cluster.named(TEST_CLUSTER)))}
+
+    return Path(shared.once("webhook-certs", lay_out)["path"])
 
 
 @pytest.fixture(scope="session")
-def webhook_port() -> int:
-    return free_port()
+def webhook_port(shared: Shared) -> int:
+    return int(shared.once("webhook-port", lambda: {"port": free_port()})["port"])
+
+
+class SessionOperator(OperatorProcess):
+    """The run's operator: whichever worker started it last, its pid is the shared record's."""
+
+    def __init__(self, shared: Shared, record: dict[str, Any]) -> None:
+        super().__init__(
+            Path(record["kubeconfig"]),
+            Path(record["log"]),
+            *record["args"],
+            ports=(record["metrics_port"], record["liveness_port"]),
+        )
+        self.shared = shared
+
+    @property
+    def pid(self) -> int | None:
+        record = self.shared.get("operator") or {}
+        return record.get("pid")
+
+    @pid.setter
+    def pid(self, value: int | None) -> None:
+        record = self.shared.get("operator") or {}
+        self.shared.put("operator", {**record, "pid": value})
 
 
 @pytest.fixture(scope="session")
@@ -181,41 +273,56 @@ def operator(
     crd_installed: Kubectl,
     webhook_certs: Path,
     webhook_port: int,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[OperatorProcess]:
-    # Its own namespace, as an install has it: the policies' revision history is kept there.
-    crd_installed("create", "namespace", OPERATOR_NAMESPACE, check=False)
-    process = OperatorProcess(
-        crd_installed.kubeconfig,
-        tmp_path_factory.mktemp("operator") / "operator.log",
-        f"--peering={PEERING}",
-        f"--operator-namespace={OPERATOR_NAMESPACE}",
-        f"--webhook-port={webhook_port}",
-        f"--webhook-certs={webhook_certs}",
-    )
-    process.start()
-    yield process
-    process.stop()
-    print(f"operator log: {process.log_path}")
+    shared: Shared,
+) -> OperatorProcess:
+    def start() -> dict[str, Any]:
+        # Its own namespace, as an install has it: the policies' revision history is kept there.
+        crd_installed("create", "namespace", OPERATOR_NAMESPACE, check=False)
+        process = OperatorProcess(
+            crd_installed.kubeconfig,
+            Path(tempfile.mkdtemp(prefix="operator-", dir=shared.root)) / "operator.log",
+            f"--peering={PEERING}",
+            f"--operator-namespace={OPERATOR_NAMESPACE}",
+            f"--webhook-port={webhook_port}",
+            f"--webhook-certs={webhook_certs}",
+        )
+        process.start()
+        return {
+            "kubeconfig": str(process.kubeconfig),
+            "log": str(process.log_path),
+            "args": list(process.extra_args),
+            "metrics_port": process.metrics_port,
+            "liveness_port": process.liveness_port,
+            "pid": process.pid,
+        }
+
+    return SessionOperator(shared, shared.once("operator", start))
 
 
 @pytest.fixture(scope="session")
 def admission(
-    operator: OperatorProcess, crd_installed: Kubectl, webhook_certs: Path, webhook_port: int
-) -> Iterator[str]:
+    operator: OperatorProcess,
+    crd_installed: Kubectl,
+    webhook_port: int,
+    shared: Shared,
+) -> str:
     """The webhook configuration of `manifests/webhook.yaml` (an installer's, not Kopf's),
     pointed at the operator on the host and narrowed to namespaces labelled ADMITTED: the other
-    tests see the controller alone. Yields the label."""
-    configuration = admission_on_host.configuration(
-        Cluster.named(TEST_CLUSTER),
-        REPO / "manifests" / "webhook.yaml",
-        port=webhook_port,
-        name=ADMISSION_CONFIGURATION,
-        namespace_selector={"matchLabels": {ADMITTED: "yes"}},
-    )
-    crd_installed.apply(json.dumps(configuration))
-    yield ADMITTED
-    crd_installed("delete", "mutatingwebhookconfiguration", ADMISSION_CONFIGURATION)
+    tests see the controller alone. Returns the label."""
+
+    def configure() -> dict[str, Any]:
+        configuration = admission_on_host.configuration(
+            Cluster.named(TEST_CLUSTER),
+            REPO / "manifests" / "webhook.yaml",
+            port=webhook_port,
+            name=ADMISSION_CONFIGURATION,
+            namespace_selector={"matchLabels": {ADMITTED: "yes"}},
+        )
+        crd_installed.apply(json.dumps(configuration))
+        return {}
+
+    shared.once("admission", configure)
+    return ADMITTED
 
 
 @pytest.fixture

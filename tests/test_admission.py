@@ -197,6 +197,7 @@ def test_an_owners_update_keeps_the_revision_it_carries_while_the_budget_is_used
     assert revision(kubectl, stuck, name) != old
 
 
+@pytest.mark.exclusive
 def test_with_the_operator_down_creates_go_through_and_get_their_sidecars_after(
     kubectl: Kubectl, policies: Policies, admitted: str, operator: OperatorProcess
 ) -> None:
@@ -396,6 +397,7 @@ def _served_certificate(port: int, ca: Path, host: str) -> bytes | None:
         return None
 
 
+@pytest.mark.exclusive
 def test_replicas_share_one_certificate_and_the_ca_bundle_never_flips(
     replicas: tuple[list[Replica], str], kubectl_admin: Kubectl, namespace: str, tmp_path: Path
 ) -> None:

@@ -16,6 +16,7 @@ from tests.kube import run
 CLUSTER = "chaos-smoke"
 
 
+@pytest.mark.own_cluster
 @pytest.mark.timeout(1500)
 def test_every_chaos_trial_runs_small_and_finds_no_defect(tmp_path: Path) -> None:
     out = tmp_path / "chaos.json"

@@ -197,6 +197,7 @@ def _ready_pods(admin: Kubectl, namespace: str, count: int) -> list[dict[str, An
     return eventually(ready, timeout=120, what=f"{count} operator pods Ready")
 
 
+@pytest.mark.exclusive  # installs cluster-wide objects, and a webhook no pod answers
 def test_install_upgrade_and_uninstall_with_defaults(
     release: Helm, crd_installed: Kubectl, kubectl: Kubectl, policies: Policies
 ) -> None:
@@ -259,6 +260,7 @@ def test_install_upgrade_and_uninstall_with_defaults(
     assert crd_installed.json("sidecarpolicy", name)["metadata"]["name"] == name
 
 
+@pytest.mark.exclusive  # installs cluster-wide objects, and a webhook no pod answers
 def test_install_without_the_webhook(release: Helm, crd_installed: Kubectl) -> None:
     release("install", RELEASE, str(CHART), *INSTALL, "--set", "webhook.enabled=false")
     objects = release.objects()
@@ -300,6 +302,7 @@ def _sample_documents(policies: bool) -> str:
     return yaml.safe_dump_all(documents)
 
 
+@pytest.mark.exclusive
 def test_the_demo_samples_converge_under_the_chart_s_service_account(
     release: Helm, crd_installed: Kubectl, operator: OperatorProcess, tmp_path: Path
 ) -> None:

@@ -15,6 +15,8 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from sidecar_operator.devcluster import Cluster
 from sidecar_operator.devcluster import admission as admission_on_host
 from tests.conftest import (
@@ -28,6 +30,9 @@ from tests.conftest import (
 from tests.kube import Kubectl, eventually
 from tests.proxy import Relay
 from tests.scenario import FLUENT_BIT, LOG_VOLUME, Policies, deployment, has_container, ready
+
+# Each runs replicas of its own, in the session's peering or one of their own.
+pytestmark = pytest.mark.exclusive
 
 
 def _samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
@@ -121,7 +126,7 @@ def test_one_replica_writes_and_the_standby_takes_over(
         eventually(lambda: has_container(kubectl, "after-stop", "fluent-bit"), what="served")
     finally:
         second.stop()
-        if operator.process is None:
+        if operator.pid is None:
             operator.start()
         print(f"second replica's log: {second.log_path}")
 

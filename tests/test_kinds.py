@@ -266,6 +266,7 @@ def _same_as(operator: OperatorProcess, tmp_path: Path) -> tuple[Any, ...]:
     return (operator.kubeconfig, tmp_path / "operator.log", *operator.extra_args)
 
 
+@pytest.mark.exclusive
 def test_a_kind_is_listed_and_watched_only_while_a_policy_targets_it(
     fresh_operator: OperatorProcess, kubectl: Kubectl, policies: Policies
 ) -> None:

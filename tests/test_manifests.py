@@ -25,6 +25,11 @@ NAMESPACE = "sidecar-operator-system"
 SERVICE_ACCOUNT = f"system:serviceaccount:{NAMESPACE}:sidecar-operator"
 
 
+# Installs cluster-wide objects, and a webhook whose pods never run on kwok: every create
+# elsewhere would wait for it to time out.
+pytestmark = pytest.mark.exclusive
+
+
 @pytest.fixture(scope="module")
 def installed(crd_installed: Kubectl) -> Iterator[Kubectl]:
     crd_installed("apply", "--server-side", "--force-conflicts", "-k", MANIFESTS)

@@ -259,6 +259,7 @@ def _resource_versions(kubectl: Kubectl) -> dict[str, str]:
     }
 
 
+@pytest.mark.exclusive
 def test_no_writes_at_rest_or_after_a_restart(
     kubectl: Kubectl, policies: Policies, operator: OperatorProcess
 ) -> None:
@@ -312,6 +313,7 @@ def test_a_label_change_that_unmatches_removes(kubectl: Kubectl, policies: Polic
     assert names(pod_spec(kubectl, "web"), "volumes") == []
 
 
+@pytest.mark.exclusive
 def test_a_policy_deleted_while_the_operator_is_down_is_cleaned_up_on_start(
     kubectl: Kubectl, kubectl_admin: Kubectl, policies: Policies, operator: OperatorProcess
 ) -> None:

@@ -142,6 +142,7 @@ def test_a_removal_the_api_server_would_refuse_is_held_where_the_user_sees_it(
     assert f"policy.sidecars.dev/{name}" not in annotations
 
 
+@pytest.mark.exclusive
 def test_what_a_policy_deleted_behind_the_operator_s_back_left_is_removed_at_start_up(
     kubectl: Kubectl, kubectl_admin: Kubectl, policies: Policies, operator: OperatorProcess
 ) -> None:

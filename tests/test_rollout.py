@@ -175,6 +175,7 @@ def test_pausing_mid_rollout_lets_in_flight_finish_and_touches_no_more(
     assert len(touched) < 6
 
 
+@pytest.mark.exclusive
 def test_a_killed_operator_resumes_within_the_budget(
     kubectl: Kubectl, policies: Policies, timeline: Timeline, operator: OperatorProcess
 ) -> None:

@@ -269,6 +269,7 @@ def test_abort_undo_and_a_history_kept_to_its_limit(kubectl: Kubectl, policies: 
     assert "successfully rolled out" in rollout(kubectl, "status", name).stdout
 
 
+@pytest.mark.exclusive
 def test_a_policy_from_before_history_keeps_what_its_workloads_carry(
     kubectl: Kubectl,
     kubectl_admin: Kubectl,
@@ -373,6 +374,7 @@ def test_a_gitops_loop_on_the_spec_neither_undoes_promotion_nor_abort(
         loop.join()
 
 
+@pytest.mark.exclusive
 def test_a_timed_pause_keeps_its_clock_through_a_sigkill(
     kubectl: Kubectl, policies: Policies, operator: OperatorProcess
 ) -> None:

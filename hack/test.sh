@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# `make test`'s test run. TEST_WORKERS=0 (the default): one pytest session, one test at a time.
+# Otherwise the tests that share the run's operator side by side (pytest-xdist, TEST_WORKERS of
+# them), then those marked `exclusive` one at a time (they stop or replace that
+# operator, or install cluster-wide objects: tests/shared.py). Both phases use the one cluster,
+# started here if it is not running and stopped after. Beside both, the tests marked
+# `own_cluster` (the chaos smoke, the longest test by far), which start a cluster of their own.
+# Arguments go to pytest in every phase.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bin=.venv/bin
+cluster=${SIDECAR_OPERATOR_TEST_CLUSTER:-test}
+
+if ! "$bin/sidecar-operator" dev env --name "$cluster" >/dev/null 2>&1; then
+  trap '"$bin/sidecar-operator" dev down --name "$cluster" >/dev/null' EXIT
+fi
+"$bin/sidecar-operator" dev up --name "$cluster" >/dev/null
+
+if [ "${TEST_WORKERS:-0}" = 0 ]; then
+  "$bin/pytest" "$@"  # one session, one test at a time
+  exit
+fi
+
+# pytest exits 5 when a phase selects no test (`-k` naming only tests of another): not a failure.
+passed() { "$@" || [ $? = 5 ]; }
+
+aside=$(mktemp)
+passed "$bin/pytest" -m own_cluster "$@" >"$aside" 2>&1 &
+aside_pid=$!
+failed=0
+passed "$bin/pytest" -n "$TEST_WORKERS" -m "not exclusive and not own_cluster" "$@" || failed=1
+passed "$bin/pytest" -m "exclusive and not own_cluster" "$@" || failed=1
+wait "$aside_pid" || failed=1
+cat "$aside"
+rm -f "$aside"
+exit "$failed"
