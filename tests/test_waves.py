@@ -54,10 +54,19 @@ def images(kubectl: Kubectl) -> dict[str, str]:
 
 
 def deployments(kubectl: Kubectl, names: list[str], **labels: str) -> None:
+    """Created, and running: injection into a workload with no pod running disrupts nothing, so
+    it does not wait for the budget (`rollout.paced`), and on a loaded machine the policy's first
+    pass can come before kwok has started the pods."""
     manifests = [
         yaml.safe_load(deployment(name, labels={"sidecar-test": "yes", **labels})) for name in names
     ]
     kubectl.apply(yaml.safe_dump_all(manifests))
+    kubectl(
+        "wait",
+        "--for=condition=Available",
+        "--timeout=180s",
+        *(f"deployment/{name}" for name in names),
+    )
 
 
 @pytest.fixture
