@@ -12,9 +12,10 @@ UV := $(CACHE)/tools/uv-$(UV_VERSION)/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
-# Side by side in N pytest-xdist workers on the one control plane (hack/test.sh): 11 min instead
-# of 21 with 4 on 2 cores. 0: one test at a time.
-TEST_WORKERS ?= 4
+# 0: one test at a time. N: side by side in N pytest-xdist workers on the one control plane
+# (hack/test.sh), 11 min instead of 21 with 4; not the default until a budget test that overshot
+# under that load (docs/local-control-plane.md) is understood.
+TEST_WORKERS ?= 0
 export TEST_WORKERS
 BENCH_ARGS ?=
 CHAOS_ARGS ?=
