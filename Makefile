@@ -13,8 +13,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 # 0: one test at a time. N: side by side in N pytest-xdist workers on the one control plane
-# (hack/test.sh), 11 min instead of 21 with 4; not the default until a budget test that overshot
-# under that load (docs/local-control-plane.md) is understood.
+# (hack/test.sh), 11-14 min instead of 21 with 4; not the default until every test passes under
+# that load (docs/local-control-plane.md).
 TEST_WORKERS ?= 0
 export TEST_WORKERS
 BENCH_ARGS ?=
