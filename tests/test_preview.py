@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -80,12 +81,18 @@ def test_offline_preview_reports_conflicts_with_exit_code_1(tmp_path: Path) -> N
     assert "CONFLICT default/web: container fluent-bit is already defined by the Deployment" in out
 
 
+def spec_managers(workload: dict[str, Any]) -> list[str]:
+    return [m["manager"] for m in workload["metadata"]["managedFields"] if "subresource" not in m]
+
+
 def test_cluster_preview_is_read_only(
     kubectl: Kubectl, kubectl_admin: Kubectl, policies: Policies, namespace: str, tmp_path: Path
 ) -> None:
     kubectl.apply(deployment("web"))
     kubectl.apply(deployment("other", labels={"sidecar-test": "no"}))
-    before = kubectl.json("deployment", "web")["metadata"]["resourceVersion"]
+    # The deployment controller writes status (and so the resourceVersion) whenever it gets to
+    # it; a write by the preview would move the generation and the spec.
+    before = kubectl.json("deployment", "web", "--show-managed-fields")
     policy = tmp_path / "policy.yaml"
     name = f"preview-{namespace[-5:]}"
     document = policies.document(
@@ -96,5 +103,8 @@ def test_cluster_preview_is_read_only(
     assert code == 0, out
     assert f"CHANGE {namespace}/web\n" in out and f"{namespace}/other" not in out
     assert "+- name: fluent-bit\n" in out
-    assert kubectl.json("deployment", "web")["metadata"]["resourceVersion"] == before
+    after = kubectl.json("deployment", "web", "--show-managed-fields")
+    assert after["metadata"]["generation"] == before["metadata"]["generation"]
+    assert after["spec"] == before["spec"]
+    assert spec_managers(after) == spec_managers(before)
     assert kubectl_admin("get", "sidecarpolicy", name, check=False).returncode != 0
