@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from sidecar_operator.api.kinds import WorkloadKind
@@ -41,8 +41,16 @@ def _shares(*values: int) -> Counts:
 
 
 def total(parts: Iterable[Counts]) -> Counts:
-    """Counts added up (a policy's, from those of each kind)."""
-    return Counts(*(sum(values) for values in zip(*(astuple(p) for p in parts), strict=True)))
+    """Counts added up (a policy's, from those of each kind). Field by field: `astuple` deep
+    copies, and this runs in every pass."""
+    parts = list(parts)
+    return Counts(
+        matched=sum(p.matched for p in parts),
+        updated=sum(p.updated for p in parts),
+        ready=sum(p.ready for p in parts),
+        conflicts=sum(p.conflicts for p in parts),
+        blocked=sum(p.blocked for p in parts),
+    )
 
 
 def _condition(kind: str, status: bool, reason: str, message: str) -> dict[str, Any]:

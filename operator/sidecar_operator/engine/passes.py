@@ -82,6 +82,10 @@ class Passes:
         self.reporter = reporter
         self.tallies: dict[str, Tally] = {}  # per policy, as its last pass left it
         self._checked: dict[str, float] = {}  # per policy, when its last pass began (wall clock)
+        # Per policy, the context its workloads are classified against, with the cache's entry
+        # and the rollout it was derived from: a pass asks twice (whether it is a full one,
+        # then its own), admission on every owner's update.
+        self._contexts: dict[str, tuple[Any, waves.Rollout, Context]] = {}
 
     async def prepare(self, worker: Worker) -> PassPlan:
         """Everything a pass decides, from the cache alone. A full pass classifies every
@@ -101,9 +105,7 @@ class Passes:
             worker.told_selector = True
         if policy.deleting:
             return PassPlan(None)  # the deletion handler removes everything, holding the finalizer
-        current = self.rollouts.of(name)
-        assert current is not None
-        context = Context.of(policy, current, body.get("status") or {})
+        current, context = self._context(name, entry)
         held, dirty = self._current(name, context), worker.dirty | self._come_due(name)
         worker.dirty = set()
         if worker.full or held is None:
@@ -144,10 +146,9 @@ class Passes:
     def full_due(self, worker: Worker) -> bool:
         """Whether the worker's next pass plans every workload its policy concerns."""
         entry = self.cache.policy(worker.name)
-        current = self.rollouts.of(worker.name)
-        if entry is None or current is None:
+        if entry is None:
             return False
-        context = Context.of(entry[0], current, entry[1].get("status") or {})
+        _, context = self._context(worker.name, entry)
         return worker.full or self._current(worker.name, context) is None
 
     def may_write(self, policy: str, workload: Mapping[str, Any], action: Action) -> bool:
@@ -158,9 +159,7 @@ class Passes:
         entry = self.cache.policy(policy)
         if entry is None:
             return False
-        current = self.rollouts.of(policy)
-        assert current is not None
-        context = Context.of(entry[0], current, entry[1].get("status") or {})
+        _, context = self._context(policy, entry)
         sums = self._current(policy, context)
         if sums is None:
             # No pass has counted this policy as it is now: count it here, as a pass would.
@@ -175,6 +174,7 @@ class Passes:
 
     def forget(self, policy: str) -> None:
         self.tallies.pop(policy, None)
+        self._contexts.pop(policy, None)
         self._checked.pop(policy, None)
 
     def due_in(self, policy: str, resume_at: datetime.datetime | None) -> float | None:
@@ -202,6 +202,19 @@ class Passes:
         """The workloads that changed without an event since the policy's last pass."""
         checked, self._checked[policy] = self._checked.get(policy, 0.0), time.time()
         return {key for key, moment in self._due(policy) if checked < moment <= time.time()}
+
+    def _context(
+        self, name: str, entry: tuple[Policy, Mapping[str, Any]]
+    ) -> tuple[waves.Rollout, Context]:
+        """The policy's rollout, and the context its workloads are classified against."""
+        current = self.rollouts.of(name)
+        assert current is not None  # the policy is in the cache
+        held = self._contexts.get(name)
+        if held is not None and held[0] is entry and held[1] is current:
+            return current, held[2]
+        context = Context.of(entry[0], current, entry[1].get("status") or {})
+        self._contexts[name] = (entry, current, context)
+        return current, context
 
     def _stamp(self) -> tuple[int, int]:
         """What else every plan was made from: policies' specs, namespaces, rollouts."""
@@ -362,17 +375,17 @@ def _export(
     per_kind: Mapping[WorkloadKind, status.Counts],
 ) -> None:
     """The policy's counts, step, conditions, deadline and last progress as metrics, which the
-    alert rules read (charts/sidecar-operator/files/alerts.yaml); set when they change (a pass
-    runs for every workload event)."""
+    alert rules read (charts/sidecar-operator/files/alerts.yaml). Each set only when it changed:
+    under churn the counts move with every created workload, the rest rarely, and setting them
+    all on every pass was a twentieth of the operator's CPU."""
     conditions = tuple(
         (str(c.get("type")), str(c.get("status")), str(c.get("reason"))) for c in new["conditions"]
     )
     deadline = policy.spec.update_strategy.progress_deadline_seconds
-    exported = (dict(per_kind), new.get("currentStep") or 0, conditions, deadline)
-    if exported == worker.exported:
-        return
+    rest = (new.get("currentStep") or 0, conditions, deadline)
     before: dict[WorkloadKind, status.Counts] = worker.exported[0] if worker.exported else {}
-    worker.exported = exported
+    if worker.exported and worker.exported[1] == rest and before == per_kind:
+        return
     for kind, counted in per_kind.items():
         if before.get(kind) != counted:
             metrics.set_counts(worker.name, kind.value, **asdict(counted))
@@ -380,12 +393,14 @@ def _export(
         metrics.forget(worker.name, (kind.value for kind in WorkloadKind if kind not in per_kind))
     else:
         metrics.forget(worker.name, (kind.value for kind in before if kind not in per_kind))
-    metrics.STEP.labels(policy=worker.name).set(new.get("currentStep") or 0)
-    metrics.set_conditions(worker.name, new["conditions"])
-    metrics.PROGRESS_DEADLINE.labels(policy=worker.name).set(deadline)
-    for kind in policy.spec.kinds:
-        # Exported at 0 before the first: `increase()` over a series that appears at 1 is 0.
-        metrics.INJECTED_AFTER_CREATION.labels(policy=worker.name, kind=kind.value)
+    if not worker.exported or worker.exported[1] != rest:
+        metrics.STEP.labels(policy=worker.name).set(rest[0])
+        metrics.set_conditions(worker.name, new["conditions"])
+        metrics.PROGRESS_DEADLINE.labels(policy=worker.name).set(deadline)
+        for kind in policy.spec.kinds:
+            # Exported at 0 before the first: `increase()` over a series that appears at 1 is 0.
+            metrics.INJECTED_AFTER_CREATION.labels(policy=worker.name, kind=kind.value)
+    worker.exported = (dict(per_kind), rest)
     counts = status.total(per_kind.values())
     reasons = tuple(reason for _, _, reason in conditions)
     moved = (new.get("revision"), new.get("currentStep"), reasons, counts.updated, counts.ready)
