@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# `make test`'s test run. TEST_WORKERS=0 (the default): one pytest session, one test at a time.
-# Otherwise the tests that share the run's operator side by side (pytest-xdist, TEST_WORKERS of
-# them), then those marked `exclusive` one at a time (they stop or replace that
+# `make test`'s test run. TEST_WORKERS=0: one pytest session, one test at a time. Otherwise (4 by
+# default, from the Makefile) the tests that share the run's operator side by side (pytest-xdist,
+# TEST_WORKERS of them), then those marked `exclusive` one at a time (they stop or replace that
 # operator, or install cluster-wide objects: tests/shared.py). Both phases use the one cluster,
 # started here if it is not running and stopped after. Beside both, the tests marked
 # `own_cluster` (the chaos smoke, the longest test by far), which start a cluster of their own.
