@@ -78,11 +78,14 @@ Part = str | Placeholder
 class PlaceholderError(ValueError):
     """A string the grammar refuses: where, and why."""
 
-    def __init__(self, text: str, position: int, reason: str) -> None:
+    def __init__(
+        self, text: str, position: int, reason: str, place: tuple[str | int, ...] = ()
+    ) -> None:
         super().__init__(f"at character {position + 1}: {reason}")
         self.text = text
         self.position = position
         self.reason = reason
+        self.place = place  # where the string is, when it is part of a policy's content
 
 
 class MissingValue(LookupError):
