@@ -136,3 +136,25 @@ def test_workloads_with_the_same_values_share_one_rendered_content() -> None:
 def test_a_policy_without_placeholders_is_not_rendered() -> None:
     plain = policy(containers=[{"name": "log", "image": "fluent/fluent-bit:3.1", "args": ["{x}"]}])
     assert values.rendered(plain.spec, workload("web")) is plain.spec
+
+
+def test_a_placeholder_in_a_field_that_reads_none_is_a_conflict() -> None:
+    """Never in the image or the securityContext: the workload's owner would choose what runs
+    with the policy's privileges. Other braces there are the field's own."""
+    for sidecar_, field in (
+        ({"image": "registry/{{ workload.name }}:1"}, "containers[log].image"),
+        (
+            {"securityContext": {"seLinuxOptions": {"user": "{{ workload.namespace }}"}}},
+            "containers[log].securityContext.seLinuxOptions.user",
+        ),
+        ({"resources": {"limits": {"cpu": "{{ workload.labels['cpu'] }}"}}}, None),
+    ):
+        logs = policy(containers=[{"name": "log", "image": "fluent/fluent-bit:3.1", **sidecar_}])
+        action = only(planner.plan(workload("web", cpu="1"), {}, [logs]))
+        assert action.kind is Kind.CONFLICT
+        assert "placeholders are read only in env values, args, command" in action.conflict
+        if field:
+            assert action.conflict.startswith(f"{field}: at character ")
+    go_template = {"exec": {"command": ["sh", "-c", "test {{.Ready}}"]}}
+    logs = policy(containers=[{"name": "log", "image": "x:1", "livenessProbe": go_template}])
+    assert only(planner.plan(workload("web"), {}, [logs])).change is Change.INJECT

@@ -335,8 +335,20 @@ class Content(_Model):
     def templates(self) -> tuple[tuple[tuple[str | int, ...], tuple[placeholders.Part, ...]], ...]:
         """Where the content names per-workload values: each templated string's place in
         `to_api()` and its parts. Only the fields the contract lists are read."""
+        api = self.to_api()
         found = []
-        for place, text in _templatable(self.to_api()):
+        templatable = _templatable(api)
+        read = {place for place, _ in templatable}
+        for place, text in _strings(api):
+            if place not in read and (position := placeholders.first_placeholder(text)) is not None:
+                raise placeholders.PlaceholderError(
+                    text,
+                    position,
+                    "placeholders are read only in env values, args, command and the names "
+                    "volumes refer to",
+                    place,
+                )
+        for place, text in templatable:
             try:
                 parts = placeholders.parse(text)
             except placeholders.PlaceholderError as error:
@@ -390,6 +402,23 @@ def _templatable(content: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...]
         for source, field in VOLUME_REFERENCES.items():
             if isinstance(name := (volume.get(source) or {}).get(field), str):
                 found.append((("volumes", index, source, field), name))
+    return found
+
+
+def _strings(
+    value: Any, place: tuple[str | int, ...] = ()
+) -> list[tuple[tuple[str | int, ...], str]]:
+    """Every string in a content (`Content.to_api`), with its place (map keys included)."""
+    if isinstance(value, str):
+        return [(place, value)]
+    found: list[tuple[tuple[str | int, ...], str]] = []
+    if isinstance(value, Mapping):
+        for key, inner in value.items():
+            found += _strings(key, (*place, "key"))
+            found += _strings(inner, (*place, key))
+    elif isinstance(value, list):
+        for index, inner in enumerate(value):
+            found += _strings(inner, (*place, index))
     return found
 
 

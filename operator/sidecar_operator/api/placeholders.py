@@ -54,6 +54,7 @@ _UNCAPTURED = re.sub(r"\((?!\?)", "(?:", PLACEHOLDER)
 # A whole value: what the CRD's rule matches each templated string against.
 VALUE = rf"^(?:{_UNCAPTURED}|{_ESCAPE}|{_LONE}|{_CHAR})*$"
 
+_ANYWHERE = re.compile(PLACEHOLDER)
 _TOKEN = re.compile(
     rf"(?P<placeholder>{PLACEHOLDER})|(?P<escape>{_ESCAPE})|(?P<text>[^{{\\]+|.)", re.DOTALL
 )
@@ -116,8 +117,11 @@ def parse(text: str) -> tuple[Part, ...]:
     return tuple(parts)
 
 
-def uses_placeholders(text: str) -> bool:
-    return any(isinstance(part, Placeholder) for part in parse(text))
+def first_placeholder(text: str) -> int | None:
+    """Where the first placeholder is, in a string of a field that reads none: it is refused
+    there rather than shipped as text (other braces, a Go template's say, are that field's own)."""
+    found = _ANYWHERE.search(text)
+    return None if found is None else found.start()
 
 
 def render(parts: tuple[Part, ...], workload: Mapping[str, object]) -> str:

@@ -78,15 +78,15 @@ def _check(content: Content, place: tuple[str | int, ...], value: str) -> None:
 
 
 def _field(content: Content, place: tuple[str | int, ...]) -> str:
-    """A templated string's place as a user reads it: `containers[log].env[TAG].value`."""
-    api = content.to_api()
-    pod_list, index, *rest = place
-    item = api[str(pod_list)][int(index)]
-    words = [f"{pod_list}[{item['name']}]"]
-    if rest[:1] == ["env"]:
-        words.append(f"env[{item['env'][int(rest[1])]['name']}].value")
-    elif pod_list == "volumes":
-        words.append(".".join(str(step) for step in rest))
-    else:
-        words.append(f"{rest[0]}[{rest[1]}]")
-    return ".".join(words)
+    """A string's place as a user reads it: `containers[log].env[TAG].value`, `args[0]`."""
+    value: Any = content.to_api()
+    words = ""
+    for step in place:
+        inner = value[step] if step != "key" else None
+        if isinstance(step, int):
+            named = inner.get("name") if isinstance(inner, Mapping) else None
+            words += f"[{named if isinstance(named, str) else step}]"
+        else:
+            words += f".{step}" if words else str(step)
+        value = inner
+    return words
