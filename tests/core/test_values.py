@@ -9,6 +9,7 @@ from typing import Any
 from sidecar_operator.core import planner, ssa, values
 from sidecar_operator.core.ownership import field_manager
 from sidecar_operator.core.types import Change, Kind
+from sidecar_operator.state import snapshot
 from tests.core.test_planner import only, policy
 
 TAGGED = {
@@ -158,3 +159,17 @@ def test_a_placeholder_in_a_field_that_reads_none_is_a_conflict() -> None:
     go_template = {"exec": {"command": ["sh", "-c", "test {{.Ready}}"]}}
     logs = policy(containers=[{"name": "log", "image": "x:1", "livenessProbe": go_template}])
     assert only(planner.plan(workload("web"), {}, [logs])).change is Change.INJECT
+
+
+def test_snapshots_keep_the_annotations_placeholders_name() -> None:
+    owner = {"name": "OWNER", "value": "{{ workload.annotations['example.com/owner'] }}"}
+    logs = policy(containers=[{**TAGGED, "env": [owner]}])
+    assert logs.spec.annotation_keys == {"example.com/owner"}
+    web = workload("web")
+    web["metadata"]["annotations"] = {"example.com/owner": "ana", "big": "x" * 1000}
+    kept = snapshot.compact(web, annotations=logs.spec.annotation_keys)
+    assert kept["metadata"]["annotations"] == {"example.com/owner": "ana"}
+    assert sidecar(only(planner.plan(kept, {}, [logs])))["env"] == [
+        {"name": "OWNER", "value": "ana"}
+    ]
+    assert snapshot.compact(web)["metadata"]["annotations"] == {}

@@ -359,6 +359,21 @@ class Content(_Model):
                 found.append((place, parts))
         return tuple(found)
 
+    @cached_property
+    def annotation_keys(self) -> frozenset[str]:
+        """The workload annotations its placeholders name: what a workload's snapshot keeps."""
+        try:
+            templates = self.templates
+        except placeholders.PlaceholderError:
+            return frozenset()
+        return frozenset(
+            part.key
+            for _, parts in templates
+            for part in parts
+            if isinstance(part, placeholders.Placeholder)
+            and part.source is placeholders.Source.ANNOTATIONS
+        )
+
     def with_values(self, rendered: dict[str, Any], values: tuple[str, ...]) -> Content:
         """`rendered` (this content's `to_api()`, values in) as a content of this revision."""
         content = Content.model_validate(rendered)
