@@ -76,12 +76,15 @@ def test_each_workload_gets_its_own_values_and_gets_its_template_back(
     }
     kubectl("label", "deployment", "plain", "team=search")
     eventually(
-        lambda: (t := tagger(kubectl, WorkloadKind.DEPLOYMENT, "plain")) is not None
-        and t["args"] == ["--team=search"],
+        lambda: (
+            (t := tagger(kubectl, WorkloadKind.DEPLOYMENT, "plain")) is not None
+            and t["args"] == ["--team=search"]
+        ),
         what="the relabelled workload's new value",
     )
-    assert kubectl.json("deployment", "deployment-a")["metadata"]["generation"] == (
-        generations["deployment-a"]
+    assert (
+        kubectl.json("deployment", "deployment-a")["metadata"]["generation"]
+        == (generations["deployment-a"])
     )
     assert kubectl.json("deployment", "plain")["metadata"]["generation"] == (
         generations["plain"] + 1
@@ -100,13 +103,16 @@ def test_a_workload_without_the_value_is_a_conflict_while_the_others_roll_out(
     kubectl.apply(labelled(WorkloadKind.DEPLOYMENT, "orphan"))
     policy = policies.apply(initContainers=[strict])
     status = eventually(
-        lambda: (s := policies.status(policy)).get("updatedWorkloads") == 1
-        and s.get("conflicts") == 1
-        and s,
+        lambda: (
+            (s := policies.status(policy)).get("updatedWorkloads") == 1
+            and s.get("conflicts") == 1
+            and s
+        ),
         what="one updated, one conflict",
     )
-    assert "{{ workload.labels['team'] }} has no value and no default" in (
-        condition(status, "Degraded")["message"]
+    assert (
+        "{{ workload.labels['team'] }} has no value and no default"
+        in (condition(status, "Degraded")["message"])
     )
     assert tagger(kubectl, WorkloadKind.DEPLOYMENT, "owned") is not None
     assert tagger(kubectl, WorkloadKind.DEPLOYMENT, "orphan") is None
@@ -114,8 +120,8 @@ def test_a_workload_without_the_value_is_a_conflict_while_the_others_roll_out(
         lambda: [e for e in events(kubectl, "Deployment", "orphan") if e["type"] == "Warning"],
         what="the conflict's Event",
     )
-    assert "initContainers[tagger].args[0]: {{ workload.labels['team'] }}" in (
-        skipped[0]["message"]
+    assert (
+        "initContainers[tagger].args[0]: {{ workload.labels['team'] }}" in (skipped[0]["message"])
     )
 
 
