@@ -336,6 +336,8 @@ def test_the_demo_samples_converge_under_the_chart_s_service_account(
         for (kind, name), containers in CONVERGED.items():
             spec = shop.json(kind, name)["spec"]["template"]["spec"]
             assert [c["name"] for c in spec["containers"]] == containers, name
+        checkout = shop.json("deployment", "checkout")["spec"]["template"]["spec"]
+        assert "demo-shop.checkout" in checkout["containers"][1]["args"]  # its own tag
         storefront = shop.json("deployment", "storefront")["spec"]["template"]["spec"]
         assert [c["name"] for c in storefront["initContainers"]] == ["git-sync", "wait-for-db"]
         report = shop.json("cronjob", "nightly-report")["spec"]["jobTemplate"]["spec"]["template"]

@@ -261,6 +261,34 @@ REJECTED = {
         {"revisionHistoryLimit": -1},
         "spec.revisionHistoryLimit in body should be greater than or equal to 0",
     ),
+    "an unknown placeholder": (
+        {"containers": [{**SIDECAR, "env": [{"name": "N", "value": "{{ workload.uid }}"}]}]},
+        "spec.containers[0].env[0].value in body should match",
+    ),
+    "a filter other than default": (
+        {"containers": [{**SIDECAR, "args": ["{{ workload.name | upper }}"]}]},
+        "spec.containers[0].args[0] in body should match",
+    ),
+    "a placeholder in the image": (
+        {"containers": [{**SIDECAR, "image": "fluent/{{workload.name}}:3.1"}]},
+        "spec.containers[0].image in body should match",
+    ),
+    "a placeholder in the securityContext": (
+        {
+            "initContainers": [
+                {
+                    "name": "sync",
+                    "image": "git-sync",
+                    "securityContext": {"seLinuxOptions": {"level": "{{ workload.name }}"}},
+                }
+            ]
+        },
+        "spec.initContainers[0].securityContext.seLinuxOptions.level in body should match",
+    ),
+    "a placeholder that does not close in a volume's ConfigMap": (
+        {"volumes": [{"name": "conf", "configMap": {"name": "{{ workload.name"}}]},
+        "spec.volumes[0].configMap.name in body should match",
+    ),
     **BASELINE_REFUSED,
 }
 
@@ -340,6 +368,24 @@ ACCEPTED = {
         "containers": [{**SIDECAR, "volumeMounts": [{"name": "app-data", "mountPath": "/d"}]}]
     },
     "empty selector": {"selector": {}},
+    "per-workload values where they are read": {
+        "containers": [
+            {
+                **SIDECAR,
+                "command": ["fluent-bit", "\\{{ literal }}", "{x}"],
+                "args": ["-t", "{{ workload.namespace }}.{{ workload.name }}"],
+                "env": [
+                    {"name": "TEAM", "value": "{{ workload.labels['team'] | default 'none' }}"},
+                    {"name": "OWNER", "value": '{{ workload.annotations["example.com/o"] }}'},
+                ],
+                "livenessProbe": {"exec": {"command": ["test", "{{.Ready}}"]}},
+            }
+        ],
+        "volumes": [
+            {"name": "conf", "configMap": {"name": "conf-{{ workload.labels['app'] }}"}},
+            {"name": "creds", "secret": {"secretName": "{{ workload.name }}-creds"}},
+        ],
+    },
     "every kind": {"kinds": ["Deployment", "StatefulSet", "DaemonSet", "CronJob"]},
 }
 

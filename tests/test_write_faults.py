@@ -635,3 +635,18 @@ async def test_a_worker_cancelled_as_it_is_woken_stops() -> None:
         task.cancel()
         done, _ = await asyncio.wait([task], timeout=1)
         assert done and task.cancelled()
+
+
+async def test_a_placeholder_naming_a_new_annotation_lists_every_workload_again() -> None:
+    """Until listed again the snapshots lack it: no pass may run (a default would be written)."""
+    state, _ = runtime(FakeApi())
+    relisted: list[bool] = []
+    state.relist = lambda: relisted.append(state.listings.complete(DEPLOYMENTS))
+    state.listings.listed(WorkloadKind.DEPLOYMENT)
+    owner = {"name": "OWNER", "value": "{{ workload.annotations['owner'] | default 'x' }}"}
+    named = copy.deepcopy(POLICY_OBJECT)
+    named["spec"]["containers"] = [{**named["spec"]["containers"][0], "env": [owner]}]
+    state.policy_seen(named, deleted=False)
+    assert relisted == [False]
+    state.policy_seen(named, deleted=False)  # nothing new to keep: no listing
+    assert relisted == [False]

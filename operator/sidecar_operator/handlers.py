@@ -139,6 +139,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         history_namespace=runtime.history_namespace,
     )
     runtime.watch_kinds = watches.want
+    runtime.relist = watches.relist
     memo.tasks = [spawn(leadership.run(kube), "leadership"), spawn(heap.run(), "heap")]
 
 

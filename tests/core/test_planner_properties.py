@@ -15,6 +15,16 @@ from sidecar_operator.core import planner, ssa
 from sidecar_operator.core.ownership import field_manager, ownership
 
 PATHS = ["/data", "/cache", "/var/log/app", "/etc/config"]
+# Strings a sidecar passes on: plain, with per-workload values (one the workload may lack, with
+# and without a default), and an escaped brace.
+VALUES = [
+    "plain",
+    "{{ workload.name }}",
+    "{{ workload.namespace }}-{{ workload.labels['tier'] }}",
+    "{{ workload.labels['team'] | default 'x' }}",
+    "{{ workload.labels['team'] }}",
+    "\\{{ literal }}",
+]
 
 
 @st.composite
@@ -40,9 +50,22 @@ def app_deployments(draw: st.DrawFn) -> dict[str, Any]:
         pod["initContainers"] = [container(n) for n in init_names]
     if volumes:
         pod["volumes"] = [{"name": v, "emptyDir": {}} for v in volumes]
+    labels = {"tier": "web"}
+    if draw(st.booleans()):
+        labels["team"] = draw(st.sampled_from(["payments", ""]))
     return {
-        "metadata": {"name": "app", "namespace": "shop", "labels": {"tier": "web"}},
+        "metadata": {"name": "app", "namespace": "shop", "labels": labels},
         "spec": {"template": {"spec": pod}},
+    }
+
+
+def passed_on(draw: st.DrawFn) -> dict[str, Any]:
+    """What a sidecar passes on: nothing, or an env value and args (`VALUES`)."""
+    if not draw(st.booleans()):
+        return {}
+    return {
+        "env": [{"name": "WHO", "value": draw(st.sampled_from(VALUES))}],
+        "args": draw(st.lists(st.sampled_from(VALUES), max_size=2)),
     }
 
 
@@ -56,7 +79,11 @@ def policy_sets(draw: st.DrawFn) -> list[Policy]:
             "selector": {},
             "priority": draw(st.integers(min_value=0, max_value=2)),
             "containers": [
-                {"name": n, "image": draw(st.sampled_from(["fluent-bit:3", "envoy:1"]))}
+                {
+                    "name": n,
+                    "image": draw(st.sampled_from(["fluent-bit:3", "envoy:1"])),
+                    **passed_on(draw),
+                }
                 for n in draw(
                     st.lists(
                         st.sampled_from(["side-a", "side-b", "proxy"]), unique=True, max_size=2

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema
 from pydantic_core import core_schema, to_jsonable_python
 
-from sidecar_operator.api import models, names
+from sidecar_operator.api import models, names, placeholders
 
 Schema = dict[str, Any]
 
@@ -113,6 +113,7 @@ def _structural(node: Schema, defs: Schema, core: _CoreSchemas) -> Schema:
             # from it: the rollout would stall until its progress deadline.
             if "image" in resolved["properties"]:
                 resolved["properties"]["image"]["pattern"] = r"^\S+$"
+            _placeholder_patterns(target[models.CORE_SCHEMA_KEY], resolved)
             return {**resolved, **_structural(siblings, defs, core)}
         return _structural({**target, **siblings}, defs, core)
     if "anyOf" in node:
@@ -164,6 +165,39 @@ def _printer_columns() -> list[Schema]:
         column("Kinds", ".spec.kinds", kind="string", priority=1),
         column("Step", ".status.currentStep", priority=1, description="the rollout's step"),
     ]
+
+
+# No `{{` at all (so no placeholder): for the image and the securityContext's strings, which a
+# workload's owner must not choose.
+_NO_PLACEHOLDER = r"^(?:[^{]|\{(?:[^{]|$))*$"
+
+
+def _placeholder_patterns(core_type: str, resolved: Schema) -> None:
+    """Where placeholders are read, a string must be a valid templated value
+    (`placeholders.VALUE`); in the image and the securityContext, none may be. Schema patterns,
+    not CEL rules: the API server prices a rule over strings and lists without bounds past its
+    budget, and a pattern costs nothing there (its message quotes the pattern, the operator's
+    conflict then names the character)."""
+    properties = resolved["properties"]
+    if core_type == "Container":
+        for field in ("args", "command"):
+            properties[field]["items"]["pattern"] = placeholders.VALUE
+        properties["env"]["items"]["properties"]["value"]["pattern"] = placeholders.VALUE
+        properties["image"]["pattern"] = r"^(?:[^\s{]|\{(?:[^\s{]|$))+$"
+        _no_placeholders(properties["securityContext"])
+    elif core_type == "Volume":
+        for source, field in models.VOLUME_REFERENCES.items():
+            properties[source]["properties"][field]["pattern"] = placeholders.VALUE
+
+
+def _no_placeholders(node: Schema) -> None:
+    """Every string under `node` without placeholders."""
+    if node.get("type") == "string":
+        node["pattern"] = _NO_PLACEHOLDER
+    for inner in (node.get("properties") or {}).values():
+        _no_placeholders(inner)
+    if isinstance(node.get("items"), dict):
+        _no_placeholders(node["items"])
 
 
 def build(openapi: Schema) -> Schema:

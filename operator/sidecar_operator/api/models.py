@@ -15,11 +15,11 @@ from collections.abc import Mapping
 from functools import cached_property
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
 
-from sidecar_operator.api import names, podsecurity, rules
+from sidecar_operator.api import names, placeholders, podsecurity, rules
 from sidecar_operator.api.kinds import WorkloadKind
 
 CORE_SCHEMA_KEY = "x-sidecars-core-v1"  # marks a model whose CRD schema comes from core/v1
@@ -310,13 +310,76 @@ class Content(_Model):
             )
         )
 
+    # Set on a content rendered for one workload (`with_values`): the revision it renders, and
+    # the values it was rendered with.
+    _pinned: str = PrivateAttr(default="")
+    _values: tuple[str, ...] = PrivateAttr(default=())
+
     @cached_property
     def revision(self) -> str:
         """A short stable hash of what the policy puts into a pod template (not of its selector,
         priority or update strategy, so changing those rolls nothing out). Computed once per
-        content: every workload's plan compares against it."""
+        content: every workload's plan compares against it. Of the placeholders, not of the
+        values a workload gives them."""
+        if self._pinned:
+            return self._pinned
         canonical = json.dumps(self.to_api(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:10]
+
+    @property
+    def values(self) -> tuple[str, ...]:
+        """The per-workload values it was rendered with (empty: the policy's own content)."""
+        return self._values
+
+    @cached_property
+    def templates(self) -> tuple[tuple[tuple[str | int, ...], tuple[placeholders.Part, ...]], ...]:
+        """Where the content names per-workload values: each templated string's place in
+        `to_api()` and its parts. Only the fields the contract lists are read."""
+        api = self.to_api()
+        found = []
+        templatable = _templatable(api)
+        read = {place for place, _ in templatable}
+        for place, text in _strings(api):
+            if place not in read and (position := placeholders.first_placeholder(text)) is not None:
+                raise placeholders.PlaceholderError(
+                    text,
+                    position,
+                    "placeholders are read only in env values, args, command and the names "
+                    "volumes refer to",
+                    place,
+                )
+        for place, text in templatable:
+            try:
+                parts = placeholders.parse(text)
+            except placeholders.PlaceholderError as error:
+                raise placeholders.PlaceholderError(
+                    text, error.position, error.reason, place
+                ) from None
+            if any(isinstance(part, placeholders.Placeholder) for part in parts):
+                found.append((place, parts))
+        return tuple(found)
+
+    @cached_property
+    def annotation_keys(self) -> frozenset[str]:
+        """The workload annotations its placeholders name: what a workload's snapshot keeps."""
+        try:
+            templates = self.templates
+        except placeholders.PlaceholderError:
+            return frozenset()
+        return frozenset(
+            part.key
+            for _, parts in templates
+            for part in parts
+            if isinstance(part, placeholders.Placeholder)
+            and part.source is placeholders.Source.ANNOTATIONS
+        )
+
+    def with_values(self, rendered: dict[str, Any], values: tuple[str, ...]) -> Content:
+        """`rendered` (this content's `to_api()`, values in) as a content of this revision."""
+        content = Content.model_validate(rendered)
+        content._pinned = self.revision
+        content._values = values
+        return content
 
     def to_api(self) -> dict[str, Any]:
         """The content as a policy's spec writes it (what a ControllerRevision keeps)."""
@@ -326,6 +389,52 @@ class Content(_Model):
             "volumes": [v.to_api() for v in self.volumes],
             "volumeMounts": [m.to_api() for m in self.volume_mounts],
         }
+
+
+# Where placeholders are read: strings a container passes on, and the names a volume refers to
+# (never `image` or `securityContext`: a workload's owner must not choose what runs with the
+# policy's privileges).
+_CONTAINER_TEXT = ("command", "args")
+VOLUME_REFERENCES = {
+    "configMap": "name",
+    "secret": "secretName",
+    "persistentVolumeClaim": "claimName",
+}
+
+
+def _templatable(content: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+    """Every string of `content` (as `Content.to_api` gives it) placeholders may be in."""
+    found: list[tuple[tuple[str | int, ...], str]] = []
+    for pod_list in ("containers", "initContainers"):
+        for index, container in enumerate(content.get(pod_list) or []):
+            for field in _CONTAINER_TEXT:
+                for at, text in enumerate(container.get(field) or []):
+                    found.append(((pod_list, index, field, at), text))
+            for at, variable in enumerate(container.get("env") or []):
+                if isinstance(variable.get("value"), str):
+                    found.append(((pod_list, index, "env", at, "value"), variable["value"]))
+    for index, volume in enumerate(content.get("volumes") or []):
+        for source, field in VOLUME_REFERENCES.items():
+            if isinstance(name := (volume.get(source) or {}).get(field), str):
+                found.append((("volumes", index, source, field), name))
+    return found
+
+
+def _strings(
+    value: Any, place: tuple[str | int, ...] = ()
+) -> list[tuple[tuple[str | int, ...], str]]:
+    """Every string in a content (`Content.to_api`), with its place (map keys included)."""
+    if isinstance(value, str):
+        return [(place, value)]
+    found: list[tuple[tuple[str | int, ...], str]] = []
+    if isinstance(value, Mapping):
+        for key, inner in value.items():
+            found += _strings(key, (*place, "key"))
+            found += _strings(inner, (*place, key))
+    elif isinstance(value, list):
+        for index, inner in enumerate(value):
+            found += _strings(inner, (*place, index))
+    return found
 
 
 class SidecarPolicySpec(Content):

@@ -42,10 +42,16 @@ def apply_body(
         ("annotations", policy, revision),
         lambda: {revision_annotation(policy): revision},
     )
-    body["spec"] = _shared(
-        ("spec", policy, revision, kind, app_init, app),
-        lambda: nest((*kind.template_path[1:], "spec"), _pod_spec(content, app_init, app)),
-    )
+    spec_path = (*kind.template_path[1:], "spec")
+    if content.values:
+        # Rendered for this workload (`core.values`): shared by none, and not kept here, where
+        # a policy naming each workload would push every other policy's parts out.
+        body["spec"] = nest(spec_path, _pod_spec(content, app_init, app))
+    else:
+        body["spec"] = _shared(
+            ("spec", policy, revision, kind, app_init, app),
+            lambda: nest(spec_path, _pod_spec(content, app_init, app)),
+        )
     return body
 
 

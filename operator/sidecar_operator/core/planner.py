@@ -15,7 +15,7 @@ from typing import Any
 from sidecar_operator.api import podsecurity
 from sidecar_operator.api.kinds import WorkloadKind
 from sidecar_operator.api.models import Content, Policy
-from sidecar_operator.core import bodies, stored, workloads
+from sidecar_operator.core import bodies, stored, values, workloads
 from sidecar_operator.core.ownership import (
     POD_LISTS,
     Foreign,
@@ -270,20 +270,28 @@ def plan(
     )
     annotations = deployment.get("metadata", {}).get("annotations") or {}
     targets: dict[str, Target] = {}
+    unrendered: dict[str, str] = {}  # why a policy's content cannot be rendered for it
     for policy in matched:
         rollout = (rollouts or {}).get(policy.name)
         carried = annotations.get(revision_annotation(policy.name))
-        targets[policy.name] = (
+        target = (
             policy.spec
             if rollout is None
             else rollout.target(deployment, namespace_labels, carried)
         )
+        if isinstance(target, Content):
+            try:
+                target = values.rendered(target, deployment)
+            except values.Unrendered as error:
+                unrendered[policy.name] = str(error)
+        targets[policy.name] = target
     owners = {name: ownership(deployment, name) for name in involved | {p.name for p in matched}}
     others = foreign(deployment)
     admitted = {
         policy.name
         for policy in matched
         if isinstance(content := targets[policy.name], Content)
+        and policy.name not in unrendered
         and _admitted(policy.name, content, deployment, owners[policy.name], owners, others)
     }
     for policy in matched:
@@ -316,8 +324,13 @@ def plan(
             continue
         assert isinstance(target, Content)
         current = target.revision
-        conflicts = _conflicts(target, pod, claims) + _pod_security(
-            policy, target, pod, deployment["metadata"]["namespace"], namespace_labels
+        conflicts = (
+            [unrendered[policy.name]]
+            if policy.name in unrendered
+            else _conflicts(target, pod, claims)
+            + _pod_security(
+                policy, target, pod, deployment["metadata"]["namespace"], namespace_labels
+            )
         )
         if conflicts:
             why = "; ".join(conflicts)
@@ -337,7 +350,7 @@ def plan(
             continue
         elif owned.empty:
             change = Change.INJECT
-        elif carried != current:
+        elif carried != current or _values_moved(target, pod, others):
             change = Change.UPDATE
         else:
             change = Change.REPAIR
@@ -353,7 +366,7 @@ def plan(
                     app=tuple(c["name"] for c in pod.app_containers("containers")),
                 ),
                 # Only the policy's own items are taken back, from whoever edited them.
-                force=drift.edited and policy.name not in admitted,
+                force=drift.edited and policy.name not in admitted and change is not Change.UPDATE,
                 change=change,
                 revision=current,
                 drift=drift.where,
@@ -364,6 +377,23 @@ def plan(
     for name in sorted(involved - {policy.name for policy in matched}):
         actions.append(removal(name, deployment))
     return actions
+
+
+def _values_moved(content: Content, pod: _Pod, others: Foreign) -> bool:
+    """A content rendered for the workload (`core/values`) that differs from what the workload
+    holds, every item of it there and no one else's hand in them: the values moved (a label it
+    names changed), an update of the workload like a new revision, not an edit to take back."""
+    if not content.values:
+        return False
+    items = [
+        *(("containers", c.name) for c in content.containers),
+        *(("initContainers", c.name) for c in content.init_containers),
+        *(("volumes", v.name) for v in content.volumes),
+    ]
+    return all(
+        pod.find(pod_list, name) is not None and not others.owns_item(pod_list, name)
+        for pod_list, name in items
+    )
 
 
 def _release(policy: str, workload: Mapping[str, Any], owned: Ownership, others: Foreign) -> Action:

@@ -87,6 +87,8 @@ class Runtime:
         self.listings = Listings()  # per kind: is the cache complete
         # Called with the kinds to watch whenever they may have changed (`engine.watches`).
         self.watch_kinds: Callable[[frozenset[WorkloadKind]], None] | None = None
+        # Called when the snapshots must keep more of each workload: every kind is listed again.
+        self.relist: Callable[[], None] | None = None
         self.passes = Passes(self.cache, self.plans, self.rollouts, self.reporter)
         self.pacer = Pacer()
         self.cleanup = Cleanup(
@@ -152,10 +154,17 @@ class Runtime:
 
     def policy_seen(self, policy: dict[str, Any], deleted: bool) -> None:
         name = policy["metadata"]["name"]
+        kept = self.cache.annotation_keys
         if deleted:
             self.cache.drop_policy(name)
         else:
             self.cache.put_policy(policy)
+        if self.cache.annotation_keys != kept and self.relist is not None:
+            # A placeholder names an annotation the snapshots did not keep: until listed again,
+            # every workload would seem to lack it (and get its default), so no pass runs.
+            for kind in self.cache.kinds_wanted():
+                self.listings.unlisted(kind)
+            self.relist()
         self.policy_changed(name)
 
     def policies_listed(self, seen: list[tuple[str, str]]) -> None:

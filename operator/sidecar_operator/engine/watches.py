@@ -133,6 +133,14 @@ class Watches:
             self.dropped(kind)
             log.info("Stopped watching", kind=kind.value)
 
+    def relist(self) -> None:
+        """List every watched kind again (then watch on): the snapshots keep more than before."""
+        for kind, (_, task) in list(self._running.items()):
+            task.cancel()
+            watch = Watch(self.source, workload_resource(kind, self.sink), after=self.after)
+            self._running[kind] = (watch, spawn(watch.run(), f"watch {kind.plural}"))
+            log.info("Listing again", kind=kind.value)
+
     @property
     def state(self) -> str:
         """What /healthz reports: each watch's state."""

@@ -32,6 +32,10 @@ class Cache:
         self._arrived: dict[Key, float] = {}
         self._policy_changed: dict[str, float] = {}
         self.epoch = 0
+        # The workload annotations the policies' placeholders name: snapshots keep them. It only
+        # grows: one more key needs every workload listed again (`Runtime.policy_seen`), one
+        # fewer costs a few bytes per workload until a restart.
+        self.annotation_keys: frozenset[str] = frozenset()
         self.stored = 0  # snapshots stored since the start (`engine.heap`)
 
     # -- writers (the watch handlers) ------------------------------------------------------
@@ -39,7 +43,7 @@ class Cache:
     def put_workload(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """Store the compact snapshot of a watched workload unless a newer one is held (our
         own write's response can arrive before the watch event of an older version)."""
-        record = snapshot.compact(body, self._shared)
+        record = snapshot.compact(body, self._shared, self.annotation_keys)
         key = Key.of(record)
         held = self._workloads.get(key)
         if held is None or _rv(held) <= _rv(record) or _uid(held) != _uid(record):
@@ -55,7 +59,7 @@ class Cache:
         a workload the watch dropped while the write was in flight was deleted, and its
         answer must not bring it back (it would be counted, and cleaned up, forever after).
         Returns what is held, or None when the workload is gone."""
-        record = snapshot.compact(body, self._shared)
+        record = snapshot.compact(body, self._shared, self.annotation_keys)
         key = Key.of(record)
         held = self._workloads.get(key)
         if held is None or _uid(held) != _uid(record):
@@ -112,6 +116,7 @@ class Cache:
         }
         held = self._policies.get(policy.name)
         self._policies[policy.name] = (policy, extra)
+        self.annotation_keys |= policy.spec.annotation_keys
         # A promotion or an abort changes no plan by itself: the rollout it moves does
         # (`Rollouts.version`), once a pass has moved it.
         if held is None or held[0].model_copy(update=_ASKED) != policy.model_copy(update=_ASKED):

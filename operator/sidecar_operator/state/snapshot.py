@@ -71,8 +71,13 @@ def _unshared(value: T) -> T:
     return value
 
 
-def compact(workload: Mapping[str, Any], share: Callable[[Any], Any] = _unshared) -> dict[str, Any]:
-    """`share` (a `Shared`) lets identical parts of many snapshots be one object."""
+def compact(
+    workload: Mapping[str, Any],
+    share: Callable[[Any], Any] = _unshared,
+    annotations: frozenset[str] = frozenset(),
+) -> dict[str, Any]:
+    """`share` (a `Shared`) lets identical parts of many snapshots be one object; `annotations`
+    are the keys policies' placeholders name, kept besides the revision annotations."""
     kind = WorkloadKind.of(workload)
     metadata = workload.get("metadata", {})
     spec = workload.get("spec", {})
@@ -84,10 +89,10 @@ def compact(workload: Mapping[str, Any], share: Callable[[Any], Any] = _unshared
     for key in _POD_SETTINGS:
         if key in pod:
             template[key] = share(pod[key])
-    annotations = {
+    kept_annotations = {
         key: value
         for key, value in (metadata.get("annotations") or {}).items()
-        if key.startswith(REVISION_ANNOTATION_PREFIX) or key == INJECT_KEY
+        if key.startswith(REVISION_ANNOTATION_PREFIX) or key == INJECT_KEY or key in annotations
     }
     return {
         "kind": kind.value,
@@ -99,7 +104,7 @@ def compact(workload: Mapping[str, Any], share: Callable[[Any], Any] = _unshared
             "creationTimestamp": metadata.get("creationTimestamp"),
             "generation": metadata.get("generation", 0),
             "labels": dict(metadata.get("labels") or {}),
-            "annotations": annotations,
+            "annotations": kept_annotations,
             "managedFields": [
                 kept
                 for entry in metadata.get("managedFields") or []

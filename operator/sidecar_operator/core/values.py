@@ -1,0 +1,92 @@
+"""Per-workload values: a policy's content with its placeholders (`api/placeholders`) rendered for
+one workload. Pure.
+
+A content without placeholders is returned as it is, so its bodies stay shared (`core/bodies`).
+Rendered contents are kept per revision and keyed by the values, a few hundred at most: a
+placeholder naming the namespace or a team label gives many workloads one content, and one
+naming the workload gives each its own, which is made again when its plan is (once per change of
+the workload, `state/plans`) rather than kept for every workload.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
+
+from sidecar_operator.api import placeholders
+from sidecar_operator.api.models import VOLUME_REFERENCES, Content
+
+KEPT_PER_REVISION = 256
+_KEPT: dict[str, OrderedDict[tuple[str, ...], Content]] = {}
+# What the API server takes as a ConfigMap's, a Secret's or a claim's name: a DNS subdomain.
+_OBJECT_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_NAMED = {(source, field): source for source, field in VOLUME_REFERENCES.items()}
+
+
+class Unrendered(ValueError):
+    """Why the content cannot be rendered for a workload, naming the field: a conflict for that
+    workload alone."""
+
+
+def rendered(content: Content, workload: Mapping[str, Any]) -> Content:
+    """The content with this workload's values in. Raises Unrendered."""
+    try:
+        templates = content.templates
+    except placeholders.PlaceholderError as error:
+        raise Unrendered(f"{_field(content, error.place)}: {error}") from None
+    if not templates:
+        return content
+    values = []
+    for place, parts in templates:
+        try:
+            value = placeholders.render(parts, workload)
+        except placeholders.MissingValue as error:
+            raise Unrendered(f"{_field(content, place)}: {error}") from None
+        _check(content, place, value)
+        values.append(value)
+    key = tuple(values)
+    kept = _KEPT.setdefault(content.revision, OrderedDict())
+    found = kept.get(key)
+    if found is not None:
+        kept.move_to_end(key)
+        return found
+    api = copy.deepcopy(content.to_api())
+    for (place, _), value in zip(templates, key, strict=True):
+        *path, last = place
+        target: Any = api
+        for step in path:
+            target = target[step]
+        target[last] = value
+    found = kept[key] = content.with_values(api, key)
+    if len(kept) > KEPT_PER_REVISION:
+        kept.popitem(last=False)
+    return found
+
+
+def _check(content: Content, place: tuple[str | int, ...], value: str) -> None:
+    """A rendered name the API server would refuse is this workload's conflict, said here
+    rather than as a refused write."""
+    source = _NAMED.get(place[-2:])  # type: ignore[arg-type]
+    if source is not None and not (len(value) <= 253 and _OBJECT_NAME.fullmatch(value)):
+        raise Unrendered(
+            f"{_field(content, place)} renders {value!r}, not a valid {source} name "
+            "(lowercase letters, digits, '-' and '.')"
+        )
+
+
+def _field(content: Content, place: tuple[str | int, ...]) -> str:
+    """A string's place as a user reads it: `containers[log].env[TAG].value`, `args[0]`."""
+    value: Any = content.to_api()
+    words = ""
+    for step in place:
+        inner = value[step] if step != "key" else None
+        if isinstance(step, int):
+            named = inner.get("name") if isinstance(inner, Mapping) else None
+            words += f"[{named if isinstance(named, str) else step}]"
+        else:
+            words += f".{step}" if words else str(step)
+        value = inner
+    return words
