@@ -13,7 +13,7 @@ import yaml
 from sidecar_operator.api.kinds import WorkloadKind, dig
 from tests.kube import Kubectl, eventually
 from tests.scenario import Policies, condition, events, ready
-from tests.test_admission import app
+from tests.test_admission import admitted, app  # noqa: F401 (`admitted`: a fixture)
 from tests.test_kinds import workload
 
 pytestmark = pytest.mark.usefixtures("operator")
