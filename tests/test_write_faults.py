@@ -648,5 +648,12 @@ async def test_a_placeholder_naming_a_new_annotation_lists_every_workload_again(
     named["spec"]["containers"] = [{**named["spec"]["containers"][0], "env": [owner]}]
     state.policy_seen(named, deleted=False)
     assert relisted == [False]
+    # The listing brings the workload at the version held before, with its annotations.
+    listed = copy.deepcopy(DEPLOYMENT)
+    listed["metadata"]["annotations"] = {"owner": "ana", "other": "x"}
+    state.workload_changed(listed, deleted=False)
+    state.workloads_listed(WorkloadKind.DEPLOYMENT, [Key("shop", "web")])
+    held = state.cache.workload(Key("shop", "web"))
+    assert held is not None and held["metadata"]["annotations"] == {"owner": "ana"}
     state.policy_seen(named, deleted=False)  # nothing new to keep: no listing
     assert relisted == [False]

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from sidecar_operator.api import placeholders
 from sidecar_operator.core import stored
 from sidecar_operator.core.workloads import rolled_out
 
@@ -83,7 +84,7 @@ def injected(
                 found.append(f"{name}: {copies} copies of {pod_list[:-1]} {wanted['name']}")
                 continue
             held = next(c for c in pod[pod_list] if c["name"] == wanted["name"])
-            if not stored.holds(held, wanted, "Container"):
+            if not stored.holds(held, for_workload(wanted, deployment), "Container"):
                 found.append(f"{name}: {pod_list[:-1]} {wanted['name']} is not the policy's")
     live_volumes = Counter(v["name"] for v in pod.get("volumes", []))
     for volume in spec.get("volumes", []):
@@ -105,6 +106,23 @@ def injected(
                     )
     if without_policy(pod, spec) != _normal(snapshot):
         found.append(f"{name}: the app's own part differs from before the policy")
+    return found
+
+
+def for_workload(container: Mapping[str, Any], deployment: Mapping[str, Any]) -> dict[str, Any]:
+    """The policy's container with this Deployment's values in (per-workload values: only in
+    env values, args and command)."""
+
+    def rendered(text: str) -> str:
+        return placeholders.render(placeholders.parse(text), deployment)
+
+    found = copy.deepcopy(dict(container))
+    for field in ("args", "command"):
+        if field in found:
+            found[field] = [rendered(text) for text in found[field]]
+    for variable in found.get("env") or []:
+        if isinstance(variable.get("value"), str):
+            variable["value"] = rendered(variable["value"])
     return found
 
 

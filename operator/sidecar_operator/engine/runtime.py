@@ -161,9 +161,11 @@ class Runtime:
             self.cache.put_policy(policy)
         if self.cache.annotation_keys != kept and self.relist is not None:
             # A placeholder names an annotation the snapshots did not keep: until listed again,
-            # every workload would seem to lack it (and get its default), so no pass runs.
+            # every workload would seem to lack it (and get its default), so no pass runs, and
+            # the snapshots go (the listing brings each at the version held, which an event of a
+            # held version does not replace).
             for kind in self.cache.kinds_wanted():
-                self.listings.unlisted(kind)
+                self.kind_dropped(kind)
             self.relist()
         self.policy_changed(name)
 
