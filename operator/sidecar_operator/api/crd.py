@@ -186,7 +186,7 @@ def _placeholder_patterns(core_type: str, resolved: Schema) -> None:
         properties["image"]["pattern"] = r"^(?:[^\s{]|\{(?:[^\s{]|$))+$"
         _no_placeholders(properties["securityContext"])
     elif core_type == "Volume":
-        for source, field in models.VOLUME_REFERENCES.items():
+        for source, field in placeholders.VOLUME_REFERENCES.items():
             properties[source]["properties"][field]["pattern"] = placeholders.VALUE
 
 

@@ -19,6 +19,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 
 class Source(StrEnum):
@@ -189,3 +190,49 @@ def _why(rest: str) -> str:
         f"unknown placeholder '{{{{ {inside} }}}}': only workload.name, workload.namespace, "
         "workload.kind, workload.labels['key'] and workload.annotations['key']"
     )
+
+
+# Where placeholders are read: strings a container passes on, and the names a volume refers to
+# (never `image` or `securityContext`: a workload's owner must not choose what runs with the
+# policy's privileges).
+_CONTAINER_TEXT = ("command", "args")
+VOLUME_REFERENCES = {
+    "configMap": "name",
+    "secret": "secretName",
+    "persistentVolumeClaim": "claimName",
+}
+
+
+def templatable(content: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+    """Every string of `content` (as `Content.to_api` gives it) placeholders may be in."""
+    found: list[tuple[tuple[str | int, ...], str]] = []
+    for pod_list in ("containers", "initContainers"):
+        for index, container in enumerate(content.get(pod_list) or []):
+            for field in _CONTAINER_TEXT:
+                for at, text in enumerate(container.get(field) or []):
+                    found.append(((pod_list, index, field, at), text))
+            for at, variable in enumerate(container.get("env") or []):
+                if isinstance(variable.get("value"), str):
+                    found.append(((pod_list, index, "env", at, "value"), variable["value"]))
+    for index, volume in enumerate(content.get("volumes") or []):
+        for source, field in VOLUME_REFERENCES.items():
+            if isinstance(name := (volume.get(source) or {}).get(field), str):
+                found.append((("volumes", index, source, field), name))
+    return found
+
+
+def strings(
+    value: Any, place: tuple[str | int, ...] = ()
+) -> list[tuple[tuple[str | int, ...], str]]:
+    """Every string in a content (`Content.to_api`), with its place (map keys included)."""
+    if isinstance(value, str):
+        return [(place, value)]
+    found: list[tuple[tuple[str | int, ...], str]] = []
+    if isinstance(value, Mapping):
+        for key, inner in value.items():
+            found += strings(key, (*place, "key"))
+            found += strings(inner, (*place, key))
+    elif isinstance(value, list):
+        for index, inner in enumerate(value):
+            found += strings(inner, (*place, index))
+    return found

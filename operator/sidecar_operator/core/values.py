@@ -17,10 +17,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from sidecar_operator.api import placeholders
-from sidecar_operator.api.models import VOLUME_REFERENCES, Content
+from sidecar_operator.api.models import Content
+from sidecar_operator.api.placeholders import VOLUME_REFERENCES
 
 KEPT_PER_REVISION = 256
-_KEPT: dict[str, OrderedDict[tuple[str, ...], Content]] = {}
+REVISIONS_KEPT = 64  # an edited policy's old revisions go, oldest first
+_KEPT: OrderedDict[str, OrderedDict[tuple[str, ...], Content]] = OrderedDict()
 # What the API server takes as a ConfigMap's, a Secret's or a claim's name: a DNS subdomain.
 _OBJECT_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _NAMED = {(source, field): source for source, field in VOLUME_REFERENCES.items()}
@@ -49,6 +51,9 @@ def rendered(content: Content, workload: Mapping[str, Any]) -> Content:
         values.append(value)
     key = tuple(values)
     kept = _KEPT.setdefault(content.revision, OrderedDict())
+    _KEPT.move_to_end(content.revision)
+    if len(_KEPT) > REVISIONS_KEPT:
+        _KEPT.popitem(last=False)
     found = kept.get(key)
     if found is not None:
         kept.move_to_end(key)
