@@ -239,7 +239,7 @@ REJECTED = {
     "nothing to add": (
         {"containers": []},
         "a policy must add something: set at least one of containers, initContainers, "
-        "volumes or volumeMounts",
+        "volumes, volumeMounts or podMetadata",
     ),
     "a step that covers nothing more": (
         {"updateStrategy": {"steps": [{"pause": {}}, {"percent": 100}]}},
@@ -288,6 +288,38 @@ REJECTED = {
     "a placeholder that does not close in a volume's ConfigMap": (
         {"volumes": [{"name": "conf", "configMap": {"name": "{{ workload.name"}}]},
         "spec.volumes[0].configMap.name in body should match",
+    ),
+    "a pod label under sidecars.dev/": (
+        {"podMetadata": {"labels": {"sidecars.dev/inject": "false"}}},
+        "podMetadata.labels: every key must be a label key",
+    ),
+    "a pod annotation under a subdomain of sidecars.dev/": (
+        {"podMetadata": {"annotations": {"policy.sidecars.dev/logs": "abc"}}},
+        "podMetadata.annotations: every key must be a label key",
+    ),
+    "a pod label the workload controllers set": (
+        {"podMetadata": {"labels": {"pod-template-hash": "x"}}},
+        "podMetadata.labels: every key must be a label key",
+    ),
+    "a pod label key that is no label key": (
+        {"podMetadata": {"labels": {"has space": "x"}}},
+        "podMetadata.labels: every key must be a label key",
+    ),
+    "a pod label value that is no label value": (
+        {"podMetadata": {"labels": {"team": "-shop"}}},
+        "spec.podMetadata.labels.team in body should match",
+    ),
+    "a pod label value of 64 characters": (
+        {"podMetadata": {"labels": {"team": "a" * 64}}},
+        "spec.podMetadata.labels.team in body should match",
+    ),
+    "an unknown placeholder in a pod annotation": (
+        {"podMetadata": {"annotations": {"owner": "{{ workload.uid }}"}}},
+        "spec.podMetadata.annotations.owner in body should match",
+    ),
+    "a policy adding only an empty podMetadata": (
+        {"containers": None, "podMetadata": {"labels": {}}},
+        "a policy must add something",
     ),
     **BASELINE_REFUSED,
 }
@@ -387,6 +419,21 @@ ACCEPTED = {
         ],
     },
     "every kind": {"kinds": ["Deployment", "StatefulSet", "DaemonSet", "CronJob"]},
+    "only pod metadata, with per-workload values": {
+        "containers": None,
+        "podMetadata": {
+            "labels": {
+                "app.kubernetes.io/part-of": "shop",
+                "team": "{{ workload.labels['team'] | default 'none' }}-x",
+                "empty": "",
+            },
+            "annotations": {
+                "prometheus.io/scrape": "true",
+                "example.com/owner": "{{ workload.namespace }}/{{ workload.name }}",
+                "example.com/json": '{"a": [1, 2]}',
+            },
+        },
+    },
 }
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from sidecar_operator.api.kinds import WorkloadKind
+from sidecar_operator.api.names import HISTORY_POLICY_LABEL, HISTORY_REVISION_LABEL
 from sidecar_operator.core import planner, ssa
 from sidecar_operator.core.ownership import field_manager
 from sidecar_operator.core.types import Key, Kind
@@ -656,4 +657,28 @@ async def test_a_placeholder_naming_a_new_annotation_lists_every_workload_again(
     held = state.cache.workload(Key("shop", "web"))
     assert held is not None and held["metadata"]["annotations"] == {"owner": "ana"}
     state.policy_seen(named, deleted=False)  # nothing new to keep: no listing
+    assert relisted == [False]
+
+
+async def test_a_stable_revision_setting_a_new_pod_annotation_lists_every_workload_again() -> None:
+    """A rollout in steps plans the stable revision's content for the workloads not yet
+    covered: the annotations it sets on the pod template must be in the snapshots too."""
+    state, _ = runtime(FakeApi())
+    relisted: list[bool] = []
+    state.relist = lambda: relisted.append(state.listings.complete(DEPLOYMENTS))
+    state.listings.listed(WorkloadKind.DEPLOYMENT)
+    content = copy.deepcopy(POLICY_OBJECT["spec"])
+    content["podMetadata"] = {"annotations": {"prometheus.io/scrape": "true"}}
+    revision = {
+        "metadata": {
+            "name": "logs-abc",
+            "labels": {HISTORY_POLICY_LABEL: "logs", HISTORY_REVISION_LABEL: "abc"},
+        },
+        "data": {key: content[key] for key in ("containers", "podMetadata")},
+        "revision": 1,
+    }
+    state.revision_seen(revision, deleted=False)
+    assert relisted == [False]
+    assert "prometheus.io/scrape" in state.cache.annotation_keys
+    state.revision_seen(revision, deleted=False)
     assert relisted == [False]

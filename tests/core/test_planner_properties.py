@@ -25,6 +25,13 @@ VALUES = [
     "{{ workload.labels['team'] }}",
     "\\{{ literal }}",
 ]
+# Pod label values: plain, per workload, one the workload may lack.
+LABEL_VALUES = [
+    "web",
+    "{{ workload.name }}",
+    "{{ workload.labels['team'] | default 'none' }}",
+    "{{ workload.labels['team'] }}",
+]
 
 
 @st.composite
@@ -53,10 +60,23 @@ def app_deployments(draw: st.DrawFn) -> dict[str, Any]:
     labels = {"tier": "web"}
     if draw(st.booleans()):
         labels["team"] = draw(st.sampled_from(["payments", ""]))
-    return {
+    template: dict[str, Any] = {"metadata": {"labels": {"app": "web"}}, "spec": pod}
+    annotations = draw(
+        st.dictionaries(
+            st.sampled_from(["prometheus.io/scrape", "owner"]), st.sampled_from(["true", "a"])
+        )
+    )
+    if annotations:
+        template["metadata"]["annotations"] = annotations
+    deployment = {
         "metadata": {"name": "app", "namespace": "shop", "labels": labels},
-        "spec": {"template": {"spec": pod}},
+        "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": template},
     }
+    # The app's manifest owns what it set, as `kubectl apply` leaves it.
+    deployment["metadata"]["managedFields"] = [
+        {"manager": "kubectl", "operation": "Update", "fieldsV1": ssa.fields_v1(deployment)}
+    ]
+    return deployment
 
 
 def passed_on(draw: st.DrawFn) -> dict[str, Any]:
@@ -101,6 +121,17 @@ def policy_sets(draw: st.DrawFn) -> list[Policy]:
         if volumes:
             paths = draw(st.lists(st.sampled_from(PATHS), unique=True, max_size=1))
             spec["volumeMounts"] = [{"name": volumes[0], "mountPath": p} for p in paths]
+        labels = draw(
+            st.dictionaries(st.sampled_from(["team", "app"]), st.sampled_from(LABEL_VALUES))
+        )
+        annotations = draw(
+            st.dictionaries(
+                st.sampled_from(["prometheus.io/scrape", "owner"]),
+                st.sampled_from(["true", "{{ workload.labels['team'] | default 'none' }}"]),
+            )
+        )
+        if labels or annotations:
+            spec["podMetadata"] = {"labels": labels, "annotations": annotations}
         names = [c["name"] for c in spec["containers"]]
         spec["initContainers"] = [c for c in spec["initContainers"] if c["name"] not in names]
         if not any(spec[k] for k in ("containers", "initContainers", "volumes")):
@@ -134,15 +165,19 @@ def pod_of(deployment: dict[str, Any]) -> dict[str, Any]:
     return deployment["spec"]["template"]["spec"]
 
 
+def template_of(deployment: dict[str, Any]) -> dict[str, Any]:
+    return deployment["spec"]["template"]
+
+
 @settings(max_examples=300, deadline=None)
 @given(app_deployments(), policy_sets())
 def test_inject_then_remove_gives_back_the_original_template(
     deployment: dict[str, Any], policies: list[Policy]
 ) -> None:
-    original = copy.deepcopy(pod_of(deployment))
+    original = copy.deepcopy(template_of(deployment))
     injected = converge(deployment, policies)
     removed = converge(injected, [])
-    assert pod_of(removed) == original
+    assert template_of(removed) == original
     assert not any(
         k.startswith("policy.sidecars.dev/") for k in removed["metadata"].get("annotations", {})
     )
@@ -166,7 +201,11 @@ def test_nothing_the_app_has_is_changed_reordered_or_dropped(
     deployment: dict[str, Any], policies: list[Policy]
 ) -> None:
     original = copy.deepcopy(pod_of(deployment))
-    done = pod_of(converge(deployment, policies))
+    app_metadata = copy.deepcopy(template_of(deployment)["metadata"])
+    converged = converge(deployment, policies)
+    for pod_map, values in app_metadata.items():
+        assert template_of(converged)["metadata"][pod_map].items() >= values.items()
+    done = pod_of(converged)
     for pod_list in ("containers", "initContainers", "volumes"):
         before = original.get(pod_list, [])
         names_before = [item["name"] for item in before]
@@ -196,6 +235,12 @@ def test_each_policy_is_all_or_nothing(deployment: dict[str, Any], policies: lis
         assert {c.name for c in policy.spec.init_containers} <= init_names
         assert {v.name for v in policy.spec.volumes} <= volumes
         assert owned.containers == {c.name for c in policy.spec.containers}
+        assert owned.pod_labels == set(policy.spec.pod_labels)
+        assert owned.pod_annotations == set(policy.spec.pod_annotations)
+        metadata = template_of(done)["metadata"]
+        for pod_map in ("labels", "annotations"):
+            for key in owned.keys(pod_map):
+                assert "{{" not in metadata[pod_map][key]  # rendered
 
 
 @settings(max_examples=300, deadline=None)

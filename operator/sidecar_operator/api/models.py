@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from functools import cached_property
 from typing import Any, Literal
@@ -265,6 +266,62 @@ class UpdateStrategy(_Model):
         return hashlib.sha256(canonical.encode()).hexdigest()[:10]
 
 
+# Keys a policy may not put on a pod template: the operator's own, and the labels the workload
+# controllers set on every pod they make to select it (a template carrying one would break the
+# controller's count of its pods). A workload's own selector labels are refused per workload
+# (`core/planner`): the API knows no workload's selector at apply.
+RESERVED_KEY = (
+    rf"^([-a-z0-9.]*\.)?{re.escape(names.GROUP)}/|^(pod-template-hash|controller-revision-hash"
+    r"|pod-template-generation)$"
+)
+# A templated label value: a label value, or label-value characters and placeholders (checked
+# again once rendered for each workload, `core/values`).
+_LABEL_CHARS = r"[-A-Za-z0-9_.]"
+LABEL_TEMPLATE = (
+    r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
+    rf"|^{_LABEL_CHARS}*{placeholders.PLACEHOLDER_PATTERN}(?:{_LABEL_CHARS}|"
+    rf"{placeholders.PLACEHOLDER_PATTERN})*$"
+)
+
+
+def _keys_rule(what: str) -> JsonDict:
+    return {
+        "rule": f"self.all(k, size(k) <= 317 && k.matches(r'{LABEL_KEY}') && "
+        f"!k.matches(r'{RESERVED_KEY}'))",
+        "message": f"podMetadata.{what}: every key must be a label key (an optional DNS prefix "
+        "and '/', then at most 63 letters, digits, '-', '_' or '.'), and none may be "
+        f"under {names.GROUP}/ or one the workload controllers set on their pods "
+        "(pod-template-hash, controller-revision-hash, pod-template-generation)",
+    }
+
+
+class PodMetadata(_Model):
+    """Labels and annotations a policy puts on the pod template (so on every pod), owned by
+    its field manager like its sidecars."""
+
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Pod labels. Values may name per-workload values (placeholders); a key "
+        "the workload already sets to another value, or one of its selector's, is a conflict "
+        "for that workload.",
+        json_schema_extra={
+            "maxProperties": 64,
+            "additionalProperties": {"type": "string", "pattern": LABEL_TEMPLATE},
+            "x-kubernetes-validations": [_keys_rule("labels")],
+        },
+    )
+    annotations: dict[str, str] = Field(
+        default_factory=dict,
+        description="Pod annotations. Values may name per-workload values (placeholders); a "
+        "key the workload already sets to another value is a conflict for that workload.",
+        json_schema_extra={
+            "maxProperties": 64,
+            "additionalProperties": {"type": "string", "pattern": placeholders.VALUE},
+            "x-kubernetes-validations": [_keys_rule("annotations")],
+        },
+    )
+
+
 class Content(_Model):
     """What a policy puts into a pod template: its sidecars, init containers, volumes and
     mounts. A policy's spec holds one; its revision history keeps each past one (waves roll a
@@ -295,6 +352,10 @@ class Content(_Model):
         json_schema_extra=_keyed_by("mountPath"),
         description="core/v1 VolumeMounts added to every container the app defines (not to "
         "sidecars added by policies). Each must name a volume from this policy's volumes.",
+    )
+    pod_metadata: PodMetadata | None = Field(
+        default=None,
+        description="Labels and annotations added to the pod template.",
     )
 
     @cached_property
@@ -344,8 +405,8 @@ class Content(_Model):
                 raise placeholders.PlaceholderError(
                     text,
                     position,
-                    "placeholders are read only in env values, args, command and the names "
-                    "volumes refer to",
+                    "placeholders are read only in env values, args, command, the names "
+                    "volumes refer to and podMetadata's values",
                     place,
                 )
         for place, text in templatable:
@@ -359,20 +420,30 @@ class Content(_Model):
                 found.append((place, parts))
         return tuple(found)
 
+    @property
+    def pod_labels(self) -> Mapping[str, str]:
+        return self.pod_metadata.labels if self.pod_metadata else {}
+
+    @property
+    def pod_annotations(self) -> Mapping[str, str]:
+        return self.pod_metadata.annotations if self.pod_metadata else {}
+
     @cached_property
     def annotation_keys(self) -> frozenset[str]:
-        """The workload annotations its placeholders name: what a workload's snapshot keeps."""
+        """The annotations a workload's snapshot keeps for this content: those its placeholders
+        name (on the workload) and those it sets (on the pod template)."""
         try:
             templates = self.templates
         except placeholders.PlaceholderError:
-            return frozenset()
-        return frozenset(
+            templates = ()
+        named = frozenset(
             part.key
             for _, parts in templates
             for part in parts
             if isinstance(part, placeholders.Placeholder)
             and part.source is placeholders.Source.ANNOTATIONS
         )
+        return named | frozenset(self.pod_annotations)
 
     def with_values(self, rendered: dict[str, Any], values: tuple[str, ...]) -> Content:
         """`rendered` (this content's `to_api()`, values in) as a content of this revision."""
@@ -382,13 +453,18 @@ class Content(_Model):
         return content
 
     def to_api(self) -> dict[str, Any]:
-        """The content as a policy's spec writes it (what a ControllerRevision keeps)."""
-        return {
+        """The content as a policy's spec writes it (what a ControllerRevision keeps). Without
+        podMetadata it is what it was before podMetadata existed: a revision stays the same."""
+        api: dict[str, Any] = {
             "containers": [c.to_api() for c in self.containers],
             "initContainers": [c.to_api() for c in self.init_containers],
             "volumes": [v.to_api() for v in self.volumes],
             "volumeMounts": [m.to_api() for m in self.volume_mounts],
         }
+        metadata = {"labels": dict(self.pod_labels), "annotations": dict(self.pod_annotations)}
+        if any(metadata.values()):
+            api["podMetadata"] = {key: value for key, value in metadata.items() if value}
+        return api
 
 
 class SidecarPolicySpec(Content):
@@ -399,9 +475,12 @@ class SidecarPolicySpec(Content):
             "x-kubernetes-validations": [
                 {
                     "rule": "size(self.containers) + size(self.initContainers) + "
-                    "size(self.volumes) + size(self.volumeMounts) > 0",
+                    "size(self.volumes) + size(self.volumeMounts) > 0 || "
+                    "(has(self.podMetadata) && (has(self.podMetadata.labels) && "
+                    "size(self.podMetadata.labels) > 0 || has(self.podMetadata.annotations) && "
+                    "size(self.podMetadata.annotations) > 0))",
                     "message": "a policy must add something: set at least one of containers, "
-                    "initContainers, volumes or volumeMounts",
+                    "initContainers, volumes, volumeMounts or podMetadata",
                 },
                 {
                     "rule": "self.containers.all(c, self.initContainers.all(i, i.name != c.name))",

@@ -51,9 +51,10 @@ _CHAR = r"[^{]"
 # A `{` alone: followed by the end, an escape or a character that is not `{` (taken with it:
 # RE2 has no lookahead).
 _LONE = rf"\{{(?:{_ESCAPE}|{_CHAR}|$)"
-_UNCAPTURED = re.sub(r"\((?!\?)", "(?:", PLACEHOLDER)
+# One placeholder without capturing groups, for the patterns that embed it.
+PLACEHOLDER_PATTERN = re.sub(r"\((?!\?)", "(?:", PLACEHOLDER)
 # A whole value: what the CRD's rule matches each templated string against.
-VALUE = rf"^(?:{_UNCAPTURED}|{_ESCAPE}|{_LONE}|{_CHAR})*$"
+VALUE = rf"^(?:{PLACEHOLDER_PATTERN}|{_ESCAPE}|{_LONE}|{_CHAR})*$"
 
 _ANYWHERE = re.compile(PLACEHOLDER)
 _TOKEN = re.compile(
@@ -192,10 +193,12 @@ def _why(rest: str) -> str:
     )
 
 
-# Where placeholders are read: strings a container passes on, and the names a volume refers to
+# Where placeholders are read: strings a container passes on, the names a volume refers to, and
+# the values of the pod template's labels and annotations
 # (never `image` or `securityContext`: a workload's owner must not choose what runs with the
 # policy's privileges).
 _CONTAINER_TEXT = ("command", "args")
+POD_METADATA = ("labels", "annotations")  # the values, not the keys
 VOLUME_REFERENCES = {
     "configMap": "name",
     "secret": "secretName",
@@ -218,6 +221,9 @@ def templatable(content: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...],
         for source, field in VOLUME_REFERENCES.items():
             if isinstance(name := (volume.get(source) or {}).get(field), str):
                 found.append((("volumes", index, source, field), name))
+    for field in POD_METADATA:
+        for key, text in ((content.get("podMetadata") or {}).get(field) or {}).items():
+            found.append((("podMetadata", field, key), text))
     return found
 
 

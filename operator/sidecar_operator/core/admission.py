@@ -26,7 +26,13 @@ from sidecar_operator.api.kinds import WorkloadKind, dig, nest
 from sidecar_operator.api.models import Policy
 from sidecar_operator.api.names import FIELD_MANAGER_PREFIX
 from sidecar_operator.core import bodies, planner, ssa, workloads
-from sidecar_operator.core.ownership import POD_LISTS, field_manager, ownership, revision_annotation
+from sidecar_operator.core.ownership import (
+    POD_LISTS,
+    POD_MAPS,
+    field_manager,
+    ownership,
+    revision_annotation,
+)
 from sidecar_operator.core.types import Action, Change, Kind
 from sidecar_operator.core.waves import Rollout
 
@@ -168,7 +174,16 @@ def _kept(workload: Workload, old: Workload, policy: str) -> dict[str, Any] | No
     revision = _carried_revision(old, policy)
     if owned.annotation and revision is not None:
         body["metadata"]["annotations"] = {revision_annotation(policy): revision}
-    body["spec"] = nest((*kind.template_path[1:], "spec"), spec)
+    template: dict[str, Any] = {"spec": spec}
+    old_metadata = workloads.pod_template(old).get("metadata") or {}
+    kept_keys = {
+        pod_map: {key: held[key] for key in owned.keys(pod_map) if key in held}
+        for pod_map in POD_MAPS
+        if owned.keys(pod_map) and (held := old_metadata.get(pod_map) or {})
+    }
+    if kept_keys:
+        template["metadata"] = kept_keys
+    body["spec"] = nest(kind.template_path[1:], template)
     kept = _without_entry(ssa.apply(workload, field_manager(policy), body), policy)
     kept["metadata"]["managedFields"] += [
         copy.deepcopy(entry)
@@ -181,19 +196,32 @@ def _kept(workload: Workload, old: Workload, policy: str) -> dict[str, Any] | No
 def json_patch(workload: Workload, changed: Workload, *, updated: bool) -> list[dict[str, Any]]:
     """The JSON patch (RFC 6902) that takes the workload under review to what `admitted` made
     of it: a handful of operations on the fields admission changes (the pod template's spec,
-    the revision annotations and, on an update, the policies' managedFields entries), not a
+    its labels and annotations where they changed, the revision annotations and, on an update,
+    the policies' managedFields entries), not a
     diff of the whole object."""
     metadata = changed["metadata"]
     operations = [_add(("metadata", "annotations"), metadata.get("annotations") or {})]
     if updated:
         operations.append(_add(("metadata", "managedFields"), metadata["managedFields"]))
-    path = (*WorkloadKind.of(changed).template_path, "spec")
+    template = WorkloadKind.of(changed).template_path
+    operations += _parents(workload, (*template, "spec"))
+    operations.append(_add((*template, "spec"), dig(changed, (*template, "spec"))))
+    before, after = dig(workload, (*template, "metadata")), dig(changed, (*template, "metadata"))
+    for pod_map in POD_MAPS:
+        if before.get(pod_map) != after.get(pod_map):
+            operations += _parents(workload, (*template, "metadata", pod_map))
+            operations.append(_add((*template, "metadata", pod_map), after.get(pod_map) or {}))
+    return operations
+
+
+def _parents(workload: Workload, path: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Operations that make the objects above `path` where the workload lacks them."""
+    operations = []
     node: Any = workload
     for depth, key in enumerate(path[:-1], start=1):
         node = node.get(key) if isinstance(node, Mapping) else None
         if node is None:
             operations.append(_add(path[:depth], {}))
-    operations.append(_add(path, dig(changed, path)))
     return operations
 
 

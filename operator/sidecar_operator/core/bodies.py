@@ -42,15 +42,14 @@ def apply_body(
         ("annotations", policy, revision),
         lambda: {revision_annotation(policy): revision},
     )
-    spec_path = (*kind.template_path[1:], "spec")
     if content.values:
         # Rendered for this workload (`core.values`): shared by none, and not kept here, where
         # a policy naming each workload would push every other policy's parts out.
-        body["spec"] = nest(spec_path, _pod_spec(content, app_init, app))
+        body["spec"] = nest(kind.template_path[1:], _template(content, app_init, app))
     else:
         body["spec"] = _shared(
             ("spec", policy, revision, kind, app_init, app),
-            lambda: nest(spec_path, _pod_spec(content, app_init, app)),
+            lambda: nest(kind.template_path[1:], _template(content, app_init, app)),
         )
     return body
 
@@ -71,6 +70,21 @@ def _identity(workload: Mapping[str, Any]) -> dict[str, Any]:
         "kind": kind.value,
         "metadata": {"name": metadata["name"], "namespace": metadata["namespace"]},
     }
+
+
+def _template(content: Content, app_init: tuple[str, ...], app: tuple[str, ...]) -> dict[str, Any]:
+    template: dict[str, Any] = {"spec": _pod_spec(content, app_init, app)}
+    metadata = {
+        key: dict(values)
+        for key, values in (
+            ("labels", content.pod_labels),
+            ("annotations", content.pod_annotations),
+        )
+        if values
+    }
+    if metadata:
+        template["metadata"] = metadata
+    return template
 
 
 def _pod_spec(spec: Content, app_init: tuple[str, ...], app: tuple[str, ...]) -> dict[str, Any]:

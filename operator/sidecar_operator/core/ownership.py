@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ from sidecar_operator.api.names import FIELD_MANAGER_PREFIX, REVISION_ANNOTATION
 
 POD_LISTS = ("initContainers", "containers")
 ITEM_LISTS = (*POD_LISTS, "volumes")
+POD_MAPS = ("labels", "annotations")  # of the pod template's metadata
 # A policy's entry for a container it did not add carries only these: the key and its mounts.
 # Owning anything else means the policy added the container (even after someone took over its
 # image with an edit).
@@ -35,6 +36,8 @@ class Ownership:
     volumes: frozenset[str] = frozenset()
     # (list, container, mountPath) for mounts it put into containers it did not add
     mounts: frozenset[tuple[str, str, str]] = frozenset()
+    pod_labels: frozenset[str] = frozenset()  # keys of the pod template's labels
+    pod_annotations: frozenset[str] = frozenset()
 
     @property
     def empty(self) -> bool:
@@ -44,10 +47,16 @@ class Ownership:
             or self.init_containers
             or self.volumes
             or self.mounts
+            or self.pod_labels
+            or self.pod_annotations
         )
 
     def added(self, pod_list: str) -> frozenset[str]:
         return self.init_containers if pod_list == "initContainers" else self.containers
+
+    def keys(self, pod_map: str) -> frozenset[str]:
+        """The pod template's labels or annotations it set."""
+        return self.pod_labels if pod_map == "labels" else self.pod_annotations
 
 
 def field_manager(policy: str) -> str:
@@ -66,6 +75,13 @@ def _key(element: str, field: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _map_keys(fields: Mapping[str, Any], kind: WorkloadKind, pod_map: str) -> Iterator[str]:
+    """The keys of the pod template's labels or annotations a fieldsV1 set holds."""
+    for element in dig(fields, (*kind.fields_path, "f:metadata", f"f:{pod_map}")):
+        if element.startswith("f:"):
+            yield element[2:]
+
+
 def _merge_entries(deployment: Mapping[str, Any], manager: str) -> list[Mapping[str, Any]]:
     return [
         entry.get("fieldsV1") or {}
@@ -80,8 +96,12 @@ def ownership(deployment: Mapping[str, Any], policy: str) -> Ownership:
     added: dict[str, set[str]] = {name: set() for name in POD_LISTS}
     volumes: set[str] = set()
     mounts: set[tuple[str, str, str]] = set()
-    pod_fields = (*WorkloadKind.of(deployment).fields_path, "f:spec")
+    keys: dict[str, set[str]] = {pod_map: set() for pod_map in POD_MAPS}
+    kind = WorkloadKind.of(deployment)
+    pod_fields = (*kind.fields_path, "f:spec")
     for fields in _merge_entries(deployment, field_manager(policy)):
+        for pod_map in POD_MAPS:
+            keys[pod_map].update(_map_keys(fields, kind, pod_map))
         annotations = fields.get("f:metadata", {}).get("f:annotations", {})
         annotation = annotation or f"f:{revision_annotation(policy)}" in annotations
         pod = dig(fields, pod_fields)
@@ -106,6 +126,8 @@ def ownership(deployment: Mapping[str, Any], policy: str) -> Ownership:
         init_containers=frozenset(added["initContainers"]),
         volumes=frozenset(volumes),
         mounts=frozenset(mounts),
+        pod_labels=frozenset(keys["labels"]),
+        pod_annotations=frozenset(keys["annotations"]),
     )
 
 
@@ -124,7 +146,9 @@ class Foreign:
     items: Mapping[tuple[str, str], frozenset[str]]  # (list, name) -> {".", "f:image", ...}
     mounts: Mapping[tuple[str, str, str], frozenset[str]]  # (list, container, mountPath) -> ...
     annotations: frozenset[str]  # the policies' revision annotations they own
-    managers: Mapping[tuple[str, ...], frozenset[str]]  # item or mount key -> who owns it
+    managers: Mapping[tuple[str, ...], frozenset[str]]  # item, mount or key -> who owns it
+    keys: frozenset[tuple[str, str]] = frozenset()  # ("labels" or "annotations", key) of the
+    # pod template's metadata
 
     def owns_item(self, pod_list: str, name: str) -> bool:
         """Anything in it but its key."""
@@ -140,13 +164,19 @@ def foreign(workload: Mapping[str, Any]) -> Foreign:
     items: dict[tuple[str, str], set[str]] = {}
     mounts: dict[tuple[str, str, str], set[str]] = {}
     annotations: set[str] = set()
+    keys: set[tuple[str, str]] = set()
     managers: dict[tuple[str, ...], set[str]] = {}
-    pod_fields = (*WorkloadKind.of(workload).fields_path, "f:spec")
+    kind = WorkloadKind.of(workload)
+    pod_fields = (*kind.fields_path, "f:spec")
     for entry in workload.get("metadata", {}).get("managedFields") or []:
         manager = str(entry.get("manager", ""))
         if manager.startswith(FIELD_MANAGER_PREFIX):
             continue
         fields = entry.get("fieldsV1") or {}
+        for pod_map in POD_MAPS:
+            for map_key in _map_keys(fields, kind, pod_map):
+                keys.add((pod_map, map_key))
+                managers.setdefault((pod_map, map_key), set()).add(manager)
         annotations.update(
             key[2:]
             for key in fields.get("f:metadata", {}).get("f:annotations", {})
@@ -171,13 +201,15 @@ def foreign(workload: Mapping[str, Any]) -> Foreign:
         mounts={key: frozenset(value) for key, value in mounts.items()},
         annotations=frozenset(annotations),
         managers={key: frozenset(value) for key, value in managers.items()},
+        keys=frozenset(keys),
     )
 
 
 def foreign_view(fields: Mapping[str, Any], kind: WorkloadKind) -> dict[str, Any]:
     """Of a non-policy manager's fieldsV1, what `foreign` and `wrote_last` read: its
-    revision annotations, and per pod-template item and mount the names of the fields it owns
-    there (not what is under them). A snapshot keeps this instead of the whole set."""
+    revision annotations, the keys of the pod template's labels and annotations it owns, and
+    per pod-template item and mount the names of the fields it owns there (not what is under
+    them). A snapshot keeps this instead of the whole set."""
     view: dict[str, Any] = {}
     annotations: dict[str, Any] = {
         key: {}
@@ -202,7 +234,15 @@ def foreign_view(fields: Mapping[str, Any], kind: WorkloadKind) -> dict[str, Any
             kept[element] = pruned
         if kept:
             lists[f"f:{pod_list}"] = kept
-    view.update(nest((*kind.fields_path, "f:spec"), lists) if lists else {"f:spec": {}})
+    metadata: dict[str, Any] = {
+        f"f:{pod_map}": {f"f:{key}": {} for key in keys}
+        for pod_map in POD_MAPS
+        if (keys := list(_map_keys(fields, kind, pod_map)))
+    }
+    template: dict[str, Any] = {"f:spec": lists} if lists else {}
+    if metadata:
+        template["f:metadata"] = metadata
+    view.update(nest(kind.fields_path, template) if template else {"f:spec": {}})
     return view
 
 

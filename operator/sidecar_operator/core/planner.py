@@ -18,6 +18,7 @@ from sidecar_operator.api.models import Content, Policy
 from sidecar_operator.core import bodies, stored, values, workloads
 from sidecar_operator.core.ownership import (
     POD_LISTS,
+    POD_MAPS,
     Foreign,
     Ownership,
     field_manager,
@@ -40,6 +41,8 @@ class _Pod:
     spec: Mapping[str, Any]
     added_by_policies: Mapping[str, frozenset[str]]  # pod list -> container names
     host_network: bool = False
+    metadata: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # labels, annotations
+    selector_keys: frozenset[str] = frozenset()  # the workload's selector's label keys
 
     def items(self, pod_list: str) -> list[Mapping[str, Any]]:
         return list(self.spec.get(pod_list) or [])
@@ -61,6 +64,8 @@ class _Claims:
     volumes: dict[str, str] = field(default_factory=dict)
     mounts: dict[tuple[str, str, str], str] = field(default_factory=dict)
     host_ports: dict[str, str] = field(default_factory=dict)  # protocol/hostIP/port -> holder
+    # (labels or annotations, key) of the pod template -> (holder, the value it sets)
+    keys: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
 
     def take(self, policy: str, content: Content, pod: _Pod) -> None:
         owner = f"policy {policy}"
@@ -73,6 +78,18 @@ class _Claims:
         for container in content.containers:
             for port in _host_ports(container.to_api(), pod):
                 self.host_ports[port] = f"container {container.name} of policy {policy}"
+        for pod_key, value in _pod_keys(content):
+            self.keys[pod_key] = (owner, value)
+
+
+def _pod_keys(content: Content) -> Iterator[tuple[tuple[str, str], str]]:
+    """The pod template's labels and annotations a content sets: ((map, key), value)."""
+    for pod_map, entries in (
+        ("labels", content.pod_labels),
+        ("annotations", content.pod_annotations),
+    ):
+        for key, value in entries.items():
+            yield (pod_map, key), value
 
 
 def _mount_keys(content: Content, pod: _Pod) -> set[tuple[str, str, str]]:
@@ -94,8 +111,21 @@ def _host_ports(container: Mapping[str, Any], pod: _Pod) -> Iterator[str]:
             yield f"{port.get('protocol') or 'TCP'}/{port.get('hostIP') or ''}/{number}"
 
 
-def _app_claims(pod: _Pod, owners: Mapping[str, Ownership]) -> _Claims:
+def _app_claims(pod: _Pod, owners: Mapping[str, Ownership], others: Foreign) -> _Claims:
     claims = _Claims()
+    for pod_map in POD_MAPS:
+        by_policies = frozenset().union(*(o.keys(pod_map) for o in owners.values()))
+        for name, value in pod.metadata.get(pod_map, {}).items():
+            # The app's when no policy set it, or when it holds the key too (then the key
+            # stays with the app's value once the policy lets go).
+            if name not in by_policies or (pod_map, name) in others.keys:
+                holder = (
+                    _managers(others, (pod_map, name)) if (pod_map, name) in others.keys else ""
+                )
+                claims.keys[(pod_map, name)] = (
+                    f"the {pod.kind}" + (f" ({holder})" if holder else ""),
+                    value,
+                )
     policy_mounts = {key for owned in owners.values() for key in owned.mounts}
     policy_volumes = {name for owned in owners.values() for name in owned.volumes}
     for pod_list in POD_LISTS:
@@ -152,6 +182,18 @@ def _conflicts(spec: Content, pod: _Pod, claims: _Claims) -> list[str]:
                     f"sidecar {container.name} mounts volume {mount.get('name')}, "
                     f"which neither the policy nor the {pod.kind} defines"
                 )
+    for (pod_map, key), value in _pod_keys(spec):
+        word = pod_map[:-1]
+        if pod_map == "labels" and key in pod.selector_keys:
+            found.append(
+                f"pod label {key} is in the {pod.kind}'s selector: a policy never sets one "
+                "(the workload would lose or take others' pods)"
+            )
+        elif (held := claims.keys.get((pod_map, key))) is not None and held[1] != value:
+            found.append(
+                f"pod {word} {key} is already set to {_shown(held[1])} by {held[0]} (the "
+                f"policy sets {_shown(value)})"
+            )
     if pod.kind is WorkloadKind.CRON_JOB and spec.containers:
         names = ", ".join(container.name for container in spec.containers)
         found.append(
@@ -196,6 +238,11 @@ def _pod_security(
     return found
 
 
+def _shown(value: str) -> str:
+    """A label's or annotation's value in a message (an annotation may be 256 KB)."""
+    return repr(value if len(value) <= 64 else value[:61] + "...")
+
+
 @dataclass(frozen=True)
 class _Drift:
     in_sync: bool  # everything is as the policy wants, as the API server stores it
@@ -231,6 +278,17 @@ def _drift(spec: Content, pod: _Pod, owned: Ownership) -> _Drift:
         check(pod.find("volumes", volume.name), volume.to_api(), "Volume", f"volume {volume.name}")
     if owned.mounts != _mount_keys(spec, pod):
         in_sync, where = False, where or "volumeMounts: not all the policy's"
+    wanted_keys = dict(_pod_keys(spec))
+    for pod_map in POD_MAPS:
+        if owned.keys(pod_map) != {key for (in_map, key) in wanted_keys if in_map == pod_map}:
+            in_sync, where = False, where or f"podMetadata.{pod_map}: not all the policy's"
+    for (pod_map, key), value in wanted_keys.items():
+        live_value = pod.metadata.get(pod_map, {}).get(key)
+        if live_value != value:
+            in_sync, edited = False, edited or live_value is not None
+            where = where or (
+                f"pod {pod_map[:-1]} {key}: {_shown(live_value or '')} != {_shown(value)}"
+            )
     for pod_list in POD_LISTS:
         for app_container in pod.app_containers(pod_list):
             live_mounts = {m["mountPath"]: m for m in app_container.get("volumeMounts") or []}
@@ -300,6 +358,7 @@ def plan(
             assert isinstance(content, Content)
             owners[policy.name] = _as_applied(policy.name, content, deployment, owners)
     pod_spec = workloads.pod_spec(deployment)
+    template_metadata = workloads.pod_template(deployment).get("metadata") or {}
     pod = _Pod(
         kind=WorkloadKind.of(deployment),
         spec=pod_spec,
@@ -308,8 +367,10 @@ def plan(
             for pod_list in POD_LISTS
         },
         host_network=bool(pod_spec.get("hostNetwork")),
+        metadata={pod_map: template_metadata.get(pod_map) or {} for pod_map in POD_MAPS},
+        selector_keys=workloads.selector_keys(deployment),
     )
-    claims = _app_claims(pod, owners)
+    claims = _app_claims(pod, owners, others)
     actions: list[Action] = []
     for policy in matched:
         owned = owners[policy.name]
@@ -393,6 +454,9 @@ def _values_moved(content: Content, pod: _Pod, others: Foreign) -> bool:
     return all(
         pod.find(pod_list, name) is not None and not others.owns_item(pod_list, name)
         for pod_list, name in items
+    ) and all(
+        key in pod.metadata.get(pod_map, {}) and (pod_map, key) not in others.keys
+        for (pod_map, key), _ in _pod_keys(content)
     )
 
 
@@ -441,7 +505,8 @@ def _admitted(
     """Whether admission gave the workload this policy's items: the policy's manager owns
     nothing there yet, its revision annotation is there and nobody's, and every container,
     init container, volume and mount it adds is there, in no one's hands (the API server
-    records no manager for what a webhook adds). An app's own container with a sidecar's name,
+    records no manager for what a webhook adds), and so is every pod label and annotation it
+    sets. An app's own container with a sidecar's name,
     or a manifest copied with the annotation, is someone's: the app's, never taken over."""
     annotation = revision_annotation(policy)
     annotations = workload.get("metadata", {}).get("annotations") or {}
@@ -457,6 +522,10 @@ def _admitted(
         for item in wanted:
             if item.name not in present or others.owns_item(pod_list, item.name):
                 return False
+    template_metadata = workloads.pod_template(workload).get("metadata") or {}
+    for (pod_map, name), _ in _pod_keys(spec):
+        if name not in (template_metadata.get(pod_map) or {}) or (pod_map, name) in others.keys:
+            return False
     taken = {name for o in owners.values() for pod_list in POD_LISTS for name in o.added(pod_list)}
     own_names = {c.name for c in (*spec.containers, *spec.init_containers)}
     for pod_list in POD_LISTS:

@@ -1,5 +1,6 @@
 """A model of what the API server does with one policy's server-side apply, for the fields
-policies touch (containers, init containers, volumes, mounts, the revision annotation).
+policies touch (containers, init containers, volumes, mounts, the pod template's labels and
+annotations, the revision annotation).
 
 The operator never needs it to act; `preview` uses it to show the pod template a policy would
 produce, and the property tests use it to check the planner's bodies. Integration tests check
@@ -16,7 +17,7 @@ import orjson
 
 from sidecar_operator.api.kinds import WorkloadKind, dig, nest
 from sidecar_operator.core import workloads
-from sidecar_operator.core.ownership import POD_LISTS, Ownership, ownership
+from sidecar_operator.core.ownership import POD_LISTS, POD_MAPS, Ownership, ownership
 
 Item = dict[str, Any]
 J = TypeVar("J")
@@ -152,6 +153,47 @@ def apply_to_pod_spec(
     return result
 
 
+def held_by_others(workload: Mapping[str, Any], manager: str) -> frozenset[tuple[str, str]]:
+    """The pod template's label and annotation keys managers other than `manager` hold."""
+    kind = WorkloadKind.of(workload)
+    return frozenset(
+        (pod_map, element[2:])
+        for entry in workload.get("metadata", {}).get("managedFields") or []
+        if entry.get("manager") != manager
+        for pod_map in POD_MAPS
+        for element in dig(
+            entry.get("fieldsV1") or {}, (*kind.fields_path, "f:metadata", f"f:{pod_map}")
+        )
+        if element.startswith("f:")
+    )
+
+
+def _apply_to_metadata(
+    template: dict[str, Any],
+    before: Ownership,
+    applied: Mapping[str, Any],
+    held: frozenset[tuple[str, str]],
+) -> None:
+    """The pod template's labels and annotations after the apply: what it sends is set, and a
+    key it set before and sends no more goes, unless another manager holds it too."""
+    sent = applied.get("metadata") or {}
+    metadata = template.get("metadata") or {}
+    for pod_map in POD_MAPS:
+        values = dict(metadata.get(pod_map) or {})
+        for key in before.keys(pod_map) - set(sent.get(pod_map) or {}):
+            if (pod_map, key) not in held:
+                values.pop(key, None)
+        values.update(sent.get(pod_map) or {})
+        if values:
+            metadata[pod_map] = values
+        else:
+            metadata.pop(pod_map, None)
+    if metadata:
+        template["metadata"] = metadata
+    else:
+        template.pop("metadata", None)
+
+
 def _set_or_drop(target: dict[str, Any], key: str, items: list[Item]) -> None:
     if items:
         target[key] = items
@@ -189,11 +231,20 @@ def fields_v1(body: Mapping[str, Any]) -> dict[str, Any]:
             pod_fields[f"f:{pod_list}"] = {
                 keyed("name", item["name"]): item_fields(item) for item in pod[pod_list]
             }
+    template_metadata = dig(body, (*kind.template_path, "metadata"))
+    template: dict[str, Any] = {"f:spec": pod_fields} if pod_fields else {}
+    keys: dict[str, Any] = {
+        f"f:{pod_map}": {f"f:{key}": {} for key in template_metadata[pod_map]}
+        for pod_map in POD_MAPS
+        if template_metadata.get(pod_map)
+    }
+    if keys:
+        template["f:metadata"] = keys
     fields: dict[str, Any] = {}
     if metadata:
         fields["f:metadata"] = metadata
-    if pod_fields:
-        fields.update(nest((*kind.fields_path, "f:spec"), pod_fields))
+    if template:
+        fields.update(nest(kind.fields_path, template))
     return fields
 
 
@@ -216,6 +267,9 @@ def apply(deployment: Mapping[str, Any], manager: str, body: Mapping[str, Any]) 
     for key in WorkloadKind.of(deployment).template_path:
         template = template.setdefault(key, {})
     template["spec"] = apply_to_pod_spec(template.get("spec", {}), before, workloads.pod_spec(body))
+    _apply_to_metadata(
+        template, before, workloads.pod_template(body), held_by_others(deployment, manager)
+    )
     fields = fields_v1(body)
     managed = [
         entry for entry in metadata.get("managedFields") or [] if entry.get("manager") != manager

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sidecar_operator.api import placeholders
-from sidecar_operator.api.models import Content
+from sidecar_operator.api.models import LABEL_VALUE, Content
 from sidecar_operator.api.placeholders import VOLUME_REFERENCES
 
 KEPT_PER_REVISION = 256
@@ -26,6 +26,7 @@ _KEPT: OrderedDict[str, OrderedDict[tuple[str, ...], Content]] = OrderedDict()
 # What the API server takes as a ConfigMap's, a Secret's or a claim's name: a DNS subdomain.
 _OBJECT_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _NAMED = {(source, field): source for source, field in VOLUME_REFERENCES.items()}
+_LABEL_VALUE = re.compile(LABEL_VALUE)
 
 
 class Unrendered(ValueError):
@@ -80,10 +81,19 @@ def _check(content: Content, place: tuple[str | int, ...], value: str) -> None:
             f"{_field(content, place)} renders {value!r}, not a valid {source} name "
             "(lowercase letters, digits, '-' and '.')"
         )
+    if place[:2] == ("podMetadata", "labels") and not (
+        len(value) <= 63 and _LABEL_VALUE.fullmatch(value)
+    ):
+        raise Unrendered(
+            f"{_field(content, place)} renders {value!r}, not a valid label value (at most 63 "
+            "letters, digits, '-', '_' or '.', beginning and ending with a letter or digit)"
+        )
 
 
 def _field(content: Content, place: tuple[str | int, ...]) -> str:
     """A string's place as a user reads it: `containers[log].env[TAG].value`, `args[0]`."""
+    if place[0] == "podMetadata":
+        return f"podMetadata.{place[1]}['{place[2]}']"
     value: Any = content.to_api()
     words = ""
     for step in place:

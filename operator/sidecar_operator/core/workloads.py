@@ -25,6 +25,14 @@ def pod_spec(workload: Mapping[str, Any]) -> Mapping[str, Any]:
     return pod_template(workload).get("spec") or {}
 
 
+def selector_keys(workload: Mapping[str, Any]) -> frozenset[str]:
+    """The label keys the workload's selector reads (a CronJob's Jobs select by uid)."""
+    selector = (workload.get("spec") or {}).get("selector") or {}
+    return frozenset(selector.get("matchLabels") or {}) | frozenset(
+        requirement.get("key", "") for requirement in selector.get("matchExpressions") or []
+    )
+
+
 def on_delete(workload: Mapping[str, Any]) -> bool:
     """A StatefulSet or DaemonSet that changes its pods only when they are deleted."""
     strategy = (workload.get("spec") or {}).get("updateStrategy") or {}

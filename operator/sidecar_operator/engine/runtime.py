@@ -159,15 +159,19 @@ class Runtime:
             self.cache.drop_policy(name)
         else:
             self.cache.put_policy(policy)
-        if self.cache.annotation_keys != kept and self.relist is not None:
-            # A placeholder names an annotation the snapshots did not keep: until listed again,
-            # every workload would seem to lack it (and get its default), so no pass runs, and
-            # the snapshots go (the listing brings each at the version held, which an event of a
-            # held version does not replace).
-            for kind in self.cache.kinds_wanted():
-                self.kind_dropped(kind)
-            self.relist()
+        self._relist_if_more_annotations(kept)
         self.policy_changed(name)
+
+    def _relist_if_more_annotations(self, kept: frozenset[str]) -> None:
+        """A policy names an annotation the snapshots did not keep (a placeholder reads it on
+        the workload, podMetadata sets it on the pod template): until listed again, every
+        workload would seem to lack it, so no pass runs, and the snapshots go (the listing
+        brings each at the version held, which an event of a held version does not replace)."""
+        if self.cache.annotation_keys == kept or self.relist is None:
+            return
+        for kind in self.cache.kinds_wanted():
+            self.kind_dropped(kind)
+        self.relist()
 
     def policies_listed(self, seen: list[tuple[str, str]]) -> None:
         """Every policy there is: forget those deleted while no watch ran."""
@@ -187,7 +191,12 @@ class Runtime:
 
     def revision_seen(self, revision: dict[str, Any], deleted: bool) -> None:
         """A ControllerRevision of a policy's history: what its rollout's stable content is."""
-        self.histories.put(revision, deleted=deleted)
+        held = self.histories.put(revision, deleted=deleted)
+        if held is not None:
+            # The stable content is planned too: the annotations it names are kept.
+            kept = self.cache.annotation_keys
+            self.cache.annotation_keys |= held.content.annotation_keys
+            self._relist_if_more_annotations(kept)
         policy = (revision.get("metadata", {}).get("labels") or {}).get(HISTORY_POLICY_LABEL)
         if policy and (worker := self.workers.get(policy)) is not None:
             worker.poke()

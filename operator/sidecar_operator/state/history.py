@@ -15,7 +15,8 @@ class Histories:
         self._names: dict[str, Revision] = {}  # object name -> Revision
         self.version = 0  # moves with every change: rollouts derived from history follow it
 
-    def put(self, obj: Mapping[str, Any], *, deleted: bool = False) -> None:
+    def put(self, obj: Mapping[str, Any], *, deleted: bool = False) -> Revision | None:
+        """The revision now held under the object's name (None: deleted, or not a policy's)."""
         name = (obj.get("metadata") or {}).get("name", "")
         held = self._names.pop(name, None)
         if held is not None:
@@ -26,6 +27,7 @@ class Histories:
             self._of.setdefault(revision.policy, {})[revision.revision] = revision
         if held != revision:
             self.version += 1
+        return revision
 
     def retain(self, names: set[str]) -> None:
         """A complete listing: forget what it lacks."""

@@ -3,8 +3,9 @@
 Every Deployment in the cluster is watched, so the in-memory copy holds only what planning and
 status need: identity, labels, our annotations, policies' managedFields entries (and of the
 others' when they last changed the spec, and which fields they own in the pod template's named
-items: whose item is it), the pod template's containers, volumes, host network and security
-context, and the rollout status.
+items and metadata: whose item or key is it), the selector, the pod template's labels, the
+annotations policies name, containers, volumes, host network and security context, and the
+rollout status.
 """
 
 from __future__ import annotations
@@ -63,6 +64,11 @@ def _shared_parts(record: Mapping[str, Any]) -> Iterator[Any]:
     for key in _POD_FIELDS:
         yield from pod.get(key, ())
     yield from (pod[key] for key in _POD_SETTINGS if key in pod)
+    labels = workloads.pod_template(record).get("metadata", {}).get("labels")
+    if labels:
+        yield labels
+    if "selector" in record["spec"]:
+        yield record["spec"]["selector"]
     if "conditions" in record["status"]:
         yield record["status"]["conditions"]
 
@@ -77,18 +83,30 @@ def compact(
     annotations: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     """`share` (a `Shared`) lets identical parts of many snapshots be one object; `annotations`
-    are the keys policies' placeholders name, kept besides the revision annotations."""
+    are the keys policies name (their placeholders, on the workload; their podMetadata, on the
+    pod template), kept besides the revision annotations."""
     kind = WorkloadKind.of(workload)
     metadata = workload.get("metadata", {})
     spec = workload.get("spec", {})
     status = workload.get("status") or {}
     pod = workloads.pod_spec(workload)
-    template: dict[str, Any] = {
+    pod_spec: dict[str, Any] = {
         key: [share(item) for item in pod[key]] for key in _POD_FIELDS if key in pod
     }
     for key in _POD_SETTINGS:
         if key in pod:
-            template[key] = share(pod[key])
+            pod_spec[key] = share(pod[key])
+    template: dict[str, Any] = {"spec": pod_spec}
+    pod_metadata = workloads.pod_template(workload).get("metadata") or {}
+    if pod_metadata.get("labels"):
+        template["metadata"] = {"labels": share(pod_metadata["labels"])}
+    pod_annotations = {
+        key: value
+        for key, value in (pod_metadata.get("annotations") or {}).items()
+        if key in annotations
+    }
+    if pod_annotations:
+        template.setdefault("metadata", {})["annotations"] = pod_annotations
     kept_annotations = {
         key: value
         for key, value in (metadata.get("annotations") or {}).items()
@@ -112,18 +130,19 @@ def compact(
             ],
         },
         "spec": {
-            **{key: spec[key] for key in _SPEC_KEPT[kind] if key in spec},
-            **nest((*kind.template_path[1:], "spec"), template),
+            **{key: _kept(key, spec[key], share) for key in _SPEC_KEPT[kind] if key in spec},
+            **nest(kind.template_path[1:], template),
         },
         "status": _status(kind, status, share),
     }
 
 
 # What `core.workloads` reads to tell whether a workload has rolled out.
+# The selector: a policy never sets one of its labels on the pod template (`core/planner`).
 _SPEC_KEPT = {
-    WorkloadKind.DEPLOYMENT: ("replicas", "paused"),
-    WorkloadKind.STATEFUL_SET: ("replicas", "updateStrategy"),
-    WorkloadKind.DAEMON_SET: ("updateStrategy",),
+    WorkloadKind.DEPLOYMENT: ("replicas", "paused", "selector"),
+    WorkloadKind.STATEFUL_SET: ("replicas", "updateStrategy", "selector"),
+    WorkloadKind.DAEMON_SET: ("updateStrategy", "selector"),
     WorkloadKind.CRON_JOB: (),
 }
 _STATUS_KEPT = {
@@ -141,6 +160,10 @@ _STATUS_KEPT = {
     ),
     WorkloadKind.CRON_JOB: (),
 }
+
+
+def _kept(key: str, value: Any, share: Callable[[Any], Any]) -> Any:
+    return share(value) if key == "selector" else value
 
 
 def _status(
