@@ -32,8 +32,8 @@ def test_offline_preview_shows_the_matched_deployment_as_a_diff() -> None:
     code, out = preview("-f", str(SAMPLES / "log-shipping.yaml"), "--deployments", str(SAMPLES))
     assert code == 0
     assert out.startswith("CHANGE demo-shop/checkout\n")
-    assert "+- name: fluent-bit\n" in out and "+  image: fluent/fluent-bit:3.1.9\n" in out
-    assert "+  volumeMounts:\n+  - name: app-logs\n+    mountPath: /var/log/app\n" in out
+    assert "+  - name: fluent-bit\n" in out and "+    image: fluent/fluent-bit:3.1.9\n" in out
+    assert "+    volumeMounts:\n+    - name: app-logs\n+      mountPath: /var/log/app\n" in out
     assert "payments" not in out and "storefront" not in out
     assert out.endswith("1 workloads matched or affected, 0 conflicts\n")
 
@@ -44,14 +44,14 @@ def test_offline_preview_covers_every_kind_the_policy_targets() -> None:
     )
     assert code == 0
     assert out.startswith("CHANGE StatefulSet/demo-shop/orders-db\n")
-    assert "+- name: postgres-exporter\n" in out
+    assert "+  - name: postgres-exporter\n" in out
     assert out.endswith("1 workloads matched or affected, 0 conflicts\n")
     code, out = preview(
         "-f", str(SAMPLES / "cronjob-native-sidecar.yaml"), "--workloads", str(SAMPLES)
     )
     assert code == 0
     assert out.startswith("CHANGE CronJob/demo-shop/nightly-report\n")
-    assert "+- name: vault-proxy\n" in out and "+  restartPolicy: Always\n" in out
+    assert "+  - name: vault-proxy\n" in out and "+    restartPolicy: Always\n" in out
 
 
 def test_offline_preview_reports_conflicts_with_exit_code_1(tmp_path: Path) -> None:
@@ -81,6 +81,46 @@ def test_offline_preview_reports_conflicts_with_exit_code_1(tmp_path: Path) -> N
     assert "CONFLICT default/web: container fluent-bit is already defined by the Deployment" in out
 
 
+def test_offline_preview_shows_each_workloads_rendered_values(tmp_path: Path) -> None:
+    apps = [
+        yaml.safe_load(deployment(name, labels={"sidecar-test": "yes", **labels}))
+        for name, labels in (("cart", {"team": "checkout"}), ("search", {}))
+    ]
+    (tmp_path / "apps.yaml").write_text(yaml.safe_dump_all(apps))
+    policy = tmp_path / "policy.yaml"
+    tagger = {
+        "name": "tagger",
+        "image": "fluent/fluent-bit:3.1.9",
+        "args": ["-t", "{{ workload.namespace }}.{{ workload.name }}"],
+        "env": [{"name": "TEAM", "value": "{{ workload.labels['team'] | default 'none' }}"}],
+    }
+    policy.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "sidecars.dev/v1alpha1",
+                "kind": "SidecarPolicy",
+                "metadata": {"name": "tags"},
+                "spec": {
+                    "selector": {"matchLabels": {"sidecar-test": "yes"}},
+                    "containers": [tagger],
+                    "podMetadata": {
+                        "annotations": {"example.com/shipped-as": "{{ workload.name }}"}
+                    },
+                },
+            }
+        )
+    )
+    code, out = preview("-f", str(policy), "--deployments", str(tmp_path / "apps.yaml"))
+    assert code == 0, out
+    cart, search = out.split("CHANGE default/search\n")
+    assert cart.startswith("CHANGE default/cart\n")
+    assert "+    - default.cart\n" in cart and "+      value: checkout\n" in cart
+    assert "+    example.com/shipped-as: cart\n" in cart
+    assert "+    - default.search\n" in search and "+      value: none\n" in search
+    assert "+    example.com/shipped-as: search\n" in search
+    assert "{{" not in out
+
+
 def spec_managers(workload: dict[str, Any]) -> list[str]:
     return [m["manager"] for m in workload["metadata"]["managedFields"] if "subresource" not in m]
 
@@ -102,7 +142,7 @@ def test_cluster_preview_is_read_only(
     code, out = preview("-f", str(policy), kubeconfig=kubectl_admin.kubeconfig)
     assert code == 0, out
     assert f"CHANGE {namespace}/web\n" in out and f"{namespace}/other" not in out
-    assert "+- name: fluent-bit\n" in out
+    assert "+  - name: fluent-bit\n" in out
     after = kubectl.json("deployment", "web", "--show-managed-fields")
     assert after["metadata"]["generation"] == before["metadata"]["generation"]
     assert after["spec"] == before["spec"]

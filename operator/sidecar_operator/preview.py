@@ -22,13 +22,21 @@ from sidecar_operator.core.types import Key, Kind
 class Entry:
     key: Key
     kind: Kind
-    diff: str = ""  # unified diff of the pod template's spec, for writes
+    diff: str = ""  # unified diff of the pod template, for writes
     conflict: str = ""
 
 
 def _template_yaml(workload: Mapping[str, Any]) -> list[str]:
-    pod = workloads.pod_spec(workload)
-    return yaml.safe_dump(dict(pod), sort_keys=False, width=100).splitlines(keepends=True)
+    """The pod template as YAML: its labels and annotations (which podMetadata sets), then its
+    spec."""
+    template = workloads.pod_template(workload)
+    metadata = template.get("metadata") or {}
+    shown: dict[str, Any] = {}
+    kept = {key: metadata[key] for key in ("labels", "annotations") if metadata.get(key)}
+    if kept:
+        shown["metadata"] = kept
+    shown["spec"] = dict(template.get("spec") or {})
+    return yaml.safe_dump(shown, sort_keys=False, width=100).splitlines(keepends=True)
 
 
 def is_workload(document: Mapping[str, Any]) -> bool:
