@@ -130,3 +130,30 @@ def test_every_corpus_case_loads_and_says_what_it_expects() -> None:
         apps = {app.name for app in case.apps}
         named = set(expect.injected) | set(expect.conflicts) | set(expect.owner_paused)
         assert named | set(expect.warnings) <= apps, name
+
+
+def test_pod_metadata_not_the_apps_and_the_policys_is_a_defect() -> None:
+    deployment = workloads.deployment(1)
+    deployment["metadata"].update(namespace="chaos", labels={"team": "shop"})
+    deployment["spec"]["template"]["metadata"] = {"labels": {"app": "x"}}
+    snapshot = audit.pod_metadata(deployment)
+    spec = {
+        "selector": {},
+        "podMetadata": {"labels": {"owner": "{{ workload.labels['team'] }}"}},
+    }
+    policy = Policy.from_object({"metadata": {"name": POLICY}, "spec": spec})
+    (action,) = planner.plan(deployment, {}, [policy])
+    assert action.body is not None
+    done = ssa.apply(deployment, field_manager(POLICY), action.body)
+    assert audit.metadata_injected(done, snapshot, spec) == []
+    assert audit.app_fields_owned(done, field_manager(POLICY), spec) == []
+    taken = copy.deepcopy(done)
+    taken["spec"]["template"]["metadata"]["labels"]["app"] = "y"  # the app's own, changed
+    assert any("['app']" in d for d in audit.metadata_injected(taken, snapshot, spec))
+    assert audit.metadata_removed(done, snapshot) != []
+    assert audit.metadata_removed(deployment, snapshot) == []
+    grabbed = copy.deepcopy(done)
+    for entry in grabbed["metadata"]["managedFields"]:
+        entry["fieldsV1"]["f:spec"]["f:template"]["f:metadata"]["f:labels"]["f:app"] = {}
+    found = audit.app_fields_owned(grabbed, field_manager(POLICY), spec)
+    assert any("pod labels ['app']" in d for d in found), found

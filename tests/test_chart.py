@@ -338,6 +338,11 @@ def test_the_demo_samples_converge_under_the_chart_s_service_account(
             assert [c["name"] for c in spec["containers"]] == containers, name
         checkout = shop.json("deployment", "checkout")["spec"]["template"]["spec"]
         assert "demo-shop.checkout" in checkout["containers"][1]["args"]  # its own tag
+        payments = shop.json("deployment", "payments")["spec"]["template"]["metadata"]
+        assert payments["annotations"] == {
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": "9102",
+        }
         storefront = shop.json("deployment", "storefront")["spec"]["template"]["spec"]
         assert [c["name"] for c in storefront["initContainers"]] == ["git-sync", "wait-for-db"]
         report = shop.json("cronjob", "nightly-report")["spec"]["jobTemplate"]["spec"]["template"]
@@ -346,6 +351,8 @@ def test_the_demo_samples_converge_under_the_chart_s_service_account(
         crd_installed("delete", "sidecarpolicy", *DEMO_POLICIES, "--timeout=120s")
         checkout = shop.json("deployment", "checkout")["spec"]["template"]["spec"]
         assert [c["name"] for c in checkout["containers"]] == ["checkout"]
+        payments = shop.json("deployment", "payments")["spec"]["template"]["metadata"]
+        assert "annotations" not in payments
     finally:
         crd_installed(
             "delete", "sidecarpolicy", *DEMO_POLICIES, "--ignore-not-found", "--wait=false"

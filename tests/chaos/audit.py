@@ -126,6 +126,49 @@ def for_workload(container: Mapping[str, Any], deployment: Mapping[str, Any]) ->
     return found
 
 
+PodMetadata = dict[str, dict[str, str]]
+POD_MAPS = ("labels", "annotations")
+
+
+def pod_metadata(deployment: Mapping[str, Any]) -> PodMetadata:
+    """The pod template's labels and annotations."""
+    metadata = deployment["spec"]["template"].get("metadata") or {}
+    return {pod_map: dict(metadata.get(pod_map) or {}) for pod_map in POD_MAPS}
+
+
+def metadata_injected(
+    deployment: Mapping[str, Any], snapshot: PodMetadata, spec: Mapping[str, Any]
+) -> list[str]:
+    """The app's own labels and annotations as they were, and the policy's (`podMetadata`,
+    this Deployment's values in) beside them: nothing else."""
+    name = deployment["metadata"]["name"]
+    wanted = spec.get("podMetadata") or {}
+    live = pod_metadata(deployment)
+    found = []
+    for pod_map in POD_MAPS:
+        rendered = {
+            key: placeholders.render(placeholders.parse(text), deployment)
+            for key, text in (wanted.get(pod_map) or {}).items()
+        }
+        expected = {**snapshot[pod_map], **rendered}
+        if live[pod_map] != expected:
+            differs = sorted(
+                key
+                for key in live[pod_map].keys() | expected.keys()
+                if live[pod_map].get(key) != expected.get(key)
+            )
+            found.append(f"{name}: pod {pod_map} {differs} are not the app's and the policy's")
+    return found
+
+
+def metadata_removed(deployment: Mapping[str, Any], snapshot: PodMetadata) -> list[str]:
+    """After the policy let go: the pod's labels and annotations as before the policy."""
+    if pod_metadata(deployment) != snapshot:
+        name = deployment["metadata"]["name"]
+        return [f"{name}: the pod's labels or annotations differ from before the policy"]
+    return []
+
+
 def removed(
     deployment: Mapping[str, Any], snapshot: Template, policy: str, annotation: str | None = None
 ) -> list[str]:
@@ -213,4 +256,12 @@ def app_fields_owned(
                     found.append(f"{name}: {manager} owns app volumes {sorted(foreign)}")
             else:
                 found.append(f"{name}: {manager} owns the pod's {key}")
+        metadata = entry.get("fieldsV1", {}).get("f:spec", {}).get("f:template", {})
+        metadata = metadata.get("f:metadata", {})
+        wanted = spec.get("podMetadata") or {}
+        for pod_map in POD_MAPS:
+            keys = {key[2:] for key in metadata.get(f"f:{pod_map}", {}) if key.startswith("f:")}
+            extra = sorted(keys - set(wanted.get(pod_map) or {}))
+            if extra:
+                found.append(f"{name}: {manager} owns the app's pod {pod_map} {extra}")
     return found

@@ -55,6 +55,10 @@ class App(_Strict):
         default_factory=lambda: {"containers": [{"name": "app", "image": "nginx:1.27"}]}
     )
     paused: bool = Field(default=False, description="Paused by its owner (`rollout pause`).")
+    pod_labels: dict[str, str] = Field(
+        default_factory=dict, alias="podLabels", description="Besides `app: <name>`."
+    )
+    pod_annotations: dict[str, str] = Field(default_factory=dict, alias="podAnnotations")
 
 
 class Action(_Strict):
@@ -148,7 +152,13 @@ def _deployment(app: App, namespace: str) -> dict[str, Any]:
             "replicas": 1,
             "paused": app.paused,
             "selector": {"matchLabels": {"app": app.name}},
-            "template": {"metadata": {"labels": {"app": app.name}}, "spec": app.pod},
+            "template": {
+                "metadata": {
+                    "labels": {"app": app.name, **app.pod_labels},
+                    **({"annotations": app.pod_annotations} if app.pod_annotations else {}),
+                },
+                "spec": app.pod,
+            },
         },
     }
 
@@ -171,6 +181,7 @@ class Run:
         self.admin = admin
         self.policy = self.case.policy_name
         self.snapshot: dict[tuple[str, str], audit.Template] = {}
+        self.pod_metadata: dict[tuple[str, str], audit.PodMetadata] = {}
         self.annotations: dict[tuple[str, str], str | None] = {}  # the policy's, copied in
         self.gone: set[str] = set()
 
@@ -213,6 +224,7 @@ class Run:
             deployment = self._get(app)
             assert deployment is not None, f"{app.name} was not created"
             self.snapshot[(app.namespace, app.name)] = audit.template(deployment)
+            self.pod_metadata[(app.namespace, app.name)] = audit.pod_metadata(deployment)
             self.annotations[(app.namespace, app.name)] = audit.carrying(deployment, self.policy)
         if self.case.refuses:
             self._wait_refusing(self.case.refuses)
@@ -375,6 +387,9 @@ class Run:
             found += audit.injected(
                 deployment, snapshot, self.policy, status["_spec"], status.get("revision", "")
             )
+            found += audit.metadata_injected(
+                deployment, self.pod_metadata[(app.namespace, app.name)], status["_spec"]
+            )
             if rolled_out(deployment) == (app.name in expect.owner_paused):
                 found.append(f"{app.name} is {'' if rolled_out(deployment) else 'not '}rolled out")
         left = [a for a in self._apps() if a.name not in written]
@@ -411,7 +426,7 @@ class Run:
             key = (app.namespace, app.name)
             removed = audit.removed(
                 deployment, self.snapshot[key], self.policy, self.annotations[key]
-            )
+            ) + audit.metadata_removed(deployment, self.pod_metadata[key])
             found += [f"{when}: {d}" for d in removed]
         return found
 
