@@ -1,6 +1,6 @@
 """`make bench`: `python -m bench [--sizes 100,1000,5000] [--rounds 3] [--policies 100
---policies-n 5000] [--admission 1000] [--defaults 1000] [--waves 1000] [--churn 1000,5000,20000]
-[--admission-latency 1000,5000] [--peers 100,1000]`."""
+--policies-n 5000] [--admission 1000] [--defaults 1000] [--waves 1000] [--values 1000]
+[--churn 1000,5000,20000] [--admission-latency 1000,5000] [--peers 100,1000]`."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from bench.many import run_many
 from bench.measure import say
 from bench.peers.scenario import KOPF_TEXTBOOK, kyverno_peers
 from bench.run import run_size
+from bench.values import run_values
 from bench.waves import run_waves
 
 # The limit's fastest in-flight count in `--sizes 1000 --rounds 1 --tune 64,128,256,512`
@@ -70,6 +71,7 @@ async def main(
     admission: int,
     defaults: int,
     waves: int,
+    values: int,
     churn: list[int],
     latency: list[int],
     peers: list[int],
@@ -81,6 +83,7 @@ async def main(
     admitted: dict[str, Any] | None = None
     every_default: dict[str, Any] | None = None
     in_steps: dict[str, Any] | None = None
+    per_workload: dict[str, Any] | None = None
     churned: list[dict[str, Any]] = []
     latencies: list[dict[str, Any]] = []
 
@@ -98,6 +101,7 @@ async def main(
             "admission": admitted,
             "defaults": every_default,
             "waves": in_steps,
+            "values": per_workload,
             "churn": churned,
             "admission_latency": latencies,
         }
@@ -136,6 +140,9 @@ async def main(
         table = save()
     if waves:
         in_steps = (await run_waves(waves)).summary()
+        table = save()
+    if values:
+        per_workload = (await run_values(values, rounds, concurrency=in_flight)).summary()
         table = save()
     for n in churn:
         churned.append((await run_churn(n)).summary())
@@ -195,6 +202,13 @@ def cli() -> None:
         help="Deployments of the waves scenario: each step against a one-step rollout (0: off)",
     )
     parser.add_argument(
+        "--values",
+        type=int,
+        default=1000,
+        help="Deployments of the per-workload values scenario: a placeholder policy's inject "
+        "against the limit, its RSS against a plain policy's (0: off)",
+    )
+    parser.add_argument(
         "--peers",
         default="100,1000",
         help="sizes at which the peers (a textbook Kopf operator, Kyverno) run between the "
@@ -220,11 +234,18 @@ def cli() -> None:
     churn = [int(s) for s in args.churn.split(",") if s.strip()]
     latency = [int(s) for s in args.admission_latency.split(",") if s.strip()]
     if not (
-        sizes or args.policies or args.admission or args.defaults or args.waves or churn or latency
+        sizes
+        or args.policies
+        or args.admission
+        or args.defaults
+        or args.waves
+        or args.values
+        or churn
+        or latency
     ):
         parser.error(
             "nothing to run: give --sizes, --policies, --admission, --admission-latency, "
-            "--defaults, --waves, --churn or --peers"
+            "--defaults, --waves, --values, --churn or --peers"
         )
     tune = [int(c) for c in args.tune.split(",")] if args.tune else None
     asyncio.run(
@@ -240,6 +261,7 @@ def cli() -> None:
             admission=args.admission,
             defaults=args.defaults,
             waves=args.waves,
+            values=args.values,
             churn=churn,
             latency=latency,
             peers=peers,

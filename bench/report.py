@@ -35,6 +35,8 @@ def markdown(results: dict[str, Any]) -> str:
         sections.append(_defaults(results["defaults"]))
     if results.get("waves"):
         sections.append(_waves(results["waves"]))
+    if results.get("values"):
+        sections.append(_values(results["values"]))
     if results.get("churn"):
         sections.append(_churn(results["churn"]))
     if results.get("admission_latency"):
@@ -131,6 +133,26 @@ def _waves(result: dict[str, Any]) -> list[str]:
             f"| <= {result['target_ratio']:g} | {met} |"
         )
     return lines
+
+
+def _values(result: dict[str, Any]) -> list[str]:
+    """A placeholder policy against the limit and a plain policy (bench/values.py)."""
+    inject_met = _met(result["inject_ratio"] <= result["inject_target"])
+    rss_met = _met(result["rss_ratio"] <= result["rss_target"])
+    templated_rss = " / ".join(f"{r:g}" for r in result["templated_peak_rss_mb"])
+    plain_rss = " / ".join(f"{r:g}" for r in result["plain_peak_rss_mb"])
+    return [
+        f"| per-workload values: N={result['n']} | placeholder policy | against | ratio "
+        "| target | met |",
+        "|---|---:|---:|---:|---|---|",
+        f"| inject, s (the limit: the same bodies) | {result['templated_inject_seconds']:g} "
+        f"| {result['limit_inject_seconds']:g} | {result['inject_ratio']:.2f} "
+        f"| <= {result['inject_target']:g} | {inject_met} |",
+        f"| peak RSS, MB (a plain policy's operator) | {templated_rss} | {plain_rss} "
+        f"| {result['rss_ratio']:.2f} | <= {result['rss_target']:g} | {rss_met} |",
+        f"| plain policy's inject, s (the limit) | {result['plain_inject_seconds']:g} "
+        f"| {result['limit_inject_seconds']:g} | {result['plain_inject_ratio']:.2f} | - | - |",
+    ]
 
 
 CHURN_P95_AT_5000 = 0.3  # seconds
