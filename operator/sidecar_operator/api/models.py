@@ -51,6 +51,14 @@ class _CoreObject(BaseModel):
     def _rendered(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True, by_alias=True)
 
+    @classmethod
+    def from_api(cls, item: dict[str, Any]) -> Any:
+        """The object for `item`, an object's `to_api()` with some strings replaced: `item` is
+        what it renders (its unchanged parts stay shared with the original's)."""
+        made = cls.model_validate(item)
+        made.__dict__["_rendered"] = item  # where `cached_property` keeps it
+        return made
+
 
 class Container(_CoreObject):
     model_config = ConfigDict(json_schema_extra={CORE_SCHEMA_KEY: "Container"})
@@ -446,8 +454,27 @@ class Content(_Model):
         return named | frozenset(self.pod_annotations)
 
     def with_values(self, rendered: dict[str, Any], values: tuple[str, ...]) -> Content:
-        """`rendered` (this content's `to_api()`, values in) as a content of this revision."""
-        content = Content.model_validate(rendered)
+        """`rendered` (this content's `to_api()`, values in, the items without any the very
+        objects `to_api()` gave) as a content of this revision. Its items without values are
+        this content's own, so a thousand workloads' contents share them; what the Pod Security
+        Standards judge takes no values, so the violations are this content's too."""
+        original = self.to_api()
+
+        def items(key: str, models: list[Any], kind: type[_CoreObject]) -> list[Any]:
+            return [
+                model if item is before else kind.from_api(item)
+                for model, item, before in zip(models, rendered[key], original[key], strict=True)
+            ]
+
+        metadata = rendered.get("podMetadata")
+        content = Content.model_construct(
+            containers=items("containers", self.containers, Container),
+            init_containers=items("initContainers", self.init_containers, Container),
+            volumes=items("volumes", self.volumes, Volume),
+            volume_mounts=self.volume_mounts,
+            pod_metadata=None if metadata is None else PodMetadata.model_validate(metadata),
+        )
+        content.__dict__["baseline_violations"] = self.baseline_violations
         content._pinned = self.revision
         content._values = values
         return content

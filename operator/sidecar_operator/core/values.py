@@ -10,7 +10,6 @@ the workload, `state/plans`) rather than kept for every workload.
 
 from __future__ import annotations
 
-import copy
 import re
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -59,17 +58,31 @@ def rendered(content: Content, workload: Mapping[str, Any]) -> Content:
     if found is not None:
         kept.move_to_end(key)
         return found
-    api = copy.deepcopy(content.to_api())
-    for (place, _), value in zip(templates, key, strict=True):
-        *path, last = place
-        target: Any = api
-        for step in path:
-            target = target[step]
-        target[last] = value
-    found = kept[key] = content.with_values(api, key)
+    places = [place for place, _ in templates]
+    found = kept[key] = content.with_values(_replaced(content.to_api(), places, key), key)
     if len(kept) > KEPT_PER_REVISION:
         kept.popitem(last=False)
     return found
+
+
+def _replaced(
+    api: dict[str, Any], places: list[tuple[str | int, ...]], values: tuple[str, ...]
+) -> dict[str, Any]:
+    """`api` with the strings at `places` replaced, copying only what leads to them: the rest
+    stays the very objects `api` holds (a thousand workloads' contents share them)."""
+    root = dict(api)
+    copied = {id(root)}
+    for place, value in zip(places, values, strict=True):
+        node: Any = root
+        for step in place[:-1]:
+            child = node[step]
+            if id(child) not in copied:
+                child = list(child) if isinstance(child, list) else dict(child)
+                copied.add(id(child))
+                node[step] = child
+            node = child
+        node[place[-1]] = value
+    return root
 
 
 def _check(content: Content, place: tuple[str | int, ...], value: str) -> None:
