@@ -157,6 +157,10 @@ class Foreign:
     def owns_mount(self, key: tuple[str, str, str]) -> bool:
         return bool(self.mounts.get(key, frozenset()) - {"f:mountPath"})
 
+    def holders(self, key: tuple[str, ...]) -> str:
+        """Who holds an item, mount or key, in words."""
+        return ", ".join(sorted(self.managers.get(key, ()))) or "another field manager"
+
 
 def foreign(workload: Mapping[str, Any]) -> Foreign:
     """What the non-policy managers own in the workload's pod-template items (from full
