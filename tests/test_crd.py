@@ -285,6 +285,14 @@ REJECTED = {
         },
         "spec.initContainers[0].securityContext.seLinuxOptions.level in body should match",
     ),
+    "a placeholder in resources": (
+        {"containers": [{**SIDECAR, "resources": {"limits": {"memory": "{{ workload.name }}"}}}]},
+        "spec.containers[0].resources.limits.memory in body should match",
+    ),
+    "a quantity that is no quantity": (
+        {"initContainers": [{**SIDECAR, "resources": {"requests": {"cpu": "half a core"}}}]},
+        "spec.initContainers[0].resources.requests.cpu in body should match",
+    ),
     "a placeholder that does not close in a volume's ConfigMap": (
         {"volumes": [{"name": "conf", "configMap": {"name": "{{ workload.name"}}]},
         "spec.volumes[0].configMap.name in body should match",
@@ -387,6 +395,17 @@ ACCEPTED = {
             }
         ],
         "volumes": [{"name": "logs", "emptyDir": {}}],
+    },
+    "quantities written every way": {
+        "containers": [
+            {
+                **SIDECAR,
+                "resources": {
+                    "requests": {"cpu": 1, "memory": "64Mi", "ephemeral-storage": "1e9"},
+                    "limits": {"cpu": "1.5", "memory": ".5Gi", "nvidia.com/gpu": "+1"},
+                },
+            }
+        ]
     },
     "maxConcurrent 100%": {"updateStrategy": {"maxConcurrent": "100%"}},
     "maxConcurrent 1%": {"updateStrategy": {"maxConcurrent": "1%"}},

@@ -167,6 +167,13 @@ def _printer_columns() -> list[Schema]:
     ]
 
 
+# A resource quantity as the API server parses one (`resource.ParseQuantity`): the schema of
+# core/v1 says only int-or-string, so a placeholder, or any other word, in `resources` would pass
+# and be refused on every workload's write instead.
+QUANTITY = (
+    r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[KMGTPE]i|[numkMGTPE]|[eE][+-]?(?:[0-9]+(?:\.[0-9]*)?"
+    r"|\.[0-9]+))?$"
+)
 # No `{{` at all (so no placeholder): for the image and the securityContext's strings, which a
 # workload's owner must not choose.
 _NO_PLACEHOLDER = r"^(?:[^{]|\{(?:[^{]|$))*$"
@@ -185,6 +192,10 @@ def _placeholder_patterns(core_type: str, resolved: Schema) -> None:
         properties["env"]["items"]["properties"]["value"]["pattern"] = placeholders.VALUE
         properties["image"]["pattern"] = r"^(?:[^\s{]|\{(?:[^\s{]|$))+$"
         _no_placeholders(properties["securityContext"])
+        for amounts in ("limits", "requests"):
+            properties["resources"]["properties"][amounts]["additionalProperties"]["pattern"] = (
+                QUANTITY
+            )
     elif core_type == "Volume":
         for source, field in placeholders.VOLUME_REFERENCES.items():
             properties[source]["properties"][field]["pattern"] = placeholders.VALUE
