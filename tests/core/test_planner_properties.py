@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -254,3 +255,51 @@ def test_the_plan_does_not_depend_on_the_order_policies_are_seen_in(
     assert pod_of(converge(deployment, policies)) == pod_of(
         converge(deployment, list(reversed(policies)))
     )
+
+
+# Literal words and the placeholders that render them on `app_deployments`' workload.
+TWINS = {"app": "{{ workload.name }}", "shop": "{{ workload.namespace }}", "web": "web"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    app_deployments(),
+    st.lists(st.sampled_from(sorted(TWINS)), min_size=1, max_size=3),
+    st.booleans(),
+)
+def test_rendered_values_plan_the_very_bytes_of_their_literal_text(
+    deployment: dict[str, Any], words: list[str], with_pod_metadata: bool
+) -> None:
+    """A policy whose placeholders render to some text plans byte for byte the body a policy
+    with that text written out does, but for the revision: rendering adds and moves nothing."""
+
+    def spec(text: Any) -> dict[str, Any]:
+        joined = "-".join(text(word) for word in words)
+        body: dict[str, Any] = {
+            "selector": {},
+            "containers": [
+                {
+                    "name": "side-b",
+                    "image": "envoy:1",
+                    "args": [text(word) for word in words],
+                    "env": [{"name": "WHO", "value": joined}],
+                }
+            ],
+            "volumes": [{"name": "conf", "configMap": {"name": joined}}],
+        }
+        if with_pod_metadata:
+            body["podMetadata"] = {"annotations": {"example.com/who": joined}}
+        return body
+
+    literal = Policy.from_object({"metadata": {"name": "p"}, "spec": spec(lambda word: word)})
+    templated = Policy.from_object({"metadata": {"name": "p"}, "spec": spec(TWINS.__getitem__)})
+    bodies = []
+    for policy in (literal, templated):
+        (action,) = planner.plan(deployment, {}, [policy])
+        assert action.body is not None, action
+        body = copy.deepcopy(action.body)
+        assert body["metadata"].pop("annotations") == {
+            "policy.sidecars.dev/p": policy.spec.revision
+        }
+        bodies.append(orjson.dumps(body))
+    assert bodies[0] == bodies[1]
