@@ -17,7 +17,7 @@ import asyncio
 import datetime
 import heapq
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -27,6 +27,7 @@ from sidecar_operator.api.models import Policy
 from sidecar_operator.core import rollout, status, tally, waves
 from sidecar_operator.core.tally import Context, Tally
 from sidecar_operator.core.types import Action, Key, Kind
+from sidecar_operator.engine.deadlines import Deadlines
 from sidecar_operator.engine.reporting import Reporter
 from sidecar_operator.engine.worker import Worker
 from sidecar_operator.state.cache import Cache
@@ -81,7 +82,7 @@ class Passes:
         self.rollouts = rollouts
         self.reporter = reporter
         self.tallies: dict[str, Tally] = {}  # per policy, as its last pass left it
-        self._checked: dict[str, float] = {}  # per policy, when its last pass began (wall clock)
+        self.deadlines = Deadlines(self.tallies, reporter)
         # Per policy, the context its workloads are classified against, with the cache's entry
         # and the rollout it was derived from: a pass asks twice (whether it is a full one,
         # then its own), admission on every owner's update.
@@ -106,7 +107,7 @@ class Passes:
         if policy.deleting:
             return PassPlan(None)  # the deletion handler removes everything, holding the finalizer
         current, context = self._context(name, entry)
-        held, dirty = self._current(name, context), worker.dirty | self._come_due(name)
+        held, dirty = self._current(name, context), worker.dirty | self.deadlines.come_due(name)
         worker.dirty = set()
         if worker.full or held is None:
             worker.full = False
@@ -175,33 +176,7 @@ class Passes:
     def forget(self, policy: str) -> None:
         self.tallies.pop(policy, None)
         self._contexts.pop(policy, None)
-        self._checked.pop(policy, None)
-
-    def due_in(self, policy: str, resume_at: datetime.datetime | None) -> float | None:
-        """Seconds until a pass would find something changed that no event announces, since
-        its last pass: a step's pause ending (`resume_at`), or a workload's (`_due`)."""
-        checked = self._checked.get(policy, 0.0)
-        due = [moment for _, moment in self._due(policy)]
-        if resume_at is not None:
-            due.append(time.time() + (resume_at - _now()).total_seconds())
-        later = [moment for moment in due if moment > checked]
-        return max(0.0, min(later) - time.time()) if later else None
-
-    def _due(self, policy: str) -> Iterator[tuple[Key, float]]:
-        """Workloads that change without an event, and when (wall clock, seconds): one still
-        rolling out misses its progress deadline, one whose writes keep failing is due another
-        try."""
-        if (sums := self.tallies.get(policy)) is not None:
-            for key, moment in sums.fails_at.items():
-                yield key, moment.timestamp()
-        offset = time.time() - time.monotonic()
-        for key, failing in self.reporter.memory(policy).failing.items():
-            yield key, failing.retry_at + offset
-
-    def _come_due(self, policy: str) -> set[Key]:
-        """The workloads that changed without an event since the policy's last pass."""
-        checked, self._checked[policy] = self._checked.get(policy, 0.0), time.time()
-        return {key for key, moment in self._due(policy) if checked < moment <= time.time()}
+        self.deadlines.forget(policy)
 
     def _context(
         self, name: str, entry: tuple[Policy, Mapping[str, Any]]

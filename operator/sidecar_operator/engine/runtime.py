@@ -304,7 +304,7 @@ class Runtime:
         back by STATUS_INTERVAL, or aggregated Events. A hundred idle workers that woke every
         second to find nothing due took a tenth of the operator's CPU at rest."""
         due = last_pass + self.resync_seconds
-        come_due = self.passes.due_in(worker.name, worker.resume_at)
+        come_due = self.passes.deadlines.due_in(worker.name, worker.resume_at)
         if come_due is not None:
             due = min(due, time.monotonic() + come_due)
         if worker.status_due:
@@ -315,7 +315,7 @@ class Runtime:
         return max(0.0, due - time.monotonic())
 
     def _come_due(self, worker: Worker) -> bool:
-        due = self.passes.due_in(worker.name, worker.resume_at)
+        due = self.passes.deadlines.due_in(worker.name, worker.resume_at)
         return due is not None and due <= 0
 
     async def _settled(self) -> None:
