@@ -168,3 +168,22 @@ def test_a_snapshot_keeps_the_labels_the_annotations_named_and_who_holds_them(ki
     assert foreign(kept).keys == foreign(workload).keys
     assert ("annotations", "big") in foreign(kept).keys
     assert planner.plan(kept, {}, [metrics()]) == planner.plan(workload, {}, [metrics()])
+
+
+def test_a_replace_held_by_the_budget_keeps_the_keys_the_policy_set() -> None:
+    """An owner's `kubectl replace` from a manifest without the policy's keys, while the new
+    revision waits for the budget: admission puts back what the workload carried, keys too."""
+    v1, v2 = metrics(annotations={"a": "1"}), metrics(annotations={"a": "2"})
+    old = converge(app(), [v1])
+    new = app()  # the manifest: no sidecar, no key of the policy's
+    new["metadata"]["managedFields"] = [
+        e for e in old["metadata"]["managedFields"] if e["manager"] == "kubectl"
+    ]
+    admitted = admission.admitted(
+        new, {}, [v2], operator_namespace=None, old=old, may_roll=lambda _: False
+    )
+    assert admitted is not None
+    assert template_metadata(admitted)["annotations"] == {"a": "1"}
+    assert ownership(admitted, "metrics").pod_annotations == {"a"}
+    patch = admission.json_patch(new, admitted, updated=True)
+    assert template_metadata(jsonpatch.apply_patch(new, patch)) == template_metadata(admitted)
