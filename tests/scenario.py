@@ -135,9 +135,13 @@ def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
 
 
 def ready(policies: Policies, name: str, matched: int) -> dict[str, Any] | None:
-    status = policies.status(name)
+    """The policy's status once it says every matched workload is ready, for the policy's
+    current generation (right after an edit, the status is still the last one's)."""
+    policy = policies.admin.json("sidecarpolicy", name)
+    status = dict(policy.get("status") or {})
     done = (
-        status.get("matchedWorkloads") == matched
+        status.get("observedGeneration") == policy["metadata"].get("generation")
+        and status.get("matchedWorkloads") == matched
         and status.get("readyWorkloads") == matched
         and condition(status, "Ready").get("status") == "True"
     )
