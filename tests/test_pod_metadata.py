@@ -59,7 +59,9 @@ def test_set_owned_repaired_and_given_back_exactly(kubectl: Kubectl, policies: P
             "annotations": {**SCRAPE, "example.com/from": "{{ workload.kind }}"},
         },
     )
-    eventually(lambda: ready(policies, policy, matched=2), what="both workloads updated")
+    eventually(
+        lambda: ready(policies, policy, matched=2), timeout=120, what="both workloads updated"
+    )
     for kind in kinds:
         name = f"{kind.value.lower()}-m"
         found = metadata(kubectl, kind, name)
