@@ -11,7 +11,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,25 +113,26 @@ class Setting:
         return yaml.safe_load(found.stdout) if found.returncode == 0 else None
 
     def matched(self) -> set[str]:
-        return {
-            d["metadata"]["name"]
-            for d in self.workloads()
-            if d["metadata"]["labels"].get("group") in workloads.GROUPS
-        }
+        return _matched(self.workloads())
 
     def settled(self, image: str) -> bool:
         """Every matched Deployment carries the policy's revision with this image, rolled out,
-        and the status says so."""
+        the status says so, and the cluster read after it agrees. The status alone can be a
+        moment old (counts are written at most every STATUS_INTERVAL): read just after a racer's
+        last write, it still said "all ready" of a Deployment rolling out again, and the audit
+        that followed caught it between two writes."""
         policy = self.policy_object()
         status = (policy or {}).get("status") or {}
         if not policy or status.get("observedGeneration") != policy["metadata"]["generation"]:
             return False
-        matched = self.matched()
+        deployments = self.workloads()
+        matched = _matched(deployments)
         ready = {c["type"]: c["status"] for c in status.get("conditions") or []}.get("Ready")
         return (
             ready == "True"
             and status.get("readyWorkloads") == len(matched)
             and policy["spec"]["containers"][0]["image"] == image
+            and not audit.status(policy, deployments, matched)
         )
 
     def audit_status(self) -> list[str]:
@@ -245,6 +246,14 @@ def _phase(
             {"kills": killer.kills, "listing_kills": killer.listing_kills},
         )
     )
+
+
+def _matched(deployments: Iterable[Mapping[str, Any]]) -> set[str]:
+    return {
+        d["metadata"]["name"]
+        for d in deployments
+        if d["metadata"]["labels"].get("group") in workloads.GROUPS
+    }
 
 
 def wait(done: Callable[[], bool], timeout: float = SETTLE_TIMEOUT, every: float = 1.0) -> bool:
