@@ -98,12 +98,11 @@ def from_scratch(cache: Cache) -> dict[str, set[tuple[str, str]]]:
     return found
 
 
-def check(cache: Cache) -> None:
-    """The index equals the planner's findings, and the plans made with the policies it names
-    equal those made with every policy."""
+def check(cache: Cache, plans: Plans) -> None:
+    """The index equals the planner's findings, and the plans made with the policies it names,
+    kept across changes as a running operator keeps them, equal those made with every policy
+    from scratch."""
     expected = from_scratch(cache)
-    rollouts = Rollouts(cache, Histories(), operator_namespace=OPERATOR_NAMESPACE)
-    plans = Plans(cache, rollouts, operator_namespace=OPERATOR_NAMESPACE)
     specs = [policy for policy, _ in cache.policies().values()]
     for key, record in cache.workloads():
         everyone = planner.plan(
@@ -133,6 +132,8 @@ def test_the_index_always_equals_what_the_planner_finds_from_scratch(
     sequence: list[tuple[Any, ...]],
 ) -> None:
     cache = Cache(operator_namespace=OPERATOR_NAMESPACE)
+    rollouts = Rollouts(cache, Histories(), operator_namespace=OPERATOR_NAMESPACE)
+    plans = Plans(cache, rollouts, operator_namespace=OPERATOR_NAMESPACE)
     for version, change in enumerate(sequence):
         match change:
             case ("put_workload", body):
@@ -148,7 +149,7 @@ def test_the_index_always_equals_what_the_planner_finds_from_scratch(
                 cache.put_policy(body)
             case ("drop_policy", name):
                 cache.drop_policy(name)
-        check(cache)
+        check(cache, plans)
 
 
 def test_a_status_change_keeps_the_deployment_s_policies_and_a_label_change_moves_them() -> None:
@@ -241,7 +242,54 @@ def test_a_dropped_namespace_leaves_only_the_policies_still_carried() -> None:
     # Without its labels the namespace is selected by neither; proxy's fields are still there.
     assert cache.concerned(Key("shop", "web")) == {"proxy"}
     assert cache.concerning("logs") == []
-    check(cache)
+    check(cache, _plans(cache))
+
+
+def _plans(cache: Cache) -> Plans:
+    rollouts = Rollouts(cache, Histories(), operator_namespace=OPERATOR_NAMESPACE)
+    return Plans(cache, rollouts, operator_namespace=OPERATOR_NAMESPACE)
+
+
+def test_a_policy_s_change_plans_again_only_the_workloads_it_concerns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With a hundred policies, each one's rollout completing (its stable revision moving)
+    planned every other policy's workloads again: a plan is kept until what it was planned
+    from changes."""
+    cache = Cache()
+    cache.put_policy(_policy("logs", None))
+    other = _policy("proxy", None)
+    other["spec"]["selector"] = {"matchLabels": {"tier": "db"}}
+    cache.put_policy(other)
+    web = _deployment("1")
+    db = _deployment("1")
+    db["metadata"] |= {"name": "db", "uid": "d", "labels": {"tier": "db"}}
+    for body in (web, db):
+        body["metadata"]["generation"] = 1
+    cache.put_workload(web)
+    cache.put_workload(db)
+    plans = _plans(cache)
+    planned: list[str] = []
+    real = planner.plan
+    monkeypatch.setattr(
+        planner,
+        "plan",
+        lambda workload, *a, **k: (
+            planned.append(workload["metadata"]["name"]) or real(workload, *a, **k)
+        ),
+    )
+    for key in (Key("shop", "web"), Key("shop", "db")):
+        plans.plan(cache.workload(key))
+    assert planned == ["web", "db"]
+    other["spec"]["containers"][0]["image"] = "sidecar:2"
+    cache.put_policy(other)
+    cache.put_namespace("elsewhere", {"team": "b"})
+    for key in (Key("shop", "web"), Key("shop", "db")):
+        plans.plan(cache.workload(key))
+    assert planned == ["web", "db", "db"]
+    cache.put_namespace("shop", {"team": "b"})
+    plans.plan(cache.workload(Key("shop", "web")))
+    assert planned[-1] == "web"
 
 
 def test_a_policy_write_reads_the_field_managers_without_matching_the_selectors_again(

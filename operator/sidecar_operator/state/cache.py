@@ -2,9 +2,10 @@
 all on the operator's one event loop (so no locks). Pure (no API calls).
 
 Every workload of a watched kind is in it, as a compact snapshot. `epoch` moves whenever
-something that changes every workload's plan changes (a policy's spec or deletion, a namespace's
-labels), so per-workload plans can be cached between passes. Which policies concern which
-workload (`concerns`) is kept up to date with every change.
+something that changes some workload's plan changes (a policy's spec or deletion, a namespace's
+labels), and `changed_at` says at which epoch a given policy or namespace last changed, so a
+workload's plan is kept until one of those it was planned from changes. Which policies concern
+which workload (`concerns`) is kept up to date with every change.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ class Cache:
         self._arrived: dict[Key, float] = {}
         self._policy_changed: dict[str, float] = {}
         self.epoch = 0
+        # The epoch at which each policy's content and each namespace's labels last changed.
+        self._changed_at: dict[tuple[str, str], int] = {}
         # The workload annotations the policies' placeholders name: snapshots keep them. It only
         # grows: one more key needs every workload listed again (`Runtime.policy_seen`), one
         # fewer costs a few bytes per workload until a restart.
@@ -104,7 +107,7 @@ class Cache:
     def _relabelled(self, name: str, labels: Mapping[str, str]) -> bool:
         if not any(key.namespace == name for key in self._workloads):
             return False
-        self.epoch += 1
+        self._moved(NAMESPACE, name)
         self._concerns.namespace(name, labels, self._workloads.items(), self._specs())
         return True
 
@@ -120,7 +123,7 @@ class Cache:
         # A promotion or an abort changes no plan by itself: the rollout it moves does
         # (`Rollouts.version`), once a pass has moved it.
         if held is None or held[0].model_copy(update=_ASKED) != policy.model_copy(update=_ASKED):
-            self.epoch += 1
+            self._moved(POLICY, policy.name)
             self._policy_changed[policy.name] = time.monotonic()
             self._concerns.policy(policy, self._workloads.items(), self._namespaces)
         return policy
@@ -128,8 +131,17 @@ class Cache:
     def drop_policy(self, name: str) -> None:
         self._policy_changed.pop(name, None)
         if self._policies.pop(name, None) is not None:
-            self.epoch += 1
+            self._moved(POLICY, name)
             self._concerns.policy_gone(name)
+
+    def _moved(self, what: str, name: str) -> None:
+        self.epoch += 1
+        self._changed_at[what, name] = self.epoch
+
+    def changed_at(self, what: str, name: str) -> int:
+        """The epoch at which this policy (its content, or its deletion) or this namespace
+        (its labels) last changed: 0 if never since the start."""
+        return self._changed_at.get((what, name), 0)
 
     # -- readers (the workers) -------------------------------------------------------------
 
@@ -200,6 +212,7 @@ class Cache:
         return (policy for policy, _ in self._policies.values())
 
 
+POLICY, NAMESPACE = "policy", "namespace"  # what `changed_at` is asked about
 _ASKED = {"promote": "", "abort": "", "change_cause": ""}  # a policy's asks, not its content
 
 

@@ -2,8 +2,10 @@
 
 A pass walks every Deployment the policy concerns, and a rollout changes each one's status many
 times a second: re-planning on each cost a core. A plan is reused while neither the Deployment's
-spec and metadata nor any policy or namespace label (the cache's `epoch`) nor any policy's
-rollout (its steps, its stable content: `Rollouts.version`) has changed.
+spec and metadata, nor its namespace's labels, nor the policies that concern it, nor their
+rollouts (steps, stable content) have changed. Only those: with a hundred policies, a stamp of
+every policy's made each policy's rollout (its stable revision moving as it completed) plan the
+other ninety-nine's workloads again.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 from sidecar_operator.core import planner
 from sidecar_operator.core.types import Action, Key
-from sidecar_operator.state.cache import Cache
+from sidecar_operator.state.cache import NAMESPACE, POLICY, Cache
 from sidecar_operator.state.rollouts import Rollouts
 
 
@@ -38,16 +40,24 @@ class Plans:
         self.cache = cache
         self.rollouts = rollouts
         self.operator_namespace = operator_namespace
-        self._plans: dict[Key, tuple[tuple[Any, ...], tuple[int, int], list[Action]]] = {}
+        self._plans: dict[Key, tuple[tuple[Any, ...], tuple[Any, ...], list[Action]]] = {}
 
     def plan(self, deployment: Mapping[str, Any]) -> list[Action]:
         key = Key.of(deployment)
         inputs = plan_inputs(deployment)
         concerned = self.cache.concerned(key)
         rollouts = {name: r for name in concerned if (r := self.rollouts.of(name)) is not None}
-        epoch = (self.cache.epoch, self.rollouts.version)
+        # `Rollouts.of` hands out the same object while a rollout stays the same: compared by
+        # identity first, as tuples compare their items.
+        stamp = (
+            self.cache.changed_at(NAMESPACE, key.namespace),
+            tuple(
+                (name, self.cache.changed_at(POLICY, name), rollouts.get(name))
+                for name in sorted(concerned)
+            ),
+        )
         cached = self._plans.get(key)
-        if cached is not None and cached[0] == inputs and cached[1] == epoch and inputs:
+        if cached is not None and cached[0] == inputs and cached[1] == stamp and inputs:
             return cached[2]
         # Only the policies that select it or own fields on it get an action (the cache keeps
         # them indexed): with a hundred policies, matching the others again was a tenth of the
@@ -63,7 +73,7 @@ class Plans:
             operator_namespace=self.operator_namespace,
             rollouts=rollouts,
         )
-        self._plans[key] = (inputs, epoch, actions)
+        self._plans[key] = (inputs, stamp, actions)
         return actions
 
     def forget(self, key: Key) -> None:
