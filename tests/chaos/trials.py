@@ -79,17 +79,22 @@ class Setting:
     namespace: str = ""
     policy: str = ""
     snapshot: dict[str, audit.Template] = field(default_factory=dict)
+    pod_snapshot: dict[str, audit.PodMetadata] = field(default_factory=dict)
+    pod_metadata: dict[str, Any] | None = None  # the policy's `podMetadata`, if any
 
-    def start(self, trial: str) -> Kubectl:
+    def start(self, trial: str, pod_metadata: dict[str, Any] | None = None) -> Kubectl:
         self.namespace = f"chaos-{trial}-{uuid.uuid4().hex[:5]}"
         self.policy = f"chaos-{trial}-{uuid.uuid4().hex[:5]}"
+        self.pod_metadata = pod_metadata
         self.admin("create", "namespace", self.namespace)
         kubectl = self.admin.in_namespace(self.namespace)
         size = self.scale.size
         kubectl.apply(yaml.safe_dump_all([workloads.deployment(i) for i in range(size)]))
         for index in range(size):
             kubectl("rollout", "status", f"deployment/app-{index:02d}", "--timeout=180s")
-        self.snapshot = {d["metadata"]["name"]: audit.template(d) for d in self.workloads()}
+        deployments = self.workloads()
+        self.snapshot = {d["metadata"]["name"]: audit.template(d) for d in deployments}
+        self.pod_snapshot = {d["metadata"]["name"]: audit.pod_metadata(d) for d in deployments}
         return kubectl
 
     def workloads(self) -> list[dict[str, Any]]:
@@ -100,6 +105,8 @@ class Setting:
         spec = workloads.policy_spec(self.namespace, image)
         if steps:
             spec["updateStrategy"]["steps"] = steps
+        if self.pod_metadata:
+            spec["podMetadata"] = self.pod_metadata
         body = {
             "apiVersion": "sidecars.dev/v1alpha1",
             "kind": "SidecarPolicy",
@@ -154,8 +161,12 @@ class Setting:
                 found += audit.injected(
                     deployment, self.snapshot[name], self.policy, policy["spec"], revision
                 )
+                found += audit.metadata_injected(
+                    deployment, self.pod_snapshot[name], policy["spec"]
+                )
             else:
                 found += audit.removed(deployment, self.snapshot[name], self.policy)
+                found += audit.metadata_removed(deployment, self.pod_snapshot[name])
         return found
 
     def audit_removed(self) -> list[str]:
@@ -163,6 +174,7 @@ class Setting:
         for deployment in self.workloads():
             name = deployment["metadata"]["name"]
             found += audit.removed(deployment, self.snapshot[name], self.policy)
+            found += audit.metadata_removed(deployment, self.pod_snapshot[name])
         return found
 
 
@@ -265,10 +277,18 @@ def wait(done: Callable[[], bool], timeout: float = SETTLE_TIMEOUT, every: float
     return False
 
 
+# The SIGKILL trial's policy also sets pod labels and annotations: owned key by key, each
+# must survive a kill between the template's write and the status's.
+POD_METADATA = {
+    "labels": {"chaos.example/shipped": "yes"},
+    "annotations": {"chaos.example/shipper-tag": "{{ workload.name }}"},
+}
+
+
 def sigkills(setting: Setting, operator: OperatorProcess) -> list[Row]:
     """Inject, update, an edit mid-rollout, removal and deletion, SIGKILLed throughout."""
     rows: list[Row] = []
-    kubectl = setting.start("sigkill")
+    kubectl = setting.start("sigkill", pod_metadata=POD_METADATA)
     with Timeline(str(setting.admin.kubeconfig), setting.namespace) as timeline:
         first, second, third = IMAGES
         _phase(
