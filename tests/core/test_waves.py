@@ -277,3 +277,47 @@ def test_the_planner_gives_each_workload_its_group_s_revision() -> None:
         written, {}, [spec], rollouts={"logs": rollout_of(spec, 0, [], stable=HOLD)}
     )
     assert held.kind is Kind.HOLD and held.body is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    raw_keys=keys_strategy,
+    steps=steps_strategy,
+    pair=st.lists(
+        st.tuples(
+            st.sampled_from(["none", "old", "update", "hold"]), st.integers(0, 5), st.booleans()
+        ),
+        min_size=2,
+        max_size=2,
+    ),
+    carried=st.sampled_from([None, "other", "update"]),
+)
+def test_rollouts_alike_in_what_they_decide_from_give_every_workload_the_same_target(
+    raw_keys: list[tuple[str, int]],
+    steps: list[dict[str, Any]],
+    pair: list[tuple[str, int, bool]],
+    carried: str | None,
+) -> None:
+    """The plan memo keeps a workload's plan while `decides` holds (`state/plans`): that is
+    only right if equal `decides` mean equal targets, for any workload and what it carries."""
+    spec = policy(*steps)
+    workloads = [
+        workload(f"w{n}", namespace, **({"canary": "yes"} if n % 7 == 0 else {}))
+        for namespace, n in raw_keys
+    ]
+    keys = [Key.of(w) for w in workloads]
+    stables = {"none": None, "old": stable_content(), "update": spec.spec, "hold": HOLD}
+    last = len(waves.steps_of(spec)) - 1
+    a, b = (
+        rollout_of(spec, min(step, last), keys, stable=stables[stable], aborted=aborted)
+        for stable, step, aborted in pair
+    )
+    if a.decides != b.decides:
+        return
+    revision = spec.spec.revision if carried == "update" else carried
+    labels = {"staging": {"stage": "staging"}}
+    for w in workloads:
+        namespace_labels = labels.get(w["metadata"]["namespace"], {})
+        assert waves.target_identity(
+            a.target(w, namespace_labels, revision)
+        ) == waves.target_identity(b.target(w, namespace_labels, revision))

@@ -93,6 +93,25 @@ class Rollout:
         same = isinstance(stable, Content) and stable.revision == self.update.revision
         return not self.aborted and not same
 
+    @property
+    def decides(self) -> tuple[Any, ...]:
+        """What `target` reads of it: two rollouts alike in this give every workload the same
+        target, so a plan made under one holds under the other. A policy's rollout completing
+        (its stable content going from nothing to the update's) changes no target; with a
+        hundred policies completing one by one, their workloads were all planned again."""
+        if not self.stepped:
+            return (target_identity(self.stable if self.aborted else self.update),)
+        if self.step >= len(self.steps) - 1:
+            return (target_identity(self.update),)  # the last step covers every workload
+        return (
+            target_identity(self.update),
+            target_identity(self.stable),
+            self.steps,
+            self.step,
+            self.seed,
+            self.cuts,
+        )
+
     def covered(self, workload: Mapping[str, Any], namespace_labels: Mapping[str, str]) -> bool:
         """Whether the steps up to the current one cover the workload (its carrying the
         update revision aside: see `target`)."""
@@ -115,6 +134,11 @@ class Rollout:
         if carried == self.update.revision or self.covered(workload, namespace_labels):
             return self.update
         return self.stable
+
+
+def target_identity(target: Target) -> object:
+    """A content by its revision (the hash of what it adds), nothing and unknown as they are."""
+    return target.revision if isinstance(target, Content) else target
 
 
 def _selects(step: Step, labels: Mapping[str, str], namespace_labels: Mapping[str, str]) -> bool:

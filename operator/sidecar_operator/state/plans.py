@@ -2,10 +2,11 @@
 
 A pass walks every Deployment the policy concerns, and a rollout changes each one's status many
 times a second: re-planning on each cost a core. A plan is reused while neither the Deployment's
-spec and metadata, nor its namespace's labels, nor the policies that concern it, nor their
-rollouts (steps, stable content) have changed. Only those: with a hundred policies, a stamp of
-every policy's made each policy's rollout (its stable revision moving as it completed) plan the
-other ninety-nine's workloads again.
+spec and metadata, nor its namespace's labels, nor the policies that concern it, nor what
+their rollouts decide targets from (`Rollout.decides`) have changed. Only those: with a hundred
+policies over 5000 workloads, a stamp of every policy's made each policy's rollout completing
+plan the other ninety-nine's workloads again, and the completions, one by one, planned 14,600
+workloads in what should have been a minute at rest (5.9 CPU s).
 """
 
 from __future__ import annotations
@@ -47,12 +48,14 @@ class Plans:
         inputs = plan_inputs(deployment)
         concerned = self.cache.concerned(key)
         rollouts = {name: r for name in concerned if (r := self.rollouts.of(name)) is not None}
-        # `Rollouts.of` hands out the same object while a rollout stays the same: compared by
-        # identity first, as tuples compare their items.
         stamp = (
             self.cache.changed_at(NAMESPACE, key.namespace),
             tuple(
-                (name, self.cache.changed_at(POLICY, name), rollouts.get(name))
+                (
+                    name,
+                    self.cache.changed_at(POLICY, name),
+                    rollouts[name].decides if name in rollouts else None,
+                )
                 for name in sorted(concerned)
             ),
         )
