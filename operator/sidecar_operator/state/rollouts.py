@@ -35,7 +35,9 @@ class Rollouts:
         self.histories = histories
         self.operator_namespace = operator_namespace
         self._held: dict[str, tuple[tuple[Any, ...], waves.Rollout]] = {}
-        self.version = 0  # moves whenever any policy's rollout changes
+        # Moves whenever any policy's rollout changes the targets it decides (`decides`): what
+        # another policy's counts may depend on. A rollout completing moves it not.
+        self.version = 0
 
     def of(self, name: str) -> waves.Rollout | None:
         entry = self.cache.policy(name)
@@ -57,7 +59,7 @@ class Rollouts:
         rollout = self._derive(policy, status)
         if held is not None and held[1] == rollout:
             rollout = held[1]  # the same object: what compares with it compares at once
-        else:
+        elif held is None or held[1].decides != rollout.decides:
             self.version += 1
         self._held[name] = (inputs, rollout)
         return rollout
