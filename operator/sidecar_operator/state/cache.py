@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from enum import StrEnum
 from typing import Any
 
 from sidecar_operator.api.kinds import WorkloadKind
@@ -34,7 +35,7 @@ class Cache:
         self._policy_changed: dict[str, float] = {}
         self.epoch = 0
         # The epoch at which each policy's content and each namespace's labels last changed.
-        self._changed_at: dict[tuple[str, str], int] = {}
+        self._changed_at: dict[tuple[Changed, str], int] = {}
         # The workload annotations the policies' placeholders name: snapshots keep them. It only
         # grows: one more key needs every workload listed again (`Runtime.policy_seen`), one
         # fewer costs a few bytes per workload until a restart.
@@ -107,7 +108,7 @@ class Cache:
     def _relabelled(self, name: str, labels: Mapping[str, str]) -> bool:
         if not any(key.namespace == name for key in self._workloads):
             return False
-        self._moved(NAMESPACE, name)
+        self._moved(Changed.NAMESPACE, name)
         self._concerns.namespace(name, labels, self._workloads.items(), self._specs())
         return True
 
@@ -123,7 +124,7 @@ class Cache:
         # A promotion or an abort changes no plan by itself: the rollout it moves does
         # (`Rollouts.version`), once a pass has moved it.
         if held is None or held[0].model_copy(update=_ASKED) != policy.model_copy(update=_ASKED):
-            self._moved(POLICY, policy.name)
+            self._moved(Changed.POLICY, policy.name)
             self._policy_changed[policy.name] = time.monotonic()
             self._concerns.policy(policy, self._workloads.items(), self._namespaces)
         return policy
@@ -131,14 +132,14 @@ class Cache:
     def drop_policy(self, name: str) -> None:
         self._policy_changed.pop(name, None)
         if self._policies.pop(name, None) is not None:
-            self._moved(POLICY, name)
+            self._moved(Changed.POLICY, name)
             self._concerns.policy_gone(name)
 
-    def _moved(self, what: str, name: str) -> None:
+    def _moved(self, what: Changed, name: str) -> None:
         self.epoch += 1
         self._changed_at[what, name] = self.epoch
 
-    def changed_at(self, what: str, name: str) -> int:
+    def changed_at(self, what: Changed, name: str) -> int:
         """The epoch at which this policy (its content, or its deletion) or this namespace
         (its labels) last changed: 0 if never since the start."""
         return self._changed_at.get((what, name), 0)
@@ -212,7 +213,13 @@ class Cache:
         return (policy for policy, _ in self._policies.values())
 
 
-POLICY, NAMESPACE = "policy", "namespace"  # what `changed_at` is asked about
+class Changed(StrEnum):
+    """What `Cache.changed_at` is asked about."""
+
+    POLICY = "policy"
+    NAMESPACE = "namespace"
+
+
 _ASKED = {"promote": "", "abort": "", "change_cause": ""}  # a policy's asks, not its content
 
 

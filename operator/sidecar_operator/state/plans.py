@@ -16,7 +16,7 @@ from typing import Any
 
 from sidecar_operator.core import planner
 from sidecar_operator.core.types import Action, Key
-from sidecar_operator.state.cache import NAMESPACE, POLICY, Cache
+from sidecar_operator.state.cache import Cache, Changed
 from sidecar_operator.state.rollouts import Rollouts
 
 
@@ -49,11 +49,11 @@ class Plans:
         concerned = self.cache.concerned(key)
         rollouts = {name: r for name in concerned if (r := self.rollouts.of(name)) is not None}
         stamp = (
-            self.cache.changed_at(NAMESPACE, key.namespace),
+            self.cache.changed_at(Changed.NAMESPACE, key.namespace),
             tuple(
                 (
                     name,
-                    self.cache.changed_at(POLICY, name),
+                    self.cache.changed_at(Changed.POLICY, name),
                     rollouts[name].decides if name in rollouts else None,
                 )
                 for name in sorted(concerned)
