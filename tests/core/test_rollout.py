@@ -156,6 +156,14 @@ def test_deployments_with_nothing_to_disrupt_do_not_wait() -> None:
     assert written(items, max_concurrent=1) == ["fresh", "scaled-to-zero"]
 
 
+def test_a_status_older_than_the_spec_does_not_make_a_workload_idle() -> None:
+    """The cache can hold a workload as its creation's first event left it (no pods available
+    yet, per a status about no generation): it may be running by now, so it waits its turn."""
+    unseen = item("unseen", Kind.APPLY, "inject", available=0)
+    unseen.deployment["status"]["observedGeneration"] = 1  # the spec is at generation 2
+    assert written([item("busy", Kind.IN_SYNC, rolled_out=False), unseen], max_concurrent=1) == []
+
+
 def test_paused_touches_nothing_further_but_removes_and_repairs() -> None:
     items = [
         item("new", Kind.APPLY, "inject", available=0),

@@ -104,9 +104,17 @@ def test_a_daemon_set_has_rolled_out_when_every_node_runs_the_new_template_avail
 def test_a_cron_job_is_rolled_out_when_written_and_has_nothing_running_to_disrupt() -> None:
     cron_job = {"kind": "CronJob", "metadata": {"generation": 5}, "status": {"active": [{}]}}
     assert workloads.rolled_out(cron_job)
-    assert workloads.running(cron_job) == 0
-    assert workloads.running(daemon_set()) == 3
-    assert workloads.running(stateful_set(availableReplicas=2)) == 2
+    assert workloads.idle(cron_job)
+    assert not workloads.idle(daemon_set())
+    assert workloads.idle(daemon_set(numberAvailable=0))
+    assert not workloads.idle(stateful_set(availableReplicas=2))
+    assert workloads.idle(stateful_set(availableReplicas=0))
+
+
+def test_a_status_from_before_the_controller_saw_the_spec_is_not_idle() -> None:
+    """Its first event, or a watch running behind: what runs now is not known."""
+    assert not workloads.idle(stateful_set(availableReplicas=0, observedGeneration=1))
+    assert not workloads.idle({"kind": "Deployment", "metadata": {"generation": 1}})
 
 
 def written(workload: dict[str, Any], policy_time: str, owner_time: str | None = None) -> None:

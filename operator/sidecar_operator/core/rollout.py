@@ -49,7 +49,7 @@ def nothing_to_disrupt(workload: Mapping[str, Any], *, policy_created: str) -> b
     """A workload born while the policy existed should have had its sidecars from the start,
     and one with no available pods has nothing running to disrupt: neither waits its turn."""
     created = workload["metadata"].get("creationTimestamp") or ""
-    return workloads.running(workload) == 0 or (bool(policy_created) and created > policy_created)
+    return workloads.idle(workload) or (bool(policy_created) and created > policy_created)
 
 
 def paced(item: Item, policy_created: str) -> bool:

@@ -120,16 +120,19 @@ def owner_paused(workload: Mapping[str, Any]) -> bool:
     )
 
 
-def running(workload: Mapping[str, Any]) -> int:
-    """Available pods, which a change of the template restarts."""
+def idle(workload: Mapping[str, Any]) -> bool:
+    """Whether it has no available pod for a template change to restart, as its controller
+    said of its current spec. A status from before the controller saw the spec (the first
+    event of a creation, or a watch running behind) says nothing yet: taken as idle, a
+    running workload would be injected without waiting for the budget."""
     status = workload.get("status") or {}
     match WorkloadKind.of(workload):
         case WorkloadKind.DEPLOYMENT | WorkloadKind.STATEFUL_SET:
-            return int(status.get("availableReplicas") or 0)
+            return _caught_up(workload) and not status.get("availableReplicas")
         case WorkloadKind.DAEMON_SET:
-            return int(status.get("numberAvailable") or 0)
+            return _caught_up(workload) and not status.get("numberAvailable")
         case WorkloadKind.CRON_JOB:
-            return 0
+            return True  # its pods are its Jobs', which a template change does not restart
 
 
 def disruptible(workload: Mapping[str, Any]) -> bool:
