@@ -21,7 +21,7 @@ import yaml
 from sidecar_operator.api import names
 from sidecar_operator.api.models import ABORT_ANNOTATION, PROMOTE_ANNOTATION
 from sidecar_operator.core import history
-from sidecar_operator.core.waves import ALL_STEPS
+from sidecar_operator.core.stepping import ALL_STEPS
 from sidecar_operator.kube.client import ApiError, KubeApi
 
 MANAGER = "kubectl-sidecars"

@@ -10,10 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sidecar_operator.api.models import Content, Policy, Step
-from sidecar_operator.core import planner, ssa, waves
+from sidecar_operator.core import planner, ssa, stepping, waves
 from sidecar_operator.core.ownership import field_manager
+from sidecar_operator.core.stepping import Phase, Position, StepCount
 from sidecar_operator.core.types import Key, Kind
-from sidecar_operator.core.waves import HOLD, Phase, Position, Rollout, StepCount
+from sidecar_operator.core.waves import HOLD, Rollout
 
 NOW = datetime.datetime(2026, 12, 6, 12, 0, tzinfo=datetime.UTC)
 OLD = {"name": "shipper", "image": "fluent/fluent-bit:3.1"}
@@ -165,8 +166,10 @@ DONE = StepCount(4, 4, 4)
 RUNNING = StepCount(4, 2, 1)
 
 
-def move(spec: Policy, position: Position, *counts: StepCount, held: bool = False) -> waves.Moved:
-    return waves.advance(spec, position, counts, held=held, now=NOW)
+def move(
+    spec: Policy, position: Position, *counts: StepCount, held: bool = False
+) -> stepping.Moved:
+    return stepping.advance(spec, position, counts, held=held, now=NOW)
 
 
 def test_a_step_waits_for_its_workloads_then_for_promotion() -> None:

@@ -9,8 +9,8 @@ from typing import Any
 
 from sidecar_operator.api.kinds import WorkloadKind
 from sidecar_operator.api.models import Policy
+from sidecar_operator.core.stepping import Phase
 from sidecar_operator.core.types import Action, Key, Kind
-from sidecar_operator.core.waves import Phase
 
 
 @dataclass(frozen=True)

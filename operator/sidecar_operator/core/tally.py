@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from sidecar_operator.api.kinds import WorkloadKind
 from sidecar_operator.api.models import Policy, Step
-from sidecar_operator.core import rollout, status, waves, workloads
+from sidecar_operator.core import rollout, status, stepping, waves, workloads
 from sidecar_operator.core.ownership import written_at, wrote_last
 from sidecar_operator.core.types import Change, Key, Kind
 
@@ -56,7 +56,7 @@ class Context:
             max_concurrent=strategy.max_concurrent,
             deadline_seconds=strategy.progress_deadline_seconds,
             rollout=current,
-            step=waves.Position.of(policy, policy_status).step,
+            step=stepping.Position.of(policy, policy_status).step,
         )
 
     @property
@@ -72,7 +72,7 @@ class Entry:
     item: rollout.Item  # what to carry out (a write if its action has a body)
     counts: status.Counts  # its share of the status counts (each 0 or 1)
     conflict: str  # the conflict shown for it, "" if none
-    place: tuple[int, bool, bool] | None  # its share of the steps' counts (`waves.count_steps`)
+    place: tuple[int, bool, bool] | None  # its share of the steps' counts (`stepping.count_steps`)
     rolling: bool  # holds a place in the budget
     failing: bool  # carries the current revision and missed its progress deadline
     fails_at: datetime.datetime | None  # when it will have, unless it rolls out first
@@ -203,8 +203,8 @@ class Tally:
         """The kinds it has entries of."""
         return {kind for kind, number in self._kinds.items() if number}
 
-    def step_counts(self) -> tuple[waves.StepCount, ...]:
-        return waves.count_steps(self._places.items(), len(self.context.steps))
+    def step_counts(self) -> tuple[stepping.StepCount, ...]:
+        return stepping.count_steps(self._places.items(), len(self.context.steps))
 
     def next_failure(self) -> datetime.datetime | None:
         """When the next workload still rolling out misses its deadline, if any may."""

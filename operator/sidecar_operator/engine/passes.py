@@ -24,7 +24,7 @@ from typing import Any
 from sidecar_operator import metrics
 from sidecar_operator.api.kinds import WorkloadKind
 from sidecar_operator.api.models import Policy
-from sidecar_operator.core import rollout, status, tally, waves
+from sidecar_operator.core import rollout, status, stepping, tally, waves
 from sidecar_operator.core.tally import Context, Tally
 from sidecar_operator.core.types import Action, Key, Kind
 from sidecar_operator.engine.deadlines import Deadlines
@@ -124,7 +124,7 @@ class Passes:
             return PassPlan(None, cpu=slices.cpu())
         body = now[1]  # the latest status, which the new one is compared with
         step = sums.step()
-        progress = waves.progress(
+        progress = stepping.progress(
             policy,
             current,
             body.get("status") or {},
@@ -285,7 +285,7 @@ class Passes:
         body: Mapping[str, Any],
         sums: Tally,
         step: rollout.Step,
-        progress: waves.Progress,
+        progress: stepping.Progress,
     ) -> dict[str, Any] | None:
         """The status to write now, or None: unchanged, or a rollout's moving counts that wait
         for STATUS_INTERVAL to pass (then `status_due` says so)."""
@@ -311,7 +311,7 @@ class Passes:
             policy=policy.name,
             resume_at=None
             if progress.moved.resume_at is None
-            else waves.stamp(progress.moved.resume_at),
+            else stepping.stamp(progress.moved.resume_at),
             stable=progress.stable or "",
         )
         new = status.policy_status(

@@ -18,7 +18,7 @@ from sidecar_operator import metrics
 from sidecar_operator.api.kinds import WorkloadKind
 from sidecar_operator.api.models import Policy
 from sidecar_operator.api.names import GROUP, INJECT_KEY, KIND, VERSION
-from sidecar_operator.core import status, waves, workloads
+from sidecar_operator.core import status, stepping, waves, workloads
 from sidecar_operator.core.types import Action, Change, Key, Kind
 from sidecar_operator.state.cache import Cache
 
@@ -247,7 +247,7 @@ class Reporter:
     def forget_workload(self, key: Key) -> None:
         self._unclear_opt_outs.pop(key, None)
 
-    def steps(self, name: str, policy: Policy, moved: waves.Moved) -> None:
+    def steps(self, name: str, policy: Policy, moved: stepping.Moved) -> None:
         """An Event when a step of a rollout in steps finishes, and when the next starts."""
         if len(policy.spec.update_strategy.steps) == 0:
             return

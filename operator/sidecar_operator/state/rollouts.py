@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sidecar_operator.api.models import Content, Policy
-from sidecar_operator.core import waves
+from sidecar_operator.core import stepping, waves
 from sidecar_operator.core.ownership import revision_annotation
 from sidecar_operator.core.selection import workload_matches
 from sidecar_operator.core.types import Key
@@ -77,7 +77,7 @@ class Rollouts:
 
     def _derive(self, policy: Policy, status: Mapping[str, Any]) -> waves.Rollout:
         steps = waves.steps_of(policy)
-        position = waves.Position.of(policy, status)
+        position = stepping.Position.of(policy, status)
         rollout = waves.Rollout(
             update=policy.spec,
             stable=self.stable(policy, status),
