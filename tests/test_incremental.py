@@ -1,17 +1,23 @@
 """A policy's tally kept event by event equals the one a full pass counts: any sequence of
 workload events and passes (with their writes, against a fake API) leaves the same counts, steps,
-budget and pending writes as classifying every workload again."""
+budget and pending writes as a resync (which keeps the entries of what did not change) and as
+classifying every workload again from nothing."""
 
 from __future__ import annotations
 
 import copy
+import datetime
 import itertools
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sidecar_operator.api.kinds import WorkloadKind
 from sidecar_operator.core.tally import Tally
+from sidecar_operator.core.types import Key
+from sidecar_operator.engine import passes
 from sidecar_operator.engine.runtime import Runtime
 from tests.test_write_faults import DEPLOYMENT, POLICY_OBJECT, FakeApi, runtime
 
@@ -128,5 +134,77 @@ async def test_incremental_counts_equal_a_full_pass(events: list[Any], budget: i
     kept = summary(state.passes.tallies["logs"])
 
     worker.full = True
-    await state.passes.prepare(worker)
+    await state.passes.prepare(worker)  # a resync: keeps the entries nothing changed
     assert kept == summary(state.passes.tallies["logs"])
+
+    del state.passes.tallies["logs"]
+    worker.full = True
+    await state.passes.prepare(worker)  # from nothing: every workload classified again
+    assert kept == summary(state.passes.tallies["logs"])
+
+
+async def resync_and_from_nothing(state: Runtime) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The policy's tally after a resync (which keeps what it finds unchanged), then after a
+    full pass from nothing."""
+    worker = state.worker("logs")
+    worker.full = True
+    await state.passes.prepare(worker)
+    resynced = summary(state.passes.tallies["logs"])
+    del state.passes.tallies["logs"]
+    worker.full = True
+    await state.passes.prepare(worker)
+    return resynced, summary(state.passes.tallies["logs"])
+
+
+async def test_a_resync_classifies_again_a_workload_another_policy_s_change_altered() -> None:
+    """No event of the workload: a policy of higher priority now adds a container of the same
+    name, so the first policy's plan for it is a conflict, which the resync must find."""
+    api = FakeApi()
+    state, _ = runtime(api, copy.deepcopy(DEPLOYMENT))
+    worker = state.worker("logs")
+    await state.run_pass(worker)
+    await state.run_pass(worker)  # counts what its write left
+    revision = state.cache.policy("logs")[0].spec.revision  # type: ignore[index]
+    # Its rollout complete, as its status says once written (the fake API keeps no status).
+    done = {"currentRevision": revision, "updateRevision": revision}
+    state.cache.put_policy({**POLICY_OBJECT, "status": done})
+    await resync_and_from_nothing(state)
+    assert not state.passes.tallies["logs"].conflicts
+    rival = copy.deepcopy(POLICY_OBJECT)
+    rival["metadata"]["name"] = "rival"
+    rival["spec"]["priority"] = 10
+    state.cache.put_policy(rival)
+    resynced, from_nothing = await resync_and_from_nothing(state)
+    assert from_nothing["conflicts"]
+    assert resynced == from_nothing
+
+
+async def test_a_resync_finds_a_deadline_passed_on_a_workload_nothing_else_changed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A StatefulSet still rolling out what the policy wrote misses the policy's deadline by
+    the clock alone."""
+    written = datetime.datetime(2026, 6, 1, 12, 0, tzinfo=datetime.UTC)
+    stateful_set = copy.deepcopy(DEPLOYMENT)
+    stateful_set["kind"] = "StatefulSet"
+    api = FakeApi()
+    api.stored["web"] = stateful_set
+    policy = copy.deepcopy(POLICY_OBJECT)
+    policy["spec"]["kinds"] = ["StatefulSet"]
+    state, _ = runtime(api, copy.deepcopy(stateful_set))
+    state.cache.put_policy(policy)
+    monkeypatch.setattr(passes, "_now", lambda: written + datetime.timedelta(seconds=1))
+    await state.run_pass(state.worker("logs"))  # injects
+    rolling = copy.deepcopy(api.stored["web"])
+    for entry in rolling["metadata"]["managedFields"]:
+        entry["time"] = written.isoformat()
+    rolling["metadata"].update(resourceVersion="100", generation=2)
+    rolling["spec"]["replicas"] = 1
+    rolling["status"] = {"observedGeneration": 2, "replicas": 1, "updatedReplicas": 0}
+    state.workload_changed(rolling, deleted=False)
+    await state.run_pass(state.worker("logs"))
+    assert not state.passes.tallies["logs"].failing
+    monkeypatch.setattr(passes, "_now", lambda: written + datetime.timedelta(hours=1))
+    resynced, from_nothing = await resync_and_from_nothing(state)
+    assert from_nothing["failing"] == [Key("shop", "web", WorkloadKind.STATEFUL_SET)]
+    assert resynced == from_nothing

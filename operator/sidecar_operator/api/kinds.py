@@ -37,7 +37,12 @@ class WorkloadKind(StrEnum):
     def of(cls, workload: Mapping[str, Any]) -> WorkloadKind:
         """The kind an object names (the snapshots keep it); Deployment, the default target,
         where it names none."""
-        return cls(workload.get("kind") or cls.DEPLOYMENT)
+        named = workload.get("kind")
+        # A dict, not `cls(named)`: a pass asks this several times of every workload.
+        return _BY_NAME.get(named) or cls(named or cls.DEPLOYMENT)
+
+
+_BY_NAME: dict[Any, WorkloadKind] = {kind.value: kind for kind in WorkloadKind}
 
 
 def dig(node: Mapping[str, Any], path: tuple[str, ...]) -> Mapping[str, Any]:

@@ -19,6 +19,7 @@ When a step is done and the rollout moves on is `stepping`'s.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -89,7 +90,7 @@ class Rollout:
         same = isinstance(stable, Content) and stable.revision == self.update.revision
         return not self.aborted and not same
 
-    @property
+    @functools.cached_property  # read for every policy concerning each workload planned
     def decides(self) -> tuple[Any, ...]:
         """What `target` reads of it: two rollouts alike in this give every workload the same
         target, so a plan made under one holds under the other. A policy's rollout completing

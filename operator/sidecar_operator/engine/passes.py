@@ -111,8 +111,10 @@ class Passes:
         worker.dirty = set()
         if worker.full or held is None:
             worker.full = False
+            previous = self.tallies.get(name)
             sums = Tally(context, self._stamp())
-            await self._fill(sums, self._concerning(name), slices)
+            reusable = previous.entries if previous and previous.context == context else {}
+            await self._fill(sums, self._concerning(name), slices, reusable)
             self.tallies[name] = sums
         else:
             sums = held
@@ -209,15 +211,24 @@ class Passes:
         keys = set(self.cache.concerning_keys(policy)) | memory.conflicts.keys()
         return keys | (held.entries.keys() if held is not None else set())
 
-    async def _fill(self, sums: Tally, keys: Iterable[Key], slices: Slices) -> None:
+    async def _fill(
+        self,
+        sums: Tally,
+        keys: Iterable[Key],
+        slices: Slices,
+        reusable: Mapping[Key, tally.Entry] | None = None,
+    ) -> None:
         for index, key in enumerate(keys):
             if index % SLICE_CHECK == 0:
                 await slices.pause()
-            self._report(sums.context.policy, key, self._enter(sums, key))
+            self._report(sums.context.policy, key, self._enter(sums, key, reusable))
 
-    def _enter(self, sums: Tally, key: Key) -> rollout.Item | None:
+    def _enter(
+        self, sums: Tally, key: Key, reusable: Mapping[Key, tally.Entry] | None = None
+    ) -> rollout.Item | None:
         """Classify the workload into the tally (or drop it: gone, or no longer the policy's
-        concern); returns what it shows."""
+        concern); returns what it shows. `reusable`: the entries of a tally classified against
+        the same context, each kept where classifying again would give it (`_same`)."""
         policy = sums.context.policy
         workload = self.cache.workload(key)
         pair = None
@@ -227,6 +238,10 @@ class Passes:
             sums.drop(key)
             return None
         todo, shown = pair
+        old = reusable.get(key) if reusable else None
+        if old is not None and _same(old, todo, shown):
+            sums.put(key, old)
+            return shown
         labels = self.cache.namespace_labels(key.namespace)
         sums.put(key, tally.entry(sums.context, todo, shown, labels, _now()))
         return shown
@@ -341,6 +356,20 @@ class Passes:
             return None
         worker.status_due = False
         return new
+
+
+def _same(old: tally.Entry, todo: rollout.Item, shown: rollout.Item) -> bool:
+    """Whether `tally.entry` would classify the workload as `old` again: the same snapshot
+    (the cache replaces it on every change) and the same planned action (the plan memo's, made
+    again when anything it reads changed), shown as it is carried out, and nothing in it waiting
+    on the clock (`fails_at`). The resync's full passes of a hundred policies at rest spent
+    half their time classifying what had not changed."""
+    return (
+        todo is shown
+        and old.item.deployment is todo.deployment
+        and old.item.action is todo.action
+        and old.fails_at is None
+    )
 
 
 def _export(

@@ -36,6 +36,7 @@ class Cache:
         self.epoch = 0
         # The epoch at which each policy's content and each namespace's labels last changed.
         self._changed_at: dict[tuple[Changed, str], int] = {}
+        self._policy_puts = 0  # a policy stored or dropped, its status changes included
         # The workload annotations the policies' placeholders name: snapshots keep them. It only
         # grows: one more key needs every workload listed again (`Runtime.policy_seen`), one
         # fewer costs a few bytes per workload until a restart.
@@ -119,11 +120,20 @@ class Cache:
             "status": dict(body.get("status") or {}),
         }
         held = self._policies.get(policy.name)
+        if held is not None and held[0] == policy:
+            # Its status changed, not the policy: keep the object, so that what was derived
+            # from it (rollouts, contexts, plans) finds it the same at once. Compared field by
+            # field instead, a hundred policies' resync passes spent half their time in it.
+            policy = held[0]
         self._policies[policy.name] = (policy, extra)
+        self._policy_puts += 1
         self.annotation_keys |= policy.spec.annotation_keys
         # A promotion or an abort changes no plan by itself: the rollout it moves does
         # (`Rollouts.version`), once a pass has moved it.
-        if held is None or held[0].model_copy(update=_ASKED) != policy.model_copy(update=_ASKED):
+        if held is None or (
+            held[0] is not policy
+            and held[0].model_copy(update=_ASKED) != policy.model_copy(update=_ASKED)
+        ):
             self._moved(Changed.POLICY, policy.name)
             self._policy_changed[policy.name] = time.monotonic()
             self._concerns.policy(policy, self._workloads.items(), self._namespaces)
@@ -131,6 +141,7 @@ class Cache:
 
     def drop_policy(self, name: str) -> None:
         self._policy_changed.pop(name, None)
+        self._policy_puts += 1
         if self._policies.pop(name, None) is not None:
             self._moved(Changed.POLICY, name)
             self._concerns.policy_gone(name)
@@ -138,6 +149,13 @@ class Cache:
     def _moved(self, what: Changed, name: str) -> None:
         self.epoch += 1
         self._changed_at[what, name] = self.epoch
+
+    @property
+    def moved(self) -> tuple[int, int, int]:
+        """Moves whenever what a plan or a rollout is made from may have changed, the workload
+        itself aside: a policy (its status too), a namespace's labels, which workloads a
+        policy concerns. While it holds, every plan and rollout holds."""
+        return (self.epoch, self._policy_puts, self._concerns.changes)
 
     def changed_at(self, what: Changed, name: str) -> int:
         """The epoch at which this policy (its content, or its deletion) or this namespace

@@ -41,6 +41,7 @@ class Concerns:
         self._of_workload: dict[Key, frozenset[str]] = {}
         self._of_policy: dict[str, set[Key]] = {}
         self._basis: dict[Key, _Basis] = {}
+        self.changes = 0  # moves whenever a workload's policies change
 
     # -- readers ----------------------------------------------------------------------------
 
@@ -139,6 +140,7 @@ class Concerns:
         held = self._of_workload.get(key, NO_POLICIES)
         if held == policies:
             return
+        self.changes += 1
         for name in held - policies:
             keys = self._of_policy[name]
             keys.discard(key)

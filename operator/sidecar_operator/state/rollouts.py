@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from sidecar_operator.api.models import Content, Policy
@@ -34,7 +35,7 @@ class Rollouts:
         self.cache = cache
         self.histories = histories
         self.operator_namespace = operator_namespace
-        self._held: dict[str, tuple[tuple[Any, ...], waves.Rollout]] = {}
+        self._held: dict[str, _Held] = {}
         # Moves whenever any policy's rollout changes the targets it decides (`decides`): what
         # another policy's counts may depend on. A rollout completing moves it not.
         self.version = 0
@@ -44,24 +45,25 @@ class Rollouts:
         if entry is None:
             self._held.pop(name, None)
             return None
+        # The planner asks for every policy concerning each workload it plans: the cache's
+        # entry of the policy (replaced on every change of it or its status) is compared
+        # first, the status fields only when that was replaced.
+        around = (self.histories.version, self.cache.epoch, self.cache.concern_count(name))
+        held = self._held.get(name)
+        if held is not None and held.entry is entry and held.around == around:
+            return held.rollout
         policy, extra = entry
         status = extra.get("status") or {}
-        inputs = (
-            policy,
-            tuple(status.get(key) for key in STATUS_FIELDS),
-            self.histories.version,
-            self.cache.epoch,
-            self.cache.concern_count(name),
-        )
-        held = self._held.get(name)
-        if held is not None and held[0] == inputs:
-            return held[1]
-        rollout = self._derive(policy, status)
-        if held is not None and held[1] == rollout:
-            rollout = held[1]  # the same object: what compares with it compares at once
-        elif held is None or held[1].decides != rollout.decides:
-            self.version += 1
-        self._held[name] = (inputs, rollout)
+        inputs = (policy, tuple(status.get(key) for key in STATUS_FIELDS), around)
+        if held is not None and held.inputs == inputs:
+            rollout = held.rollout
+        else:
+            rollout = self._derive(policy, status)
+            if held is not None and held.rollout == rollout:
+                rollout = held.rollout  # the same object: what compares with it does at once
+            elif held is None or held.rollout.decides != rollout.decides:
+                self.version += 1
+        self._held[name] = _Held(entry, around, inputs, rollout)
         return rollout
 
     def every(self) -> dict[str, waves.Rollout]:
@@ -134,3 +136,13 @@ class Rollouts:
             for _, workload in self.matched(policy)
         )
         return waves.bootstrap_stable(waves.Carried(carried), known)
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """A policy's rollout, and what it was derived from."""
+
+    entry: tuple[Policy, Mapping[str, Any]]  # the cache's, as it was last asked with
+    around: tuple[int, int, int]  # history's version, the cache's epoch, how many it concerns
+    inputs: tuple[Any, ...]
+    rollout: waves.Rollout
