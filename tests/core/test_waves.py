@@ -11,10 +11,14 @@ from hypothesis import strategies as st
 
 from sidecar_operator.api.models import Content, Policy, Step
 from sidecar_operator.core import planner, ssa, stepping, waves
-from sidecar_operator.core.ownership import field_manager
+from sidecar_operator.core.ownership import field_manager, revision_annotation
 from sidecar_operator.core.stepping import Phase, Position, StepCount
 from sidecar_operator.core.types import Key, Kind
 from sidecar_operator.core.waves import HOLD, Rollout
+from sidecar_operator.state.cache import Cache
+from sidecar_operator.state.history import Histories
+from sidecar_operator.state.plans import Plans
+from sidecar_operator.state.rollouts import Rollouts
 
 NOW = datetime.datetime(2026, 12, 6, 12, 0, tzinfo=datetime.UTC)
 OLD = {"name": "shipper", "image": "fluent/fluent-bit:3.1"}
@@ -301,8 +305,9 @@ def test_rollouts_alike_in_what_they_decide_from_give_every_workload_the_same_ta
     pair: list[tuple[str, int, bool]],
     carried: str | None,
 ) -> None:
-    """The plan memo keeps a workload's plan while `decides` holds (`state/plans`): that is
-    only right if equal `decides` mean equal targets, for any workload and what it carries."""
+    """Other policies' tallies are kept while every rollout's `decides` holds
+    (`Rollouts.version`): that is only right if equal `decides` mean equal targets, for any
+    workload and what it carries."""
     spec = policy(*steps)
     workloads = [
         workload(f"w{n}", namespace, **({"canary": "yes"} if n % 7 == 0 else {}))
@@ -324,3 +329,74 @@ def test_rollouts_alike_in_what_they_decide_from_give_every_workload_the_same_ta
         assert waves.target_identity(
             a.target(w, namespace_labels, revision)
         ) == waves.target_identity(b.target(w, namespace_labels, revision))
+
+
+step_changes = st.lists(
+    st.one_of(
+        st.tuples(st.just("step"), st.integers(0, 2)),
+        st.tuples(
+            st.just("workload"),
+            st.sampled_from(["w0", "w1", "w2", "w3", "w4", "w5"]),
+            st.booleans(),  # labelled canary
+            st.booleans(),  # carries the update revision
+        ),
+    ),
+    max_size=20,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(changes=step_changes)
+def test_plans_kept_across_steps_equal_plans_made_from_scratch(
+    changes: list[tuple[Any, ...]],
+) -> None:
+    """`state/plans` keeps a workload's plan while the target its rollouts give it holds: a
+    step moving on plans again only the workloads it covers anew. Kept plans must equal the
+    planner's, with the rollouts as they are, after any sequence of steps and workload changes."""
+    cache = Cache(operator_namespace=None)
+    rollouts = Rollouts(cache, Histories(), operator_namespace=None)
+    plans = Plans(cache, rollouts, operator_namespace=None)
+    body: dict[str, Any] = {
+        "metadata": {"name": "logs", "uid": "u-1", "generation": 1},
+        "spec": {
+            "selector": {},
+            "containers": [NEW],
+            "updateStrategy": {
+                "steps": [
+                    {"selector": {"matchLabels": {"canary": "yes"}}, "pause": {}},
+                    {"percent": 50, "pause": {}},
+                    {"percent": 100},
+                ]
+            },
+        },
+    }
+    spec = Policy.from_object(body).spec
+    at = {"updateRevision": spec.revision, "stepsHash": spec.update_strategy.steps_hash}
+    cache.put_policy({**body, "status": {**at, "currentStep": 0}})
+    versions = iter(range(1, 1000))
+    for name in ("w0", "w1", "w2", "w3", "w4", "w5"):
+        cache.put_workload(stored(workload(name), next(versions)))
+    for change in changes:
+        match change:
+            case ("step", step):
+                cache.put_policy({**body, "status": {**at, "currentStep": step}})
+            case ("workload", name, canary, carries):
+                w = workload(name, **({"canary": "yes"} if canary else {}))
+                if carries:
+                    w["metadata"]["annotations"] = {revision_annotation("logs"): spec.revision}
+                cache.put_workload(stored(w, next(versions)))
+        current = rollouts.every()
+        for key, record in cache.workloads():
+            assert plans.plan(record) == planner.plan(
+                record,
+                cache.namespace_labels(key.namespace),
+                [Policy.from_object(body)],
+                rollouts=current,
+            )
+
+
+def stored(body: dict[str, Any], version: int) -> dict[str, Any]:
+    """As the API server keeps it: versioned, so its plan may be kept."""
+    body["metadata"].update(uid=f"u-{body['metadata']['name']}", generation=1)
+    body["metadata"]["resourceVersion"] = str(version)
+    return body

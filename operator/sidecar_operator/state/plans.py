@@ -2,8 +2,8 @@
 
 A pass walks every Deployment the policy concerns, and a rollout changes each one's status many
 times a second: re-planning on each cost a core. A plan is reused while neither the Deployment's
-spec and metadata, nor its namespace's labels, nor the policies that concern it, nor what
-their rollouts decide targets from (`Rollout.decides`) have changed. Only those: with a hundred
+spec and metadata, nor its namespace's labels, nor the policies that concern it, nor the target
+their rollouts give it (`Rollout.target`) have changed. Only those: with a hundred
 policies over 5000 workloads, a stamp of every policy's made each policy's rollout completing
 plan the other ninety-nine's workloads again, and the completions, one by one, planned 14,600
 workloads in what should have been a minute at rest (5.9 CPU s). Those are looked at only
@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from sidecar_operator.core import planner
+from sidecar_operator.core import planner, waves
+from sidecar_operator.core.ownership import revision_annotation
 from sidecar_operator.core.types import Action, Key
 from sidecar_operator.state.cache import Cache, Changed
 from sidecar_operator.state.rollouts import Rollouts
@@ -56,13 +57,23 @@ class Plans:
             return cached.actions
         concerned = self.cache.concerned(key)
         rollouts = {name: r for name in concerned if (r := self.rollouts.of(name)) is not None}
+        labels = self.cache.namespace_labels(key.namespace)
+        annotations = deployment["metadata"].get("annotations") or {}
         stamp = (
             self.cache.changed_at(Changed.NAMESPACE, key.namespace),
             tuple(
                 (
                     name,
                     self.cache.changed_at(Changed.POLICY, name),
-                    rollouts[name].decides if name in rollouts else None,
+                    # What the planner reads of the rollout: this workload's target. A step
+                    # moving on plans again the workloads it covers anew, not all of them.
+                    waves.target_identity(
+                        rollouts[name].target(
+                            deployment, labels, annotations.get(revision_annotation(name))
+                        )
+                    )
+                    if name in rollouts
+                    else None,
                 )
                 for name in sorted(concerned)
             ),
@@ -76,7 +87,6 @@ class Plans:
         policies = [
             entry[0] for name in concerned if (entry := self.cache.policy(name)) is not None
         ]
-        labels = self.cache.namespace_labels(key[0])
         actions = planner.plan(
             deployment,
             labels,
