@@ -45,6 +45,7 @@ log = structlog.get_logger()
 # SETTLE_MAX s (see `_settled`).
 SETTLE = 0.2
 SETTLE_MAX = 2.0
+GATHER = 0.02  # a pass woken by workload events waits this long for the events that follow
 
 
 class Api(writer.Api, MetadataSource, history.Api, Protocol):
@@ -266,6 +267,10 @@ class Runtime:
         worker.poke()
         while True:
             poked = await worker.wake.wait_at_most(self._next_due(worker, last_pass))
+            if poked and worker.dirty and not worker.full and not worker.urgent.is_set():
+                # Workload events come in bursts: a create brings its add, the write's answer
+                # and its controller's status updates within milliseconds. One pass for them.
+                await worker.urgent.wait_at_most(GATHER)
             self.reporter.flush(name)
             now = time.monotonic()
             status_due = worker.status_due and now - worker.status_written >= STATUS_INTERVAL
