@@ -50,10 +50,12 @@ class Plans:
         key = Key.of(deployment)
         inputs = plan_inputs(deployment)
         cached = self._plans.get(key)
+        if not inputs or cached is None or cached.inputs != inputs:
+            cached = None
         # Nothing moved anywhere since the plan was checked last: a resync pass at rest asks
         # this of every workload, and building the stamp each time was a third of its cost.
         moved = (self.cache.moved, self.rollouts.histories.version)
-        if cached is not None and inputs and cached.inputs == inputs and cached.moved == moved:
+        if cached is not None and cached.moved == moved:
             return cached.actions
         concerned = self.cache.concerned(key)
         rollouts = {name: r for name in concerned if (r := self.rollouts.of(name)) is not None}
@@ -78,7 +80,7 @@ class Plans:
                 for name in sorted(concerned)
             ),
         )
-        if cached is not None and inputs and cached.inputs == inputs and cached.stamp == stamp:
+        if cached is not None and cached.stamp == stamp:
             self._plans[key] = cached._replace(moved=moved)
             return cached.actions
         # Only the policies that select it or own fields on it get an action (the cache keeps
