@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from sidecar_operator.api.names import FIELD_MANAGER_PREFIX, INJECT_KEY
 from sidecar_operator.core import planner, selection
-from sidecar_operator.core.types import Key
+from sidecar_operator.core.types import Key, Kind
 from sidecar_operator.state import concerns
 from sidecar_operator.state.cache import Cache
 from sidecar_operator.state.history import Histories
@@ -57,9 +57,19 @@ def deployments(draw: st.DrawFn) -> dict[str, Any]:
 
 @st.composite
 def policies(draw: st.DrawFn) -> dict[str, Any]:
+    # Priority, allowPrivileged and the content vary too: a plan kept across an edit of what
+    # the planner reads besides the content (`planner.reads`) would differ from scratch.
+    container: dict[str, Any] = {
+        "name": draw(st.sampled_from(POLICIES)),
+        "image": draw(st.sampled_from(("sidecar", "sidecar:2"))),
+    }
+    if draw(st.booleans()):
+        container["securityContext"] = {"privileged": True}
     spec: dict[str, Any] = {
         "selector": {"matchLabels": draw(labels)},
-        "containers": [{"name": draw(st.sampled_from(POLICIES)), "image": "sidecar"}],
+        "containers": [container],
+        "priority": draw(st.sampled_from((0, 10))),
+        "allowPrivileged": draw(st.booleans()),
     }
     if draw(st.booleans()):
         spec["namespaceSelector"] = {"matchLabels": draw(labels)}
@@ -290,6 +300,44 @@ def test_a_policy_s_change_plans_again_only_the_workloads_it_concerns(
     cache.put_namespace("shop", {"team": "b"})
     plans.plan(cache.workload(Key("shop", "web")))
     assert planned[-1] == "web"
+
+
+def _agent(name: str, **spec: Any) -> dict[str, Any]:
+    body = _policy(name)
+    body["spec"]["containers"] = [{"name": "agent", "image": "sidecar", **spec.pop("agent", {})}]
+    body["spec"] |= spec
+    return body
+
+
+@pytest.mark.parametrize(
+    ("policies", "edit"),
+    [
+        # proxy comes to outrank logs on the container both add: the clash changes hands
+        ((_agent("logs"), _agent("proxy")), _agent("proxy", priority=10)),
+        # proxy's privileged sidecar comes to be allowed: its baseline conflict goes away
+        (
+            (_agent("proxy", agent={"securityContext": {"privileged": True}}),),
+            _agent("proxy", agent={"securityContext": {"privileged": True}}, allowPrivileged=True),
+        ),
+    ],
+)
+def test_an_edit_that_keeps_the_content_plans_again(
+    policies: tuple[dict[str, Any], ...], edit: dict[str, Any]
+) -> None:
+    """Plans are kept across a change of content a workload does not get (a step not covering
+    it), not across a change of what else the planner reads of a policy (`planner.reads`)."""
+    cache = Cache(operator_namespace=OPERATOR_NAMESPACE)
+    plans = _plans(cache)
+    for body in policies:
+        cache.put_policy(body)
+    deployment = _deployment("1")
+    deployment["metadata"]["generation"] = 1
+    cache.put_workload(deployment)
+    key = Key("shop", "web")
+    assert {a.policy: a.kind for a in plans.plan(cache.workload(key))}["proxy"] is Kind.CONFLICT
+    cache.put_policy(edit)
+    assert {a.policy: a.kind for a in plans.plan(cache.workload(key))}["proxy"] is Kind.APPLY
+    check(cache, plans)
 
 
 def test_a_policy_write_reads_the_field_managers_without_matching_the_selectors_again(

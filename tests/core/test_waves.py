@@ -3,6 +3,7 @@ step; the planner's targets under a rollout in steps."""
 
 from __future__ import annotations
 
+import copy
 import datetime
 from typing import Any
 
@@ -340,6 +341,8 @@ step_changes = st.lists(
             st.booleans(),  # labelled canary
             st.booleans(),  # carries the update revision
         ),
+        # an edit: of the content (a new rollout from the same step) or of the priority
+        st.tuples(st.just("edit"), st.sampled_from([OLD, NEW]), st.sampled_from([0, 10])),
     ),
     max_size=20,
 )
@@ -351,8 +354,9 @@ def test_plans_kept_across_steps_equal_plans_made_from_scratch(
     changes: list[tuple[Any, ...]],
 ) -> None:
     """`state/plans` keeps a workload's plan while the target its rollouts give it holds: a
-    step moving on plans again only the workloads it covers anew. Kept plans must equal the
-    planner's, with the rollouts as they are, after any sequence of steps and workload changes."""
+    step moving on plans again only the workloads it covers anew, an edit only those its step
+    covers. Kept plans must equal the planner's, with the rollouts as they are, after any
+    sequence of steps, edits and workload changes."""
     cache = Cache(operator_namespace=None)
     rollouts = Rollouts(cache, Histories(), operator_namespace=None)
     plans = Plans(cache, rollouts, operator_namespace=None)
@@ -373,12 +377,18 @@ def test_plans_kept_across_steps_equal_plans_made_from_scratch(
     spec = Policy.from_object(body).spec
     at = {"updateRevision": spec.revision, "stepsHash": spec.update_strategy.steps_hash}
     cache.put_policy({**body, "status": {**at, "currentStep": 0}})
+    step = 0
     versions = iter(range(1, 1000))
     for name in ("w0", "w1", "w2", "w3", "w4", "w5"):
         cache.put_workload(stored(workload(name), next(versions)))
     for change in changes:
         match change:
             case ("step", step):
+                cache.put_policy({**body, "status": {**at, "currentStep": step}})
+            case ("edit", container, priority):
+                body = copy.deepcopy(body)
+                body["metadata"]["generation"] += 1
+                body["spec"] |= {"containers": [container], "priority": priority}
                 cache.put_policy({**body, "status": {**at, "currentStep": step}})
             case ("workload", name, canary, carries):
                 w = workload(name, **({"canary": "yes"} if canary else {}))

@@ -33,6 +33,22 @@ from sidecar_operator.core.types import Action, Change, Kind
 from sidecar_operator.core.waves import HOLD, Rollout, Target
 
 
+def reads(policy: Policy) -> tuple[Any, ...]:
+    """What `plan` reads of a policy besides the content its rollout gives each workload (that
+    is the target's, compared by revision): a plan made before an edit that changes none of this
+    holds for every workload whose target stays. An edit starting a rollout in steps then plans
+    again only the workloads its first step covers."""
+    spec = policy.spec
+    return (
+        policy.deleting,
+        policy.rank,
+        spec.kinds,
+        spec.selector,
+        spec.namespace_selector,
+        spec.allow_privileged,
+    )
+
+
 def plan(
     deployment: Mapping[str, Any],
     namespace_labels: Mapping[str, str],

@@ -3,8 +3,9 @@ all on the operator's one event loop (so no locks). Pure (no API calls).
 
 Every workload of a watched kind is in it, as a compact snapshot. `epoch` moves whenever
 something that changes some workload's plan changes (a policy's spec or deletion, a namespace's
-labels), and `changed_at` says at which epoch a given policy or namespace last changed, so a
-workload's plan is kept until one of those it was planned from changes. Which policies concern
+labels), and `changed_at` says at which epoch what the planner reads of a given policy or
+namespace last changed, so a workload's plan is kept until one of those it was planned from
+changes. Which policies concern
 which workload (`concerns`) is kept up to date with every change.
 """
 
@@ -17,6 +18,7 @@ from typing import Any
 
 from sidecar_operator.api.kinds import WorkloadKind
 from sidecar_operator.api.models import Policy
+from sidecar_operator.core import planner
 from sidecar_operator.core.types import Key
 from sidecar_operator.state import snapshot
 from sidecar_operator.state.concerns import Concerns
@@ -134,7 +136,9 @@ class Cache:
             held[0] is not policy
             and held[0].model_copy(update=_ASKED) != policy.model_copy(update=_ASKED)
         ):
-            self._moved(Changed.POLICY, policy.name)
+            self.epoch += 1
+            if held is None or planner.reads(held[0]) != planner.reads(policy):
+                self._changed_at[Changed.POLICY, policy.name] = self.epoch
             self._policy_changed[policy.name] = time.monotonic()
             self._concerns.policy(policy, self._workloads.items(), self._namespaces)
         return policy
@@ -158,8 +162,10 @@ class Cache:
         return (self.epoch, self._policy_puts, self._concerns.changes)
 
     def changed_at(self, what: Changed, name: str) -> int:
-        """The epoch at which this policy (its content, or its deletion) or this namespace
-        (its labels) last changed: 0 if never since the start."""
+        """The epoch at which what the planner reads of this policy besides its content
+        (`planner.reads`), or its deletion, or this namespace's labels last changed: 0 if
+        never since the start. A change of content alone moves only `epoch`: the rollout
+        gives each workload its content (`Plans` stamps the target's revision)."""
         return self._changed_at.get((what, name), 0)
 
     # -- readers (the workers) -------------------------------------------------------------
