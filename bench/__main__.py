@@ -139,7 +139,7 @@ async def main(
         every_default = (await run_defaults(defaults)).summary()
         table = save()
     if waves:
-        in_steps = (await run_waves(waves)).summary()
+        in_steps = (await run_waves(waves, rounds)).summary()
         table = save()
     if values:
         per_workload = (await run_values(values, rounds, concurrency=in_flight)).summary()

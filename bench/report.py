@@ -121,7 +121,8 @@ def _defaults(result: dict[str, Any]) -> list[str]:
 def _waves(result: dict[str, Any]) -> list[str]:
     """Each step of a rollout in steps against a one-step rollout of as many (bench/waves.py)."""
     lines = [
-        f"| waves: N={result['n']}, step | step s | one step of as many s | ratio | target | met |",
+        f"| waves: N={result['n']}, step (median of {result.get('rounds', 1)}) | step s "
+        "| one step of as many s | ratio | target | met |",
         "|---|---:|---:|---:|---|---|",
     ]
     for index, (step, peer, ratio) in enumerate(
