@@ -24,14 +24,13 @@ class WorkloadKind(StrEnum):
     @property
     def template_path(self) -> tuple[str, ...]:
         """Where the pod template is: a CronJob's shapes every Job it starts."""
-        if self is WorkloadKind.CRON_JOB:
-            return ("spec", "jobTemplate", "spec", "template")
-        return ("spec", "template")
+        # Looked up, not built: planning one workload asks it a dozen times.
+        return _TEMPLATE_PATHS[self]
 
     @property
     def fields_path(self) -> tuple[str, ...]:
         """`template_path` as managedFields' fieldsV1 spells it."""
-        return tuple(f"f:{key}" for key in self.template_path)
+        return _FIELDS_PATHS[self]
 
     @classmethod
     def of(cls, workload: Mapping[str, Any]) -> WorkloadKind:
@@ -43,6 +42,13 @@ class WorkloadKind(StrEnum):
 
 
 _BY_NAME: dict[Any, WorkloadKind] = {kind.value: kind for kind in WorkloadKind}
+_TEMPLATE_PATHS = {
+    kind: ("spec", "jobTemplate", "spec", "template")
+    if kind is WorkloadKind.CRON_JOB
+    else ("spec", "template")
+    for kind in WorkloadKind
+}
+_FIELDS_PATHS = {kind: tuple(f"f:{key}" for key in path) for kind, path in _TEMPLATE_PATHS.items()}
 
 
 def dig(node: Mapping[str, Any], path: tuple[str, ...]) -> Mapping[str, Any]:

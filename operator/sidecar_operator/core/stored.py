@@ -21,6 +21,7 @@ Fields the policy does not set are not compared: they are the defaults or other 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
@@ -82,10 +83,17 @@ _SUFFIXES: dict[str, Decimal] = {
 }
 
 
+_LONGEST_FIRST = sorted(_SUFFIXES, key=len, reverse=True)
+
+
 def quantity(value: Any) -> Decimal | None:
     """A resource.Quantity's amount (`500m`, `0.5`, `1Gi`, `1e3`), or None if it is not one."""
-    text = str(value).strip()
-    for suffix in sorted(_SUFFIXES, key=len, reverse=True):
+    return _amount(str(value).strip())
+
+
+@functools.lru_cache(maxsize=1024)  # a policy's few quantities, compared on every plan
+def _amount(text: str) -> Decimal | None:
+    for suffix in _LONGEST_FIRST:
         if text.endswith(suffix):
             number, factor = text[: -len(suffix)], _SUFFIXES[suffix]
             break
