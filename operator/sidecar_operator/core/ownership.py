@@ -9,6 +9,7 @@ is still found. Pure: parses the managedFields JSON.
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -67,6 +68,7 @@ def revision_annotation(policy: str) -> str:
     return REVISION_ANNOTATION_PREFIX + policy
 
 
+@functools.lru_cache(maxsize=4096)  # the same few items' elements, on every workload planned
 def _key(element: str, field: str) -> str | None:
     """The value of `field` in a `k:{...}` list-item path element."""
     if not element.startswith("k:"):
