@@ -159,7 +159,10 @@ def cli() -> None:
         "--sizes", default="100,1000,5000", help="Deployment counts (0: none, policies only)"
     )
     parser.add_argument(
-        "--rounds", type=int, default=3, help="runs of the limit and of the operator"
+        "--rounds",
+        type=int,
+        default=3,
+        help="runs of the limit and of the operator, and of the waves (judged by medians)",
     )
     parser.add_argument(
         "--zero-replicas-from",
