@@ -61,6 +61,20 @@ def _args(docs: list[dict[str, Any]]) -> list[str]:
     return list(deployment["spec"]["template"]["spec"]["containers"][0]["args"])
 
 
+def test_a_403_is_told_from_numbers_that_hold_403() -> None:
+    """The RBAC checks fail on the operator's log lines that report a 403: not on a replica's
+    pid, a timestamp or a duration that happen to hold the digits."""
+    log = "\n".join(
+        [
+            '{"event": "Active", "replica": "vm/25403", "timestamp": "2026-12-07T04:42:07Z"}',
+            '{"event": "Pass", "timestamp": "2026-12-07T04:46:03.184033Z", "seconds": 0.403}',
+            '{"event": "Patch rejected", "status": 403, "error": "no"}',
+            "kopf: APIForbiddenError: Forbidden",
+        ]
+    )
+    assert refused(log) == log.splitlines()[2:]
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_the_chart_lints_strictly(variant: str) -> None:
     linted = run(helm(), "lint", "--strict", str(CHART), *VARIANTS[variant])
