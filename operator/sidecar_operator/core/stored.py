@@ -248,7 +248,7 @@ class _Kept:
 # `difference` of one pair of objects, kept: the snapshots hold one object per distinct item
 # (`state.snapshot.Shared`) and a content builds each item's API form once, so a thousand
 # workloads carrying one sidecar compare the same pair, and comparing it was half of planning
-# each (258 -> 126 us for an in-sync plan of the bench's sidecar). Both objects are held, so
+# each (258 -> 107 us for an in-sync plan of the bench's sidecar). Both objects are held, so
 # that their ids are not reused while kept; neither side is ever modified (snapshots and
 # contents are not).
 _DIFFERENCES = _Kept(2048)

@@ -136,9 +136,10 @@ class Cache:
             held[0] is not policy
             and held[0].model_copy(update=_ASKED) != policy.model_copy(update=_ASKED)
         ):
-            self.epoch += 1
             if held is None or planner.reads(held[0]) != planner.reads(policy):
-                self._changed_at[Changed.POLICY, policy.name] = self.epoch
+                self._moved(Changed.POLICY, policy.name)
+            else:
+                self.epoch += 1  # its content alone: plans whose target stays are kept
             self._policy_changed[policy.name] = time.monotonic()
             self._concerns.policy(policy, self._workloads.items(), self._namespaces)
         return policy
