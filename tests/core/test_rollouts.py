@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sidecar_operator.api.models import Content, Policy
-from sidecar_operator.core import history
+from sidecar_operator.core import history, waves
 from sidecar_operator.core.ownership import revision_annotation
 from sidecar_operator.state.cache import Cache
 from sidecar_operator.state.history import Histories
@@ -72,3 +72,18 @@ def test_a_rollout_that_had_not_reached_every_workload_leaves_the_stable_content
     rollout = rollouts_for([FIRST.spec.revision] * 4 + [None]).of("logs")
     assert rollout is not None
     assert rollout.stable is None
+
+
+def test_a_rollout_derived_again_for_a_newcomer_cuts_as_one_derived_from_scratch() -> None:
+    """The ranks of the workloads already matched are kept from the rollout before (only the
+    newcomer's is hashed): the cuts must be those of every matched workload ranked afresh."""
+    rollouts = rollouts_for([FIRST.spec.revision] * 30)
+    before = rollouts.of("logs")
+    assert before is not None and before.cuts
+    rollouts.cache.put_workload(deployment("web-new", None))
+    after = rollouts.of("logs")
+    assert after is not None and after is not before
+    keys = [key for key, _ in rollouts.matched(FIRST)]
+    assert len(keys) == 31 and set(after.ranks) == set(keys)
+    assert after.cuts == waves.cuts(after.steps, waves.ranks("u-1", keys).values())
+    assert all(after.rank(key) == waves.rank("u-1", key) for key in keys)

@@ -52,13 +52,16 @@ def stable_content() -> Content:
 
 def rollout_of(spec: Policy, step: int, keys: list[Key], **changes: Any) -> Rollout:
     steps = waves.steps_of(spec)
+    ranks = waves.ranks(spec.uid, keys)
     return Rollout(
         update=spec.spec,
         stable=changes.pop("stable", stable_content()),
         steps=steps,
         step=step,
         seed=spec.uid,
-        cuts=waves.cuts(steps, spec.uid, keys),
+        cuts=waves.cuts(steps, ranks.values()),
+        # As a rollout derived before some of them came: the others' ranks hashed when asked.
+        ranks=dict(list(ranks.items())[::2]),
         **changes,
     )
 
@@ -98,7 +101,7 @@ def test_coverage_only_grows_through_the_steps_and_the_last_covers_all(
         covered = {
             Key.of(w)
             for w in workloads
-            if rollout.covered(w, labels.get(w["metadata"]["namespace"], {}))
+            if rollout.covered(Key.of(w), w, labels.get(w["metadata"]["namespace"], {}))
         }
         assert covered >= covered_before
         covered_before = covered
@@ -120,14 +123,17 @@ def test_the_percent_order_is_stable_when_a_workload_is_added(
 
     assert [key for key in order(more) if key in keys] == order(keys)
     steps = (Step(percent=30), Step(percent=100))
-    before = {k for k in keys if waves.rank("u-1", k) < waves.cuts(steps, "u-1", keys)[0]}
-    after = {k for k in more if waves.rank("u-1", k) < waves.cuts(steps, "u-1", more)[0]}
+    before_cut = waves.cuts(steps, waves.ranks("u-1", keys).values())[0]
+    after_cut = waves.cuts(steps, waves.ranks("u-1", more).values())[0]
+    before = {k for k in keys if waves.rank("u-1", k) < before_cut}
+    after = {k for k in more if waves.rank("u-1", k) < after_cut}
     assert len(before - after) <= 1  # the newcomer takes at most the last place
 
 
 def test_a_percent_step_covers_that_share_of_the_matched_workloads() -> None:
     keys = [Key("shop", f"w{n}") for n in range(20)]
-    cuts = waves.cuts((Step(percent=25), Step(percent=50), Step(percent=100)), "u-1", keys)
+    steps = (Step(percent=25), Step(percent=50), Step(percent=100))
+    cuts = waves.cuts(steps, waves.ranks("u-1", keys).values())
     covered = [sum(waves.rank("u-1", k) < cut for k in keys) for cut in cuts]
     assert covered == [5, 10, 20]
 
@@ -138,20 +144,22 @@ def test_outside_the_current_step_the_stable_content_and_inside_the_update() -> 
     )
     canary, stable = workload("a", "staging"), workload("b", "shop")
     rollout = rollout_of(spec, 0, [Key.of(canary), Key.of(stable)])
-    assert rollout.target(canary, {"stage": "staging"}, None) is spec.spec
-    assert rollout.target(stable, {}, None) == stable_content()
+    assert rollout.target(Key.of(canary), canary, {"stage": "staging"}, None) is spec.spec
+    assert rollout.target(Key.of(stable), stable, {}, None) == stable_content()
     # Once it carries the update revision it stays covered (its labels moved, say).
-    assert rollout.target(stable, {}, spec.spec.revision) is spec.spec
+    assert rollout.target(Key.of(stable), stable, {}, spec.spec.revision) is spec.spec
     # An unknown stable content holds; nothing as stable means no sidecars.
-    assert rollout_of(spec, 0, [], stable=HOLD).target(stable, {}, None) is HOLD
-    assert rollout_of(spec, 0, [], stable=None).target(stable, {}, None) is None
+    assert rollout_of(spec, 0, [], stable=HOLD).target(Key.of(stable), stable, {}, None) is HOLD
+    assert rollout_of(spec, 0, [], stable=None).target(Key.of(stable), stable, {}, None) is None
     # Aborted, every workload goes back; back to the stable content (an undo), no steps.
     assert (
-        rollout_of(spec, 0, [], aborted=True).target(canary, {"stage": "staging"}, None)
+        rollout_of(spec, 0, [], aborted=True).target(
+            Key.of(canary), canary, {"stage": "staging"}, None
+        )
         == stable_content()
     )
     undo = rollout_of(spec, 0, [], stable=spec.spec)
-    assert not undo.stepped and undo.target(stable, {}, None) is spec.spec
+    assert not undo.stepped and undo.target(Key.of(stable), stable, {}, None) is spec.spec
 
 
 def test_a_new_revision_or_new_steps_start_over_at_the_first_step() -> None:
@@ -328,8 +336,8 @@ def test_rollouts_alike_in_what_they_decide_from_give_every_workload_the_same_ta
     for w in workloads:
         namespace_labels = labels.get(w["metadata"]["namespace"], {})
         assert waves.target_identity(
-            a.target(w, namespace_labels, revision)
-        ) == waves.target_identity(b.target(w, namespace_labels, revision))
+            a.target(Key.of(w), w, namespace_labels, revision)
+        ) == waves.target_identity(b.target(Key.of(w), w, namespace_labels, revision))
 
 
 step_changes = st.lists(

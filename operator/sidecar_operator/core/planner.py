@@ -29,7 +29,7 @@ from sidecar_operator.core.ownership import (
 )
 from sidecar_operator.core.selection import workload_matches
 from sidecar_operator.core.ssa import fields_v1
-from sidecar_operator.core.types import Action, Change, Kind
+from sidecar_operator.core.types import Action, Change, Key, Kind
 from sidecar_operator.core.waves import HOLD, Rollout, Target
 
 
@@ -82,7 +82,7 @@ def plan(
         target = (
             policy.spec
             if rollout is None
-            else rollout.target(deployment, namespace_labels, carried)
+            else rollout.target(Key.of(deployment), deployment, namespace_labels, carried)
         )
         if isinstance(target, Content):
             try:

@@ -67,11 +67,12 @@ def paced(item: Item, policy_created: str) -> bool:
     )
 
 
-def rolling(item: Item) -> bool:
+def rolling(item: Item, rolled: bool) -> bool:
     """Rolling out a revision of this policy: it carries the current one, or an older one that
-    the policy wrote after the owners' last change, and its rollout has not finished. A paused
-    Deployment rolls out nothing, so it holds no place in the budget while it stays paused."""
-    if workloads.rolled_out(item.deployment) or workloads.owner_paused(item.deployment):
+    the policy wrote after the owners' last change, and its rollout has not finished (`rolled`:
+    `workloads.rolled_out`). A paused Deployment rolls out nothing, so it holds no place in the
+    budget while it stays paused."""
+    if rolled or workloads.owner_paused(item.deployment):
         return False
     if item.action.kind is Kind.IN_SYNC:
         return True

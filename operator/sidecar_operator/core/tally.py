@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import datetime
 import heapq
+import operator
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
@@ -123,7 +124,7 @@ def entry(
         counts=counts,
         conflict=shown.action.conflict,
         place=place,
-        rolling=matched and rollout.rolling(todo),
+        rolling=matched and rollout.rolling(todo, rolled),
         failing=failing,
         fails_at=None if failing or not matched or not in_sync else _fails_at(context, workload),
         owner_waiting=matched and in_sync and owner_paused and not rolled,
@@ -175,8 +176,8 @@ class Tally:
 
     def _add(self, key: Key, share: Entry, sign: int) -> None:
         counts = self._counts.setdefault(key.kind, [0] * len(_FIELDS))
-        for index, name in enumerate(_FIELDS):
-            counts[index] += sign * getattr(share.counts, name)
+        for index, value in enumerate(_VALUES(share.counts)):
+            counts[index] += sign * value
         if share.place is not None:
             self._places[share.place] += sign
         self._kinds[key.kind] += sign
@@ -267,6 +268,7 @@ _PLACES: dict[tuple[int, bool, bool], tuple[int, bool, bool]] = {}
 
 
 _FIELDS = tuple(field.name for field in fields(status.Counts))
+_VALUES = operator.attrgetter(*_FIELDS)
 
 
 def of_items(

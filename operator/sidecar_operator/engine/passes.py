@@ -167,8 +167,9 @@ class Passes:
         if sums is None:
             # No pass has counted this policy as it is now: count it here, as a pass would.
             sums = Tally(context, self._stamp())
+            now = _now()
             for key in self._concerning(policy):
-                self._enter(sums, key)
+                self._enter(sums, key, now)
             self.tallies[policy] = sums
         key = Key.of(workload)
         item = rollout.Item(key, workload, action)
@@ -218,13 +219,20 @@ class Passes:
         slices: Slices,
         reusable: Mapping[Key, tally.Entry] | None = None,
     ) -> None:
+        # One time for the workloads of a slice: a deadline is seconds, a slice milliseconds.
+        now = _now()
         for index, key in enumerate(keys):
             if index % SLICE_CHECK == 0:
                 await slices.pause()
-            self._report(sums.context.policy, key, self._enter(sums, key, reusable))
+                now = _now()
+            self._report(sums.context.policy, key, self._enter(sums, key, now, reusable))
 
     def _enter(
-        self, sums: Tally, key: Key, reusable: Mapping[Key, tally.Entry] | None = None
+        self,
+        sums: Tally,
+        key: Key,
+        now: datetime.datetime,
+        reusable: Mapping[Key, tally.Entry] | None = None,
     ) -> rollout.Item | None:
         """Classify the workload into the tally (or drop it: gone, or no longer the policy's
         concern); returns what it shows. `reusable`: the entries of a tally classified against
@@ -243,7 +251,7 @@ class Passes:
             sums.put(key, old)
             return shown
         labels = self.cache.namespace_labels(key.namespace)
-        sums.put(key, tally.entry(sums.context, todo, shown, labels, _now()))
+        sums.put(key, tally.entry(sums.context, todo, shown, labels, now))
         return shown
 
     def _report(self, policy: str, key: Key, shown: rollout.Item | None) -> None:

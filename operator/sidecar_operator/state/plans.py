@@ -71,7 +71,7 @@ class Plans:
                     # moving on plans again the workloads it covers anew, not all of them.
                     waves.target_identity(
                         rollouts[name].target(
-                            deployment, labels, annotations.get(revision_annotation(name))
+                            key, deployment, labels, annotations.get(revision_annotation(name))
                         )
                     )
                     if name in rollouts

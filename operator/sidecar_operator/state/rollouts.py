@@ -58,7 +58,7 @@ class Rollouts:
         if held is not None and held.inputs == inputs:
             rollout = held.rollout
         else:
-            rollout = self._derive(policy, status)
+            rollout = self._derive(policy, status, held.rollout if held is not None else None)
             if held is not None and held.rollout == rollout:
                 rollout = held.rollout  # the same object: what compares with it does at once
             elif held is None or held.rollout.decides != rollout.decides:
@@ -77,7 +77,9 @@ class Rollouts:
     def forget(self, name: str) -> None:
         self._held.pop(name, None)
 
-    def _derive(self, policy: Policy, status: Mapping[str, Any]) -> waves.Rollout:
+    def _derive(
+        self, policy: Policy, status: Mapping[str, Any], before: waves.Rollout | None
+    ) -> waves.Rollout:
         steps = waves.steps_of(policy)
         position = stepping.Position.of(policy, status)
         rollout = waves.Rollout(
@@ -90,8 +92,11 @@ class Rollouts:
         )
         if not rollout.stepped or not any(step.percent for step in steps[:-1]):
             return rollout
-        cuts = waves.cuts(steps, policy.uid, (key for key, _ in self.matched(policy)))
-        return dataclasses.replace(rollout, cuts=cuts)
+        # Its ranks are kept from the rollout before (a workload created mid-rollout derives it
+        # again): only newcomers are hashed.
+        known = before.ranks if before is not None and before.seed == policy.uid else None
+        ranks = waves.ranks(policy.uid, (key for key, _ in self.matched(policy)), known)
+        return dataclasses.replace(rollout, cuts=waves.cuts(steps, ranks.values()), ranks=ranks)
 
     def matched(self, policy: Policy) -> list[tuple[Key, Mapping[str, Any]]]:
         """The workloads the policy selects (not those it only still has fields on)."""
