@@ -95,8 +95,8 @@ async def run_waves(n: int, rounds: int = 1) -> WavesResult:
             await operator.warm()
             for round_ in range(rounds):
                 say(f"waves: round {round_ + 1} of {rounds}")
-                result.steps.append(await _in_steps(api, tracker, n))
-                result.peers.append(await _one_step_peers(api, tracker, n))
+                result.steps.append(await _in_steps(api, tracker, operator, n))
+                result.peers.append(await _one_step_peers(api, tracker, operator, n))
         finally:
             await tracker.stop()
             operator.stop()
@@ -104,7 +104,16 @@ async def run_waves(n: int, rounds: int = 1) -> WavesResult:
     return result
 
 
-async def _in_steps(api: Api, tracker: Tracker, n: int) -> list[float]:
+async def _settled(tracker: Tracker, operator: OperatorProcess) -> None:
+    """Until the Deployments have settled and the operator has gone idle, as `measure` waits
+    between phases: each step and each peer starts from the same quiet cluster and operator,
+    whatever the phase before it wrote (a thousand workloads before a step, a hundred before
+    its peer)."""
+    await tracker.settled(TIMEOUT)
+    await operator.warm(at_least=0)
+
+
+async def _in_steps(api: Api, tracker: Tracker, operator: OperatorProcess, n: int) -> list[float]:
     """The policy rolled out at once, then edited with steps and promoted step by step: each
     step's seconds. The policy is deleted at the end, its sidecars gone."""
     path = f"{cluster.POLICIES}/{POLICY}"
@@ -112,7 +121,7 @@ async def _in_steps(api: Api, tracker: Tracker, n: int) -> list[float]:
     first = await _revision(api, None)
     tracker.expect(first, n)
     await tracker.wait(TIMEOUT)
-    await tracker.settled(TIMEOUT)
+    await _settled(tracker, operator)
 
     seconds = []
     started = time.monotonic()
@@ -130,13 +139,15 @@ async def _in_steps(api: Api, tracker: Tracker, n: int) -> list[float]:
             )
         tracker.expect(update, covered)
         seconds.append(await tracker.wait(TIMEOUT) - started)
-        await tracker.settled(TIMEOUT)
+        await _settled(tracker, operator)
         say(f"waves: step {index + 1} ({covered} workloads) in {seconds[-1]:.2f}s")
     await _delete(api, tracker, n)
     return seconds
 
 
-async def _one_step_peers(api: Api, tracker: Tracker, n: int) -> list[float]:
+async def _one_step_peers(
+    api: Api, tracker: Tracker, operator: OperatorProcess, n: int
+) -> list[float]:
     """Per step, as many workloads as it adds, given the first image in one step (unmeasured),
     then the second, measured: an update, as each step is."""
     path = f"{cluster.POLICIES}/{POLICY}"
@@ -158,7 +169,7 @@ async def _one_step_peers(api: Api, tracker: Tracker, n: int) -> list[float]:
             before = await _revision(api, before)
             tracker.expect(before, size)
             done = await tracker.wait(TIMEOUT) - started
-            await tracker.settled(TIMEOUT)
+            await _settled(tracker, operator)
         seconds.append(done)
         say(f"waves: one step updating {size} in {done:.2f}s")
         await _delete(api, tracker, n)
