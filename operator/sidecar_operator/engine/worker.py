@@ -30,8 +30,8 @@ class Worker:
     status_found: tuple[Any, Any] = ((), None)
     retry: float = 0.0  # seconds before trying a failed pass again; 0 when the last one went well
     told_selector: bool = False  # warned that an empty selector selects every workload
-    progress: tuple[Any, ...] = ()  # what the rollout last stood at (`passes._export`)
-    exported: tuple[Any, ...] = ()  # what its metrics last said (`passes._export`)
+    progress: tuple[Any, ...] = ()  # what the rollout last stood at (`exporting.export`)
+    exported: tuple[Any, ...] = ()  # what its metrics last said (`exporting.export`)
 
     def poke(self) -> None:
         self.wake.set()
