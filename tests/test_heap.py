@@ -1,4 +1,4 @@
-"""The heap is frozen again only once most workloads' snapshots were replaced since the last
+"""The heap is frozen again only once enough workloads' snapshots were replaced since the last
 freeze, and then holds only what is alive."""
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ def workload(index: int, version: int) -> dict[str, Any]:
     }
 
 
-def test_frozen_again_once_most_snapshots_were_replaced(monkeypatch: Any) -> None:
-    monkeypatch.setattr(heap, "REPLACED_MIN", 10)
+def test_frozen_again_once_enough_snapshots_were_replaced(monkeypatch: Any) -> None:
+    monkeypatch.setattr(heap, "REPLACED_MIN", 20)
     cache = Cache()
     for index in range(40):
         cache.put_workload(workload(index, 1))

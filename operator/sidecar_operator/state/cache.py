@@ -171,11 +171,6 @@ class Cache:
 
     # -- readers (the workers) -------------------------------------------------------------
 
-    @property
-    def held(self) -> int:
-        """How many workloads' snapshots are held."""
-        return len(self._workloads)
-
     def workloads(self) -> list[tuple[Key, dict[str, Any]]]:
         """Every snapshot, as a list: a pass yields to the loop while it walks them, and the
         watch goes on changing the cache meanwhile."""
