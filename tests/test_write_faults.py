@@ -179,6 +179,24 @@ async def test_a_rejected_patch_is_a_conflict_until_the_policy_or_deployment_cha
     assert len(api.applies) == 2  # the Deployment changed: tried once more, and written
 
 
+async def test_a_refusal_of_a_copy_the_watch_had_not_brought_up_to_date_is_planned_again() -> None:
+    """The change was planned on a copy older than the API server's (the watch lags under
+    load): the refusal is of that copy, so it is not reported; planned again on the current
+    copy, here one the user changed meanwhile, the change is sent again and accepted. Seen on
+    the real control plane: a removal planned before the watch brought another manager's claim
+    on the sidecar was reported as the API server's bare refusal, not as what blocks it."""
+    api = FakeApi(ApiError(422, 'Deployment.apps "web" is invalid'))
+    newer = copy.deepcopy(DEPLOYMENT)
+    newer["metadata"].update(resourceVersion="11", labels={"changed": "yes"})
+    api.stored["web"] = newer
+    state, posted = runtime(api)
+    assert await execute(state) == [Outcome.WRITTEN]
+    assert len(api.applies) == 2
+    assert ("Warning", "SidecarConflict") not in posted
+    containers = api.stored["web"]["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in containers] == ["app", "fluent-bit"]
+
+
 @pytest.mark.parametrize(
     "refusal",
     [

@@ -70,7 +70,7 @@ class Writer:
         self.api = api
         self.cache = cache
         self.reporter = reporter
-        self.plans = plans  # to re-plan after a 409
+        self.plans = plans  # to re-plan on a fresh copy
         self.leadership = leadership  # asked before every write
         # Shared by every batch: a hundred policies rolling out at once each sent 128, and the
         # 12,800 requests queued for the session's connections until many timed out, holding
@@ -85,9 +85,10 @@ class Writer:
         *,
         watched: bool = True,
     ) -> Outcome:
-        """Send one action's body; on a 409, re-read and re-plan. The Deployment's Event goes
-        to `announce`. A workload of a kind no watch holds (`watched` False: a removal found by
-        a listing of its metadata) is written as it is, and not kept."""
+        """Send one action's body; on a 409, or a refusal of a copy older than the API server's,
+        re-read and re-plan. The Deployment's Event goes to `announce`. A workload of a kind no
+        watch holds (`watched` False: a removal found by a listing of its metadata) is written
+        as it is, and not kept."""
         key = key_of(deployment)
         bound = log.bind(
             policy=action.policy, kind=key.kind.value, namespace=key.namespace, workload=key.name
@@ -107,15 +108,28 @@ class Writer:
                 metrics.API_ERRORS.labels(status=str(error.status)).inc()
                 if error.status == 404:
                     return self._done(current, key, Outcome.GONE)
-                if error.status != 409:
-                    return await self._refused(current, deployment, error, bound)
+                if error.status in TRANSIENT or error.status >= 500:
+                    bound.warning("Write failed", status=error.status, error=error.message)
+                    self.reporter.failing(current, deployment, error.message)
+                    return _count(current, key, Outcome.FAILED)
                 last_error = error.message
                 try:
                     fresh = await self.api.get_workload(key)
                 except (ApiError, ConnectionError) as failure:
                     bound.warning("Re-read failed", error=str(failure))
                     return _count(current, key, Outcome.FAILED)
-                held = None if fresh is None else self.cache.refresh_workload(fresh)
+                # Server-side apply creates what does not exist: to a workload deleted
+                # meanwhile, our partial body is refused as an invalid new one (422), or as new
+                # content in a terminating namespace (403). Neither is the workload's problem.
+                if fresh is None:
+                    return self._done(current, key, Outcome.GONE)
+                if error.status != 409 and (not watched or _version(fresh) == _version(deployment)):
+                    return self._rejected(current, deployment, error, bound)
+                # A conflict, or a refusal of a change planned on a copy the watch had not
+                # brought up to date: planned again on the current one, the change may no
+                # longer be needed, or be held back with the reason the copy lacked (another
+                # manager's fields a removal would break).
+                held = self.cache.refresh_workload(fresh)
                 if held is None:
                     return self._done(current, key, Outcome.GONE)
                 deployment = held
@@ -159,32 +173,17 @@ class Writer:
         self.reporter.rejected(action, deployment, reason, plan_inputs(deployment))
         return _count(action, key, Outcome.CONFLICT)
 
-    async def _refused(
+    def _rejected(
         self,
         action: Action,
         deployment: Mapping[str, Any],
         error: ApiError,
         bound: structlog.stdlib.BoundLogger,
     ) -> Outcome:
-        key = key_of(deployment)
-        if error.status in TRANSIENT or error.status >= 500:
-            bound.warning("Write failed", status=error.status, error=error.message)
-            self.reporter.failing(action, deployment, error.message)
-            return _count(action, key, Outcome.FAILED)
-        # Server-side apply creates what does not exist: to a workload deleted meanwhile, our
-        # partial body is refused as an invalid new one (422), or as new content in a
-        # terminating namespace (403). Neither is the workload's problem: it is gone.
-        try:
-            exists = await self.api.get_workload(key) is not None
-        except (ApiError, ConnectionError) as failure:
-            bound.warning("Re-read failed", error=str(failure))
-            return _count(action, key, Outcome.FAILED)
-        if not exists:
-            return self._done(action, key, Outcome.GONE)
         bound.warning("Patch rejected", status=error.status, error=error.message)
         reason = f"the API server rejected the change: {error.message}"
         self.reporter.rejected(action, deployment, reason, plan_inputs(deployment))
-        return _count(action, key, Outcome.REJECTED)
+        return _count(action, key_of(deployment), Outcome.REJECTED)
 
     def _done(self, action: Action, key: Key, outcome: Outcome) -> Outcome:
         self.reporter.written(action.policy, key)
@@ -217,6 +216,10 @@ class Writer:
             for task in writers:
                 task.cancel()  # after a failure: the others stop taking work
         return [outcomes[index] for index in range(len(outcomes))]
+
+
+def _version(workload: Mapping[str, Any]) -> str:
+    return str(workload["metadata"]["resourceVersion"])
 
 
 def _count(action: Action, key: Key, outcome: Outcome) -> Outcome:
