@@ -12,7 +12,7 @@ UV := $(CACHE)/tools/uv-$(UV_VERSION)/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
-# N: side by side in N pytest-xdist workers on the one control plane (hack/test.sh), 14-15 min
+# N: side by side in N pytest-xdist workers on the one control plane (hack/test.sh), 11-14 min
 # with 4 instead of 21; 0: one test at a time (docs/local-control-plane.md).
 TEST_WORKERS ?= 4
 export TEST_WORKERS
