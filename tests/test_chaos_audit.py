@@ -8,7 +8,7 @@ from typing import Any
 from sidecar_operator.api.models import Policy
 from sidecar_operator.core import planner, ssa
 from sidecar_operator.core.ownership import field_manager
-from tests.chaos import audit, corpus, trials, workloads
+from tests.chaos import audit, corpus, workloads
 
 POLICY = "chaos-p"
 
@@ -157,10 +157,3 @@ def test_pod_metadata_not_the_apps_and_the_policys_is_a_defect() -> None:
         entry["fieldsV1"]["f:spec"]["f:template"]["f:metadata"]["f:labels"]["f:app"] = {}
     found = audit.app_fields_owned(grabbed, field_manager(POLICY), spec)
     assert any("pod labels ['app']" in d for d in found), found
-
-
-def test_a_phase_kills_at_its_own_cadence_and_the_smoke_no_more_often_than_its_scale() -> None:
-    full = trials.Scale()
-    assert trials.cadence((2.0, 6.0), full) == (2.0, 6.0)  # `make chaos` as it always ran
-    assert trials.cadence(None, full) == full.kill_every
-    assert trials.cadence((2.0, 6.0), trials.SMOKE) == trials.SMOKE.kill_every == (4.0, 8.0)

@@ -241,9 +241,8 @@ def _phase(
     first: tuple[float, float] | None = None,
 ) -> None:
     started = time.monotonic()
-    with Killer(
-        operator, setting.rng, between=cadence(between, setting.scale), first=first
-    ) as killer:
+    every = between or setting.scale.kill_every
+    with Killer(operator, setting.rng, between=every, first=first) as killer:
         act()
         settled = wait(done)
     # Once more with the operator left alone, so the audit sees the end state.
@@ -259,15 +258,6 @@ def _phase(
             {"kills": killer.kills, "listing_kills": killer.listing_kills},
         )
     )
-
-
-def cadence(phase: tuple[float, float] | None, scale: Scale) -> tuple[float, float]:
-    """Seconds between a phase's SIGKILLs: its own, but never more often than the scale's. The
-    smoke runs under `make test`'s load, where the operator restarts slower than a kill every
-    2-6 s lets it work: one removal of the smoke took 149 s and 42 SIGKILLs."""
-    if phase is None:
-        return scale.kill_every
-    return max(phase[0], scale.kill_every[0]), max(phase[1], scale.kill_every[1])
 
 
 def _matched(deployments: Iterable[Mapping[str, Any]]) -> set[str]:
