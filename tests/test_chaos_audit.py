@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import random
+import time
 from typing import Any
 
 from sidecar_operator.api.models import Policy
 from sidecar_operator.core import planner, ssa
 from sidecar_operator.core.ownership import field_manager
-from tests.chaos import audit, corpus, workloads
+from tests.chaos import audit, corpus, trials, workloads
 
 POLICY = "chaos-p"
 
@@ -157,3 +159,39 @@ def test_pod_metadata_not_the_apps_and_the_policys_is_a_defect() -> None:
         entry["fieldsV1"]["f:spec"]["f:template"]["f:metadata"]["f:labels"]["f:app"] = {}
     found = audit.app_fields_owned(grabbed, field_manager(POLICY), spec)
     assert any("pod labels ['app']" in d for d in found), found
+
+
+class Replica:
+    """Stands for the operator the Killer kills and starts again."""
+
+    def __init__(self) -> None:
+        self.process: object | None = object()
+        self.starts = 0
+
+    def stop(self, sig: int) -> None:
+        self.process = None
+
+    def start(self) -> None:
+        self.process = object()
+        self.starts += 1
+
+
+def test_the_smoke_kills_a_few_times_per_phase_and_make_chaos_until_it_settles() -> None:
+    def kills(most: int | None) -> int:
+        replica = Replica()
+        killer = trials.Killer(
+            replica,  # type: ignore[arg-type]
+            random.Random(1),
+            between=(0.01, 0.02),
+            first=(0.0, 0.01),
+            while_listing=0.0,
+            most=most,
+        )
+        with killer:
+            time.sleep(0.5)
+        assert replica.process is not None and replica.starts == killer.kills
+        return killer.kills
+
+    assert trials.SMOKE.kills_per_phase == 2 and trials.Scale().kills_per_phase is None
+    assert kills(2) == 2
+    assert kills(None) > 5
