@@ -105,9 +105,9 @@ def namespace(kubectl_admin: Kubectl, request: pytest.FixtureRequest) -> Iterato
     """A fresh namespace named after the test, deleted afterwards (without waiting)."""
     stem = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
     name = f"{stem}-{uuid.uuid4().hex[:5]}"
-    kubectl_admin("create", "namespace", name)
+    kubectl_admin.api.create_namespace(name)
     yield name
-    kubectl_admin("delete", "namespace", name, "--wait=false")
+    kubectl_admin.api.delete("namespaces", name)
 
 
 @pytest.fixture
@@ -331,4 +331,4 @@ def policies(kubectl_admin: Kubectl, namespace: str) -> Iterator[Policies]:
     made = Policies(kubectl_admin, namespace)
     yield made
     for name in made.created:
-        kubectl_admin("delete", "sidecarpolicy", name, "--ignore-not-found", "--wait=false")
+        kubectl_admin.api.delete("sidecarpolicies", name)

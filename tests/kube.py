@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tests import rest
+
 T = TypeVar("T")
 
 BIN = Path(sys.executable).parent
@@ -73,7 +75,23 @@ class Kubectl:
         return run([*argv, *args], input=input, check=check, env=env, timeout=timeout)
 
     def json(self, *args: str) -> Any:
-        return json.loads(self("get", "-o", "json", *args).stdout)
+        """What `kubectl get -o json ARGS` prints, read over a kept connection (`tests.rest`)."""
+        try:
+            return self.api.get(args, self.namespace)
+        except rest.Unsupported:
+            return json.loads(self("get", "-o", "json", *args).stdout)
+
+    def find(self, *args: str) -> Any:
+        """As `json`, but None where `kubectl get` would fail: not found, or not answered."""
+        try:
+            return self.json(*args)
+        except AssertionError:
+            return None
+
+    @property
+    def api(self) -> rest.Rest:
+        """The API server itself, for what a user would not type: fixtures and reads."""
+        return rest.client(self.kubeconfig)
 
     def apply(
         self, manifest: str, *args: str, check: bool = True

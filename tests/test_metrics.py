@@ -81,7 +81,16 @@ def test_a_policy_that_loses_a_clash_labels_its_release_as_a_removal(
     eventually(lambda: ready(policies, high, matched=1), what="the winner injected")
     eventually(lambda: policies.status(low).get("conflicts") == 1, what="the loser let go")
 
-    text = operator.metrics()
+    # The status counts the conflict once planned; the release is written after it.
+    def released() -> str | None:
+        text = operator.metrics()
+        return (
+            text
+            if _value(text, "sidecar_operator_writes_total", policy=low, action="remove")
+            else None
+        )
+
+    text = eventually(released, what="the loser's release written")
     actions = {
         found["action"]
         for line in text.splitlines()
@@ -89,10 +98,12 @@ def test_a_policy_that_loses_a_clash_labels_its_release_as_a_removal(
         for found in [dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))]
     }
     assert actions <= {"inject", "update", "repair", "remove", "adopt", "none"}, actions
-    released = _value(
-        text, "sidecar_operator_writes_total", policy=low, action="remove", outcome="written"
+    assert (
+        _value(
+            text, "sidecar_operator_writes_total", policy=low, action="remove", outcome="written"
+        )
+        == 1
     )
-    assert released == 1
     degraded = {"type": "Degraded", "status": "True", "reason": "Conflicts"}
     assert _value(text, "sidecar_operator_policy_condition", policy=low, **degraded) == 1
     assert _value(text, "sidecar_operator_policy_condition", policy=high, **degraded) is None

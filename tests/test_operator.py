@@ -330,7 +330,7 @@ def test_a_policy_deleted_while_the_operator_is_down_is_cleaned_up_on_start(
         operator.start()
     eventually(lambda: not has_container(kubectl, "web", "fluent-bit"), what="cleanup")
     eventually(
-        lambda: kubectl_admin("get", "sidecarpolicy", name, check=False).returncode != 0,
+        lambda: kubectl_admin.find("sidecarpolicy", name) is None,
         what="policy gone",
     )
 

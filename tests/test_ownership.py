@@ -133,7 +133,7 @@ def test_a_removal_the_api_server_would_refuse_is_held_where_the_user_sees_it(
         input=yaml.safe_dump(manifest),
     )
     eventually(
-        lambda: kubectl_admin("get", "sidecarpolicy", name, check=False).returncode != 0,
+        lambda: kubectl_admin.find("sidecarpolicy", name) is None,
         what="the deletion to complete",
     )
     pod = pod_spec(kubectl, "web")
@@ -177,7 +177,7 @@ def test_what_a_policy_deleted_behind_the_operator_s_back_left_is_removed_at_sta
         unfinalized = {"metadata": {"finalizers": None}}
         kubectl_admin("patch", "sidecarpolicy", name, "--type=merge", "-p", json.dumps(unfinalized))
         eventually(
-            lambda: kubectl_admin("get", "sidecarpolicy", name, check=False).returncode != 0,
+            lambda: kubectl_admin.find("sidecarpolicy", name) is None,
             what="the policy gone without its finalizer",
         )
     finally:

@@ -244,10 +244,10 @@ class Run:
         return found + self._unchanged(self._apps(), "after the policy was deleted")
 
     def _get(self, app: App) -> dict[str, Any] | None:
-        got = self.admin.in_namespace(app.namespace)(
-            "get", "deployment", app.name, "-o", "json", check=False
+        found: dict[str, Any] | None = self.admin.in_namespace(app.namespace).find(
+            "deployment", app.name
         )
-        return json.loads(got.stdout) if got.returncode == 0 else None
+        return found
 
     def _apps(self, names: Collection[str] | None = None) -> list[App]:
         return [
@@ -324,15 +324,14 @@ class Run:
         elif message not in applied.stderr:
             found.append(f"refused, but the message lacks {message!r}: {applied.stderr.strip()}")
         time.sleep(2.0)  # the operator would have acted on a stored policy by now
-        if self.admin("get", "sidecarpolicy", self.policy, check=False).returncode == 0:
+        if self.admin.find("sidecarpolicy", self.policy) is not None:
             found.append("the refused policy exists")
         return found + self._unchanged(self._apps(), "after the refused policy")
 
     def _status(self) -> dict[str, Any]:
-        got = self.admin("get", "sidecarpolicy", self.policy, "-o", "json", check=False)
-        if got.returncode != 0:
+        policy = self.admin.find("sidecarpolicy", self.policy)
+        if policy is None:
             return {}
-        policy = json.loads(got.stdout)
         status = dict(policy.get("status") or {})
         status["_generation"] = policy["metadata"]["generation"]
         status["_spec"] = policy["spec"]

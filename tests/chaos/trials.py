@@ -121,8 +121,8 @@ class Setting:
         self.admin.apply(yaml.safe_dump(body))
 
     def policy_object(self) -> dict[str, Any] | None:
-        found = self.admin("get", "sidecarpolicy", self.policy, "-o", "json", check=False)
-        return yaml.safe_load(found.stdout) if found.returncode == 0 else None
+        found: dict[str, Any] | None = self.admin.find("sidecarpolicy", self.policy)
+        return found
 
     def matched(self) -> set[str]:
         return _matched(self.workloads())
