@@ -4,7 +4,11 @@ test polls with (`Kubectl.json`) and its fixtures' namespaces and clean-up. What
 
 Why not kubectl for these too: a kubectl process costs 0.07-0.14 s of CPU (Go's start-up, TLS,
 printing) against about 2 ms for a GET on a kept connection, and a `make test` made some 2900 of
-them on two cores, most of them polls (docs/local-control-plane.md)."""
+them on two cores, most of them polls (docs/local-control-plane.md).
+
+The kubeconfig loader and the connection pool are the kubernetes client's. Its DynamicClient
+would resolve resource names too, but answers in wrappers of its own rather than the JSON kubectl
+prints, and kubectl's arguments would still need reading: that, and discovery, is what is here."""
 
 from __future__ import annotations
 
