@@ -13,7 +13,6 @@ cluster=${SIDECAR_OPERATOR_TEST_CLUSTER:-test}
 
 if ! "$bin/sidecar-operator" dev env --name "$cluster" >/dev/null 2>&1; then
   trap '"$bin/sidecar-operator" dev down --name "$cluster" >/dev/null' EXIT
-  export SIDECAR_OPERATOR_TEST_CLUSTER_DISPOSABLE=1  # tests/conftest.py: namespaces go with it
 fi
 "$bin/sidecar-operator" dev up --name "$cluster" >/dev/null
 

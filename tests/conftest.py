@@ -43,12 +43,6 @@ PEERING = "sidecar-operator-tests"
 OPERATOR_NAMESPACE = "sidecar-operator-tests"
 ADMISSION_CONFIGURATION = "sidecar-operator-tests"
 ADMITTED = "sidecars.dev/test-admission"  # the namespaces the tests' webhook covers
-# Set (by hack/test.sh) when the run stops the cluster after it. Its tests' namespaces are then
-# left to go with it: deleting one costs the control plane about 0.24 s of CPU (the namespace
-# controller lists and deletes every resource type in it; 40 took 9.6 s of the API server's,
-# etcd's and the controller-manager's CPU against 2.5 s to create them), some 2 min of a run of
-# 600 tests on two cores, spent while the tests beside it wait for the same cores.
-DISPOSABLE_CLUSTER = "SIDECAR_OPERATOR_TEST_CLUSTER_DISPOSABLE"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -107,18 +101,13 @@ def kubectl_admin(shared: Shared) -> Kubectl:
 
 
 @pytest.fixture
-def namespace(
-    kubectl_admin: Kubectl, shared: Shared, request: pytest.FixtureRequest
-) -> Iterator[str]:
-    """A fresh namespace named after the test, deleted afterwards (without waiting) unless the
-    cluster goes after the run (`DISPOSABLE_CLUSTER`)."""
+def namespace(kubectl_admin: Kubectl, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace named after the test, deleted afterwards (without waiting)."""
     stem = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
     name = f"{stem}-{uuid.uuid4().hex[:5]}"
     kubectl_admin.api.create_namespace(name)
     yield name
-    started = (shared.get("cluster") or {}).get("started")  # by this run: stopped after it
-    if not (started or os.environ.get(DISPOSABLE_CLUSTER) == "1"):
-        kubectl_admin.api.delete("namespaces", name)
+    kubectl_admin.api.delete("namespaces", name)
 
 
 @pytest.fixture
