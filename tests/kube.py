@@ -81,12 +81,13 @@ class Kubectl:
         except rest.Unsupported:
             return json.loads(self("get", "-o", "json", *args).stdout)
 
-    def find(self, *args: str) -> Any:
+    def find(self, *args: str) -> dict[str, Any] | None:
         """As `json`, but None where `kubectl get` would fail: not found, or not answered."""
         try:
-            return self.json(*args)
+            found: dict[str, Any] = self.json(*args)
         except AssertionError:
             return None
+        return found
 
     @property
     def api(self) -> rest.Rest:

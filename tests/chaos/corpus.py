@@ -244,10 +244,7 @@ class Run:
         return found + self._unchanged(self._apps(), "after the policy was deleted")
 
     def _get(self, app: App) -> dict[str, Any] | None:
-        found: dict[str, Any] | None = self.admin.in_namespace(app.namespace).find(
-            "deployment", app.name
-        )
-        return found
+        return self.admin.in_namespace(app.namespace).find("deployment", app.name)
 
     def _apps(self, names: Collection[str] | None = None) -> list[App]:
         return [

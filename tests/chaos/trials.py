@@ -121,8 +121,7 @@ class Setting:
         self.admin.apply(yaml.safe_dump(body))
 
     def policy_object(self) -> dict[str, Any] | None:
-        found: dict[str, Any] | None = self.admin.find("sidecarpolicy", self.policy)
-        return found
+        return self.admin.find("sidecarpolicy", self.policy)
 
     def matched(self) -> set[str]:
         return _matched(self.workloads())
