@@ -50,7 +50,12 @@ def deployment(
     labels: dict[str, str] | None = None,
     pod: dict[str, Any] | None = None,
     annotations: dict[str, str] | None = None,
+    replicas: int = 0,
 ) -> str:
+    """A Deployment's manifest. No replicas unless a test needs pods: its template, ownership
+    and status are the same without them, and every replica rolled out costs the one control
+    plane about three times a Deployment's own writes (docs/local-control-plane.md). Pods matter
+    to the budget: an injection into a workload with nothing running is not paced."""
     metadata: dict[str, Any] = {"name": name, "labels": labels or {"sidecar-test": "yes"}}
     if annotations:
         metadata["annotations"] = annotations
@@ -60,7 +65,7 @@ def deployment(
             "kind": "Deployment",
             "metadata": metadata,
             "spec": {
-                "replicas": 1,
+                "replicas": replicas,
                 "selector": {"matchLabels": {"app": name}},
                 "template": {
                     "metadata": {"labels": {"app": name}},

@@ -219,8 +219,10 @@ def test_a_webhook_that_is_down_holds_back_only_its_deployments_and_is_reported(
     it covers. Found by the chaos corpus: under the budget that Deployment took the only slot on
     every pass, nothing else rolled out, and only the operator's log said why."""
     webhook = f"down-{uuid.uuid4().hex[:6]}"
-    kubectl.apply(deployment("covered", labels={"sidecar-test": "yes", "covered": "yes"}))
-    kubectl.apply(deployment("web"))
+    # Running pods: injecting into a workload with none is not paced; the budget is the point.
+    covered = {"sidecar-test": "yes", "covered": "yes"}
+    kubectl.apply(deployment("covered", labels=covered, replicas=1))
+    kubectl.apply(deployment("web", replicas=1))
     kubectl_admin.apply(
         yaml.safe_dump(
             {

@@ -58,7 +58,8 @@ def deployments(kubectl: Kubectl, names: list[str], **labels: str) -> None:
     it does not wait for the budget (`rollout.paced`), and on a loaded machine the policy's first
     pass can come before kwok has started the pods."""
     manifests = [
-        yaml.safe_load(deployment(name, labels={"sidecar-test": "yes", **labels})) for name in names
+        yaml.safe_load(deployment(name, labels={"sidecar-test": "yes", **labels}, replicas=1))
+        for name in names
     ]
     kubectl.apply(yaml.safe_dump_all(manifests))
     kubectl(
@@ -204,7 +205,7 @@ def test_an_edit_as_soon_as_a_revision_is_everywhere_keeps_it_as_the_stable_one(
     first step keep it. They were stripped of the sidecar, the status still naming nothing."""
     slow = []  # rolled out 20 s after their pods are ready: the first rollout is not complete
     for index in range(6):
-        manifest = yaml.safe_load(deployment(f"w{index}"))
+        manifest = yaml.safe_load(deployment(f"w{index}", replicas=1))
         manifest["spec"]["minReadySeconds"] = 20
         slow.append(manifest)
     kubectl.apply(yaml.safe_dump_all(slow))
