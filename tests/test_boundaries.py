@@ -179,4 +179,9 @@ def test_a_sidecar_port_the_app_has_on_the_host_network_is_a_reported_conflict(
     message = condition(status, "Degraded")["message"]
     assert "on-host" in message and "host port TCP//9100" in message
     assert names(pod_spec(kubectl, "on-host"), "containers") == ["app"]
-    assert [e for e in events(kubectl, "Deployment", "on-host") if e["reason"] == "SidecarConflict"]
+    eventually(
+        lambda: [
+            e for e in events(kubectl, "Deployment", "on-host") if e["reason"] == "SidecarConflict"
+        ],
+        what="the Deployment's Event",
+    )

@@ -101,7 +101,7 @@ def test_a_write_the_api_server_stores_otherwise_is_reported_once_and_not_repeat
             "stores it otherwise (container pinned: image)"
             in condition(status, "Degraded")["message"]
         )
-        assert policy_events(kubectl, name, "Conflict")
+        eventually(lambda: policy_events(kubectl, name, "Conflict"), what="the policy's Event")
         sent = writes(operator, name)
         time.sleep(12)  # two resync passes: nothing more is sent
         assert writes(operator, name) == sent == 1

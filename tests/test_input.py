@@ -159,10 +159,14 @@ def test_a_write_refused_by_admission_is_that_deployment_s_problem(
         assert all(has_container(kubectl, f"web-{index}", "fluent-bit") for index in range(4))
         assert not has_container(kubectl, "refused", "fluent-bit")
         assert "log shipping is not allowed" in conflict_event(kubectl, "refused")["message"]
-        injected = [
-            e for e in events(kubectl, "Deployment", "web-0") if e["reason"] == "SidecarsInjected"
-        ]
-        assert injected, "the batch's Events were posted"
+        eventually(
+            lambda: [
+                e
+                for e in events(kubectl, "Deployment", "web-0")
+                if e["reason"] == "SidecarsInjected"
+            ],
+            what="the batch's Events posted",
+        )
     finally:
         kubectl_admin(
             "delete",

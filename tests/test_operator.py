@@ -300,8 +300,12 @@ def test_deleting_the_policy_restores_the_original_template(
     assert pod_spec(kubectl, "web") == original
     annotations = kubectl.json("deployment", "web")["metadata"].get("annotations", {})
     assert f"policy.sidecars.dev/{name}" not in annotations
-    removed = [e for e in events(kubectl, "Deployment", "web") if e["reason"] == "SidecarsRemoved"]
-    assert removed
+    eventually(
+        lambda: [
+            e for e in events(kubectl, "Deployment", "web") if e["reason"] == "SidecarsRemoved"
+        ],
+        what="the removal's Event",
+    )
 
 
 def test_a_label_change_that_unmatches_removes(kubectl: Kubectl, policies: Policies) -> None:

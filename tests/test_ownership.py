@@ -113,11 +113,17 @@ def test_a_removal_the_api_server_would_refuse_is_held_where_the_user_sees_it(
     message = condition(status, "Degraded")["message"]
     assert "gitops also declares container fluent-bit (with stdin) but not its image" in message
     assert condition(status, "Ready")["reason"] == "Terminating"
-    assert policy_events(kubectl, name, "RemovalBlocked")
-    blocked = [
-        e for e in events(kubectl, "Deployment", "web") if e["reason"] == "SidecarRemovalBlocked"
-    ]
-    assert blocked and "that manager's manifest" in blocked[0]["message"]
+    # Events are posted after the status, aggregated (`reporting.Reporter.flush`).
+    eventually(lambda: policy_events(kubectl, name, "RemovalBlocked"), what="the policy's Event")
+    blocked = eventually(
+        lambda: [
+            e
+            for e in events(kubectl, "Deployment", "web")
+            if e["reason"] == "SidecarRemovalBlocked"
+        ],
+        what="the Deployment's Event",
+    )
+    assert "that manager's manifest" in blocked[0]["message"]
     assert removals_blocked(operator, name) >= 1
     assert "fluent-bit" in names(pod_spec(kubectl, "web"), "containers")  # nothing half-removed
 

@@ -252,10 +252,15 @@ def test_a_deployment_its_owner_paused_is_written_and_waits_without_holding_the_
     assert timeline.carrying(name, revision) == set(names)  # the paused one written too
     message = condition(status, "Progressing")["message"]
     assert "paused by their owners" in message and f"/{names[0]}" in message
-    waiting = [
-        e for e in events(kubectl, "Deployment", names[0]) if e["reason"] == "SidecarsWaitForResume"
-    ]
-    assert waiting and "kubectl rollout resume" in waiting[0]["message"]
+    waiting = eventually(
+        lambda: [
+            e
+            for e in events(kubectl, "Deployment", names[0])
+            if e["reason"] == "SidecarsWaitForResume"
+        ],
+        what="the Event saying why it waits",
+    )
+    assert "kubectl rollout resume" in waiting[0]["message"]
 
     kubectl("rollout", "resume", f"deployment/{names[0]}")
     eventually(lambda: ready(policies, name, matched=3), timeout=120, what="resumed: all ready")

@@ -151,8 +151,12 @@ def test_a_canary_then_the_rest_once_promoted_and_the_stable_revision_everywhere
     assert final["currentStep"] == 2 and final["matchedWorkloads"] == 23
     for kubectl in (staging, shop, search):
         assert set(images(kubectl).values()) == {V2["image"]}
-    assert policy_events(staging, name, "StepFinished") and policy_events(
-        staging, name, "StepStarted"
+    eventually(
+        lambda: (
+            policy_events(staging, name, "StepFinished")
+            and policy_events(staging, name, "StepStarted")
+        ),
+        what="the steps' Events",
     )
     history = rollout(staging, "history", name).stdout
     assert "fluent-bit 3.2" in history and "stable" in history
