@@ -213,7 +213,8 @@ def preview_command(
     operator_namespace: str | None = typer.Option(None, envvar="OPERATOR_NAMESPACE"),
 ) -> None:
     """Show, read-only, what a policy would change: the workloads it matches, a diff of each
-    pod template, and the conflicts. Exit code 1 if there are conflicts."""
+    pod template, and the conflicts. Exit code 1 if there are conflicts, 2 if it could not
+    preview (an invalid policy, no cluster to read)."""
     from sidecar_operator import preview
     from sidecar_operator.api.models import Policy
     from sidecar_operator.api.names import KIND
@@ -234,9 +235,16 @@ def preview_command(
         objects = [d for d in documents if preview.is_workload(d)]
         namespaces = [d for d in documents if d.get("kind") == "Namespace"]
     else:
-        from sidecar_operator.kube.client import read_cluster
+        from sidecar_operator.kube.client import ApiError, NotConfigured, read_cluster
 
-        objects, namespaces, existing = asyncio.run(read_cluster())
+        try:
+            objects, namespaces, existing = asyncio.run(read_cluster())
+        except ApiError as error:
+            typer.echo(f"error: {error.message}", err=True)
+            raise typer.Exit(2) from None
+        except (ConnectionError, NotConfigured) as error:
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(2) from None
         others = [Policy.from_object(p) for p in existing]
     labels = {
         n["metadata"]["name"]: {

@@ -39,7 +39,7 @@ class Failed(Exception):
 def _run(work: Callable[[KubeApi], Awaitable[int]]) -> None:
     # Here, not at the top: `sidecar-operator dev ...` imports this module too, and the API
     # client (the kubernetes package, aiohttp) was 1.1 of its 1.6 s of CPU to start.
-    from sidecar_operator.kube.client import ApiError, KubeApi
+    from sidecar_operator.kube.client import ApiError, KubeApi, NotConfigured
 
     async def main() -> int:
         api = await KubeApi.connect()
@@ -55,6 +55,9 @@ def _run(work: Callable[[KubeApi], Awaitable[int]]) -> None:
         raise typer.Exit(1) from None
     except ApiError as error:
         typer.echo(f"error: {error.message}", err=True)
+        raise typer.Exit(1) from None
+    except (ConnectionError, NotConfigured) as error:
+        typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None
     raise typer.Exit(code)
 

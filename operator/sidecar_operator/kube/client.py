@@ -44,6 +44,15 @@ CLUSTER_PEERINGS = "/apis/kopf.dev/v1/clusterkopfpeerings"
 WEBHOOK_CONFIGURATIONS = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
 
 
+class NotConfigured(Exception):
+    """Neither in a cluster nor a usable kubeconfig: what a command says before exiting."""
+
+
+def _said(error: BaseException) -> str:
+    """aiohttp's errors read well as text, some are empty (a timeout): their type then."""
+    return str(error) or type(error).__name__
+
+
 @dataclass
 class ApiError(Exception):
     status: int
@@ -126,7 +135,10 @@ class KubeApi:
             config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
             loader = None
         except config.ConfigException:
-            loader = await config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            try:
+                loader = await config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            except config.ConfigException as error:
+                raise NotConfigured(f"no cluster to talk to: {error}") from None
         api = cls(configuration, connections=connections)
         if loader is not None:  # renews an exec plugin's token before it expires; else returns
             api._refresher = asyncio.create_task(config.refresh_token(loader, configuration))  # type: ignore[no-untyped-call]
@@ -187,7 +199,7 @@ class KubeApi:
         except (aiohttp.ClientError, TimeoutError) as error:
             # Not all of aiohttp's are OSErrors, which callers (the watch) take for a failed
             # connection and retry.
-            raise ConnectionError(f"{method} {path}: {error!r}") from error
+            raise ConnectionError(f"{method} {path}: {_said(error)}") from error
         finally:
             metrics.REQUESTS.labels(method=method, resource=_resource(path)).inc()
         if not 200 <= status < 300:
@@ -311,7 +323,7 @@ class KubeApi:
                         if line.strip():
                             yield orjson.loads(line)
         except (aiohttp.ClientError, TimeoutError) as error:
-            raise ConnectionError(f"watch {path}: {error!r}") from error
+            raise ConnectionError(f"watch {path}: {_said(error)}") from error
 
     async def patch_policy_status(self, name: str, status: dict[str, Any]) -> dict[str, Any] | None:
         """The policy as it is after the patch (None: it is gone)."""
