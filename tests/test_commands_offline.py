@@ -1,5 +1,6 @@
 """What the commands that read the cluster say when there is none to read: one line naming the
-cause, as kubectl does, rather than a traceback (`kubectl sidecars rollout` and `preview`)."""
+cause, as kubectl does, rather than a traceback (`kubectl sidecars rollout` and `preview`); the
+operator exits."""
 
 from __future__ import annotations
 
@@ -67,3 +68,14 @@ def test_a_cluster_preview_without_a_cluster_says_why_and_exits_2(
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and said in errors[0], result.stderr
     assert "Traceback" not in result.stderr and not result.stdout, result.stderr
+
+
+def test_the_operator_without_a_kubeconfig_exits_saying_so(tmp_path: Path) -> None:
+    """It retried its start-up every 60 s for ever, a Running pod that did nothing; no retry
+    mends a missing configuration, so it exits (a crash-looping pod, its log saying why)."""
+    env = {**os.environ, "KUBECONFIG": str(tmp_path / "absent")}
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    result = run([SIDECAR_OPERATOR, "run"], env=env, check=False, timeout=60)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "failed permanently: no cluster to talk to" in result.stderr, result.stderr[-2000:]
+    assert "locals" not in result.stderr  # no variables (credentials) printed with the traceback

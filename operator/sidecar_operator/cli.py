@@ -14,7 +14,8 @@ if TYPE_CHECKING:
 
 from sidecar_operator.plugin import rollout
 
-app = typer.Typer(no_args_is_help=True, add_completion=False)
+# No locals in tracebacks: a request's headers (its bearer token) would be printed to the log.
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
 app.add_typer(rollout, name="rollout")  # also `kubectl sidecars rollout`
 dev = typer.Typer(
     help="A local Kubernetes control plane for development and tests.", no_args_is_help=True

@@ -27,7 +27,7 @@ from sidecar_operator.engine.runtime import Runtime
 from sidecar_operator.engine.tasks import spawn
 from sidecar_operator.engine.watches import Watches
 from sidecar_operator.engine.writer import WRITERS
-from sidecar_operator.kube.client import ApiError, KubeApi
+from sidecar_operator.kube.client import ApiError, KubeApi, NotConfigured
 from sidecar_operator.kube.events import POSTERS, EventPoster
 from sidecar_operator.webhook import AdmissionServer
 
@@ -97,7 +97,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     if "kube" not in memo:  # not again when a retry of this handler comes back here
         # One connection each for the writers, the Event posters, the watch, status and reads:
         # the bound on requests in flight across all policies.
-        memo.kube = await KubeApi.connect(connections=WRITERS + POSTERS + 5)
+        try:
+            memo.kube = await KubeApi.connect(connections=WRITERS + POSTERS + 5)
+        except NotConfigured as error:  # no retry mends a missing kubeconfig: exit, saying so
+            raise kopf.PermanentError(str(error)) from None
     kube: KubeApi = memo.kube
     if options.peering:
         try:

@@ -231,5 +231,10 @@ def undo(
     _run(work)
 
 
-plugin = typer.Typer(add_completion=False, no_args_is_help=True, help="SidecarPolicy rollouts.")
+plugin = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="SidecarPolicy rollouts.",
+    pretty_exceptions_show_locals=False,  # as the operator's: no credentials in tracebacks
+)
 plugin.add_typer(rollout, name="rollout")
