@@ -148,3 +148,19 @@ def test_cluster_preview_is_read_only(
     assert after["spec"] == before["spec"]
     assert spec_managers(after) == spec_managers(before)
     assert kubectl_admin.find("sidecarpolicy", name) is None
+
+
+def test_a_file_that_is_not_yaml_is_named_with_its_line_and_exit_code_2(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("kind: Deployment\nmetadata: [web\n")
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe")
+    policy = str(SAMPLES / "log-shipping.yaml")
+    for args, line in (
+        (["-f", str(broken)], "line 3"),
+        (["-f", policy, "--workloads", str(tmp_path)], "can't decode"),
+    ):
+        result = run([SIDECAR_OPERATOR, "preview", *args], check=False)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert result.stderr.startswith("error: ") and line in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr and not result.stdout

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 
@@ -220,7 +220,10 @@ def preview_command(
     from sidecar_operator.api.models import Policy
     from sidecar_operator.api.names import KIND
 
-    policies = [d for d in preview.load_documents(file) if d.get("kind") == KIND]
+    try:
+        policies = [d for d in preview.load_documents(file) if d.get("kind") == KIND]
+    except preview.Unreadable as error:
+        _cannot_preview(str(error))
     if len(policies) != 1:
         raise typer.BadParameter(
             f"expected one {KIND} in the file, found {len(policies)}", param_hint="-f"
@@ -228,11 +231,13 @@ def preview_command(
     try:
         policy = Policy.from_object(policies[0])
     except ValueError as error:
-        typer.echo(f"invalid {KIND}: {error}", err=True)
-        raise typer.Exit(2) from None
+        _cannot_preview(f"invalid {KIND}: {error}")
     others: list[Policy] = []
     if workloads is not None:
-        documents = preview.load_documents(workloads)
+        try:
+            documents = preview.load_documents(workloads)
+        except preview.Unreadable as error:
+            _cannot_preview(str(error))
         objects = [d for d in documents if preview.is_workload(d)]
         namespaces = [d for d in documents if d.get("kind") == "Namespace"]
     else:
@@ -241,11 +246,9 @@ def preview_command(
         try:
             objects, namespaces, existing = asyncio.run(read_cluster())
         except ApiError as error:
-            typer.echo(f"error: {error.message}", err=True)
-            raise typer.Exit(2) from None
+            _cannot_preview(error.message)
         except (ConnectionError, NotConfigured) as error:
-            typer.echo(f"error: {error}", err=True)
-            raise typer.Exit(2) from None
+            _cannot_preview(str(error))
         others = [Policy.from_object(p) for p in existing]
     labels = {
         n["metadata"]["name"]: {
@@ -260,6 +263,12 @@ def preview_command(
     typer.echo(preview.report(entries), nl=False)
     if any(entry.conflict for entry in entries):
         raise typer.Exit(1)
+
+
+def _cannot_preview(message: str) -> NoReturn:
+    """Exit 2: preview's 1 says there are conflicts."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
 
 
 @app.callback()

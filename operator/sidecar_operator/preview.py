@@ -84,6 +84,10 @@ def preview(
     return sorted(entries, key=lambda entry: entry.key)
 
 
+class Unreadable(ValueError):
+    """A file that is not YAML (or not text): which, and where in it."""
+
+
 def load_documents(path: Path) -> list[dict[str, Any]]:
     """Every YAML or JSON document in a file, or in a directory's files (recursively)."""
     files = (
@@ -93,7 +97,12 @@ def load_documents(path: Path) -> list[dict[str, Any]]:
     )
     documents: list[dict[str, Any]] = []
     for file in files:
-        for document in yaml.safe_load_all(file.read_text()):
+        try:
+            with file.open(encoding="utf-8") as stream:  # its errors name the file and line
+                loaded = list(yaml.safe_load_all(stream))
+        except (yaml.YAMLError, UnicodeDecodeError) as error:
+            raise Unreadable(f"{file}: {error}") from None
+        for document in loaded:
             if isinstance(document, dict) and document.get("kind") == "List":
                 documents.extend(document.get("items") or [])
             elif isinstance(document, dict):
