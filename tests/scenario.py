@@ -130,8 +130,13 @@ def has_container(kubectl: Kubectl, deployment_name: str, container: str) -> boo
     return container in names(pod_spec(kubectl, deployment_name), "containers")
 
 
-def events(kubectl: Kubectl, kind: str, name: str) -> list[dict[str, Any]]:
+def events(
+    kubectl: Kubectl, kind: str, name: str, reason: str | None = None
+) -> list[dict[str, Any]]:
+    """The object's Events (of this reason, if given)."""
     selector = f"involvedObject.kind={kind},involvedObject.name={name}"
+    if reason is not None:
+        selector += f",reason={reason}"
     return list(kubectl.json("events", f"--field-selector={selector}")["items"])
 
 
@@ -161,8 +166,4 @@ def halted(policies: Policies, name: str) -> dict[str, Any] | None:
 
 def policy_events(kubectl: Kubectl, name: str, reason: str) -> list[dict[str, Any]]:
     """A cluster-scoped policy's Events live in `default`."""
-    return [
-        e
-        for e in events(kubectl.in_namespace("default"), "SidecarPolicy", name)
-        if e["reason"] == reason
-    ]
+    return events(kubectl.in_namespace("default"), "SidecarPolicy", name, reason=reason)

@@ -212,7 +212,7 @@ def test_with_the_operator_down_creates_go_through_and_get_their_sidecars_after(
     eventually(lambda: "fluent-bit" in names(pod_spec(kubectl, "web"), "containers"), what="late")
     assert sidecar_owners(kubectl, "web") == {f"sidecars.dev/{name}"}
     injected = eventually(
-        lambda: [e for e in events(kubectl, "Deployment", "web") if e["reason"] == INJECTED],
+        lambda: events(kubectl, "Deployment", "web", reason=INJECTED),
         what="the Event",
     )
     assert "after the workload was created: its first pods ran" in injected[0]["message"]

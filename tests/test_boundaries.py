@@ -147,9 +147,7 @@ def test_an_opt_out_in_any_case_is_honoured_and_another_value_is_named(
     for opted_out in ("title", "upper"):
         assert names(pod_spec(kubectl, opted_out), "containers") == ["app"]
     warning = eventually(
-        lambda: [
-            e for e in events(kubectl, "Deployment", "unclear") if e["reason"] == "UnclearOptOut"
-        ],
+        lambda: events(kubectl, "Deployment", "unclear", reason="UnclearOptOut"),
         what="a Warning naming the value",
     )
     assert warning[0]["type"] == "Warning" and "'no'" in warning[0]["message"]
@@ -180,8 +178,6 @@ def test_a_sidecar_port_the_app_has_on_the_host_network_is_a_reported_conflict(
     assert "on-host" in message and "host port TCP//9100" in message
     assert names(pod_spec(kubectl, "on-host"), "containers") == ["app"]
     eventually(
-        lambda: [
-            e for e in events(kubectl, "Deployment", "on-host") if e["reason"] == "SidecarConflict"
-        ],
+        lambda: events(kubectl, "Deployment", "on-host", reason="SidecarConflict"),
         what="the Deployment's Event",
     )

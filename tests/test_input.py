@@ -45,11 +45,7 @@ def reported(
 def conflict_event(kubectl: Kubectl, deployment_name: str) -> dict[str, Any]:
     """The Warning Event a skipped Deployment gets, once it is there."""
     found = eventually(
-        lambda: [
-            e
-            for e in events(kubectl, "Deployment", deployment_name)
-            if e["reason"] == "SidecarConflict"
-        ],
+        lambda: events(kubectl, "Deployment", deployment_name, reason="SidecarConflict"),
         what=f"a SidecarConflict Event on {deployment_name}",
     )
     return dict(found[0])
@@ -160,11 +156,7 @@ def test_a_write_refused_by_admission_is_that_deployment_s_problem(
         assert not has_container(kubectl, "refused", "fluent-bit")
         assert "log shipping is not allowed" in conflict_event(kubectl, "refused")["message"]
         eventually(
-            lambda: [
-                e
-                for e in events(kubectl, "Deployment", "web-0")
-                if e["reason"] == "SidecarsInjected"
-            ],
+            lambda: events(kubectl, "Deployment", "web-0", reason="SidecarsInjected"),
             what="the batch's Events posted",
         )
     finally:

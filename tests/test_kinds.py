@@ -107,9 +107,7 @@ def test_inject_repair_opt_out_and_exact_removal(
     # Only its kind: the Deployment of the same name is not touched.
     assert template(kubectl, WorkloadKind.DEPLOYMENT, "app") == deployment_before
     assert eventually(
-        lambda: [
-            e for e in events(kubectl, kind.value, "app") if e["reason"] == "SidecarsInjected"
-        ],
+        lambda: events(kubectl, kind.value, "app", reason="SidecarsInjected"),
         what="the Event on the workload",
     )
 
@@ -205,9 +203,7 @@ def test_a_cron_job_takes_a_native_sidecar_and_reports_a_regular_one_as_a_confli
     assert degraded["status"] == "True"
     assert "restartPolicy: Always" in degraded["message"]
     warning = eventually(
-        lambda: [
-            e for e in events(kubectl, "CronJob", "nightly") if e["reason"] == "SidecarConflict"
-        ],
+        lambda: events(kubectl, "CronJob", "nightly", reason="SidecarConflict"),
         what="a Warning on the CronJob",
     )
     assert warning[0]["type"] == "Warning" and regular in warning[0]["message"]

@@ -301,9 +301,7 @@ def test_deleting_the_policy_restores_the_original_template(
     annotations = kubectl.json("deployment", "web")["metadata"].get("annotations", {})
     assert f"policy.sidecars.dev/{name}" not in annotations
     eventually(
-        lambda: [
-            e for e in events(kubectl, "Deployment", "web") if e["reason"] == "SidecarsRemoved"
-        ],
+        lambda: events(kubectl, "Deployment", "web", reason="SidecarsRemoved"),
         what="the removal's Event",
     )
 
@@ -368,9 +366,7 @@ def test_a_name_clash_with_the_app_skips_the_deployment_and_says_so(
     assert [c["image"] for c in pod["containers"]] == ["nginx:1.27", "mine:1"]
     assert names(pod, "volumes") == []  # all or nothing
     warning = eventually(
-        lambda: [
-            e for e in events(kubectl, "Deployment", "web") if e["reason"] == "SidecarConflict"
-        ],
+        lambda: events(kubectl, "Deployment", "web", reason="SidecarConflict"),
         what="Event",
     )
     assert warning[0]["type"] == "Warning" and name in warning[0]["message"]
@@ -423,9 +419,7 @@ def test_a_patch_the_api_server_rejects_leaves_the_deployment_unchanged(
     assert "rejected" in condition(status, "Degraded")["message"]
     assert pod_spec(kubectl, "web") == before
     eventually(
-        lambda: [
-            e for e in events(kubectl, "Deployment", "web") if e["reason"] == "SidecarConflict"
-        ],
+        lambda: events(kubectl, "Deployment", "web", reason="SidecarConflict"),
         what="Event",
     )
 

@@ -63,7 +63,7 @@ def test_an_app_container_named_like_the_sidecar_stays_the_app_s_despite_a_copie
     assert [(c["name"], c["image"]) for c in containers] == [
         (c["name"], c["image"]) for c in APP_WITH_OWN_SHIPPER["containers"]
     ]
-    warnings = [e for e in events(kubectl, "Deployment", "web") if e["reason"] == "SidecarConflict"]
+    warnings = events(kubectl, "Deployment", "web", reason="SidecarConflict")
     assert warnings
 
     policies.delete(name)  # at once: there is nothing of the policy's to remove
@@ -116,11 +116,7 @@ def test_a_removal_the_api_server_would_refuse_is_held_where_the_user_sees_it(
     # Events are posted after the status, aggregated (`reporting.Reporter.flush`).
     eventually(lambda: policy_events(kubectl, name, "RemovalBlocked"), what="the policy's Event")
     blocked = eventually(
-        lambda: [
-            e
-            for e in events(kubectl, "Deployment", "web")
-            if e["reason"] == "SidecarRemovalBlocked"
-        ],
+        lambda: events(kubectl, "Deployment", "web", reason="SidecarRemovalBlocked"),
         what="the Deployment's Event",
     )
     assert "that manager's manifest" in blocked[0]["message"]

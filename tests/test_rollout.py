@@ -253,11 +253,7 @@ def test_a_deployment_its_owner_paused_is_written_and_waits_without_holding_the_
     message = condition(status, "Progressing")["message"]
     assert "paused by their owners" in message and f"/{names[0]}" in message
     waiting = eventually(
-        lambda: [
-            e
-            for e in events(kubectl, "Deployment", names[0])
-            if e["reason"] == "SidecarsWaitForResume"
-        ],
+        lambda: events(kubectl, "Deployment", names[0], reason="SidecarsWaitForResume"),
         what="the Event saying why it waits",
     )
     assert "kubectl rollout resume" in waiting[0]["message"]
