@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from sidecar_operator.api.names import SHARD_LABEL
 from sidecar_operator.devcluster import Cluster
 from sidecar_operator.devcluster import admission as admission_on_host
 from tests.kube import (
@@ -217,16 +218,28 @@ class OperatorProcess:
             return str(response.read().decode())
 
     def health(self) -> tuple[int, dict[str, Any]]:
-        """/healthz: its HTTP status and what it reports."""
+        """/healthz: its HTTP status and what it reports; 0 while nothing listens."""
         url = f"http://127.0.0.1:{self.liveness_port}/healthz"
         try:
             with urllib.request.urlopen(url, timeout=5) as response:
                 return response.status, json.loads(response.read())
         except urllib.error.HTTPError as error:
             return error.code, {}
+        except urllib.error.URLError:
+            return 0, {}
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def writes(self, policy: str) -> float:
+        """Every write this process sent for the policy, whatever came of it."""
+        pattern = re.compile(r"^sidecar_operator_writes_total\{([^}]*)\} (\S+)$")
+        total = 0.0
+        for line in self.metrics().splitlines():
+            found = pattern.match(line)
+            if found and f'policy="{policy}"' in found.group(1):
+                total += float(found.group(2))
+        return total
 
 
 @pytest.fixture(scope="session")
@@ -323,6 +336,38 @@ def admission(
 
     shared.once("admission", configure)
     return ADMITTED
+
+
+@pytest.fixture
+def own_operator(
+    operator: OperatorProcess, policies: Policies, namespace: str, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    """An operator of this test's own, started: a shard named for the test's namespace, serving
+    only this test's policies (`policies` labels them), so the test may stop, kill or restart
+    it beside the other tests. Standalone, in the session operator's namespace (where the
+    policies' histories are kept)."""
+    policies.labels[SHARD_LABEL] = namespace
+    process = OperatorProcess(
+        operator.kubeconfig,
+        tmp_path / "operator.log",
+        f"--operator-namespace={OPERATOR_NAMESPACE}",
+        f"--shard={namespace}",
+    )
+    process.start()
+    try:
+        yield process
+    finally:
+        # Its policies go first, while it runs to release their finalizers.
+        if process.pid is None:
+            process.start()
+        for name in policies.created:
+            policies.admin.api.delete("sidecarpolicies", name)
+        eventually(
+            lambda: all(policies.admin.find("sidecarpolicy", n) is None for n in policies.created),
+            timeout=60,
+            what="the test's policies deleted",
+        )
+        process.stop()
 
 
 @pytest.fixture

@@ -83,6 +83,7 @@ class Policies:
         self.admin = admin
         self.namespace = namespace
         self.created: list[str] = []
+        self.labels: dict[str, str] = {}  # on every policy (`own_operator` serves them)
 
     def apply(self, name: str | None = None, **spec: Any) -> str:
         name = name or f"p-{uuid.uuid4().hex[:8]}"
@@ -101,7 +102,7 @@ class Policies:
         return {
             "apiVersion": "sidecars.dev/v1alpha1",
             "kind": "SidecarPolicy",
-            "metadata": {"name": name},
+            "metadata": {"name": name, **({"labels": self.labels} if self.labels else {})},
             "spec": {
                 "selector": {"matchLabels": {"sidecar-test": "yes"}},
                 "namespaceSelector": {

@@ -45,8 +45,10 @@ VARIANTS = {
 }
 
 
-def _template(*args: str, namespace: str = "sidecar-operator-system") -> list[dict[str, Any]]:
-    out = run(helm(), "template", RELEASE, str(CHART), "--namespace", namespace, *args).stdout
+def _template(
+    *args: str, namespace: str = "sidecar-operator-system", release: str = RELEASE
+) -> list[dict[str, Any]]:
+    out = run(helm(), "template", release, str(CHART), "--namespace", namespace, *args).stdout
     return [doc for doc in yaml.safe_load_all(out) if doc]
 
 
@@ -88,6 +90,20 @@ def test_a_wrong_value_is_refused_by_the_schema() -> None:
     assert refused.returncode != 0
     assert "/webhook/certificate/source" in refused.stderr, refused.stderr
     assert "cert-manager" in refused.stderr, refused.stderr
+
+
+def test_a_release_serving_a_shard_runs_with_it_and_its_own_peering() -> None:
+    """Two releases side by side, one the default's policies, one a shard's: each its own
+    peering (the release's name), the shard's policies picked by their label."""
+    default = _args(_template())
+    blue = _args(_template("--set", "operator.shard=blue", release="sidecars-blue"))
+    assert not [a for a in default if a.startswith("--shard")]
+    assert "--shard=blue" in blue
+    assert [a for a in default if a.startswith("--peering")] != [
+        a for a in blue if a.startswith("--peering")
+    ]
+    refused = run(helm(), "template", str(CHART), "--set", "operator.shard=Blue", check=False)
+    assert refused.returncode != 0 and "/operator/shard" in refused.stderr, refused.stderr
 
 
 def test_manifests_are_the_chart_rendered_with_its_defaults(tmp_path: Path) -> None:

@@ -5,7 +5,6 @@ write the API server accepts but stores otherwise is reported once, not sent aga
 from __future__ import annotations
 
 import json
-import re
 import time
 
 import pytest
@@ -18,17 +17,6 @@ from tests.scenario import Policies, condition, deployment, policy_events, ready
 pytestmark = pytest.mark.usefixtures("operator")
 
 
-def writes(operator: OperatorProcess, policy: str) -> float:
-    """Every write the operator sent for the policy, whatever came of it."""
-    pattern = re.compile(r"^sidecar_operator_writes_total\{([^}]*)\} (\S+)$")
-    total = 0.0
-    for line in operator.metrics().splitlines():
-        found = pattern.match(line)
-        if found and f'policy="{policy}"' in found.group(1):
-            total += float(found.group(2))
-    return total
-
-
 def test_values_the_api_server_drops_or_defaults_write_nothing_at_rest(
     kubectl: Kubectl, policies: Policies, operator: OperatorProcess
 ) -> None:
@@ -39,11 +27,11 @@ def test_values_the_api_server_drops_or_defaults_write_nothing_at_rest(
     versions = {
         d: kubectl.json("deployment", d)["metadata"]["resourceVersion"] for d in ("web", "api")
     }
-    before = writes(operator, name)
+    before = operator.writes(name)
     assert before == 2  # one inject each
 
     time.sleep(12)  # more than two resync passes (--resync-seconds 5)
-    assert writes(operator, name) == before
+    assert operator.writes(name) == before
     for deployment_name, version in versions.items():
         assert kubectl.json("deployment", deployment_name)["metadata"]["resourceVersion"] == version
     injected = policy_events(kubectl, name, "Injected")
@@ -102,9 +90,9 @@ def test_a_write_the_api_server_stores_otherwise_is_reported_once_and_not_repeat
             in condition(status, "Degraded")["message"]
         )
         eventually(lambda: policy_events(kubectl, name, "Conflict"), what="the policy's Event")
-        sent = writes(operator, name)
+        sent = operator.writes(name)
         time.sleep(12)  # two resync passes: nothing more is sent
-        assert writes(operator, name) == sent == 1
+        assert operator.writes(name) == sent == 1
     finally:
         kubectl_admin("delete", "mutatingadmissionpolicy", pin, "--ignore-not-found")
         kubectl_admin("delete", "mutatingadmissionpolicybinding", pin, "--ignore-not-found")

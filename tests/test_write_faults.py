@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from sidecar_operator.api.kinds import WorkloadKind
-from sidecar_operator.api.names import HISTORY_POLICY_LABEL, HISTORY_REVISION_LABEL
+from sidecar_operator.api.names import HISTORY_POLICY_LABEL, HISTORY_REVISION_LABEL, SHARD_LABEL
 from sidecar_operator.core import planner, ssa
 from sidecar_operator.core.ownership import field_manager
 from sidecar_operator.core.types import Key, Kind
@@ -700,3 +700,45 @@ async def test_a_stable_revision_setting_a_new_pod_annotation_lists_every_worklo
     assert "prometheus.io/scrape" in state.cache.annotation_keys
     state.revision_seen(revision, deleted=False)
     assert relisted == [False]
+
+
+async def test_an_operator_serving_other_policies_never_takes_their_sidecars_for_leftovers() -> (
+    None
+):
+    """`--shard`: the policies another operator serves exist; what they added is theirs. Only
+    a policy that is gone leaves orphans, whoever served it."""
+    api = FakeApi()
+    serving_all, _ = runtime(api)
+    assert await execute(serving_all) == [Outcome.WRITTEN]  # `logs` (unlabelled) injected
+    injected = api.stored["web"]
+
+    sharded = Runtime(
+        api,
+        lambda ref, **_: None,
+        leadership=Switch(),
+        operator_namespace=None,
+        resync_seconds=60,
+        shard="blue",
+    )
+    blue = copy.deepcopy(POLICY_OBJECT)
+    blue["metadata"].update(name="blue", labels={SHARD_LABEL: "blue"})
+    sharded.policy_seen(copy.deepcopy(POLICY_OBJECT), deleted=False)
+    sharded.policy_seen(blue, deleted=False)
+    sharded.policies_listed([("", "logs"), ("", "blue")])
+    sharded.workload_changed(copy.deepcopy(injected), deleted=False)
+    sharded.workloads_listed(WorkloadKind.DEPLOYMENT, [Key.of(injected)])
+    sharded.cleanup.sweep()
+    await asyncio.sleep(0.1)
+    assert sorted(sharded.cache.policies()) == ["blue"]
+    assert api.applies == [("logs", False)]  # nothing removed: `logs` is served elsewhere
+
+    relabelled = copy.deepcopy(blue)
+    relabelled["metadata"]["labels"] = {SHARD_LABEL: "green"}
+    sharded.policy_seen(relabelled, deleted=False)  # moved to another operator: not deleted
+    assert sharded.cache.policies() == {} and sharded.cache.gone(["blue", "logs"]) == []
+
+    sharded.policy_seen(copy.deepcopy(POLICY_OBJECT), deleted=True)
+    sharded.cleanup.sweep()
+    await asyncio.sleep(0.1)
+    assert api.applies[1:] == [("logs", False)]  # gone: its leftovers are removed
+    assert [c["name"] for c in pod(api.stored["web"])] == ["app"]

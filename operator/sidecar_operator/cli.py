@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -22,6 +23,9 @@ dev = typer.Typer(
 )
 app.add_typer(dev, name="dev")
 
+# A shard's name ends the finalizer `sidecars.dev/cleanup-<shard>`, whose part after the slash
+# is at most 63 characters.
+SHARD = re.compile(r"[a-z0-9]([-a-z0-9]{0,53}[a-z0-9])?")
 ClusterName = typer.Option("dev", "--name", help="Which local cluster (each has its own ports).")
 
 
@@ -153,6 +157,12 @@ def run(
         None,
         help="The MutatingWebhookConfiguration whose caBundle gets the Secret's CA.",
     ),
+    shard: str | None = typer.Option(
+        None,
+        help="Serve only the SidecarPolicies labelled sidecars.dev/shard=SHARD (without it: "
+        "only those without the label); what other policies added is never touched. Shards "
+        "must not select the same workloads, and each needs a --peering of its own.",
+    ),
 ) -> None:
     """Run the operator against the current kubeconfig (or in-cluster config), cluster-wide."""
     import kopf
@@ -175,7 +185,14 @@ def run(
         webhook = handlers.Webhook(
             webhook_port, webhook_certs, webhook_secret, webhook_service, webhook_configuration
         )
-    options = handlers.Options(identity, operator_namespace, resync_seconds, peering, webhook)
+    if shard is not None and not SHARD.fullmatch(shard):
+        raise typer.BadParameter(
+            "a DNS label of at most 55 characters: lowercase letters, digits and '-'",
+            param_hint="--shard",
+        )
+    options = handlers.Options(
+        identity, operator_namespace, resync_seconds, peering, webhook, shard=shard
+    )
     if metrics_port:
         metrics.serve(metrics_port)
     # Naming a peering makes it mandatory in Kopf (it starts paused until it has seen its peers);

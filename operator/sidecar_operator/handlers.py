@@ -21,6 +21,7 @@ import kopf
 import structlog
 
 from sidecar_operator.api import names
+from sidecar_operator.core import selection
 from sidecar_operator.engine.heap import Heap
 from sidecar_operator.engine.leadership import LIFETIME, Identity, Leadership
 from sidecar_operator.engine.runtime import Runtime
@@ -59,6 +60,7 @@ class Options:
     resync_seconds: float = 60.0
     peering: str | None = None
     webhook: Webhook | None = None
+    shard: str | None = None  # the policies served: `core.selection.serves`
 
 
 class NoDiffBase(kopf.DiffBaseStorage):
@@ -86,9 +88,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     """Everything the handlers share goes into Kopf's memo, which every handler is given (and of
     which every object's memo is a shallow copy, made after start-up)."""
     options: Options = memo.options
-    prefix = names.GROUP
-    settings.persistence.finalizer = f"{prefix}/cleanup"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=prefix)
+    settings.persistence.finalizer = names.finalizer(options.shard)
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=names.GROUP)
     settings.persistence.diffbase_storage = NoDiffBase()
     settings.posting.level = logging.WARNING  # Kopf's own warnings become Events; info does not
     settings.watching.server_timeout = 300
@@ -130,6 +131,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         leadership=leadership,
         operator_namespace=options.operator_namespace,
         resync_seconds=options.resync_seconds,
+        shard=options.shard,
     )
     heap = Heap(runtime.cache)
     runtime.on_first_listing = heap.freeze
@@ -203,14 +205,21 @@ async def role(memo: kopf.Memo, **_: Any) -> str:
 # admission. Kopf watches policies to run their workers and hold their finalizer.
 
 
-@kopf.daemon(*POLICIES, cancellation_timeout=10)
+def served(labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> bool:
+    """Kopf runs a worker and holds the finalizer only for the policies this operator serves
+    (`--shard`); a policy relabelled away has its worker stopped and its finalizer removed."""
+    options: Options = memo.options
+    return selection.serves(options.shard, labels)
+
+
+@kopf.daemon(*POLICIES, cancellation_timeout=10, when=served)
 async def policy_worker(name: str, memo: kopf.Memo, **_: Any) -> None:
     """Injects, updates, repairs and reports for one policy until Kopf cancels it (the policy
     is deleted, this replica stands by, or the operator stops)."""
     await _runtime(memo).run_worker(name)
 
 
-@kopf.on.delete(*POLICIES)
+@kopf.on.delete(*POLICIES, when=served)
 async def policy_deleted(name: str, memo: kopf.Memo, **_: Any) -> None:
     """Holds the policy (by its finalizer) until no workload carries anything of it."""
     state = _runtime(memo)

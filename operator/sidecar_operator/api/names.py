@@ -18,3 +18,14 @@ INJECT_KEY = f"{GROUP}/inject"  # opt-out, as an annotation or a label
 HISTORY_POLICY_LABEL = f"{GROUP}/policy"
 HISTORY_REVISION_LABEL = f"{GROUP}/revision"
 HISTORY_STABLE_LABEL = f"{GROUP}/stable"  # "true" on the stable revision's
+
+# Which operator serves a policy: one run with `--shard` of this label's value; without the
+# label, those run without `--shard`. Each shard holds policies by a finalizer of its own.
+SHARD_LABEL = f"{GROUP}/shard"
+FINALIZER = f"{GROUP}/cleanup"
+
+
+def finalizer(shard: str | None) -> str:
+    """Kopf removes a finalizer of its name from an object it does not serve: one name for
+    every shard would be added by one operator and removed by the others, write after write."""
+    return FINALIZER if shard is None else f"{FINALIZER}-{shard}"

@@ -7,7 +7,7 @@ from typing import Any
 
 from sidecar_operator.api.kinds import WorkloadKind
 from sidecar_operator.api.models import LabelSelector, SidecarPolicySpec
-from sidecar_operator.api.names import INJECT_KEY
+from sidecar_operator.api.names import INJECT_KEY, SHARD_LABEL
 
 # Matched only when a namespaceSelector names them explicitly.
 PROTECTED_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease"})
@@ -32,6 +32,11 @@ def selector_matches(selector: LabelSelector, labels: Mapping[str, str]) -> bool
         if not holds:
             return False
     return True
+
+
+def serves(shard: str | None, policy_labels: Mapping[str, str] | None) -> bool:
+    """Whether an operator run with this `--shard` (None: without) serves a policy."""
+    return ((policy_labels or {}).get(SHARD_LABEL) or None) == shard
 
 
 def names_namespace(selector: LabelSelector, namespace: str) -> bool:

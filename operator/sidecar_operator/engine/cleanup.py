@@ -96,11 +96,11 @@ class Cleanup:
         while True:
             page = await self.api.list_metadata(workloads_path(kind), limit=SWEEP_PAGE, token=token)
             for item in page.get("items") or []:
-                orphans = policies_with_fields(item) - set(self.cache.policies())
+                orphans = self.cache.gone(policies_with_fields(item))
                 if not orphans or kind in self.cache.kinds_wanted():
                     continue  # a watch of the kind started meanwhile: it finds them
                 item["kind"] = kind.value
-                for orphan in sorted(orphans):
+                for orphan in orphans:
                     action = planner.removal(orphan, item)
                     if action.body is None:
                         self.reporter.removal_blocked(orphan, item, action.conflict)
@@ -113,9 +113,8 @@ class Cleanup:
     def sweep(self) -> None:
         """Remove what deleted policies left on any workload of a kind listed whole (a listing
         still under way removes them as it goes, once policies are known)."""
-        known = set(self.cache.policies())
         for key, workload in self.cache.workloads():
-            orphans = policies_with_fields(workload) - known
+            orphans = self.cache.gone(policies_with_fields(workload))
             if orphans and self.listings.complete((key.kind,)):
                 self.remove_orphans(workload, orphans)
 

@@ -63,9 +63,11 @@ class Runtime:
         leadership: Leadership,
         operator_namespace: str | None,
         resync_seconds: float,
+        shard: str | None = None,
         on_first_listing: Callable[[], object] | None = None,
     ) -> None:
         self.api = api
+        self.shard = shard  # the policies this operator serves (`core.selection.serves`)
         self.leadership = leadership
         self.operator_namespace = operator_namespace
         self.resync_seconds = resync_seconds
@@ -131,13 +133,13 @@ class Runtime:
         else:
             record = self.cache.put_workload(workload)
             now = self.cache.concerned(key)
-            if now and self.leadership.active:
+            if self.leadership.active and any(self.cache.policy(name) for name in now):
                 self.reporter.unclear_opt_out(record, selection.unclear_opt_out(record))
         for name in before | now:
             worker = self.workers.get(name)  # none yet: its first pass covers everything
             if worker is not None:
                 worker.changed(key)
-        orphans = [name for name in now if self.cache.policy(name) is None]
+        orphans = self.cache.gone(now)
         if orphans:
             self.cleanup.remove_orphans(record, orphans)
 
@@ -155,6 +157,12 @@ class Runtime:
 
     def policy_seen(self, policy: dict[str, Any], deleted: bool) -> None:
         name = policy["metadata"]["name"]
+        if not deleted and not selection.serves(self.shard, policy["metadata"].get("labels")):
+            if self.cache.put_foreign(name):  # relabelled: what it added is the other's now
+                log.info("Policy left to another operator", policy=name)
+                self.forget(name)
+                self._watch_wanted_kinds()
+            return
         kept = self.cache.annotation_keys
         if deleted:
             self.cache.drop_policy(name)
@@ -176,9 +184,11 @@ class Runtime:
 
     def policies_listed(self, seen: list[tuple[str, str]]) -> None:
         """Every policy there is: forget those deleted while no watch ran."""
-        for name in set(self.cache.policies()) - {name for _, name in seen}:
+        for name in self.cache.policy_names() - {name for _, name in seen}:
+            served = self.cache.policy(name) is not None
             self.cache.drop_policy(name)
-            self.policy_changed(name)
+            if served:
+                self.policy_changed(name)
         self._listed("policies")
 
     def namespace_seen(self, namespace: dict[str, Any], deleted: bool) -> None:
@@ -229,6 +239,9 @@ class Runtime:
         if entry is None or entry[0].deleting or entry[0].asked != worker.asked:
             worker.urgent.set()
         worker.poke()
+        self._watch_wanted_kinds()
+
+    def _watch_wanted_kinds(self) -> None:
         if self.watch_kinds is not None:
             self.watch_kinds(self.cache.kinds_wanted())
 

@@ -30,6 +30,9 @@ class Cache:
         self._workloads: dict[Key, dict[str, Any]] = {}
         self._namespaces: dict[str, dict[str, str]] = {}
         self._policies: dict[str, tuple[Policy, dict[str, Any]]] = {}
+        # Policies another operator serves (`--policy-selector`): only their names, so that
+        # what they added is never taken for a deleted policy's leftovers.
+        self._foreign: set[str] = set()
         self._shared = snapshot.Shared()
         # When the watch delivered each workload as held, and each policy last changed: a
         # write then reacts to the one that changed last (`reacting_to`).
@@ -117,6 +120,7 @@ class Cache:
 
     def put_policy(self, body: Mapping[str, Any]) -> Policy:
         policy = Policy.from_object(body)
+        self._foreign.discard(policy.name)
         extra = {
             "metadata": dict(body.get("metadata") or {}),
             "status": dict(body.get("status") or {}),
@@ -144,7 +148,16 @@ class Cache:
             self._concerns.policy(policy, self._workloads.items(), self._namespaces)
         return policy
 
+    def put_foreign(self, name: str) -> bool:
+        """A policy this operator does not serve; True if it served it until now."""
+        served = name in self._policies
+        if served:  # moved to another operator; another's status writes change nothing here
+            self.drop_policy(name)
+        self._foreign.add(name)
+        return served
+
     def drop_policy(self, name: str) -> None:
+        self._foreign.discard(name)
         self._policy_changed.pop(name, None)
         self._policy_puts += 1
         if self._policies.pop(name, None) is not None:
@@ -211,6 +224,17 @@ class Cache:
 
     def policy(self, name: str) -> tuple[Policy, dict[str, Any]] | None:
         return self._policies.get(name)
+
+    def policy_names(self) -> set[str]:
+        """Every policy there is, served or not."""
+        return self._policies.keys() | self._foreign
+
+    def gone(self, names: Iterable[str]) -> list[str]:
+        """Those of these policies that no longer exist, served or not: what they added on
+        workloads is left over (`engine.cleanup`)."""
+        return sorted(
+            name for name in names if name not in self._policies and name not in self._foreign
+        )
 
     def kinds_of(self, name: str) -> frozenset[WorkloadKind]:
         """The kinds the policy targets, and those its status says it still has workloads of
