@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `make test`'s test run. TEST_WORKERS=0: one pytest session, one test at a time. Otherwise (4 by
 # default, from the Makefile) the tests that share the run's operator side by side (pytest-xdist,
-# TEST_WORKERS of them), then those marked `exclusive` one at a time (they stop or replace that
-# operator, or install cluster-wide objects: tests/shared.py). Both phases use the one cluster,
+# TEST_WORKERS of them), then those marked `exclusive` one at a time (they stop the session's
+# operator, install cluster-wide objects or restart the API server: tests/shared.py). Both phases use the one cluster,
 # started here if it is not running and stopped after. Beside both, the tests marked
 # `own_cluster` (the chaos smoke, the longest test by far), which start a cluster of their own.
 # Arguments go to pytest in every phase.

@@ -339,8 +339,18 @@ def admission(
 
 
 @pytest.fixture
+def own_operator_args() -> tuple[str, ...]:
+    """More `run` flags for `own_operator`: a test module overrides this fixture."""
+    return ()
+
+
+@pytest.fixture
 def own_operator(
-    operator: OperatorProcess, policies: Policies, namespace: str, tmp_path: Path
+    operator: OperatorProcess,
+    policies: Policies,
+    namespace: str,
+    tmp_path: Path,
+    own_operator_args: tuple[str, ...],
 ) -> Iterator[OperatorProcess]:
     """An operator of this test's own, started: a shard named for the test's namespace, serving
     only this test's policies (`policies` labels them), so the test may stop, kill or restart
@@ -352,21 +362,15 @@ def own_operator(
         tmp_path / "operator.log",
         f"--operator-namespace={OPERATOR_NAMESPACE}",
         f"--shard={namespace}",
+        *own_operator_args,
     )
     process.start()
     try:
         yield process
     finally:
-        # Its policies go first, while it runs to release their finalizers.
         if process.pid is None:
             process.start()
-        for name in policies.created:
-            policies.admin.api.delete("sidecarpolicies", name)
-        eventually(
-            lambda: all(policies.admin.find("sidecarpolicy", n) is None for n in policies.created),
-            timeout=60,
-            what="the test's policies deleted",
-        )
+        policies.delete_all()
         process.stop()
 
 

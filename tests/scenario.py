@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from tests.kube import Kubectl
+from tests.kube import Kubectl, eventually
 
 FLUENT_BIT = {
     "name": "fluent-bit",
@@ -117,6 +117,17 @@ class Policies:
 
     def delete(self, name: str) -> None:
         self.admin("delete", "sidecarpolicy", name, "--timeout=60s")
+
+    def delete_all(self) -> None:
+        """Every policy this test made, waiting until each is gone: while the operator that
+        serves them still runs, to release their finalizers."""
+        for name in self.created:
+            self.admin.api.delete("sidecarpolicies", name)
+        eventually(
+            lambda: all(self.admin.find("sidecarpolicy", name) is None for name in self.created),
+            timeout=60,
+            what="the test's policies deleted",
+        )
 
 
 def pod_spec(kubectl: Kubectl, name: str) -> dict[str, Any]:

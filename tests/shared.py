@@ -5,7 +5,9 @@ that is shared is torn down by a worker (another may still use it): the run's co
 does that once every worker is done (`finish`). Without xdist the one process is both.
 
 Tests take turns (`Turns`): most run beside each other; those marked `exclusive` (they stop the
-operator, run operators of their own, or restart a control-plane component) run alone."""
+session's operator, install the operator's cluster-wide objects, or restart a control-plane
+component) run alone. A test that stops, kills or restarts an operator runs one of its own, a
+shard serving only its policies (`own_operator`), and needs no turn of its own."""
 
 from __future__ import annotations
 

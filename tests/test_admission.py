@@ -19,7 +19,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import OperatorProcess
+from sidecar_operator.devcluster import Cluster
+from sidecar_operator.devcluster import admission as admission_on_host
+from tests.conftest import REPO, TEST_CLUSTER, OperatorProcess, free_port
 from tests.kube import Kubectl, eventually
 from tests.scenario import (
     FLUENT_BIT,
@@ -197,12 +199,37 @@ def test_an_owners_update_keeps_the_revision_it_carries_while_the_budget_is_used
     assert revision(kubectl, stuck, name) != old
 
 
-@pytest.mark.exclusive
+@pytest.fixture
+def own_operator_args(webhook_certs: Path) -> tuple[str, ...]:
+    return (f"--webhook-port={free_port()}", f"--webhook-certs={webhook_certs}")
+
+
+@pytest.fixture
+def own_admission(
+    own_operator: OperatorProcess, kubectl_admin: Kubectl, namespace: str
+) -> Iterator[OperatorProcess]:
+    """`own_operator`, serving admission for this test's namespace alone."""
+    port = next(a for a in own_operator.extra_args if a.startswith("--webhook-port="))
+    configuration = admission_on_host.configuration(
+        Cluster.named(TEST_CLUSTER),
+        REPO / "manifests" / "webhook.yaml",
+        port=int(port.split("=")[1]),
+        name=f"own-{namespace}",
+        namespace_selector={"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+    )
+    kubectl_admin.apply(json.dumps(configuration))
+    yield own_operator
+    kubectl_admin("delete", "mutatingwebhookconfiguration", f"own-{namespace}")
+
+
 def test_with_the_operator_down_creates_go_through_and_get_their_sidecars_after(
-    kubectl: Kubectl, policies: Policies, admitted: str, operator: OperatorProcess
+    kubectl: Kubectl, policies: Policies, own_admission: OperatorProcess
 ) -> None:
+    operator = own_admission
     name = policies.apply(containers=[FLUENT_BIT], volumes=[LOG_VOLUME])
     eventually(lambda: ready(policies, name, matched=0), what="the policy Ready")
+    create(kubectl, "create", app("admitted"))  # served: stored with its sidecar
+    assert "fluent-bit" in names(pod_spec(kubectl, "admitted"), "containers")
     operator.stop()
     try:
         create(kubectl, "create", app())  # the webhook does not answer: Ignore lets it in
@@ -324,11 +351,11 @@ class Replica:
 
 @pytest.fixture
 def replicas(
-    operator: OperatorProcess, kubectl_admin: Kubectl, namespace: str, tmp_path: Path
+    kubectl_admin: Kubectl, namespace: str, tmp_path: Path
 ) -> Iterator[tuple[list[Replica], str]]:
-    """Two more replicas in the session operator's peering (so they stand by), serving the
-    webhook with a certificate from a Secret in this test's namespace, for a configuration of
-    their own that selects no namespace."""
+    """Two replicas of a shard with no policy (named for this test's namespace) in a peering of
+    their own, serving the webhook with a certificate from a Secret in this test's namespace,
+    for a configuration of their own that selects no namespace."""
     configuration = f"{namespace}-webhook"
     rule = {
         "apiGroups": ["apps"],
@@ -356,14 +383,15 @@ def replicas(
             }
         )
     )
-    peering = [arg for arg in operator.extra_args if arg.startswith("--peering")]
+    peering = f"certificate-{namespace}"
     started = []
     for index in range(2):
         port = _port()
         process = OperatorProcess(
             kubectl_admin.kubeconfig,
             tmp_path / f"replica-{index}.log",
-            *peering,
+            f"--peering={peering}",
+            f"--shard={namespace}",
             f"--operator-namespace={namespace}",
             f"--webhook-port={port}",
             "--webhook-secret=webhook-certificate",
@@ -376,6 +404,7 @@ def replicas(
         for replica in started:
             replica.process.stop()
         kubectl_admin("delete", "mutatingwebhookconfiguration", configuration)
+        kubectl_admin("delete", "clusterkopfpeering", peering, "--ignore-not-found")
 
 
 def _port() -> int:
@@ -397,7 +426,6 @@ def _served_certificate(port: int, ca: Path, host: str) -> bytes | None:
         return None
 
 
-@pytest.mark.exclusive
 def test_replicas_share_one_certificate_and_the_ca_bundle_never_flips(
     replicas: tuple[list[Replica], str], kubectl_admin: Kubectl, namespace: str, tmp_path: Path
 ) -> None:

@@ -2,9 +2,9 @@
 takes over when the first is killed, stops, or is cut off from the API server; and the standby,
 which answers admission too, decides from current policies.
 
-The session's operator is the first replica; the takeover test starts a second beside it, kills
-the first, starts it again (now the younger, so it stands by) and stops the second gracefully,
-so the session's operator is the active one again at the end.
+Each test runs replicas of its own: a shard named for its namespace (serving only its policies,
+which `policies` labels), in a peering of its own, beside the other tests and the session's
+operator.
 """
 
 from __future__ import annotations
@@ -13,15 +13,16 @@ import json
 import re
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from sidecar_operator.api.names import SHARD_LABEL
 from sidecar_operator.devcluster import Cluster
 from sidecar_operator.devcluster import admission as admission_on_host
 from tests.conftest import (
     OPERATOR_NAMESPACE,
-    PEERING,
     REPO,
     TEST_CLUSTER,
     OperatorProcess,
@@ -30,9 +31,6 @@ from tests.conftest import (
 from tests.kube import Kubectl, eventually
 from tests.proxy import Relay
 from tests.scenario import FLUENT_BIT, LOG_VOLUME, Policies, deployment, has_container, ready
-
-# Each runs replicas of its own, in the session's peering or one of their own.
-pytestmark = pytest.mark.exclusive
 
 
 def _samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
@@ -72,24 +70,54 @@ def writes(replica: OperatorProcess) -> float:
     )
 
 
+class Shard:
+    """The test's own replicas: one shard, one peering, both named for its namespace."""
+
+    def __init__(self, kubectl: Kubectl, namespace: str, tmp_path: Path) -> None:
+        self.kubectl = kubectl
+        self.name = namespace
+        self.peering = f"ha-{namespace}"
+        self.tmp_path = tmp_path
+
+    def replica(
+        self, name: str, *args: str, kubeconfig: Path | None = None, pod_name: bool = False
+    ) -> OperatorProcess:
+        """Named in the peering by host and process, or as in a pod by `name`."""
+        return OperatorProcess(
+            kubeconfig or self.kubectl.kubeconfig,
+            self.tmp_path / f"{name}.log",
+            f"--peering={self.peering}",
+            f"--operator-namespace={OPERATOR_NAMESPACE}",
+            f"--shard={self.name}",
+            *args,
+            env={"POD_NAME": name} if pod_name else None,
+        )
+
+
+@pytest.fixture
+def shard(
+    kubectl_admin: Kubectl, policies: Policies, namespace: str, tmp_path: Path
+) -> Iterator[Shard]:
+    """The test deletes its policies while a replica runs (their finalizers are its shard's)."""
+    policies.labels[SHARD_LABEL] = namespace
+    made = Shard(kubectl_admin, namespace, tmp_path)
+    yield made
+    kubectl_admin("delete", "clusterkopfpeering", made.peering, "--ignore-not-found")
+
+
 def _taken_over(replica: OperatorProcess, since: float) -> float:
     eventually(lambda: active(replica), timeout=60, interval=0.2, what="the standby to take over")
     return time.monotonic() - since
 
 
 def test_one_replica_writes_and_the_standby_takes_over(
-    kubectl: Kubectl,
-    policies: Policies,
-    operator: OperatorProcess,
-    tmp_path: Path,
+    kubectl: Kubectl, policies: Policies, shard: Shard
 ) -> None:
-    second = OperatorProcess(
-        operator.kubeconfig,
-        tmp_path / "second.log",
-        f"--peering={PEERING}",
-        f"--operator-namespace={OPERATOR_NAMESPACE}",
-    )
-    eventually(lambda: active(operator), what="the session's operator active")
+    """The first replica is active; the test kills it, starts it again (now the younger, so it
+    stands by) and stops the second gracefully."""
+    operator, second = shard.replica("first"), shard.replica("second")
+    operator.start()
+    eventually(lambda: active(operator), what="the first replica active")
     second.start()
     try:
         eventually(lambda: standing_by(second), what="the second replica standing by")
@@ -125,33 +153,28 @@ def test_one_replica_writes_and_the_standby_takes_over(
         kubectl.apply(deployment("after-stop"))
         eventually(lambda: has_container(kubectl, "after-stop", "fluent-bit"), what="served")
     finally:
-        second.stop()
-        if operator.pid is None:
+        if operator.pid is None and second.pid is None:
             operator.start()
-        print(f"second replica's log: {second.log_path}")
+        policies.delete_all()
+        second.stop()
+        operator.stop()
+        print(f"replicas' logs: {operator.log_path}, {second.log_path}")
 
 
 def test_the_standby_admits_from_current_policies(
     kubectl: Kubectl,
     kubectl_admin: Kubectl,
     policies: Policies,
-    operator: OperatorProcess,
+    shard: Shard,
     namespace: str,
     webhook_certs: Path,
-    tmp_path: Path,
 ) -> None:
     """Every replica answers admission (the Service spreads calls over them), but a standby's
     Kopf watches are paused: it admitted from an empty or old cache, and half of all new
     workloads rolled out twice, their first pods without their sidecars."""
     port = free_port()
-    standby = OperatorProcess(
-        operator.kubeconfig,
-        tmp_path / "standby.log",
-        f"--peering={PEERING}",
-        f"--operator-namespace={OPERATOR_NAMESPACE}",
-        f"--webhook-port={port}",
-        f"--webhook-certs={webhook_certs}",
-    )
+    operator = shard.replica("active")
+    standby = shard.replica("standby", f"--webhook-port={port}", f"--webhook-certs={webhook_certs}")
     configuration = admission_on_host.configuration(
         Cluster.named(TEST_CLUSTER),
         REPO / "manifests" / "webhook.yaml",
@@ -159,6 +182,8 @@ def test_the_standby_admits_from_current_policies(
         name=f"standby-{namespace}",
         namespace_selector={"matchLabels": {"kubernetes.io/metadata.name": namespace}},
     )
+    operator.start()
+    eventually(lambda: active(operator), what="the first replica active")
     standby.start()
     try:
         eventually(lambda: standing_by(standby), what="the second replica standing by")
@@ -192,17 +217,18 @@ def test_the_standby_admits_from_current_policies(
         kubectl_admin(
             "delete", "mutatingwebhookconfiguration", f"standby-{namespace}", "--ignore-not-found"
         )
+        policies.delete_all()
         standby.stop()
-        print(f"standby's log: {standby.log_path}")
+        operator.stop()
+        print(f"replicas' logs: {operator.log_path}, {standby.log_path}")
 
 
 def test_an_active_replica_cut_off_from_the_api_server_stops_writing_before_the_takeover(
-    kubectl_admin: Kubectl, namespace: str, tmp_path: Path
+    kubectl_admin: Kubectl, shard: Shard, tmp_path: Path
 ) -> None:
     """A replica that could not read the peering kept its last decision: a partitioned active
-    replica and the one taking over could both write. Its own peering here, beside the session's
-    (no policy of this test's, so neither writes anything but its record)."""
-    peering = f"fence-{namespace}"[:60]
+    replica and the one taking over could both write. (The shard has no policy, so neither
+    writes anything but its record.)"""
     config = json.loads(kubectl_admin.kubeconfig.read_text())
     server = config["clusters"][0]["cluster"]["server"]
     host, port = server.removeprefix("https://").rsplit(":", 1)
@@ -210,11 +236,8 @@ def test_an_active_replica_cut_off_from_the_api_server_stops_writing_before_the_
         config["clusters"][0]["cluster"]["server"] = f"https://{host}:{relay.port}"
         relayed = tmp_path / "relayed.kubeconfig"
         relayed.write_text(json.dumps(config))
-        args = (f"--peering={peering}", f"--operator-namespace={OPERATOR_NAMESPACE}")
-        first = OperatorProcess(relayed, tmp_path / "first.log", *args, env={"POD_NAME": "first"})
-        second = OperatorProcess(
-            kubectl_admin.kubeconfig, tmp_path / "second.log", *args, env={"POD_NAME": "second"}
-        )
+        first = shard.replica("first", kubeconfig=relayed, pod_name=True)
+        second = shard.replica("second", pod_name=True)
         first.start()
         try:
             eventually(lambda: active(first), what="the first replica active")
@@ -237,5 +260,4 @@ def test_an_active_replica_cut_off_from_the_api_server_stops_writing_before_the_
         finally:
             first.stop(signal.SIGKILL)
             second.stop()
-            kubectl_admin("delete", "clusterkopfpeering", peering, "--ignore-not-found")
             print(f"logs: {first.log_path}, {second.log_path}")

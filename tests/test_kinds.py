@@ -8,8 +8,6 @@ from __future__ import annotations
 import copy
 import json
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -228,58 +226,25 @@ def _requests(operator: OperatorProcess, resource: str, method: str = "") -> flo
     return total
 
 
-def _only_deployment_policies(admin: Kubectl) -> bool:
-    for policy in admin.json("sidecarpolicies")["items"]:
-        kinds = set(policy["spec"].get("kinds") or ["Deployment"])
-        kinds |= set((policy.get("status") or {}).get("workloadKinds") or [])
-        if kinds != {"Deployment"}:
-            return False
-    return True
-
-
-@pytest.fixture
-def fresh_operator(
-    operator: OperatorProcess, kubectl_admin: Kubectl, tmp_path: Path
-) -> Iterator[OperatorProcess]:
-    """The session's operator swapped for a new process, whose request counters start at 0,
-    once no policy left by other tests needs a kind but Deployment."""
-    eventually(
-        lambda: _only_deployment_policies(kubectl_admin),
-        timeout=120,
-        what="only Deployment policies in the cluster",
-    )
-    fresh = OperatorProcess(*_same_as(operator, tmp_path))
-    operator.stop()
-    fresh.start()
-    try:
-        yield fresh
-    finally:
-        fresh.stop()
-        operator.start()
-
-
-def _same_as(operator: OperatorProcess, tmp_path: Path) -> tuple[Any, ...]:
-    return (operator.kubeconfig, tmp_path / "operator.log", *operator.extra_args)
-
-
-@pytest.mark.exclusive
 def test_a_kind_is_listed_and_watched_only_while_a_policy_targets_it(
-    fresh_operator: OperatorProcess, kubectl: Kubectl, policies: Policies
+    own_operator: OperatorProcess, kubectl: Kubectl, policies: Policies
 ) -> None:
+    """An operator of the test's own (its request counters start at 0), serving only the
+    test's policies: whatever kinds other tests' policies target, it needs Deployments alone."""
     kubectl.apply(yaml.safe_dump(workload(WorkloadKind.STATEFUL_SET, "db")))
     kubectl.apply(yaml.safe_dump(workload(WorkloadKind.DEPLOYMENT, "web")))
     name = policies.apply(kinds=["Deployment"], containers=[SHIPPER])
     eventually(lambda: ready(policies, name, matched=1), what="the Deployment injected")
-    assert _requests(fresh_operator, "deployments", "WATCH") > 0
-    assert _requests(fresh_operator, "statefulsets", "WATCH") == 0
+    assert _requests(own_operator, "deployments", "WATCH") > 0
+    assert _requests(own_operator, "statefulsets", "WATCH") == 0
     # Only the start-up look for what deleted policies left: one page of their metadata.
-    assert _requests(fresh_operator, "statefulsets", "GET") == 1
+    assert _requests(own_operator, "statefulsets", "GET") == 1
     assert "config-sync" not in str(template(kubectl, WorkloadKind.STATEFUL_SET, "db"))
 
     # Targeting StatefulSets too starts their list and watch; the check above can fail.
     policies.apply(name, kinds=["Deployment", "StatefulSet"], containers=[SHIPPER])
     eventually(lambda: ready(policies, name, matched=2), what="the StatefulSet injected too")
-    assert _requests(fresh_operator, "statefulsets", "WATCH") > 0
+    assert _requests(own_operator, "statefulsets", "WATCH") > 0
 
     # Dropped from spec.kinds: its sidecars are removed, then the kind is let go.
     before = copy.deepcopy(template(kubectl, WorkloadKind.STATEFUL_SET, "db"))
@@ -296,7 +261,7 @@ def test_a_kind_is_listed_and_watched_only_while_a_policy_targets_it(
     eventually(
         lambda: any(
             record.get("event") == "Stopped watching" and record.get("kind") == "StatefulSet"
-            for record in _records(fresh_operator)
+            for record in _records(own_operator)
         ),
         what="the StatefulSet watch stopped",
     )

@@ -259,9 +259,8 @@ def _resource_versions(kubectl: Kubectl) -> dict[str, str]:
     }
 
 
-@pytest.mark.exclusive
 def test_no_writes_at_rest_or_after_a_restart(
-    kubectl: Kubectl, policies: Policies, operator: OperatorProcess
+    kubectl: Kubectl, policies: Policies, own_operator: OperatorProcess
 ) -> None:
     for index in range(3):
         kubectl.apply(deployment(f"web-{index}"))
@@ -273,8 +272,8 @@ def test_no_writes_at_rest_or_after_a_restart(
     time.sleep(12)  # more than two drift-correction passes (--resync-seconds 5)
     assert _resource_versions(kubectl) == settled
 
-    operator.stop()
-    operator.start()
+    own_operator.stop()
+    own_operator.start()
     time.sleep(12)
     assert _resource_versions(kubectl) == settled
     assert kubectl.json("sidecarpolicy", name)["metadata"]["resourceVersion"] == policy_rv
@@ -315,21 +314,20 @@ def test_a_label_change_that_unmatches_removes(kubectl: Kubectl, policies: Polic
     assert names(pod_spec(kubectl, "web"), "volumes") == []
 
 
-@pytest.mark.exclusive
 def test_a_policy_deleted_while_the_operator_is_down_is_cleaned_up_on_start(
-    kubectl: Kubectl, kubectl_admin: Kubectl, policies: Policies, operator: OperatorProcess
+    kubectl: Kubectl, kubectl_admin: Kubectl, policies: Policies, own_operator: OperatorProcess
 ) -> None:
     kubectl.apply(deployment("web"))
     name = policies.apply(containers=[FLUENT_BIT], volumes=[LOG_VOLUME])
     eventually(lambda: ready(policies, name, matched=1), what="policy Ready")
 
-    operator.stop()
+    own_operator.stop()
     try:
         kubectl_admin("delete", "sidecarpolicy", name, "--wait=false")
         time.sleep(1)
         assert has_container(kubectl, "web", "fluent-bit")
     finally:
-        operator.start()
+        own_operator.start()
     eventually(lambda: not has_container(kubectl, "web", "fluent-bit"), what="cleanup")
     eventually(
         lambda: kubectl_admin.find("sidecarpolicy", name) is None,

@@ -175,9 +175,8 @@ def test_pausing_mid_rollout_lets_in_flight_finish_and_touches_no_more(
     assert len(touched) < 6
 
 
-@pytest.mark.exclusive
 def test_a_killed_operator_resumes_within_the_budget(
-    kubectl: Kubectl, policies: Policies, timeline: Timeline, operator: OperatorProcess
+    kubectl: Kubectl, policies: Policies, timeline: Timeline, own_operator: OperatorProcess
 ) -> None:
     names = deployments(kubectl, 12, min_ready_seconds=3)
     name = policies.apply(containers=[SIDECAR], updateStrategy={"maxConcurrent": 3})
@@ -187,12 +186,12 @@ def test_a_killed_operator_resumes_within_the_budget(
         timeout=60,
         what="a few Deployments patched",
     )
-    operator.stop(signal.SIGKILL)
+    own_operator.stop(signal.SIGKILL)
     try:
         killed_at = timeline.carrying(name, revision)
         assert len(killed_at) < 12
     finally:
-        operator.start()
+        own_operator.start()
     eventually(lambda: ready(policies, name, matched=12), timeout=240, what="all 12 ready")
     time.sleep(1)
     assert timeline.carrying(name, revision) == set(names)

@@ -283,12 +283,11 @@ def test_abort_undo_and_a_history_kept_to_its_limit(kubectl: Kubectl, policies: 
     assert "successfully rolled out" in rollout(kubectl, "status", name).stdout
 
 
-@pytest.mark.exclusive
 def test_a_policy_from_before_history_keeps_what_its_workloads_carry(
     kubectl: Kubectl,
     kubectl_admin: Kubectl,
     policies: Policies,
-    operator: OperatorProcess,
+    own_operator: OperatorProcess,
 ) -> None:
     """Rolled out by a release that kept no history: no currentRevision, no ControllerRevision.
     An edit with steps then: the workloads the first step does not cover keep what they carry,
@@ -298,7 +297,7 @@ def test_a_policy_from_before_history_keeps_what_its_workloads_carry(
     name = policies.apply(containers=[V1])
     eventually(lambda: ready(policies, name, matched=5), timeout=120, what="v1 everywhere")
 
-    operator.stop()
+    own_operator.stop()
     try:
         kubectl_admin("delete", "controllerrevisions", "-A", "-l", f"sidecars.dev/policy={name}")
         fields = ("currentRevision", "updateRevision", "currentStep", "stepsHash", "steps")
@@ -316,7 +315,7 @@ def test_a_policy_from_before_history_keeps_what_its_workloads_carry(
         steps = [{"selector": {"matchLabels": {"canary": "yes"}}, "pause": {}}, {"percent": 100}]
         policies.apply(name, containers=[V2], updateStrategy={"steps": steps})
     finally:
-        operator.start()
+        own_operator.start()
     eventually(lambda: images(kubectl)["canary"] == V2["image"], timeout=90, what="the canary")
     time.sleep(6)  # a resync pass
     assert {n: i for n, i in images(kubectl).items() if n != "canary"} == dict.fromkeys(
@@ -388,9 +387,8 @@ def test_a_gitops_loop_on_the_spec_neither_undoes_promotion_nor_abort(
         loop.join()
 
 
-@pytest.mark.exclusive
 def test_a_timed_pause_keeps_its_clock_through_a_sigkill(
-    kubectl: Kubectl, policies: Policies, operator: OperatorProcess
+    kubectl: Kubectl, policies: Policies, own_operator: OperatorProcess
 ) -> None:
     deployments(kubectl, [f"app-{i}" for i in range(4)])
     name = policies.apply(containers=[V1])
@@ -406,8 +404,8 @@ def test_a_timed_pause_keeps_its_clock_through_a_sigkill(
         what="the timed pause",
     )
     done_at = paused["stepDoneTime"]
-    operator.stop(signal.SIGKILL)
-    operator.start()
+    own_operator.stop(signal.SIGKILL)
+    own_operator.start()
     time.sleep(5)
     after = policies.status(name)
     assert after["stepDoneTime"] == done_at  # the clock is the status's, not the process's
