@@ -127,7 +127,9 @@ def test_every_corpus_case_loads_and_says_what_it_expects() -> None:
             or expect.conflicts
             or expect.owner_paused
             or case.during.delete_namespace
+            or expect.unserved
         ), f"{name}: rejected, or an outcome on the cluster, not both"
+        assert not expect.unserved or not (expect.injected or expect.conflicts), name
         assert (case.policy is None) != (case.raw is None), f"{name}: a policy or a raw manifest"
         apps = {app.name for app in case.apps}
         named = set(expect.injected) | set(expect.conflicts) | set(expect.owner_paused)

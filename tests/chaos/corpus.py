@@ -37,6 +37,7 @@ from tests.kube import Kubectl
 CORPUS = Path(__file__).parent / "corpus"
 LABEL = "corpus"
 CASE_TIMEOUT = 120.0
+UNSERVED_SECONDS = 10.0
 REMOVAL_TIMEOUT = "120s"
 
 
@@ -92,6 +93,11 @@ class Expect(_Strict):
         default=None,
         description="status.matchedWorkloads, when not injected + conflicts + ownerPaused.",
     )
+    unserved: bool = Field(
+        default=False,
+        description="No operator serves the policy (another shard's): no finalizer, no status, "
+        "nothing written.",
+    )
 
 
 class Case(_Strict):
@@ -107,6 +113,7 @@ class Case(_Strict):
         "waits until a dry-run write to it is refused before it applies the policy.",
     )
     policy_name: str = Field(default="$CASE", alias="policyName")
+    policy_labels: dict[str, str] = Field(default_factory=dict, alias="policyLabels")
     policy: dict[str, Any] | None = Field(
         default=None,
         description="The spec; selector and namespaceSelector default to the case's apps.",
@@ -235,7 +242,7 @@ class Run:
             return self._rejected(applied, expect.rejected)
         if applied.returncode != 0:
             return [f"refused at apply: {applied.stderr.strip()}"]
-        found = self._accepted(expect)
+        found = self._unserved() if expect.unserved else self._accepted(expect)
         deleted = self.admin(
             "delete", "sidecarpolicy", self.policy, f"--timeout={REMOVAL_TIMEOUT}", check=False
         )
@@ -281,7 +288,7 @@ class Run:
                 {
                     "apiVersion": "sidecars.dev/v1alpha1",
                     "kind": "SidecarPolicy",
-                    "metadata": {"name": self.policy},
+                    "metadata": {"name": self.policy, "labels": self.case.policy_labels},
                     "spec": spec,
                 },
                 allow_unicode=True,
@@ -324,6 +331,16 @@ class Run:
         if self.admin.find("sidecarpolicy", self.policy) is not None:
             found.append("the refused policy exists")
         return found + self._unchanged(self._apps(), "after the refused policy")
+
+    def _unserved(self) -> list[str]:
+        time.sleep(UNSERVED_SECONDS)  # what an operator serving it would have done by now
+        policy = self.admin.find("sidecarpolicy", self.policy) or {}
+        found = (
+            [f"an unserved policy has a status: {policy['status']}"] if "status" in policy else []
+        )
+        if finalizers := policy.get("metadata", {}).get("finalizers"):
+            found.append(f"an unserved policy has finalizers: {finalizers}")
+        return found + self._unchanged(self._apps(), "while no operator serves the policy")
 
     def _status(self) -> dict[str, Any]:
         policy = self.admin.find("sidecarpolicy", self.policy)
@@ -441,12 +458,14 @@ def _until(
     return None
 
 
-Outcome = Literal["rejected", "reported", "injected"]
+Outcome = Literal["rejected", "reported", "injected", "unserved"]
 
 
 def outcome(case: Case) -> Outcome:
     if case.expect.rejected is not None:
         return "rejected"
+    if case.expect.unserved:
+        return "unserved"
     expect = case.expect
     reported = expect.conflicts or expect.policy_events or expect.warnings or expect.owner_paused
     return "reported" if reported else "injected"
