@@ -7,9 +7,11 @@ from typing import Any
 import pytest
 
 from sidecar_operator.api.models import LabelSelector, SidecarPolicySpec
+from sidecar_operator.api.names import SHARD_LABEL, finalizer
 from sidecar_operator.core.selection import (
     opted_out,
     selector_matches,
+    serves,
     unclear_opt_out,
     workload_matches,
 )
@@ -100,3 +102,28 @@ def test_any_other_value_is_no_opt_out_and_is_named(value: str) -> None:
     assert not opted_out(workload)
     assert unclear_opt_out(workload) == value
     assert unclear_opt_out(deployment(annotations={"sidecars.dev/inject": "True"})) is None
+
+
+@pytest.mark.parametrize(
+    ("shard", "labels", "served"),
+    [
+        (None, None, True),
+        (None, {"team": "web"}, True),
+        (None, {SHARD_LABEL: ""}, True),  # an empty label is no shard
+        (None, {SHARD_LABEL: "blue"}, False),
+        ("blue", {SHARD_LABEL: "blue"}, True),
+        ("blue", {SHARD_LABEL: "green"}, False),
+        ("blue", None, False),
+    ],
+)
+def test_an_operator_serves_the_policies_of_its_shard_alone(
+    shard: str | None, labels: dict[str, str] | None, served: bool
+) -> None:
+    assert serves(shard, labels) is served
+
+
+def test_each_shard_holds_its_policies_by_a_finalizer_of_its_own() -> None:
+    assert finalizer(None) == "sidecars.dev/cleanup"
+    assert finalizer("blue") == "sidecars.dev/cleanup-blue"
+    longest = finalizer("x" * 55).split("/", 1)[1]
+    assert len(longest) <= 63  # a finalizer's name after the slash, as for a label key
