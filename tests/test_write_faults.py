@@ -742,3 +742,15 @@ async def test_an_operator_serving_other_policies_never_takes_their_sidecars_for
     await asyncio.sleep(0.1)
     assert api.applies[1:] == [("logs", False)]  # gone: its leftovers are removed
     assert [c["name"] for c in pod(api.stored["web"])] == ["app"]
+
+
+async def test_another_operator_s_policy_deleted_while_no_watch_ran_is_forgotten() -> None:
+    """A relisting without it: from then on, what it added is left over."""
+    state, _ = runtime(FakeApi())  # serves the unlabelled `logs`
+    blue = copy.deepcopy(POLICY_OBJECT)
+    blue["metadata"].update(name="blue", labels={SHARD_LABEL: "blue"})
+    state.policy_seen(blue, deleted=False)
+    assert state.cache.gone(["blue", "logs"]) == [] and "blue" not in state.workers
+    state.policies_listed([("", "logs")])
+    assert state.cache.gone(["blue", "logs"]) == ["blue"]
+    assert state.cache.policy("logs") is not None

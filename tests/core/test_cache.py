@@ -125,3 +125,24 @@ def test_shared_parts_no_snapshot_holds_are_forgotten() -> None:
         cache.put_workload(deployment(str(index), image=f"nginx:{index}"))
     assert image(cache) == "nginx:2999"
     assert len(cache._shared) < 1100
+
+
+def test_a_policy_another_operator_serves_is_known_by_name_and_never_gone() -> None:
+    """`--shard`: what other shards' policies added is theirs; only a policy that no longer
+    exists, served here or not, leaves leftovers."""
+    cache = Cache()
+    cache.put_policy(policy("fluent-bit:3", 1))
+    assert cache.put_foreign("theirs") is False  # never served here
+    assert cache.gone(["logs", "theirs", "deleted"]) == ["deleted"]
+    assert cache.policy_names() == {"logs", "theirs"}
+    epoch = cache.moved
+    assert cache.put_foreign("theirs") is False  # its status churn moves nothing here
+    assert cache.moved == epoch
+
+    assert cache.put_foreign("logs") is True  # relabelled to another shard
+    assert cache.policy("logs") is None and cache.gone(["logs"]) == []
+    cache.put_policy(policy("fluent-bit:3", 1))  # and back
+    assert cache.policy("logs") is not None and cache.policy_names() == {"logs", "theirs"}
+
+    cache.drop_policy("theirs")  # deleted
+    assert cache.gone(["theirs"]) == ["theirs"] and cache.policy_names() == {"logs"}
