@@ -200,20 +200,24 @@ def test_an_owners_update_keeps_the_revision_it_carries_while_the_budget_is_used
 
 
 @pytest.fixture
-def own_operator_args(webhook_certs: Path) -> tuple[str, ...]:
-    return (f"--webhook-port={free_port()}", f"--webhook-certs={webhook_certs}")
+def own_webhook_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def own_operator_args(webhook_certs: Path, own_webhook_port: int) -> tuple[str, ...]:
+    return (f"--webhook-port={own_webhook_port}", f"--webhook-certs={webhook_certs}")
 
 
 @pytest.fixture
 def own_admission(
-    own_operator: OperatorProcess, kubectl_admin: Kubectl, namespace: str
+    own_operator: OperatorProcess, own_webhook_port: int, kubectl_admin: Kubectl, namespace: str
 ) -> Iterator[OperatorProcess]:
     """`own_operator`, serving admission for this test's namespace alone."""
-    port = next(a for a in own_operator.extra_args if a.startswith("--webhook-port="))
     configuration = admission_on_host.configuration(
         Cluster.named(TEST_CLUSTER),
         REPO / "manifests" / "webhook.yaml",
-        port=int(port.split("=")[1]),
+        port=own_webhook_port,
         name=f"own-{namespace}",
         namespace_selector={"matchLabels": {"kubernetes.io/metadata.name": namespace}},
     )

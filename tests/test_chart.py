@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from sidecar_operator.api.names import SHARD_NAME
 from tests.conftest import OperatorProcess
 from tests.kube import REPO, Kubectl, eventually, refused, service_account_kubeconfig
 from tests.scenario import FLUENT_BIT, LOG_VOLUME, Policies
@@ -104,6 +105,9 @@ def test_a_release_serving_a_shard_runs_with_it_and_its_own_peering() -> None:
     ]
     refused = run(helm(), "template", str(CHART), "--set", "operator.shard=Blue", check=False)
     assert refused.returncode != 0 and "/operator/shard" in refused.stderr, refused.stderr
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    pattern = schema["properties"]["operator"]["properties"]["shard"]["pattern"]
+    assert pattern == f"^({SHARD_NAME.pattern})?$"  # what `run --shard` accepts, or empty
 
 
 def test_manifests_are_the_chart_rendered_with_its_defaults(tmp_path: Path) -> None:

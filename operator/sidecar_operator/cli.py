@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -23,9 +22,6 @@ dev = typer.Typer(
 )
 app.add_typer(dev, name="dev")
 
-# A shard's name ends the finalizer `sidecars.dev/cleanup-<shard>`, whose part after the slash
-# is at most 63 characters.
-SHARD = re.compile(r"[a-z0-9]([-a-z0-9]{0,53}[a-z0-9])?")
 ClusterName = typer.Option("dev", "--name", help="Which local cluster (each has its own ports).")
 
 
@@ -168,6 +164,7 @@ def run(
     import kopf
 
     from sidecar_operator import handlers, logs, metrics
+    from sidecar_operator.api import names
     from sidecar_operator.engine.leadership import Identity
 
     if log_format not in ("console", "json"):
@@ -185,7 +182,7 @@ def run(
         webhook = handlers.Webhook(
             webhook_port, webhook_certs, webhook_secret, webhook_service, webhook_configuration
         )
-    if shard is not None and not SHARD.fullmatch(shard):
+    if shard is not None and not names.SHARD_NAME.fullmatch(shard):
         raise typer.BadParameter(
             "a DNS label of at most 55 characters: lowercase letters, digits and '-'",
             param_hint="--shard",

@@ -3,6 +3,8 @@ writes on workloads (its field managers, annotations and the opt-out key)."""
 
 from __future__ import annotations
 
+import re
+
 GROUP = "sidecars.dev"
 VERSION = "v1alpha1"
 KIND = "SidecarPolicy"
@@ -23,6 +25,9 @@ HISTORY_STABLE_LABEL = f"{GROUP}/stable"  # "true" on the stable revision's
 # label, those run without `--shard`. Each shard holds policies by a finalizer of its own.
 SHARD_LABEL = f"{GROUP}/shard"
 FINALIZER = f"{GROUP}/cleanup"
+# A shard's name ends its finalizer, whose part after the slash is at most 63 characters (the
+# chart's values.schema.json holds the same pattern).
+SHARD_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,53}[a-z0-9])?")
 
 
 def finalizer(shard: str | None) -> str:

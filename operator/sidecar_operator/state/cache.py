@@ -30,7 +30,7 @@ class Cache:
         self._workloads: dict[Key, dict[str, Any]] = {}
         self._namespaces: dict[str, dict[str, str]] = {}
         self._policies: dict[str, tuple[Policy, dict[str, Any]]] = {}
-        # Policies another operator serves (`--policy-selector`): only their names, so that
+        # Policies another operator serves (`--shard`): only their names, so that
         # what they added is never taken for a deleted policy's leftovers.
         self._foreign: set[str] = set()
         self._shared = snapshot.Shared()
