@@ -8,7 +8,6 @@ import os
 import re
 import signal
 import socket
-import subprocess
 import tempfile
 import urllib.error
 import urllib.request
@@ -34,6 +33,7 @@ from tests.kube import (
 )
 from tests.scenario import Policies
 from tests.shared import ROOT_VARIABLE, Shared, Turns, stop_pid
+from tests.zygote import Zygote
 
 # Apart from the `dev` cluster that `make demo` uses, so a running demo and its operator never
 # see the tests' objects.
@@ -148,8 +148,9 @@ def free_port() -> int:
 
 
 class OperatorProcess:
-    """`sidecar-operator run` as a subprocess, as a user starts it; stoppable mid-test, also by
-    a test in another xdist worker than the one that started it (by its pid)."""
+    """`sidecar-operator run` as a process of its own, as a user starts it (forked from a
+    `Zygote` that has imported the operator already); stoppable mid-test, also by a test in
+    another xdist worker than the one that started it (by its pid)."""
 
     def __init__(
         self,
@@ -164,7 +165,6 @@ class OperatorProcess:
         self.extra_args = extra_args
         self.env = env or {}
         self.metrics_port, self.liveness_port = ports or (free_port(), free_port())
-        self.process: subprocess.Popen[bytes] | None = None
         self._pid: int | None = None
 
     @property
@@ -177,39 +177,24 @@ class OperatorProcess:
 
     def start(self) -> None:
         env = {**os.environ, **self.env, "KUBECONFIG": str(self.kubeconfig)}
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    SIDECAR_OPERATOR,
-                    "run",
-                    "--resync-seconds",
-                    "5",
-                    "--log-format",
-                    "json",
-                    "--metrics-port",
-                    str(self.metrics_port),
-                    "--liveness-port",
-                    str(self.liveness_port),
-                    *self.extra_args,
-                ],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        self.pid = self.process.pid
+        argv = [
+            SIDECAR_OPERATOR,
+            "run",
+            "--resync-seconds",
+            "5",
+            "--log-format",
+            "json",
+            "--metrics-port",
+            str(self.metrics_port),
+            "--liveness-port",
+            str(self.liveness_port),
+            *self.extra_args,
+        ]
+        self.pid = Zygote.spawn(argv, env, self.log_path)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        pid = self.pid
-        if self.process is not None and self.process.pid == pid:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        elif pid is not None:
-            stop_pid(pid, sig)
-        self.process = None
+        if self.pid is not None:
+            stop_pid(self.pid, sig)
         self.pid = None
 
     def metrics(self) -> str:

@@ -167,14 +167,14 @@ class Replica:
     """Stands for the operator the Killer kills and starts again."""
 
     def __init__(self) -> None:
-        self.process: object | None = object()
+        self.pid: int | None = 1
         self.starts = 0
 
     def stop(self, sig: int) -> None:
-        self.process = None
+        self.pid = None
 
     def start(self) -> None:
-        self.process = object()
+        self.pid = 1
         self.starts += 1
 
 
@@ -191,7 +191,7 @@ def test_the_smoke_kills_a_few_times_per_phase_and_make_chaos_until_it_settles()
         )
         with killer:
             time.sleep(0.5)
-        assert replica.process is not None and replica.starts == killer.kills
+        assert replica.pid is not None and replica.starts == killer.kills
         return killer.kills
 
     assert trials.SMOKE.kills_per_phase == 2 and trials.Scale().kills_per_phase is None

@@ -235,7 +235,7 @@ class Killer:
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join()
-        if self.operator.process is None:
+        if self.operator.pid is None:
             self.operator.start()
 
 
