@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # `make test`'s test run. TEST_WORKERS=0: one pytest session, one test at a time. Otherwise (4 by
-# default, from the Makefile) the tests that share the run's operator side by side (pytest-xdist,
-# TEST_WORKERS of them), then those marked `exclusive` one at a time (they stop the session's
-# operator, install cluster-wide objects or restart the API server: tests/shared.py). Both phases use the one cluster,
-# started here if it is not running and stopped after. Beside both, the tests marked
-# `own_cluster` (the chaos smoke, the longest test by far), which start a cluster of their own.
-# Arguments go to pytest in every phase.
+# default, from the Makefile) three lanes at once: on the run's cluster (started here if it is
+# not running, stopped after) the tests that share it side by side (pytest-xdist, TEST_WORKERS
+# of them); on a cluster of their own, one at a time, those marked `exclusive` (they stop the
+# session's operator, install cluster-wide objects or restart the API server: tests/shared.py);
+# and the tests marked `own_cluster` (the chaos smoke), which start a cluster of their own.
+# Arguments go to pytest in every lane.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bin=.venv/bin
@@ -24,8 +24,8 @@ fi
 # pytest exits 5 when a phase selects no test (`-k` naming only tests of another): not a failure.
 passed() { "$@" || [ $? = 5 ]; }
 
-# The exclusive tests on a cluster of their own, beside the rest: they mostly wait (operators
-# starting, takeovers, the API server restarted), and waited alone at the end before.
+# The exclusive tests mostly wait (operators starting, takeovers, the API server restarted):
+# beside the rest on a second cluster, not alone after them on the first.
 exclusive=$(mktemp)
 SIDECAR_OPERATOR_TEST_CLUSTER="$cluster-exclusive" \
   passed "$bin/pytest" -m "exclusive and not own_cluster" "$@" >"$exclusive" 2>&1 &
