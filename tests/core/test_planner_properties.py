@@ -34,25 +34,51 @@ LABEL_VALUES = [
     "{{ workload.labels['team'] }}",
 ]
 
+# The strategies, made once: Hypothesis works out each new strategy object's properties on its
+# first draw, and making them inside the composites made that most of these tests' CPU.
+APP_VOLUMES = st.lists(st.sampled_from(["data", "cache"]), unique=True, max_size=2)
+APP_IMAGES = st.sampled_from(["nginx", "app:1"])
+APP_PATHS = st.lists(st.sampled_from(PATHS), unique=True, max_size=2)
+APP_CONTAINERS = st.lists(
+    st.sampled_from(["app", "worker", "side-a"]), unique=True, min_size=1, max_size=3
+)
+APP_INIT_CONTAINERS = st.lists(st.sampled_from(["migrate", "init-a"]), unique=True, max_size=2)
+TEAMS = st.sampled_from(["payments", ""])
+APP_ANNOTATIONS = st.dictionaries(
+    st.sampled_from(["prometheus.io/scrape", "owner"]), st.sampled_from(["true", "a"])
+)
+WHO = st.sampled_from(VALUES)
+ARGS = st.lists(WHO, max_size=2)
+POLICY_COUNTS = st.integers(min_value=1, max_value=3)
+POLICY_VOLUMES = st.lists(st.sampled_from(["logs", "data", "tmp"]), unique=True, max_size=2)
+PRIORITIES = st.integers(min_value=0, max_value=2)
+SIDECAR_IMAGES = st.sampled_from(["fluent-bit:3", "envoy:1"])
+SIDECARS = st.lists(st.sampled_from(["side-a", "side-b", "proxy"]), unique=True, max_size=2)
+INIT_SIDECARS = st.lists(st.sampled_from(["init-a", "sync"]), unique=True, max_size=1)
+SIDECAR_PATHS = st.lists(st.sampled_from(PATHS), unique=True, max_size=1)
+POD_LABELS = st.dictionaries(st.sampled_from(["team", "app"]), st.sampled_from(LABEL_VALUES))
+POD_ANNOTATIONS = st.dictionaries(
+    st.sampled_from(["prometheus.io/scrape", "owner"]),
+    st.sampled_from(["true", "{{ workload.labels['team'] | default 'none' }}"]),
+)
+
 
 @st.composite
 def app_deployments(draw: st.DrawFn) -> dict[str, Any]:
-    volumes = draw(st.lists(st.sampled_from(["data", "cache"]), unique=True, max_size=2))
+    volumes = draw(APP_VOLUMES)
 
     def container(name: str) -> dict[str, Any]:
-        item: dict[str, Any] = {"name": name, "image": draw(st.sampled_from(["nginx", "app:1"]))}
+        item: dict[str, Any] = {"name": name, "image": draw(APP_IMAGES)}
         if volumes:
-            paths = draw(st.lists(st.sampled_from(PATHS), unique=True, max_size=2))
+            paths = draw(APP_PATHS)
             if paths:
                 item["volumeMounts"] = [
                     {"name": draw(st.sampled_from(volumes)), "mountPath": p} for p in paths
                 ]
         return item
 
-    names = draw(
-        st.lists(st.sampled_from(["app", "worker", "side-a"]), unique=True, min_size=1, max_size=3)
-    )
-    init_names = draw(st.lists(st.sampled_from(["migrate", "init-a"]), unique=True, max_size=2))
+    names = draw(APP_CONTAINERS)
+    init_names = draw(APP_INIT_CONTAINERS)
     pod: dict[str, Any] = {"containers": [container(n) for n in names]}
     if init_names:
         pod["initContainers"] = [container(n) for n in init_names]
@@ -60,13 +86,9 @@ def app_deployments(draw: st.DrawFn) -> dict[str, Any]:
         pod["volumes"] = [{"name": v, "emptyDir": {}} for v in volumes]
     labels = {"tier": "web"}
     if draw(st.booleans()):
-        labels["team"] = draw(st.sampled_from(["payments", ""]))
+        labels["team"] = draw(TEAMS)
     template: dict[str, Any] = {"metadata": {"labels": {"app": "web"}}, "spec": pod}
-    annotations = draw(
-        st.dictionaries(
-            st.sampled_from(["prometheus.io/scrape", "owner"]), st.sampled_from(["true", "a"])
-        )
-    )
+    annotations = draw(APP_ANNOTATIONS)
     if annotations:
         template["metadata"]["annotations"] = annotations
     deployment = {
@@ -85,52 +107,39 @@ def passed_on(draw: st.DrawFn) -> dict[str, Any]:
     if not draw(st.booleans()):
         return {}
     return {
-        "env": [{"name": "WHO", "value": draw(st.sampled_from(VALUES))}],
-        "args": draw(st.lists(st.sampled_from(VALUES), max_size=2)),
+        "env": [{"name": "WHO", "value": draw(WHO)}],
+        "args": draw(ARGS),
     }
 
 
 @st.composite
 def policy_sets(draw: st.DrawFn) -> list[Policy]:
-    count = draw(st.integers(min_value=1, max_value=3))
+    count = draw(POLICY_COUNTS)
     policies = []
     for index in range(count):
-        volumes = draw(st.lists(st.sampled_from(["logs", "data", "tmp"]), unique=True, max_size=2))
+        volumes = draw(POLICY_VOLUMES)
         spec: dict[str, Any] = {
             "selector": {},
-            "priority": draw(st.integers(min_value=0, max_value=2)),
+            "priority": draw(PRIORITIES),
             "containers": [
                 {
                     "name": n,
-                    "image": draw(st.sampled_from(["fluent-bit:3", "envoy:1"])),
+                    "image": draw(SIDECAR_IMAGES),
                     **passed_on(draw),
                 }
-                for n in draw(
-                    st.lists(
-                        st.sampled_from(["side-a", "side-b", "proxy"]), unique=True, max_size=2
-                    )
-                )
+                for n in draw(SIDECARS)
             ],
             "initContainers": [
                 {"name": n, "image": "git-sync:4", "restartPolicy": "Always"}
-                for n in draw(
-                    st.lists(st.sampled_from(["init-a", "sync"]), unique=True, max_size=1)
-                )
+                for n in draw(INIT_SIDECARS)
             ],
             "volumes": [{"name": v, "emptyDir": {}} for v in volumes],
         }
         if volumes:
-            paths = draw(st.lists(st.sampled_from(PATHS), unique=True, max_size=1))
+            paths = draw(SIDECAR_PATHS)
             spec["volumeMounts"] = [{"name": volumes[0], "mountPath": p} for p in paths]
-        labels = draw(
-            st.dictionaries(st.sampled_from(["team", "app"]), st.sampled_from(LABEL_VALUES))
-        )
-        annotations = draw(
-            st.dictionaries(
-                st.sampled_from(["prometheus.io/scrape", "owner"]),
-                st.sampled_from(["true", "{{ workload.labels['team'] | default 'none' }}"]),
-            )
-        )
+        labels = draw(POD_LABELS)
+        annotations = draw(POD_ANNOTATIONS)
         if labels or annotations:
             spec["podMetadata"] = {"labels": labels, "annotations": annotations}
         names = [c["name"] for c in spec["containers"]]
