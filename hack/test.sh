@@ -5,7 +5,7 @@
 # of them); on a cluster of their own, one at a time, those marked `exclusive` (they stop the
 # session's operator, install cluster-wide objects or restart the API server: tests/shared.py);
 # and the tests marked `own_cluster` (the chaos smoke), which start a cluster of their own.
-# Arguments go to pytest in every lane.
+# Arguments go to pytest in every lane; TEST_LINT, a command run while the cluster starts.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bin=.venv/bin
@@ -14,7 +14,12 @@ cluster=${SIDECAR_OPERATOR_TEST_CLUSTER:-test}
 if ! "$bin/sidecar-operator" dev env --name "$cluster" >/dev/null 2>&1; then
   trap '"$bin/sidecar-operator" dev down --name "$cluster" >/dev/null' EXIT
 fi
-"$bin/sidecar-operator" dev up --name "$cluster" >/dev/null
+"$bin/sidecar-operator" dev up --name "$cluster" >/dev/null &
+up_pid=$!
+# TEST_LINT (`make test` sets it to `make lint`): static checks while the cluster starts, both
+# mostly one core's work.
+if [ -n "${TEST_LINT:-}" ]; then $TEST_LINT; fi
+wait "$up_pid"
 
 if [ "${TEST_WORKERS:-0}" = 0 ]; then
   "$bin/pytest" "$@"  # one session, one test at a time
