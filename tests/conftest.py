@@ -297,6 +297,18 @@ def operator(
     return SessionOperator(shared, shared.once("operator", start))
 
 
+def webhook_on_host(port: int, name: str, namespaces: dict[str, str]) -> dict[str, Any]:
+    """`manifests/webhook.yaml` (an installer's configuration, not Kopf's) named `name`, pointed
+    at an operator on the host at `port`, for the namespaces labelled `namespaces`."""
+    return admission_on_host.configuration(
+        Cluster.named(TEST_CLUSTER),
+        REPO / "manifests" / "webhook.yaml",
+        port=port,
+        name=name,
+        namespace_selector={"matchLabels": namespaces},
+    )
+
+
 @pytest.fixture(scope="session")
 def admission(
     operator: OperatorProcess,
@@ -309,13 +321,7 @@ def admission(
     tests see the controller alone. Returns the label."""
 
     def configure() -> dict[str, Any]:
-        configuration = admission_on_host.configuration(
-            Cluster.named(TEST_CLUSTER),
-            REPO / "manifests" / "webhook.yaml",
-            port=webhook_port,
-            name=ADMISSION_CONFIGURATION,
-            namespace_selector={"matchLabels": {ADMITTED: "yes"}},
-        )
+        configuration = webhook_on_host(webhook_port, ADMISSION_CONFIGURATION, {ADMITTED: "yes"})
         crd_installed.apply(json.dumps(configuration))
         return {}
 

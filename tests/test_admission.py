@@ -19,9 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from sidecar_operator.devcluster import Cluster
-from sidecar_operator.devcluster import admission as admission_on_host
-from tests.conftest import REPO, TEST_CLUSTER, OperatorProcess, free_port
+from tests.conftest import OperatorProcess, free_port, webhook_on_host
 from tests.kube import Kubectl, eventually
 from tests.scenario import (
     FLUENT_BIT,
@@ -214,12 +212,8 @@ def own_admission(
     own_operator: OperatorProcess, own_webhook_port: int, kubectl_admin: Kubectl, namespace: str
 ) -> Iterator[OperatorProcess]:
     """`own_operator`, serving admission for this test's namespace alone."""
-    configuration = admission_on_host.configuration(
-        Cluster.named(TEST_CLUSTER),
-        REPO / "manifests" / "webhook.yaml",
-        port=own_webhook_port,
-        name=f"own-{namespace}",
-        namespace_selector={"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+    configuration = webhook_on_host(
+        own_webhook_port, f"own-{namespace}", {"kubernetes.io/metadata.name": namespace}
     )
     kubectl_admin.apply(json.dumps(configuration))
     yield own_operator

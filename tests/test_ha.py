@@ -19,14 +19,11 @@ from pathlib import Path
 import pytest
 
 from sidecar_operator.api.names import SHARD_LABEL
-from sidecar_operator.devcluster import Cluster
-from sidecar_operator.devcluster import admission as admission_on_host
 from tests.conftest import (
     OPERATOR_NAMESPACE,
-    REPO,
-    TEST_CLUSTER,
     OperatorProcess,
     free_port,
+    webhook_on_host,
 )
 from tests.kube import Kubectl, eventually
 from tests.proxy import Relay
@@ -175,12 +172,8 @@ def test_the_standby_admits_from_current_policies(
     port = free_port()
     operator = shard.replica("active")
     standby = shard.replica("standby", f"--webhook-port={port}", f"--webhook-certs={webhook_certs}")
-    configuration = admission_on_host.configuration(
-        Cluster.named(TEST_CLUSTER),
-        REPO / "manifests" / "webhook.yaml",
-        port=port,
-        name=f"standby-{namespace}",
-        namespace_selector={"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+    configuration = webhook_on_host(
+        port, f"standby-{namespace}", {"kubernetes.io/metadata.name": namespace}
     )
     operator.start()
     eventually(lambda: active(operator), what="the first replica active")
