@@ -1,6 +1,7 @@
 """Where a run's CPU goes: every process's CPU read from /proc each 0.3 s until SIGTERM or
 SIGINT, then a table by kind of process (the control planes apart by directory, the operators
-the tests fork from their zygote among "tests' operators"). Processes that live less than a
+the tests fork from their zygote among "tests' operators") and how many cores were busy in each
+window of the run (where it waits rather than computes). Processes that live less than a
 sample's interval are missed. Used for docs/local-control-plane.md:
 
     python3 hack/cpu-by-process.py > cpu.txt & sampler=$!
@@ -17,6 +18,7 @@ from pathlib import Path
 from types import FrameType
 
 TICK = os.sysconf("SC_CLK_TCK")
+WINDOW = 15.0  # seconds per line of the busy-cores timeline
 COMPONENTS = ("kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler", "kwok")
 
 
@@ -66,6 +68,8 @@ def main() -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     first = True
+    timeline: list[float] = []  # cores busy, one figure per WINDOW
+    window_start, window_busy = started, busy_at_start
     while not done:
         for entry in os.scandir("/proc"):
             if not entry.name.isdigit():
@@ -81,6 +85,10 @@ def main() -> None:
             elif (found := kind_of(pid)) is not None:
                 seen[pid] = (found, cpu if first else 0.0, cpu)  # what ran before: from now on
         first = False
+        if (now := time.monotonic()) - window_start >= WINDOW:
+            busy_now = busy_seconds()
+            timeline.append((busy_now - window_busy) / (now - window_start))
+            window_start, window_busy = now, busy_now
         time.sleep(0.3)
     totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
     for kind, before, latest in seen.values():
@@ -92,6 +100,9 @@ def main() -> None:
     for kind, (cpu, count) in sorted(totals.items(), key=lambda item: -item[1][0]):
         if cpu >= 0.5:
             print(f"{cpu:8.1f} s {count:5d} processes  {kind}")
+    print(f"cores busy per {WINDOW:.0f} s:")
+    for index, cores in enumerate(timeline):
+        print(f"{index * WINDOW:5.0f} s {cores:4.2f} {'#' * round(cores * 20)}")
 
 
 if __name__ == "__main__":
