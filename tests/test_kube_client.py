@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from typing import Any
 
 import pytest
-from kubernetes.aio.client import Configuration
 
 from sidecar_operator.api.kinds import WorkloadKind
 from sidecar_operator.kube.client import KubeApi, _resource, workloads_path
+from sidecar_operator.kube.connection import Connection
 from sidecar_operator.kube.events import EventPoster, event
 
 
@@ -27,7 +28,7 @@ async def test_a_write_the_server_drops_is_sent_once_more_then_is_a_connection_e
 
     listening = await asyncio.start_server(drop, "127.0.0.1", 0)
     port = listening.sockets[0].getsockname()[1]
-    kube = KubeApi(Configuration(host=f"http://127.0.0.1:{port}"))
+    kube = KubeApi(Connection(f"http://127.0.0.1:{port}", ssl.create_default_context()))
     try:
         with pytest.raises(ConnectionError, match="Server disconnected"):
             await kube.patch_policy_status("logs", {"observedGeneration": 1})
@@ -62,7 +63,7 @@ async def test_a_watch_reads_events_larger_than_a_line_buffer_and_stops_at_the_s
 
     listening = await asyncio.start_server(stream, "127.0.0.1", 0)
     port = listening.sockets[0].getsockname()[1]
-    kube = KubeApi(Configuration(host=f"http://127.0.0.1:{port}"))
+    kube = KubeApi(Connection(f"http://127.0.0.1:{port}", ssl.create_default_context()))
     try:
         watched = kube.watch_events(workloads_path(WorkloadKind.DEPLOYMENT), "5", timeout=300)
         events = [event async for event in watched]

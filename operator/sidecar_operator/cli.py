@@ -255,7 +255,8 @@ def preview_command(
         objects = [d for d in documents if preview.is_workload(d)]
         namespaces = [d for d in documents if d.get("kind") == "Namespace"]
     else:
-        from sidecar_operator.kube.client import ApiError, NotConfigured, read_cluster
+        from sidecar_operator.kube.client import ApiError, read_cluster
+        from sidecar_operator.kube.connection import NotConfigured
 
         try:
             objects, namespaces, existing = asyncio.run(read_cluster())

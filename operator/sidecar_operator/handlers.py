@@ -28,7 +28,8 @@ from sidecar_operator.engine.runtime import Runtime
 from sidecar_operator.engine.tasks import spawn
 from sidecar_operator.engine.watches import Watches
 from sidecar_operator.engine.writer import WRITERS
-from sidecar_operator.kube.client import ApiError, KubeApi, NotConfigured
+from sidecar_operator.kube.client import ApiError, KubeApi
+from sidecar_operator.kube.connection import NotConfigured
 from sidecar_operator.kube.events import POSTERS, EventPoster
 from sidecar_operator.webhook import AdmissionServer
 

@@ -37,9 +37,10 @@ class Failed(Exception):
 
 
 def _run(work: Callable[[KubeApi], Awaitable[int]]) -> None:
-    # Here, not at the top: `sidecar-operator dev ...` imports this module too, and the API
-    # client (the kubernetes package, aiohttp) was 1.1 of its 1.6 s of CPU to start.
-    from sidecar_operator.kube.client import ApiError, KubeApi, NotConfigured
+    # Here, not at the top: `sidecar-operator dev ...` imports this module too, and needs no
+    # API client (aiohttp: a third of a second of CPU to import).
+    from sidecar_operator.kube.client import ApiError, KubeApi
+    from sidecar_operator.kube.connection import NotConfigured
 
     async def main() -> int:
         api = await KubeApi.connect()

@@ -1,14 +1,12 @@
 """The few API calls the operator makes, as coroutines on the operator's one event loop: raw
-JSON over one aiohttp session. `kubernetes.aio.config` loads the configuration (kubeconfig or
-in-cluster) and keeps the credentials fresh without blocking the loop (a rotated service-account
-token is read again, an exec plugin's token renewed by running it again)."""
+JSON over one aiohttp session, on the connection `kube.connection` finds (and, where the
+credentials need it, keeps fresh without blocking the loop)."""
 
 from __future__ import annotations
 
 import asyncio
 import asyncio.sslproto
 import base64
-import ssl
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
@@ -16,14 +14,13 @@ from typing import Any
 import aiohttp
 import orjson
 import structlog
-from kubernetes.aio import config
-from kubernetes.aio.client import Configuration
 
 from sidecar_operator import metrics
 from sidecar_operator.api import names
 from sidecar_operator.api.kinds import WorkloadKind
 from sidecar_operator.core.ownership import field_manager
 from sidecar_operator.core.types import Key
+from sidecar_operator.kube.connection import Connection, find
 
 log = structlog.get_logger()
 # asyncio gives every TLS connection a zero-filled 256 KiB receive buffer, all of it resident:
@@ -42,10 +39,6 @@ METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v
 POLICY_STATUS = f"{POLICIES}/{{name}}/status"
 CLUSTER_PEERINGS = "/apis/kopf.dev/v1/clusterkopfpeerings"
 WEBHOOK_CONFIGURATIONS = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
-
-
-class NotConfigured(Exception):
-    """Neither in a cluster nor a usable kubeconfig: what a command says before exiting."""
 
 
 def _said(error: BaseException) -> str:
@@ -99,16 +92,6 @@ def _resource(path: str) -> str:
     return f"{resource}/{parts[2]}" if len(parts) > 2 else resource
 
 
-def _ssl_context(configuration: Configuration) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
-    if configuration.cert_file:
-        context.load_cert_chain(configuration.cert_file, configuration.key_file)
-    if not configuration.verify_ssl:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
-
-
 class KubeApi:
     """Raw JSON on the configured host, CA, client certificate, bearer token, proxy and TLS
     server name. Not the generated `CoreV1Api` & co.: the operator needs a handful of paths and
@@ -119,9 +102,8 @@ class KubeApi:
 
     Made and used on one running loop: `connect` there, `close` when done."""
 
-    def __init__(self, configuration: Configuration, *, connections: int = 16) -> None:
-        self._configuration = configuration
-        self._ssl = _ssl_context(configuration)
+    def __init__(self, connection: Connection, *, connections: int = 16) -> None:
+        self._connection = connection
         asyncio.sslproto.SSLProtocol.max_size = TLS_BUFFER  # no public setting: see TLS_BUFFER
         self._connections = connections
         self._http: aiohttp.ClientSession | None = None
@@ -129,19 +111,12 @@ class KubeApi:
 
     @classmethod
     async def connect(cls, *, connections: int = 16) -> KubeApi:
-        """In the cluster, its service account; elsewhere the kubeconfig's current context."""
-        configuration = Configuration()
-        try:
-            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-            loader = None
-        except config.ConfigException:
-            try:
-                loader = await config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-            except config.ConfigException as error:
-                raise NotConfigured(f"no cluster to talk to: {error}") from None
-        api = cls(configuration, connections=connections)
-        if loader is not None:  # renews an exec plugin's token before it expires; else returns
-            api._refresher = asyncio.create_task(config.refresh_token(loader, configuration))  # type: ignore[no-untyped-call]
+        """In the cluster, its service account; elsewhere the kubeconfig's current context.
+        Raises NotConfigured."""
+        connection, refresher = await find()
+        api = cls(connection, connections=connections)
+        if refresher is not None:
+            api._refresher = asyncio.create_task(refresher)
         return api
 
     async def close(self) -> None:
@@ -156,7 +131,9 @@ class KubeApi:
         if self._http is None:
             self._http = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(
-                    ssl=self._ssl, limit=self._connections, keepalive_timeout=KEEPALIVE_SECONDS
+                    ssl=self._connection.ssl,
+                    limit=self._connections,
+                    keepalive_timeout=KEEPALIVE_SECONDS,
                 ),
                 timeout=aiohttp.ClientTimeout(total=60, sock_connect=10),
             )
@@ -164,9 +141,7 @@ class KubeApi:
 
     async def _headers(self, content_type: str, accept: str = "application/json") -> dict[str, str]:
         headers = {"Accept": accept, "Content-Type": content_type}
-        token = await self._configuration.get_api_key_with_prefix(
-            "BearerToken", alias="authorization"
-        )
+        token = await self._connection.authorization()
         if token:
             headers["Authorization"] = token
         return headers
@@ -190,7 +165,7 @@ class KubeApi:
         # orjson: JSON took 13% of the loop while it injected (py-spy); orjson decodes an apply's
         # answer 2.4x and encodes its body 14x faster than json.
         data = None if body is None else orjson.dumps(body)
-        url = self._configuration.host + path
+        url = self._connection.host + path
         try:
             try:
                 status, payload = await self._send(method, url, query, data, headers)
@@ -220,8 +195,8 @@ class KubeApi:
             params=query,
             data=data,
             headers=headers,
-            proxy=self._configuration.proxy,  # a kubeconfig's proxy-url
-            server_hostname=self._configuration.tls_server_name,  # and tls-server-name
+            proxy=self._connection.proxy,  # a kubeconfig's proxy-url
+            server_hostname=self._connection.server_name,  # and tls-server-name
         ) as response:
             return response.status, await response.read()
 
@@ -304,11 +279,11 @@ class KubeApi:
         metrics.REQUESTS.labels(method="WATCH", resource=_resource(path)).inc()
         try:
             async with self._session().get(
-                self._configuration.host + path,
+                self._connection.host + path,
                 params=query,
                 headers=await self._headers("application/json"),
-                proxy=self._configuration.proxy,
-                server_hostname=self._configuration.tls_server_name,
+                proxy=self._connection.proxy,
+                server_hostname=self._connection.server_name,
                 # A stream, not a request: no total; silence past the server's end is a failure.
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=timeout + 30),
             ) as response:
