@@ -125,16 +125,15 @@ def _named(entries: Any, name: Any) -> dict[str, Any]:
 
 
 def _connection(cluster: dict[str, Any], user: dict[str, Any], base: Path) -> Connection | None:
-    def data(key: str) -> bytes | None:
-        inline = cluster.get(f"{key}-data") or user.get(f"{key}-data")
-        if inline:
+    def data(entry: dict[str, Any], key: str) -> bytes | None:
+        """`key-data` (base64) or the file `key` names, relative to the kubeconfig."""
+        if inline := entry.get(f"{key}-data"):
             return base64.b64decode(inline)
-        named = cluster.get(key) or user.get(key)
-        return (base / named).read_bytes() if named else None
+        return (base / entry[key]).read_bytes() if entry.get(key) else None
 
     try:
-        ca = data("certificate-authority")
-        certificate, key = data("client-certificate"), data("client-key")
+        ca = data(cluster, "certificate-authority")
+        certificate, key = data(user, "client-certificate"), data(user, "client-key")
         token = (base / user["tokenFile"]).read_text() if "tokenFile" in user else user.get("token")
         with tempfile.TemporaryDirectory() as directory:
             # ssl loads a client certificate only from files; read in at once, then gone.
