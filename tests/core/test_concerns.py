@@ -360,3 +360,23 @@ def test_a_policy_write_reads_the_field_managers_without_matching_the_selectors_
     cache.put_workload(_deployment("3", managers=("logs",)))
     assert [key for key, _ in cache.concerning("gone")] == []
     assert matched == []
+
+
+def test_workloads_concerning_the_same_policies_share_one_set_of_their_names() -> None:
+    """A frozenset is 216 bytes even for one name, and each workload held three alike."""
+    cache = Cache()
+    cache.put_policy(
+        {
+            "metadata": {"name": "logs", "generation": 1},
+            "spec": {"selector": {}, "containers": [{"name": "logs", "image": "fluent-bit"}]},
+        }
+    )
+    for name in ("web", "api"):
+        cache.put_workload(
+            {
+                "metadata": {"name": name, "namespace": "shop", "uid": name, "labels": {}},
+                "spec": {"template": {"spec": {"containers": [{"name": "a", "image": "b"}]}}},
+            }
+        )
+    web, api = cache.concerned(Key("shop", "web")), cache.concerned(Key("shop", "api"))
+    assert web == {"logs"} and web is api
