@@ -6,6 +6,10 @@ The heap is the operator's own: Kopf and the operator's modules imported, the po
 bench, and the cache and plans of N Deployments as the API server returns them once the policy
 is applied (their snapshots, each planned once). The operator runs everything on one loop, so a
 full pass stalls the watches, the writes and the liveness probe for as long as it takes.
+
+`--sites`: instead, the bytes per workload the fill leaves held, by allocation site
+(tracemalloc, after a warm-up fill of 200): what a workload costs the operator's memory, and
+where (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import copy
 import gc
 import statistics
 import time
+import tracemalloc
 
 import kopf  # noqa: F401  # part of the operator's heap
 
@@ -62,15 +67,40 @@ def full_pass_ms() -> float:
     return statistics.median(times)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.heap", description=__doc__)
-    parser.add_argument("--n", type=int, default=5000, help="Deployments in the cache")
-    n = parser.parse_args().n
+def held(n: int) -> tuple[Cache, Plans]:
     cache = Cache()
     plans = Plans(
         cache, Rollouts(cache, Histories(), operator_namespace=None), operator_namespace=None
     )
     fill(cache, plans, n, version=0)
+    return cache, plans
+
+
+def sites(n: int) -> None:
+    warm = held(200)  # imports and one-time allocations out of the count
+    gc.collect()
+    tracemalloc.start(8)
+    before = tracemalloc.take_snapshot()
+    kept = held(n)
+    gc.collect()
+    grown = tracemalloc.take_snapshot().compare_to(before, "traceback")
+    print(f"{sum(s.size_diff for s in grown) / n:.0f} bytes per workload held ({n} workloads)")
+    for stat in grown[:25]:
+        frames = " > ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}" for f in stat.traceback)
+        print(f"{stat.size_diff / n:7.0f} B {stat.count_diff / n:5.1f} blocks  {frames}")
+    del warm, kept
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.heap", description=__doc__)
+    parser.add_argument("--n", type=int, default=5000, help="Deployments in the cache")
+    parser.add_argument("--sites", action="store_true", help="bytes per workload by site")
+    options = parser.parse_args()
+    n = options.n
+    if options.sites:
+        sites(n)
+        return
+    cache, plans = held(n)
     print(f"{len(cache.workloads())} Deployments held; a full collection (median of {ROUNDS}):")
     print(f"  without gc.freeze():                  {full_pass_ms():6.1f} ms")
     gc.freeze()
