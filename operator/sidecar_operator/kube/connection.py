@@ -67,7 +67,7 @@ class Connection:
     server_name: str | None = None
 
 
-def tls(
+def _tls(
     *,
     ca_file: str | None = None,
     ca_data: str | None = None,
@@ -75,6 +75,8 @@ def tls(
     key_file: str | None = None,
     verify: bool = True,
 ) -> ssl.SSLContext:
+    """The one TLS context of both readers: the CA trusted (the system's when none is named),
+    our client certificate, or no verification at all."""
     context = ssl.create_default_context(cafile=ca_file, cadata=ca_data)
     if cert_file:
         context.load_cert_chain(cert_file, key_file)
@@ -144,7 +146,7 @@ def _connection(cluster: dict[str, Any], user: dict[str, Any], base: Path) -> Co
             if key is not None:
                 key_file = os.path.join(directory, "key")
                 Path(key_file).write_bytes(key)
-            context = tls(
+            context = _tls(
                 ca_data=ca.decode() if ca is not None else None,
                 cert_file=cert_file,
                 key_file=key_file,
@@ -190,7 +192,7 @@ async def _by_kubernetes() -> tuple[Connection, Refresher | None]:
 
     connection = Connection(
         host=configuration.host,
-        ssl=tls(
+        ssl=_tls(
             ca_file=configuration.ssl_ca_cert,
             cert_file=configuration.cert_file,
             key_file=configuration.key_file,
